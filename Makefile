@@ -1,0 +1,35 @@
+# `make test` and `make run` both start by building .venv: torch (the CPU wheel where no NVIDIA GPU
+# is present, the CUDA build otherwise), then this project with its test extras.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+TORCH_CPU := torch==2.13.0
+
+.PHONY: setup test run bench clean
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	python3 -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+	@if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then \
+		echo "NVIDIA GPU found: installing the CUDA build of torch"; \
+		$(PIP) install -q 'torch>=2.4'; \
+	else \
+		echo "no NVIDIA GPU: installing the CPU build $(TORCH_CPU)"; \
+		$(PIP) install -q $(TORCH_CPU) || $(PIP) install -q $(TORCH_CPU) --index-url https://download.pytorch.org/whl/cpu; \
+	fi
+	$(PIP) install -q -e '.[test]'
+	touch $@
+
+test: setup
+	$(PY) -m pytest -q
+
+run: setup
+	$(VENV)/bin/hrm-tui
+
+bench: setup
+	$(PY) bench/step.py
+
+clean:
+	rm -rf $(VENV) build *.egg-info
