@@ -1,22 +1,33 @@
-"""Console entry points: hrm-train, hrm-data, hrm-eval (each dispatches to its module)."""
+"""Console entry points. Each imports its module lazily so `hrm-data --help` never pays for torch."""
 
 from __future__ import annotations
 
 import sys
 
 
-def _not_ready(name: str) -> int:
-    print(f"{name}: not ready yet in this build", file=sys.stderr)
-    return 2
-
-
 def train_main(argv: list[str] | None = None) -> int:
-    return _not_ready("hrm-train")
+    from hrm.train.cli import main
+
+    return main(argv)
 
 
 def data_main(argv: list[str] | None = None) -> int:
-    return _not_ready("hrm-data")
+    from hrm.data.cli import main
+
+    return main(argv)
 
 
 def eval_main(argv: list[str] | None = None) -> int:
-    return _not_ready("hrm-eval")
+    from hrm.eval import main
+
+    return main(argv)
+
+
+def export_main(argv: list[str] | None = None) -> int:
+    from hrm.export import main
+
+    return main(argv)
+
+
+def _exit(code: int | None) -> None:
+    sys.exit(code or 0)
