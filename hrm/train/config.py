@@ -1,0 +1,384 @@
+"""The run configuration: schema, presets, `key=value` overrides, config.yaml.
+
+Defaults < preset YAML (overrides only) < command-line `section.key=value`; validated once, by pydantic,
+with messages that name the key to change. Torch-free: the app reads presets through this module.
+"""
+from __future__ import annotations
+
+import difflib
+import os
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from hrm.train._config_errors import ConfigError, translate_validation_error
+
+__all__ = [
+    "Config", "ModelConfig", "DataConfig", "OptimConfig", "TrainConfig", "RunConfig", "SinksConfig",
+    "ConfigError", "load_preset", "apply_overrides", "parse_overrides", "save_config", "load_config",
+    "list_presets", "presets_dir", "resolve_total_steps", "validate_run_name", "config_from_dict",
+    "describe", "task_shape",
+]
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class ModelConfig(_Section):
+    """HRM-ACT-v1 architecture (HRM-SPEC §1.1). Sizes the dataset fixes (vocab, seq_len, ids) are injected."""
+
+    hidden_size: int = Field(512, gt=0, description="Width of every layer (d).")
+    num_heads: int = Field(8, gt=0, description="Attention heads; hidden_size must divide by it.")
+    expansion: float = Field(4.0, gt=0, description="SwiGLU expansion (inner = 2/3·expansion·d, rounded up to 256).")
+    H_layers: int = Field(4, gt=0, description="Transformer blocks in the high-level (slow) module.")
+    L_layers: int = Field(4, gt=0, description="Transformer blocks in the low-level (fast) module.")
+    H_cycles: int = Field(2, gt=0, description="High-level updates per ACT segment (N).")
+    L_cycles: int = Field(2, gt=0, description="Low-level updates per high-level update (T).")
+    halt_max_steps: int = Field(16, gt=0, description="Maximum ACT segments per puzzle (M_max).")
+    halt_exploration_prob: float = Field(0.1, ge=0, le=1, description="Chance a row draws a minimum halting step.")
+    pos_encodings: Literal["rope", "learned"] = Field("rope", description="Position encoding: rope or learned.")
+    puzzle_emb_ndim: int | None = Field(None, ge=0, description="Puzzle-embedding width; null = hidden_size (the reference), 0 disables it.")
+    rms_norm_eps: float = Field(1e-5, gt=0, description="RMSNorm epsilon.")
+    rope_theta: float = Field(10000.0, gt=0, description="RoPE base.")
+    forward_dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field("auto", description="Compute dtype; auto = bfloat16 on CUDA, float32 on CPU.")
+    loss_type: Literal["stablemax_cross_entropy", "softmax_cross_entropy"] = Field("stablemax_cross_entropy", description="Token loss of the ACT loss head.")
+
+    @model_validator(mode="after")
+    def _heads_divide(self) -> ModelConfig:
+        if self.hidden_size % self.num_heads:
+            raise ValueError(f"model.hidden_size ({self.hidden_size}) must be divisible by model.num_heads ({self.num_heads})")
+        return self
+
+    def hrm_fields(self) -> dict[str, Any]:
+        """The HRMConfig keyword arguments this section sets (puzzle_emb_ndim resolved)."""
+        out = self.model_dump(exclude={"loss_type", "puzzle_emb_ndim"})
+        out["puzzle_emb_ndim"] = self.hidden_size if self.puzzle_emb_ndim is None else self.puzzle_emb_ndim
+        return out
+
+
+class DataConfig(_Section):
+    """The dataset recipe (its model_dump is the recipe dict of hrm.data.recipes)."""
+
+    task: Literal["sudoku", "maze"] = Field("sudoku", description="Puzzle family.")
+    path: str | None = Field(None, description="A dataset already built in the reference format; skips building.")
+    from_csv: str | None = Field(None, description="Folder with train.csv/test.csv (reference columns); used when it exists, else generate.")
+    level: Literal["easy", "medium", "hard", "extreme"] = Field("easy", description="Difficulty of generated puzzles.")
+    size: int | None = Field(None, gt=1, description="Maze side length (sudoku: always 9); null = the task's default.")
+    train: int = Field(1000, gt=0, description="Training puzzles (groups) to generate or take.")
+    test: int = Field(1000, gt=0, description="Test puzzles to generate or take.")
+    num_aug: int = Field(0, ge=0, description="Sudoku: augmented copies per training puzzle.")
+    blanks: tuple[int, int] | None = Field(None, description="Sudoku: [min, max] blank cells per generated puzzle.")
+    min_rating: int | None = Field(None, ge=0, description="Sudoku: keep only puzzles rated at least this.")
+    aug: bool = Field(False, description="Maze: add the 8 dihedral transforms of each training maze.")
+    seed: int = Field(0, description="Seed of the dataset build.")
+
+    @field_validator("blanks")
+    @classmethod
+    def _blanks_range(cls, v: tuple[int, int] | None) -> tuple[int, int] | None:
+        if v is not None and not 0 <= v[0] <= v[1] <= 81:
+            raise ValueError(f"data.blanks must be [min, max] with 0 <= min <= max <= 81, got {list(v)}")
+        return v
+
+
+class OptimConfig(_Section):
+    """AdamATan2 for the model, SignSGD for the puzzle embedding, one warmup+cosine schedule."""
+
+    lr: float = Field(1e-4, gt=0, description="Peak learning rate of AdamATan2.")
+    lr_min_ratio: float = Field(1.0, ge=0, le=1, description="Final lr / peak lr of the cosine (1.0 = constant after warmup).")
+    lr_warmup_steps: int = Field(2000, ge=0, description="Linear warmup steps.")
+    beta1: float = Field(0.9, ge=0, lt=1, description="AdamATan2 beta1.")
+    beta2: float = Field(0.95, ge=0, lt=1, description="AdamATan2 beta2.")
+    weight_decay: float = Field(0.1, ge=0, description="Decoupled weight decay of the model parameters.")
+    puzzle_emb_lr: float = Field(1e-2, gt=0, description="Peak learning rate of the puzzle-embedding SignSGD.")
+    puzzle_emb_weight_decay: float = Field(0.1, ge=0, description="Weight decay of the puzzle embedding.")
+
+
+class TrainConfig(_Section):
+    """Length, evaluation, checkpoints, device and stopping rules."""
+
+    global_batch_size: int = Field(768, gt=0, description="Examples per optimizer step over all ranks.")
+    total_steps: int | None = Field(None, gt=0, description="Optimizer steps to run; overrides epochs when set.")
+    epochs: float | None = Field(20000, gt=0, description="Passes over the training groups; steps = epochs·examples/batch.")
+    eval_interval: int | None = Field(None, gt=0, description="Steps between evaluations; null = only at the end.")
+    eval_split: Literal["test", "train"] = Field("test", description="Split evaluated.")
+    eval_max_examples: int | None = Field(None, gt=0, description="Evaluate at most this many puzzles; null = all.")
+    checkpoint_interval: int | None = Field(None, gt=0, description="Steps between checkpoints; null = after every evaluation.")
+    keep_last: int = Field(3, ge=1, description="Checkpoints kept (plus the best by eval exact accuracy).")
+    seed: int = Field(0, description="Seed of model init, data order and ACT exploration.")
+    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto = cuda when available, else cpu.")
+    gpus: int = Field(1, ge=1, description="GPUs (processes under torchrun) to train on.")
+    early_stop_exact_accuracy: float | None = Field(None, gt=0, le=1, description="Stop once train exact accuracy reaches this.")
+    on_nonfinite: Literal["stop", "pause"] = Field("stop", description="What a NaN/Inf loss or gradient does.")
+    log_interval: int = Field(1, ge=1, description="Steps aggregated into one train event.")
+    init_from: str | None = Field(None, description="Weights-only checkpoint (ours or the reference's) to start from.")
+
+    @model_validator(mode="after")
+    def _length_given(self) -> TrainConfig:
+        if self.total_steps is None and self.epochs is None:
+            raise ValueError("set train.total_steps or train.epochs")
+        return self
+
+
+class RunConfig(_Section):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, coerce_numbers_to_str=True)
+
+    name: str | None = Field(None, description="Run id; null = <preset>-<UTC timestamp>.")
+    description: str = Field("", description="One line shown in the preset picker and the run list.")
+    preset: str | None = Field(None, description="The preset this config came from (set by load_preset).")
+
+    @field_validator("name")
+    @classmethod
+    def _check_name(cls, v: str | None) -> str | None:
+        return None if v is None else validate_run_name(v)
+
+
+class SinksConfig(_Section):
+    tensorboard: bool = Field(False, description="Also write TensorBoard scalars to the run directory.")
+    wandb: bool = Field(False, description="Also log to Weights & Biases (needs the wandb extra).")
+    wandb_mode: Literal["online", "offline", "disabled"] = Field("offline", description="W&B mode.")
+    wandb_project: str | None = Field(None, description="W&B project; null = derived from the task.")
+
+
+class Config(_Section):
+    model: ModelConfig = Field(default_factory=ModelConfig, description="Architecture.")
+    data: DataConfig = Field(default_factory=DataConfig, description="Dataset recipe.")
+    optim: OptimConfig = Field(default_factory=OptimConfig, description="Optimizers and schedule.")
+    train: TrainConfig = Field(default_factory=TrainConfig, description="Training length, eval, checkpoints, device.")
+    run: RunConfig = Field(default_factory=RunConfig, description="Run naming.")
+    sinks: SinksConfig = Field(default_factory=SinksConfig, description="Extra metric sinks.")
+
+    def to_dict(self) -> dict[str, Any]:
+        return self.model_dump(mode="json")
+
+
+def validate_run_name(name: str) -> str:
+    """A run id becomes a directory name: no separators, no '..', no leading dot, not empty."""
+    if not name or "/" in name or "\\" in name or ".." in name or name.startswith(".") or "\0" in name:
+        raise ValueError(f"run name {name!r} is not allowed: use letters, digits, '-', '_' "
+                         "(no '/', no '..', no leading '.')")
+    return name
+
+
+# --- merging ---------------------------------------------------------------------------------------
+
+def _merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
+    """Deep-merge `update` into a copy of `base` (mappings merge, everything else replaces)."""
+    out = dict(base)
+    for key, value in update.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = value
+    # total_steps and epochs are two ways to say one thing: the layer that names one clears the other.
+    train_update = update.get("train")
+    if isinstance(train_update, dict) and isinstance(out.get("train"), dict):
+        named = {"total_steps", "epochs"} & set(train_update)
+        if len(named) == 1:
+            other = ({"total_steps", "epochs"} - named).pop()
+            out["train"] = {**out["train"], other: None}
+    return out
+
+
+def config_from_dict(data: dict[str, Any], source: str = "config") -> Config:
+    """Validate a (possibly partial) nested dict over the defaults."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: expected a mapping of sections (model, data, optim, train, run, sinks), "
+                          f"got {type(data).__name__}")
+    merged = _merge(Config().model_dump(), data)
+    try:
+        return Config.model_validate(merged)
+    except ValidationError as exc:
+        raise translate_validation_error(exc, Config, source) from None
+
+
+# --- YAML --------------------------------------------------------------------------------------------
+
+class _Loader(yaml.SafeLoader):
+    """SafeLoader that also reads 1e-4 (no dot) as a float, as people write learning rates."""
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+    list("-+0123456789"),
+)
+
+
+def _load_yaml(path: Path) -> Any:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"cannot read {path}: {exc.strerror or exc}") from None
+    try:
+        return yaml.load(text, Loader=_Loader)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark is not None else str(path)
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise ConfigError(f"{where}: malformed YAML: {problem}") from None
+
+
+def parse_overrides(overrides: list[str]) -> dict[str, Any]:
+    """["train.total_steps=100", "optim.lr=1e-3"] -> nested dict; values are YAML scalars."""
+    nested: dict[str, Any] = {}
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        key = key.strip()
+        if not sep or not key or any(not part for part in key.split(".")):
+            raise ConfigError(f"override {item!r} is not of the form section.key=value (e.g. optim.lr=3e-4)")
+        try:
+            value = yaml.load(raw, Loader=_Loader) if raw.strip() else None
+        except yaml.YAMLError:
+            value = raw  # not valid YAML: keep the text, the schema says whether that fits
+        node = nested
+        parts = key.split(".")
+        for part in parts[:-1]:
+            child = node.setdefault(part, {})
+            if not isinstance(child, dict):
+                raise ConfigError(f"override {item!r} conflicts with an earlier override of {part}")
+            node = child
+        node[parts[-1]] = value
+    return nested
+
+
+def apply_overrides(cfg: Config, overrides: list[str]) -> Config:
+    """A new Config with `section.key=value` overrides applied and validated."""
+    if not overrides:
+        return cfg
+    return config_from_dict(_merge(cfg.model_dump(), parse_overrides(overrides)), source="overrides")
+
+
+# --- presets -----------------------------------------------------------------------------------------
+
+def presets_dir() -> Path:
+    """Where named presets live: $HRM_PRESETS_DIR, else presets/ beside the hrm package (the repo
+    or an editable install), else hrm/presets inside an installed package."""
+    env = os.environ.get("HRM_PRESETS_DIR")
+    if env:
+        return Path(env)
+    package = Path(__file__).resolve().parents[1]
+    for candidate in (package.parent / "presets", package / "presets"):
+        if candidate.is_dir():
+            return candidate
+    return package.parent / "presets"
+
+
+def list_presets() -> list[Path]:
+    """The preset files shipped with the project, sorted by name."""
+    folder = presets_dir()
+    return sorted(folder.glob("*.yaml")) if folder.is_dir() else []
+
+
+def _preset_path(name_or_path: str | os.PathLike[str]) -> Path:
+    text = os.fspath(name_or_path)
+    path = Path(text).expanduser()
+    looks_like_path = os.sep in text or text.endswith((".yaml", ".yml"))
+    if looks_like_path or path.is_file():
+        if not path.is_file():
+            raise ConfigError(f"preset file {path} does not exist")
+        return path
+    candidate = presets_dir() / f"{text}.yaml"
+    if candidate.is_file():
+        return candidate
+    names = [p.stem for p in list_presets()]
+    close = difflib.get_close_matches(text, names, n=1)
+    hint = f" Did you mean {close[0]!r}?" if close else ""
+    raise ConfigError(f"unknown preset {text!r}.{hint} Available: {', '.join(names) or '(none)'} "
+                      f"in {presets_dir()}; or give a path to a .yaml file.")
+
+
+def load_preset(name_or_path: str | os.PathLike[str], overrides: list[str] | None = None) -> Config:
+    """Defaults + the preset's overrides (+ command-line overrides), validated once."""
+    path = _preset_path(name_or_path)
+    data = _load_yaml(path)
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: a preset must be a mapping of sections (model, data, optim, train, "
+                          f"run, sinks), got {type(data).__name__}")
+    run_section = data.get("run") or {}
+    if isinstance(run_section, dict) and not run_section.get("preset"):
+        data = _merge(data, {"run": {"preset": path.stem}})
+    if overrides:
+        data = _merge(data, parse_overrides(overrides))
+    return config_from_dict(data, source=str(path))
+
+
+def save_config(cfg: Config, path: str | os.PathLike[str]) -> None:
+    """Write the fully resolved config as YAML (temp file + rename: never half written)."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False), encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def load_config(path: str | os.PathLike[str]) -> Config:
+    """Read a config.yaml written by save_config (or any partial config file)."""
+    path = Path(path)
+    data = _load_yaml(path)
+    return config_from_dict({} if data is None else data, source=str(path))
+
+
+def resolve_total_steps(cfg: Config, train_examples: float) -> int:
+    """Optimizer steps of the run. With epochs: int(epochs · examples / global_batch) as the reference
+    (examples = total_groups · mean_puzzle_examples of the train split)."""
+    if cfg.train.total_steps is not None:
+        return cfg.train.total_steps
+    assert cfg.train.epochs is not None  # the schema guarantees one of the two
+    steps = int(cfg.train.epochs * train_examples / cfg.train.global_batch_size)
+    if steps < 1:
+        raise ConfigError(f"train.epochs={cfg.train.epochs:g} over {train_examples:g} training examples at "
+                          f"train.global_batch_size={cfg.train.global_batch_size} gives 0 steps: "
+                          "raise train.epochs or set train.total_steps")
+    return steps
+
+
+# --- derived facts for the app (no dataset needed) ---------------------------------------------------
+
+_SUDOKU_VOCAB, _MAZE_VOCAB, _MAZE_DEFAULT_SIZE = 11, 6, 30
+
+
+def task_shape(data: DataConfig) -> tuple[list[int], int, int]:
+    """(grid [rows, cols], vocab_size, seq_len) of the task, as the dataset builders write them."""
+    if data.task == "sudoku":
+        return [9, 9], _SUDOKU_VOCAB, 81
+    side = data.size or _MAZE_DEFAULT_SIZE
+    return [side, side], _MAZE_VOCAB, side * side
+
+
+def describe(cfg: Config) -> dict[str, Any]:
+    """What a preset trains and roughly what it costs, without torch or the dataset: task label,
+    grid, parameter count, a short model string like 'h128 · 1.2M', device and FLOPs per step."""
+    from hrm.model.config import HRMConfig, count_parameters, flops_per_example
+
+    grid, vocab, seq_len = task_shape(cfg.data)
+    hrm = HRMConfig(batch_size=max(1, cfg.train.global_batch_size // cfg.train.gpus), seq_len=seq_len,
+                    vocab_size=vocab, num_puzzle_identifiers=1, **cfg.model.hrm_fields())
+    n = count_parameters(hrm)
+    size = f"{n / 1e6:.1f}M" if n >= 1e6 else f"{n / 1e3:.0f}k"
+    label = f"{cfg.data.task.capitalize()} {grid[0]}×{grid[1]} {cfg.data.level}"
+    if cfg.data.task == "sudoku" and cfg.data.blanks:
+        label += f" · {cfg.data.blanks[0]}–{cfg.data.blanks[1]} blanks"
+    return {
+        "preset": cfg.run.preset,
+        "description": cfg.run.description,
+        "task": cfg.data.task,
+        "task_label": label,
+        "grid": grid,
+        "vocab_size": vocab,
+        "seq_len": seq_len,
+        "num_params": n,
+        "model": f"h{cfg.model.hidden_size} · {size}",
+        "device": cfg.train.device,
+        "gpus": cfg.train.gpus,
+        "global_batch_size": cfg.train.global_batch_size,
+        "total_steps": cfg.train.total_steps,
+        "epochs": cfg.train.epochs,
+        # one ACT segment per example per optimizer step
+        "flops_per_step": flops_per_example(hrm, train=True) * cfg.train.global_batch_size,
+        "dataset": cfg.data.model_dump(mode="json"),
+    }
