@@ -1,0 +1,10 @@
+"""`python -m hrm.train ...` (also as `torchrun ... -m hrm.train ...`)."""
+
+from __future__ import annotations
+
+import sys
+
+from hrm.train.cli import main
+
+if __name__ == "__main__":
+    sys.exit(main())

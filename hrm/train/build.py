@@ -1,0 +1,125 @@
+"""Building the trainer's components from the resolved config, each in its own function:
+dataset (built into the cache on first use), model + loss head, optimizers, train loader."""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from hrm.train import distributed as D
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class DataInfo:
+    root: Path
+    task: str
+    seq_len: int
+    vocab_size: int
+    num_puzzle_identifiers: int
+    train_examples: int
+    test_examples: int
+    total_groups: int
+    mean_puzzle_examples: float
+
+    @property
+    def grid(self) -> list[int]:
+        side = int(round(math.sqrt(self.seq_len)))
+        return [side, side] if side * side == self.seq_len else [1, self.seq_len]
+
+
+def _section(cfg: Any, name: str) -> dict[str, Any]:
+    sec = getattr(cfg, name)
+    return sec.model_dump() if hasattr(sec, "model_dump") else dict(sec)
+
+
+def prepare_dataset(cfg: Any, env: D.DistEnv) -> DataInfo:
+    """Rank 0 builds the dataset if needed (progress goes to trainer.log); the others wait for
+    its path, then check it exists on their own host and build it there if it does not."""
+    from hrm.data.recipes import ensure_dataset
+
+    recipe = _section(cfg, "data")
+    root: Path | None = None
+    if env.is_main:
+        root = Path(ensure_dataset(recipe, progress=True))
+    root = Path(D.broadcast_object(env, str(root) if root else None))
+    if not env.is_main and not (root / "train" / "dataset.json").is_file():
+        root = Path(ensure_dataset(recipe, progress=env.local_rank == 0))
+    return read_data_info(root, recipe.get("task", "sudoku"))
+
+
+def read_data_info(root: Path, task: str) -> DataInfo:
+    from hrm.data.format import read_metadata
+
+    train = read_metadata(root, "train")
+    test = read_metadata(root, "test") if (Path(root) / "test" / "dataset.json").is_file() else None
+
+    def n_examples(meta: Any) -> int:
+        return int(round(meta.total_groups * meta.mean_puzzle_examples)) if meta is not None else 0
+
+    return DataInfo(root=Path(root), task=task, seq_len=int(train.seq_len), vocab_size=int(train.vocab_size),
+                    num_puzzle_identifiers=int(train.num_puzzle_identifiers),
+                    train_examples=n_examples(train), test_examples=n_examples(test),
+                    total_groups=int(train.total_groups), mean_puzzle_examples=float(train.mean_puzzle_examples))
+
+
+def total_steps(cfg: Any, data: DataInfo) -> int:
+    """train.total_steps if set, else the reference's int(epochs · groups · mean examples / batch)."""
+    from hrm.train.config import resolve_total_steps
+
+    return resolve_total_steps(cfg, data.total_groups * data.mean_puzzle_examples)
+
+
+def model_config(cfg: Any, data: DataInfo, env: D.DistEnv):
+    from hrm.model.config import HRMConfig
+
+    m = cfg.model.hrm_fields()
+    gb = cfg.train.global_batch_size
+    if gb % env.world_size:
+        raise ValueError(f"train.global_batch_size={gb} is not divisible by the {env.world_size} ranks; "
+                         "pick a batch size that is a multiple of the number of processes")
+    dtype = m.get("forward_dtype") or "auto"
+    if dtype == "auto":
+        dtype = "bfloat16" if env.device.type == "cuda" else "float32"
+    return HRMConfig.from_dict(m, batch_size=gb // env.world_size, seq_len=data.seq_len,
+                               vocab_size=data.vocab_size, num_puzzle_identifiers=data.num_puzzle_identifiers,
+                               forward_dtype=dtype)
+
+
+def build_head(cfg: Any, data: DataInfo, env: D.DistEnv) -> torch.nn.Module:
+    """Model + ACT loss head on the device; seeded with seed + rank (the reference), then every
+    rank takes rank 0's weights."""
+    from hrm.model.hrm_act import HierarchicalReasoningModel_ACTV1
+    from hrm.model.losses import ACTLossHead
+
+    mcfg = model_config(cfg, data, env)
+    torch.manual_seed(int(cfg.train.seed) + env.rank)
+    model = HierarchicalReasoningModel_ACTV1(mcfg)
+    loss_type = getattr(cfg.model, "loss_type", "stablemax_cross_entropy")
+    head = ACTLossHead(model, loss_type=loss_type).to(env.device)
+    D.broadcast_module(env, head)
+    head.train()
+    return head
+
+
+def build_optimizers(cfg: Any, head: torch.nn.Module, steps: int, env: D.DistEnv):
+    from hrm.optim.container import optimizer_set_from_config
+
+    return optimizer_set_from_config(head, cfg.optim, total_steps=steps, world_size=env.world_size)
+
+
+def build_loader(cfg: Any, data: DataInfo, env: D.DistEnv):
+    from hrm.data.loader import TrainLoader
+
+    return TrainLoader(data.root, cfg.train.global_batch_size, rank=env.rank, world_size=env.world_size,
+                       seed=int(cfg.train.seed))
+
+
+def count_params(head: torch.nn.Module) -> int:
+    return sum(p.numel() for p in head.parameters())

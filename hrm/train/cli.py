@@ -1,0 +1,137 @@
+"""`hrm-train`: start, resume and steer runs.
+
+    hrm-train PRESET [section.key=value ...] [--run-dir DIR | --runs-root DIR] [--run-name NAME]
+              [--resume CKPT|latest] [--stop-at-step N]
+    hrm-train --run-dir DIR [--resume latest] [section.key=value ...]   (continue a run from its config.yaml)
+    hrm-train ctl RUN pause|resume|checkpoint|stop|eval|status
+    torchrun --nproc_per_node=N -m hrm.train PRESET ...
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from datetime import datetime, timezone
+from pathlib import Path
+
+log = logging.getLogger("hrm.train")
+
+CTL_COMMANDS = ("pause", "resume", "checkpoint", "stop", "eval", "status")
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+
+
+def _train_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="hrm-train", description="Train HRM-ACT-v1; the run is a directory "
+                                "(config.yaml, events.jsonl, checkpoints/, control.sock). "
+                                "Steer a live run with: hrm-train ctl RUN CMD.")
+    p.add_argument("args", nargs="*", metavar="PRESET|key=value",
+                   help="a preset name or YAML path, then section.key=value overrides (e.g. optim.lr=3e-4)")
+    where = p.add_mutually_exclusive_group()
+    where.add_argument("--run-dir", type=Path, help="the run directory (an existing one continues from its config.yaml)")
+    where.add_argument("--runs-root", type=Path, default=None,
+                       help="parent of new run directories (default: $HRM_RUNS_ROOT or ./runs)")
+    p.add_argument("--run-name", help="run id (default <preset>-<UTC timestamp>)")
+    p.add_argument("--resume", metavar="CKPT|latest", help="continue from a checkpoint file, or the newest of the run")
+    p.add_argument("--stop-at-step", type=int, default=None,
+                   help="stop (with a checkpoint) once this step is reached, as the stop command does")
+    return p
+
+
+def _ctl_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="hrm-train ctl", description="Send a command to a live trainer.")
+    p.add_argument("run", help="run directory, or a run name under --runs-root")
+    p.add_argument("cmd", choices=CTL_COMMANDS)
+    p.add_argument("--runs-root", type=Path, default=None)
+    p.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for the reply")
+    return p
+
+
+def _runs_root(arg: Path | None) -> Path:
+    return arg or Path(os.environ.get("HRM_RUNS_ROOT", "runs"))
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["ctl"]:
+        return ctl_main(argv[1:])
+    args = _train_parser().parse_args(argv)
+    from hrm.train.config import ConfigError
+
+    try:
+        cfg, run_dir, fresh = resolve_run(args)
+    except (ConfigError, ValueError, FileExistsError, FileNotFoundError) as e:
+        print(f"hrm-train: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    from hrm.train.launch import launch
+
+    return launch(cfg, run_dir, fresh=fresh, resume=args.resume, stop_at_step=args.stop_at_step)
+
+
+def resolve_run(args: argparse.Namespace):
+    """(config, run directory, fresh?) from the arguments; errors name the fix."""
+    from hrm.train.config import apply_overrides, load_config, load_preset, validate_run_name
+
+    preset, overrides = None, []
+    for a in args.args:
+        if "=" in a:
+            overrides.append(a)
+        elif preset is None:
+            preset = a
+        else:
+            raise ValueError(f"unexpected argument {a!r}: give one preset, then section.key=value overrides")
+    if preset is None:
+        if args.run_dir is None:
+            raise ValueError("give a preset (e.g. hrm-train sudoku-cpu) or an existing --run-dir to continue")
+        cfg_path = args.run_dir / "config.yaml"
+        if not cfg_path.is_file():
+            raise FileNotFoundError(f"{cfg_path} does not exist: give a preset to start a new run in {args.run_dir}")
+        cfg = apply_overrides(load_config(cfg_path), overrides)
+        return cfg, args.run_dir, not _has_history(args.run_dir)
+    cfg = load_preset(preset, overrides)
+    if args.run_name:
+        cfg = apply_overrides(cfg, [f"run.name={args.run_name}"])
+    if args.run_dir is not None:
+        run_dir = args.run_dir
+    else:
+        name = cfg.run.name or f"{cfg.run.preset or Path(preset).stem}-{datetime.now(timezone.utc):%Y%m%d-%H%M%S}"
+        run_dir = _runs_root(args.runs_root) / validate_run_name(name)
+    if _has_history(run_dir) and not args.resume:
+        raise FileExistsError(f"{run_dir} already holds a run; continue it with --resume latest, "
+                              "or choose another --run-name / --run-dir")
+    return cfg, run_dir, not args.resume
+
+
+def _has_history(run_dir: Path) -> bool:
+    return (run_dir / "events.jsonl").is_file() or any((run_dir / "checkpoints").glob("*.pt"))
+
+
+def ctl_main(argv: list[str]) -> int:
+    args = _ctl_parser().parse_args(argv)
+    run = Path(args.run)
+    if not run.is_dir() and os.sep not in args.run:
+        run = _runs_root(args.runs_root) / args.run
+    if not run.is_dir():
+        print(f"hrm-train ctl: no run directory {args.run!r} (looked at {run})", file=sys.stderr)
+        return EXIT_USAGE
+    from hrm.train.control import send_command
+
+    reply = send_command(run, args.cmd, timeout=args.timeout)
+    if not reply.get("ok") and args.cmd == "status":
+        reply = _offline_status(run, reply)
+    print(json.dumps(reply))
+    return EXIT_OK if reply.get("ok") else EXIT_FAILED
+
+
+def _offline_status(run: Path, reply: dict) -> dict:
+    """No live trainer: report the last status the run recorded."""
+    from hrm.train.events import read_events
+
+    events = read_events(run / "events.jsonl") if (run / "events.jsonl").is_file() else []
+    last = next((e for e in reversed(events) if e.get("kind") == "status"), None)
+    if last is None:
+        return reply
+    return {"ok": True, "cmd": "status", "live": False, "state": last.get("state"), "step": last.get("step"),
+            "message": last.get("reason") or last.get("error") or last.get("state")}

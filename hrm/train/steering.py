@@ -1,0 +1,137 @@
+"""Commands from the control socket and from signals, turned into one decision per step that
+every rank shares.
+
+Rank 0 owns the socket; any rank may receive a signal (torchrun forwards SIGTERM to all of them,
+and a user may signal one pid). Each rank folds what it got into a small flag vector; the trainer
+SUM-reduces that vector together with the step's metrics (one collective per step), so every rank
+acts on the same step. Requests are answered by rank 0 once the trainer has acted."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import torch
+
+log = logging.getLogger(__name__)
+
+# Slots of the flag vector, in a fixed order shared by all ranks.
+FLAGS = ("pause", "resume", "checkpoint", "stop", "eval")
+COMMANDS = frozenset(FLAGS)
+
+
+@dataclass
+class Decision:
+    """What all ranks do after this step. `requests` (rank 0 only) wait for their reply."""
+
+    pause: bool = False
+    resume: bool = False
+    checkpoint: bool = False
+    stop: bool = False
+    eval: bool = False
+    stop_reason: str = ""
+    requests: list[Any] = field(default_factory=list)
+
+    def any(self) -> bool:
+        return self.pause or self.resume or self.checkpoint or self.stop or self.eval
+
+
+class Steering:
+    """Collects commands between steps; never blocks."""
+
+    def __init__(self, rank: int, server: Any | None = None,
+                 status_fn: Callable[[], dict[str, Any]] | None = None) -> None:
+        self.rank = rank
+        self.server = server  # hrm.train.control.ControlServer on rank 0, else None
+        self.status_fn = status_fn or (lambda: {})
+        self._lock = threading.Lock()
+        self._signal_stop = ""
+        self._signal_checkpoint = False
+        self._pending: list[tuple[str, Any]] = []
+        self.paused = False
+
+    # --- signals -------------------------------------------------------------------------
+    def install_signals(self) -> None:
+        """SIGTERM/SIGINT = stop, SIGUSR1 = checkpoint, SIGHUP ignored (closing a terminal
+        never ends a run). Only the main thread may install handlers."""
+        if threading.current_thread() is not threading.main_thread():
+            return
+        signal.signal(signal.SIGTERM, self._on_stop)
+        signal.signal(signal.SIGINT, self._on_stop)
+        signal.signal(signal.SIGUSR1, self._on_checkpoint)
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)
+
+    def _on_stop(self, signum: int, _frame: object) -> None:
+        with self._lock:
+            self._signal_stop = signal.Signals(signum).name
+
+    def _on_checkpoint(self, _signum: int, _frame: object) -> None:
+        with self._lock:
+            self._signal_checkpoint = True
+
+    # --- control socket ------------------------------------------------------------------
+    def _poll_socket(self) -> None:
+        if self.server is None:
+            return
+        for req in self.server.poll():
+            cmd = getattr(req, "cmd", None)
+            if cmd == "status":
+                # Answered at once: it changes nothing, so no rank needs to know.
+                req.reply({"ok": True, "cmd": "status", **self.status_fn()})
+            elif cmd in COMMANDS:
+                self._pending.append((cmd, req))
+            else:
+                req.reply({"ok": False, "error": f"unknown command {cmd!r}; expected one of "
+                                                 f"{', '.join(sorted(COMMANDS | {'status'}))}"})
+
+    def local_flags(self) -> torch.Tensor:
+        """This rank's wishes as a float64 vector (one slot per FLAGS entry)."""
+        self._poll_socket()
+        v = torch.zeros(len(FLAGS), dtype=torch.float64)
+        with self._lock:
+            if self._signal_stop:
+                v[FLAGS.index("stop")] = 1
+            if self._signal_checkpoint:
+                v[FLAGS.index("checkpoint")] = 1
+        # Pause/resume are resolved to the state the last request asks for, so "pause, resume"
+        # arriving within one step is a no-op rather than a race.
+        want_paused = self.paused
+        for cmd, _ in self._pending:
+            if cmd in ("pause", "resume"):
+                want_paused = cmd == "pause"
+            elif cmd in FLAGS:
+                v[FLAGS.index(cmd)] = 1
+        if want_paused != self.paused:
+            v[FLAGS.index("pause" if want_paused else "resume")] = 1
+        return v
+
+    def decide(self, reduced: torch.Tensor) -> Decision:
+        """Turn the SUM-reduced flags (identical on every rank) into a Decision; consumes the
+        pending requests and signal flags that were folded into it."""
+        got = {name: bool(reduced[i].item() > 0) for i, name in enumerate(FLAGS)}
+        d = Decision(**got)
+        with self._lock:
+            if d.stop:
+                d.stop_reason = f"signal {self._signal_stop}" if self._signal_stop else "stop command"
+            self._signal_stop = ""
+            self._signal_checkpoint = False
+        d.requests, self._pending = self._pending, []
+        if d.pause:
+            self.paused = True
+        if d.resume:
+            self.paused = False
+        return d
+
+    def reply_all(self, d: Decision, step: int, extra: dict[str, dict[str, Any]] | None = None) -> None:
+        """Answer the requests folded into `d` (rank 0). `extra[cmd]` adds fields (e.g. a path)."""
+        extra = extra or {}
+        for cmd, req in d.requests:
+            fields = dict(extra.get(cmd, {}))
+            if fields.get("ok") is False:
+                req.reply({"ok": False, "cmd": cmd, "step": step, **fields})
+            else:
+                req.reply({"ok": True, "cmd": cmd, "step": step, "message": fields.pop("message", cmd),
+                           **fields})

@@ -1,0 +1,194 @@
+"""The training loop (HRM-SPEC §4): carry kept across batches, loss/global_batch backward,
+gradients summed over ranks, SignSGD then AdamATan2 at the scheduled lr, metrics reduced as the
+reference does; between steps it obeys commands and signals that every rank sees at once.
+
+Components are built in `hrm.train.session` (run directory, events, control, sampler) and
+`hrm.train.build` (data, model, optimizers); checkpoint contents live in `hrm.train.state`."""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from hrm.train import distributed as D
+from hrm.train.evaluate import evaluate
+from hrm.train.health import Health
+from hrm.train.session import Session
+from hrm.train.steering import Decision
+from hrm.train.step import forward_backward, pack, unpack
+
+log = logging.getLogger(__name__)
+
+PAUSE_POLL_S = 0.1
+
+
+class Trainer:
+    """Owns the loop state: step, carry, the last metrics; everything else is in the Session."""
+
+    def __init__(self, session: Session) -> None:
+        self.s = session
+        self.env: D.DistEnv = session.env
+        self.cfg = session.cfg
+        self.step = session.start_step
+        self.carry = session.carry
+        self.last_train: dict[str, Any] = {}
+        self.last_eval: dict[str, Any] = {}
+        self.health = Health(self.cfg)
+        self.stop_reason = ""
+        self.final_state = "finished"
+        self.params = [p for p in session.head.parameters() if p.requires_grad]
+        self.gb = int(self.cfg.train.global_batch_size)
+        self._t_last = time.perf_counter()
+
+    # --- the loop ----------------------------------------------------------------------------
+    def train(self) -> int:
+        """Run until total steps, a stop, an early stop or a health stop. Returns the exit code."""
+        s = self.s
+        s.status("running")
+        interval_eval = int(getattr(self.cfg.train, "eval_interval", 0) or 0)
+        interval_ckpt = int(getattr(self.cfg.train, "checkpoint_interval", 0) or 0)
+        completed = False
+        while not self.stop_reason:
+            if self.step >= s.total_steps:
+                completed = True
+                break
+            d = self._train_one()
+            if self.stop_reason:  # a health stop inside the step
+                break
+            if interval_eval and self.step % interval_eval == 0 and self.step < s.total_steps:
+                self.run_eval()
+            if interval_ckpt and self.step % interval_ckpt == 0 and not d.stop:
+                self.save_checkpoint()
+            self._act(d)
+            if s.stop_at_step and self.step >= s.stop_at_step and not self.stop_reason:
+                self._stop(f"reached --stop-at-step {s.stop_at_step}")
+            self._early_stop()
+        if completed or self.stop_reason.startswith("early stop"):
+            self.run_eval()
+            self.save_checkpoint(wait=True)
+            self.stop_reason = self.stop_reason or f"completed {s.total_steps} steps"
+        s.finish(self.final_state, self.stop_reason, self.step)
+        return 0 if self.final_state == "finished" else 1
+
+    def _train_one(self) -> Decision:
+        s, env = self.s, self.env
+        self.step += 1
+        _set, batch, _eff = s.loader.next_batch()
+        batch = {k: v.to(env.device, non_blocking=True) for k, v in batch.items()}
+        if self.carry is None:
+            self.carry = s.head.initial_carry(batch)
+        self.carry, loss, metrics, grad_sq = forward_backward(s.head, self.carry, batch, self.gb, env, self.params)
+        vec = pack(env, loss, metrics, grad_sq, s.steering.local_flags())
+        res = unpack(D.all_reduce_sum(env, vec).cpu(), self.gb)  # the step's one host sync
+        if res.nonfinite:
+            s.optim.zero_grad()
+            self.step -= 1  # no optimizer step was taken
+            self._on_nonfinite(res)
+        else:
+            lr = s.optim.step(self.step)
+            self.health.ok()
+            now = time.perf_counter()
+            dt, self._t_last = now - self._t_last, now
+            self.last_train = dict(res.metrics, lr=lr, grad_norm=res.grad_norm, step_time_s=dt,
+                                   examples_per_s=self.gb / dt if dt > 0 else None, epoch=s.loader_epoch())
+            s.event("train", self.step, **self.last_train)
+        return s.steering.decide(res.flags)
+
+    # --- commands ----------------------------------------------------------------------------
+    def _act(self, d: Decision) -> None:
+        """Do what `d` asks (same on every rank), then answer the requests (rank 0)."""
+        if not d.any():
+            self.s.events_tick()
+            return
+        extra: dict[str, dict[str, Any]] = {}
+        if d.checkpoint:
+            path = self.save_checkpoint(wait=True, reason="command")
+            extra["checkpoint"] = ({"path": path, "message": f"checkpoint written: {path}"} if path else
+                                   {"ok": False, "error": self.health.refusal()})
+        if d.eval:
+            ev = self.run_eval()
+            extra["eval"] = {"message": f"eval exact_accuracy {ev['exact_accuracy']:.4f}",
+                             "exact_accuracy": ev["exact_accuracy"], "accuracy": ev["accuracy"]}
+        if d.stop:
+            self._stop(d.stop_reason)
+            extra["stop"] = {"message": f"stopped at step {self.step}", "checkpoint": self.s.last_checkpoint}
+        if d.pause and not d.stop:
+            self.s.status("paused", reason="pause command")
+            extra["pause"] = {"message": f"paused at step {self.step}"}
+        if d.resume:
+            self.s.status("running", reason="resume command")
+            extra["resume"] = {"message": f"resumed at step {self.step}"}
+        self.s.steering.reply_all(d, self.step, extra)
+        if self.s.steering.paused and not self.stop_reason:
+            self._pause_loop()
+
+    def _pause_loop(self) -> None:
+        """Wait between steps, still answering commands; every rank polls together."""
+        s = self.s
+        while s.steering.paused and not self.stop_reason:
+            time.sleep(PAUSE_POLL_S)
+            flags = D.all_reduce_sum(self.env, s.steering.local_flags().to(self.env.device)).cpu()
+            d = s.steering.decide(flags)
+            if d.any():
+                self._act(d)
+            s.events_tick()
+        self._t_last = time.perf_counter()  # the pause is not step time
+
+    def _stop(self, reason: str) -> None:
+        self.s.status("stopping", reason=reason)
+        self.save_checkpoint(wait=True, reason="stop")
+        self.stop_reason = f"stopped: {reason}"
+
+    def _early_stop(self) -> None:
+        thr = getattr(self.cfg.train, "early_stop_exact_accuracy", None)
+        acc = self.last_train.get("exact_accuracy")
+        if thr is not None and acc is not None and acc >= thr and not self.stop_reason:
+            self.s.log_event("info", f"early stop: train exact_accuracy {acc:.4f} >= {thr} at step {self.step}")
+            self.stop_reason = f"early stop: train exact_accuracy {acc:.4f} >= {thr}"
+
+    def _on_nonfinite(self, res: Any) -> None:
+        """Log; then stop (no checkpoint: the last good one must survive) or pause."""
+        action = getattr(self.cfg.train, "on_nonfinite", "stop")
+        msg = self.health.record(self.step + 1, res, self.s.last_checkpoint)
+        self.s.log_event("error", msg + f"; {'pausing' if action == 'pause' else 'stopping'}")
+        if action == "pause":
+            self.s.steering.paused = True
+            self.s.status("paused", reason=msg)
+            self._pause_loop()
+        else:
+            self.final_state = "failed"
+            self.stop_reason = msg
+
+    # --- eval and checkpoints ------------------------------------------------------------------
+    def run_eval(self) -> dict[str, Any]:
+        t = self.cfg.train
+        ev = evaluate(self.s.head, self.s.data.root, self.gb, self.env, self.s.mcfg.halt_max_steps,
+                      max_examples=getattr(t, "eval_max_examples", None))
+        self.last_eval = {k: v for k, v in ev.items() if k != "samples"}
+        self.s.event("eval", self.step, **ev)
+        self._t_last = time.perf_counter()
+        return ev
+
+    def save_checkpoint(self, wait: bool = False, reason: str = "interval") -> str | None:
+        """Collective (carry and RNG are gathered). Returns the run-relative path (rank 0), or
+        None when the model is unhealthy (the last good checkpoint must not be overwritten)."""
+        if not self.health.healthy:
+            self.s.log_event("warning", f"checkpoint at step {self.step} skipped: {self.health.refusal()}")
+            return None
+        metrics = {"train": dict(self.last_train), "eval": dict(self.last_eval)}
+        path = self.s.write_checkpoint(self.step, self.carry, metrics, wait=wait)
+        self._t_last = time.perf_counter()
+        return path
+
+
+def run_training(session: Session) -> int:
+    """Run a built session to the end; a failure becomes a `failed` status naming the cause."""
+    try:
+        return Trainer(session).train()
+    except Exception as e:  # the run must end with a status event whatever went wrong
+        session.fail(e)
+        return 1
