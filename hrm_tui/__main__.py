@@ -1,13 +1,39 @@
-"""`hrm-tui` entry point."""
+"""`hrm-tui [--runs-root DIR] [--readonly]` and `hrm-tui attach RUN [--readonly]`."""
 
 from __future__ import annotations
 
+import argparse
 import sys
+from pathlib import Path
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="hrm-tui", description="Launch, watch and steer HRM training runs.")
+    parser.add_argument("--runs-root", type=Path, default=Path("runs"), help="where runs live (default ./runs)")
+    parser.add_argument("--readonly", action="store_true", help="watch only: hide every control")
+    sub = parser.add_subparsers(dest="command")
+    attach = sub.add_parser("attach", help="open one run directory directly")
+    attach.add_argument("run", type=Path, help="a run directory (or a run id under --runs-root)")
+    attach.add_argument("--readonly", action="store_true", dest="attach_readonly")
+    return parser.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> None:
-    print("hrm-tui: not ready yet in this build", file=sys.stderr)
-    sys.exit(2)
+    args = parse_args(argv)
+    run_dir = None
+    if args.command == "attach":
+        run_dir = args.run if args.run.is_dir() else args.runs_root / args.run
+        if not run_dir.is_dir():
+            print(f"hrm-tui: no run directory {args.run} (nor {run_dir}): give a path to a run "
+                  f"directory, or a run id under --runs-root", file=sys.stderr)
+            sys.exit(2)
+        run_dir = run_dir.resolve()
+    from hrm_tui.app import HrmApp  # after argument errors: they need no Textual start-up
+
+    readonly = args.readonly or getattr(args, "attach_readonly", False)
+    app = HrmApp(args.runs_root.resolve(), attach=run_dir, readonly=readonly)
+    app.run()
+    sys.exit(app.return_code or 0)
 
 
 if __name__ == "__main__":

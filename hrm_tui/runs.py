@@ -1,0 +1,263 @@
+"""Run directories as the app sees them: list them with their status, launch, resume, delete.
+
+The app never holds a trainer: it starts `python -m hrm.train` detached (its own session, output to
+the run's trainer.log) and from then on only reads the directory and talks to its control socket.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from hrm_tui.runstate import LIVE_STATES
+
+EVENTS = "events.jsonl"
+TRAINER_LOG = "trainer.log"
+_NAME_OK = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.+-]*$")
+_TAIL_BYTES = 64 * 1024
+_children: list[subprocess.Popen] = []  # launched by this app: polled so they never linger as zombies
+
+
+@dataclass
+class RunInfo:
+    path: Path
+    status: str  # starting|running|paused|stopping|finished|failed|stopped|died|unknown
+    step: int
+    total_steps: int | None
+    alive: bool
+    last_t: float | None
+    reason: str | None = None
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+
+class LaunchError(Exception):
+    """A run could not be started; the message says why and what to do."""
+
+
+# ---- reading a run directory cheaply ------------------------------------------------------------
+def trainer_alive(run_dir: Path) -> bool:
+    reap_children()
+    try:
+        from hrm.train.pidfile import trainer_alive as _alive
+    except ImportError:  # area T1 not landed yet: same contract, read the JSON pid file ourselves
+        return _pidfile_alive(run_dir)
+    return bool(_alive(run_dir))
+
+
+def _pidfile_alive(run_dir: Path) -> bool:
+    import psutil
+
+    try:
+        info = json.loads((run_dir / "trainer.pid").read_text())
+        proc = psutil.Process(int(info["pid"]))
+        if proc.status() == psutil.STATUS_ZOMBIE:
+            return False
+        return abs(proc.create_time() - float(info["create_time"])) < 1.0
+    except (OSError, ValueError, KeyError, TypeError, psutil.Error):
+        return False
+
+
+def reap_children() -> None:
+    for proc in list(_children):
+        if proc.poll() is not None:
+            _children.remove(proc)
+
+
+def _tail_events(path: Path, nbytes: int = _TAIL_BYTES) -> list[dict[str, Any]]:
+    try:
+        with open(path, "rb") as f:
+            size = os.fstat(f.fileno()).st_size
+            f.seek(max(0, size - nbytes))
+            blob = f.read()
+    except OSError:
+        return []
+    out = []
+    lines = blob.split(b"\n")
+    if size > nbytes:
+        lines = lines[1:]  # first line is probably cut
+    for line in lines:
+        try:
+            ev = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(ev, dict):
+            out.append(ev)
+    return out
+
+
+def _first_event(path: Path) -> dict[str, Any]:
+    try:
+        with open(path, "rb") as f:
+            line = f.readline()
+        ev = json.loads(line)
+        return ev if isinstance(ev, dict) else {}
+    except (OSError, ValueError):
+        return {}
+
+
+def run_info(run_dir: Path) -> RunInfo:
+    """Status of one run from the end of its events file and its pid file (fast on huge files)."""
+    events_path = run_dir / EVENTS
+    tail = _tail_events(events_path)
+    state, reason, step, total, last_t = "unknown", None, 0, None, None
+    run_ev: dict[str, Any] = next((e for e in reversed(tail) if e.get("kind") == "run"), {}) or _first_event(events_path)
+    if run_ev.get("kind") == "run":
+        total = run_ev.get("total_steps")
+    for ev in tail:
+        if ev.get("kind") == "status":
+            state = str(ev.get("state"))
+            reason = ev.get("error") or ev.get("reason")
+        if ev.get("kind") == "train":
+            step = int(ev.get("step", step))
+        if isinstance(ev.get("t"), (int, float)):
+            last_t = float(ev["t"])
+    alive = trainer_alive(run_dir)
+    status = derive_status(state, alive, has_events=events_path.exists())
+    return RunInfo(run_dir, status, step, total if isinstance(total, int) else None, alive, last_t, reason)
+
+
+def derive_status(last_state: str, alive: bool, has_events: bool = True) -> str:
+    """What to call a run, given the last `status` event and whether its trainer lives."""
+    if alive:
+        return last_state if last_state in LIVE_STATES else "running"
+    if last_state in ("finished", "failed"):
+        return last_state
+    if last_state == "stopping":
+        return "stopped"
+    if not has_events:
+        return "unknown"
+    return "died"  # no final status and no process: killed or crashed hard
+
+
+def list_runs(runs_root: Path) -> list[RunInfo]:
+    """Runs under `runs_root`, live ones first, then newest first."""
+    if not runs_root.is_dir():
+        return []
+    infos = []
+    for d in runs_root.iterdir():
+        if d.is_dir() and ((d / EVENTS).exists() or (d / "config.yaml").exists() or (d / TRAINER_LOG).exists()):
+            infos.append(run_info(d))
+    infos.sort(key=lambda r: (not r.alive, -(r.last_t or _mtime(r.path))))
+    return infos
+
+
+def _mtime(p: Path) -> float:
+    try:
+        return p.stat().st_mtime
+    except OSError:
+        return 0.0
+
+
+def log_tail(run_dir: Path, lines: int = 12) -> list[str]:
+    try:
+        with open(run_dir / TRAINER_LOG, "rb") as f:
+            size = os.fstat(f.fileno()).st_size
+            f.seek(max(0, size - 8192))
+            text = f.read().decode("utf-8", "replace")
+    except OSError:
+        return []
+    return [ln.rstrip() for ln in text.splitlines() if ln.strip()][-lines:]
+
+
+def list_checkpoints(run_dir: Path) -> list[Path]:
+    """Complete checkpoints, newest first (files named step-N.pt; temp files are ignored)."""
+    try:
+        from hrm.train.checkpoint import list_checkpoints as _list  # torch-free listing (area T1)
+    except ImportError:
+        _list = None
+    if _list is not None:
+        return sorted((Path(p) for p in _list(run_dir)), key=_ckpt_step, reverse=True)
+    ck = run_dir / "checkpoints"
+    if not ck.is_dir():
+        return []
+    return sorted((p for p in ck.glob("step-*.pt") if _ckpt_step(p) >= 0), key=_ckpt_step, reverse=True)
+
+
+def _ckpt_step(p: Path) -> int:
+    m = re.fullmatch(r"step-(\d+)\.pt", Path(p).name)
+    return int(m.group(1)) if m else -1
+
+
+def checkpoint_step(p: Path) -> int:
+    return _ckpt_step(p)
+
+
+# ---- starting trainers ----------------------------------------------------------------------------
+def new_run_dir(runs_root: Path, preset: str, name: str | None = None, now: float | None = None) -> Path:
+    if name:
+        if not _NAME_OK.match(name) or ".." in name:
+            raise LaunchError(f"run name {name!r} is not allowed: use letters, digits, '-', '_', '.' "
+                              "(no '/', no '..', no leading '.')")
+        run_id = name
+    else:
+        stem = Path(preset).stem if preset.endswith((".yaml", ".yml")) else preset
+        run_id = f"{stem}-{time.strftime('%Y%m%d-%H%M%S', time.gmtime(now))}"
+    path = runs_root / run_id
+    if path.exists():
+        raise LaunchError(f"run directory {path} already exists: pick another run name")
+    return path
+
+
+def train_command(preset: str, run_dir: Path, overrides: list[str], gpus: int = 1) -> list[str]:
+    if gpus > 1:
+        head = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={gpus}",
+                "-m", "hrm.train"]
+    else:
+        head = [sys.executable, "-m", "hrm.train"]
+    return head + [preset, "--run-dir", str(run_dir), *overrides]
+
+
+def _spawn(argv: list[str], run_dir: Path, env: dict[str, str] | None = None) -> subprocess.Popen:
+    """Detached: own session (no controlling terminal, so SIGHUP from a closed terminal never
+    reaches it), stdin from /dev/null, stdout/stderr appended to trainer.log."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    with open(run_dir / TRAINER_LOG, "ab") as log:
+        log.write(f"$ {' '.join(argv)}\n".encode())
+        log.flush()
+        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                                start_new_session=True, close_fds=True, env=env, cwd=os.getcwd())
+    _children.append(proc)
+    return proc
+
+
+def launch(preset: str, runs_root: Path, *, name: str | None = None, overrides: list[str] | None = None,
+           gpus: int = 1, env: dict[str, str] | None = None) -> tuple[Path, subprocess.Popen]:
+    run_dir = new_run_dir(runs_root, preset, name)
+    if gpus > 1:
+        overrides = [*(overrides or []), f"train.gpus={gpus}"]
+    return run_dir, _spawn(train_command(preset, run_dir, list(overrides or []), gpus), run_dir, env)
+
+
+def resume(run_dir: Path, checkpoint: Path, *, gpus: int = 1,
+           env: dict[str, str] | None = None) -> subprocess.Popen:
+    """Continue a stopped/finished/failed run from one of its checkpoints, in the same directory."""
+    if trainer_alive(run_dir):
+        raise LaunchError(f"{run_dir.name} is still running: stop it before resuming from a checkpoint")
+    if not Path(checkpoint).is_file():
+        raise LaunchError(f"checkpoint {checkpoint} does not exist")
+    argv = train_command("", run_dir, ["--resume", str(checkpoint)], gpus)
+    argv.remove("")  # no preset: the run's own config.yaml is the config
+    return _spawn(argv, run_dir, env)
+
+
+def delete_run(run_dir: Path) -> None:
+    if trainer_alive(run_dir):
+        raise LaunchError(f"{run_dir.name} is running: stop it before deleting it")
+    shutil.rmtree(run_dir)
+
+
+def human_size(n: int | None) -> str:
+    from hrm_tui.runstate import human_bytes
+
+    return human_bytes(n) if n is not None else "?"

@@ -1,0 +1,198 @@
+"""New run: pick a preset (shipped or the user's own), see what it trains and costs, launch it."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from textual import on, work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical
+from textual.message import Message
+from textual.screen import Screen
+from textual.widgets import DataTable, Footer, Input, Label, Static
+
+from hrm_tui import runs
+from hrm_tui.runs import LaunchError
+
+if TYPE_CHECKING:
+    from hrm_tui.app import HrmApp
+
+# Rough sustained throughput for the step-time estimate (FLOP/s); the picker says "≈".
+_THROUGHPUT = {"cpu": 2e10, "cuda": 1.5e14}
+
+
+def user_preset_dirs() -> list[Path]:
+    """Where the user's own presets live: $HRM_TUI_PRESETS (':'-separated), else ~/.config/hrm-tui/presets."""
+    env = os.environ.get("HRM_TUI_PRESETS")
+    if env:
+        return [Path(p).expanduser() for p in env.split(os.pathsep) if p]
+    return [Path("~/.config/hrm-tui/presets").expanduser()]
+
+
+def preset_files() -> list[Path]:
+    from hrm.train.config import list_presets
+
+    files = list(list_presets())
+    for d in user_preset_dirs():
+        if d.is_dir():
+            files += sorted(d.glob("*.yaml")) + sorted(d.glob("*.yml"))
+    return files
+
+
+def _estimate(info: dict[str, Any]) -> tuple[str, str]:
+    """(memory, time per step) estimates, from the parameter count and FLOPs (no torch, no data)."""
+    device = info.get("device", "auto")
+    kind = "cuda" if device == "cuda" or (device == "auto" and int(info.get("gpus") or 1) > 1) else "cpu"
+    flops = float(info.get("flops_per_step") or 0.0)
+    gpus = max(1, int(info.get("gpus") or 1))
+    secs = flops / (_THROUGHPUT[kind] * gpus) if flops else None
+    n = int(info.get("num_params") or 0)
+    mem = n * 16  # weights + grads + two Adam moments, fp32
+    step = "?" if secs is None else (f"{secs:.2f} s" if secs < 10 else f"{secs:.0f} s")
+    return f"≥{mem / 2**20:.0f} MiB", f"≈{step}"
+
+
+def describe_preset(path: Path) -> dict[str, Any]:
+    """One picker row; errors in a user's file become a row that says what is wrong."""
+    from hrm.train.config import describe, load_preset
+
+    try:
+        info = describe(load_preset(path))
+    except Exception as exc:  # a broken user preset must not break the picker
+        return {"path": path, "preset": path.stem, "error": str(exc).splitlines()[0]}
+    info["path"] = path
+    info["mem"], info["step_est"] = _estimate(info)
+    try:
+        from hrm.data.recipes import is_built
+
+        info["built"] = "built" if is_built(info["dataset"]) else "not built (built on launch)"
+    except ImportError:
+        info["built"] = "?"
+    return info
+
+
+class PickerScreen(Screen):
+    BINDINGS = [
+        Binding("enter", "launch", "Launch", priority=True),
+        Binding("o", "edit_overrides", "Edit overrides"),
+        Binding("escape", "back", "Back"),
+    ]
+
+    @dataclass
+    class Described(Message):
+        rows: list[dict[str, Any]]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.rows: list[dict[str, Any]] = []
+
+    @property
+    def hrm(self) -> HrmApp:
+        return self.app  # type: ignore[return-value]
+
+    def compose(self) -> ComposeResult:
+        with Vertical(id="picker", classes="box"):
+            yield DataTable(id="presets", cursor_type="row")
+            yield Static(id="preset-about")
+            with Horizontal(id="overrides"):
+                yield Label("run name")
+                yield Input(placeholder="auto", id="run-name")
+                yield Label("steps")
+                yield Input(placeholder="preset", id="steps", type="integer")
+                yield Label("gpus")
+                yield Input(placeholder="1", id="gpus", type="integer")
+            yield Input(placeholder="more overrides: train.lr=3e-4 train.eval_interval=500", id="extra")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.query_one("#picker").border_title = "New run"
+        table = self.query_one("#presets", DataTable)
+        table.add_columns("preset", "task", "model", "device", "memory", "step est.", "data")
+        self.load()
+
+    def on_screen_resume(self) -> None:
+        self.query_one("#presets", DataTable).focus()
+
+    @work(thread=True, exclusive=True)
+    def load(self) -> None:
+        self.post_message(self.Described([describe_preset(p) for p in preset_files()]))
+
+    def on_picker_screen_described(self, msg: Described) -> None:
+        self.rows = msg.rows
+        table = self.query_one("#presets", DataTable)
+        table.clear()
+        for r in msg.rows:
+            if "error" in r:
+                table.add_row(r["preset"], f"✗ {r['error']}"[:60], "", "", "", "", "")
+                continue
+            device = r["device"] + (f" ×{r['gpus']}" if r.get("gpus", 1) > 1 else "")
+            table.add_row(r["preset"], r["task_label"], r["model"], device, r["mem"], r["step_est"], r["built"])
+        if not msg.rows:
+            self.query_one("#preset-about", Static).update("no presets found (presets/ is empty)")
+        self._about()
+
+    @on(DataTable.RowHighlighted, "#presets")
+    def _about(self) -> None:
+        row = self.selected
+        text = ""
+        if row is not None:
+            text = f"{row['preset']}: {row.get('description') or row.get('error') or ''}\n{row['path']}"
+        self.query_one("#preset-about", Static).update(text)
+
+    @property
+    def selected(self) -> dict[str, Any] | None:
+        table = self.query_one("#presets", DataTable)
+        if not self.rows or table.cursor_row is None or not 0 <= table.cursor_row < len(self.rows):
+            return None
+        return self.rows[table.cursor_row]
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action == "launch":
+            return not self.hrm.readonly and self.selected is not None
+        return True
+
+    def action_edit_overrides(self) -> None:
+        self.query_one("#run-name", Input).focus()
+
+    def action_back(self) -> None:
+        self.hrm.switch_mode("dashboard" if self.hrm.run_dir else "runs")
+
+    def overrides(self) -> tuple[str | None, list[str], int]:
+        name = self.query_one("#run-name", Input).value.strip() or None
+        steps = self.query_one("#steps", Input).value.strip()
+        gpus_text = self.query_one("#gpus", Input).value.strip()
+        extra = self.query_one("#extra", Input).value.split()
+        overrides = [*extra]
+        if steps:
+            overrides.append(f"train.total_steps={int(steps)}")
+        return name, overrides, int(gpus_text) if gpus_text else 1
+
+    def action_launch(self) -> None:
+        row = self.selected
+        if row is None or "error" in row:
+            if row is not None:
+                self.notify(f"{row['preset']}: {row['error']}", severity="error")
+            return
+        try:
+            name, overrides, gpus = self.overrides()
+            from hrm.train.config import load_preset
+
+            load_preset(row["path"], overrides)  # bad overrides: one clear message here, not a dead run
+            preset = row["preset"] if Path(row["path"]).parent == _shipped_dir() else str(row["path"])
+            run_dir, _ = runs.launch(preset, self.hrm.runs_root, name=name, overrides=overrides, gpus=gpus,
+                                     env=self.hrm.child_env)
+        except (LaunchError, ValueError) as exc:
+            self.notify(str(exc), title="cannot launch", severity="error", timeout=8)
+            return
+        self.notify(f"launched {run_dir.name}")
+        self.hrm.attach(run_dir)
+
+
+def _shipped_dir() -> Path:
+    from hrm.train.config import presets_dir
+
+    return presets_dir()

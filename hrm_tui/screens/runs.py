@@ -1,0 +1,209 @@
+"""Runs & checkpoints: attach to any run, resume a run from one of its checkpoints, delete a run."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from textual import on, work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal
+from textual.message import Message
+from textual.reactive import reactive
+from textual.screen import Screen
+from textual.widgets import DataTable, Footer, Static
+
+from hrm_tui import runs
+from hrm_tui.runs import LaunchError, RunInfo
+from hrm_tui.runstate import LIVE_STATES
+from hrm_tui.screens.confirm import ConfirmScreen
+
+if TYPE_CHECKING:
+    from hrm_tui.app import HrmApp
+
+MARK = {"failed": "✗", "died": "✗"}
+
+
+class RunsScreen(Screen):
+    BINDINGS = [
+        Binding("enter", "attach", "Attach"),
+        Binding("R", "resume", "Resume from checkpoint"),
+        Binding("d", "delete", "Delete run"),
+        Binding("tab", "focus_next", "Switch list", show=False),
+        Binding("escape", "back", "Back"),
+    ]
+
+    selected_alive = reactive(False, bindings=True)
+    selected_has_ckpt = reactive(False, bindings=True)
+
+    @dataclass
+    class Scanned(Message):
+        infos: list[RunInfo]
+
+    @dataclass
+    class CheckpointsListed(Message):
+        run_dir: Path
+        checkpoints: list[tuple[Path, dict]]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.infos: list[RunInfo] = []
+        self.checkpoints: list[tuple[Path, dict]] = []
+
+    @property
+    def hrm(self) -> HrmApp:
+        return self.app  # type: ignore[return-value]
+
+    def compose(self) -> ComposeResult:
+        yield Static(id="runs-title")
+        with Horizontal(id="runs-body"):
+            yield DataTable(id="runs", cursor_type="row", zebra_stripes=True, classes="box")
+            yield DataTable(id="ckpts", cursor_type="row", classes="box")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        runs_table = self.query_one("#runs", DataTable)
+        runs_table.border_title = "Runs"
+        runs_table.add_columns(" ", "run", "status", "step")
+        ckpts = self.query_one("#ckpts", DataTable)
+        ckpts.border_title = "Checkpoints"
+        ckpts.add_columns("step", "eval exact", "saved", "size")
+        self.set_interval(2.0, self.scan)
+
+    def on_screen_resume(self) -> None:
+        self.query_one("#runs-title", Static).update(f" Runs under {self.hrm.runs_root}")
+        self.scan()
+        self.query_one("#runs", DataTable).focus()
+
+    @work(thread=True, exclusive=True, group="scan")
+    def scan(self) -> None:
+        self.post_message(self.Scanned(runs.list_runs(self.hrm.runs_root)))
+
+    def on_runs_screen_scanned(self, msg: Scanned) -> None:
+        table = self.query_one("#runs", DataTable)
+        keep = self.selected_run
+        self.infos = msg.infos
+        table.clear()
+        for info in msg.infos:
+            mark = MARK.get(info.status, "●" if info.status in LIVE_STATES else "○")
+            status = f"{info.status}" + (f" ({info.reason})" if info.reason and info.status == "failed" else "")
+            table.add_row(mark, info.name, status, f"{info.step:,}", key=str(info.path))
+        if keep is not None:
+            for i, info in enumerate(self.infos):
+                if info.path == keep:
+                    table.move_cursor(row=i)
+        if not self.infos:
+            table.border_subtitle = "no runs yet: press n for a new run"
+        self._selection_changed()
+
+    @property
+    def selected_run(self) -> Path | None:
+        table = self.query_one("#runs", DataTable)
+        if not self.infos or table.cursor_row is None or not 0 <= table.cursor_row < len(self.infos):
+            return None
+        return self.infos[table.cursor_row].path
+
+    @on(DataTable.RowHighlighted, "#runs")
+    def _selection_changed(self) -> None:
+        run = self.selected_run
+        info = next((i for i in self.infos if i.path == run), None)
+        self.selected_alive = bool(info and info.alive)
+        if run is not None:
+            self.query_one("#ckpts", DataTable).border_title = f"Checkpoints of {run.name}"
+            self.list_checkpoints(run)
+
+    @work(thread=True, exclusive=True, group="ckpts")
+    def list_checkpoints(self, run_dir: Path) -> None:
+        from hrm.train.events import read_events
+
+        evals = {}
+        try:  # eval exact accuracy per step, for choosing a checkpoint
+            for ev in read_events(run_dir / runs.EVENTS):
+                if ev.get("kind") == "eval":
+                    evals[int(ev.get("step", 0))] = ev.get("exact_accuracy")
+        except OSError:
+            pass
+        rows = []
+        for p in runs.list_checkpoints(run_dir):
+            step = runs.checkpoint_step(p)
+            st = p.stat() if p.exists() else None
+            rows.append((p, {"step": step, "exact": evals.get(step), "mtime": st.st_mtime if st else None,
+                             "size": st.st_size if st else None}))
+        self.post_message(self.CheckpointsListed(run_dir, rows))
+
+    def on_runs_screen_checkpoints_listed(self, msg: CheckpointsListed) -> None:
+        if msg.run_dir != self.selected_run:
+            return
+        self.checkpoints = msg.checkpoints
+        table = self.query_one("#ckpts", DataTable)
+        table.clear()
+        best = max((m["exact"] for _, m in msg.checkpoints if isinstance(m["exact"], (int, float))), default=None)
+        for p, m in msg.checkpoints:
+            exact = f"{m['exact'] * 100:.1f} %" if isinstance(m["exact"], (int, float)) else "–"
+            if best is not None and m["exact"] == best:
+                exact += " best"
+            saved = time.strftime("%m-%d %H:%M", time.localtime(m["mtime"])) if m["mtime"] else "?"
+            table.add_row(f"{m['step']:,}", exact, saved, runs.human_size(m["size"]), key=str(p))
+        self.selected_has_ckpt = bool(msg.checkpoints)
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action == "attach":
+            return bool(self.infos)
+        if action in ("resume", "delete"):
+            if self.hrm.readonly or not self.infos:
+                return False
+            if self.selected_alive:
+                return None  # shown greyed: stop the run first
+            return self.selected_has_ckpt if action == "resume" else True
+        return True
+
+    def action_attach(self) -> None:
+        run = self.selected_run
+        if run is not None:
+            self.hrm.attach(run)
+
+    def action_back(self) -> None:
+        self.hrm.switch_mode("dashboard" if self.hrm.run_dir else "picker")
+
+    def _selected_checkpoint(self) -> Path | None:
+        table = self.query_one("#ckpts", DataTable)
+        if not self.checkpoints:
+            return None
+        row = table.cursor_row if table.cursor_row is not None else 0
+        return self.checkpoints[min(max(row, 0), len(self.checkpoints) - 1)][0]
+
+    @work(exclusive=True, group="confirm")
+    async def action_resume(self) -> None:
+        run, ckpt = self.selected_run, self._selected_checkpoint()
+        if run is None or ckpt is None:
+            return
+        question = f"Resume {run.name} from {ckpt.name}? Steps after it are replaced by the continuation."
+        if not await self.app.push_screen_wait(ConfirmScreen(question, yes="Resume")):
+            return
+        try:
+            runs.resume(run, ckpt, env=self.hrm.child_env)
+        except LaunchError as exc:
+            self.notify(str(exc), severity="error")
+            return
+        self.notify(f"resuming {run.name} from {ckpt.name}")
+        self.hrm.attach(run, force=True)
+
+    @work(exclusive=True, group="confirm")
+    async def action_delete(self) -> None:
+        run = self.selected_run
+        if run is None:
+            return
+        if not await self.app.push_screen_wait(ConfirmScreen(f"Delete {run} and all its checkpoints?", yes="Delete")):
+            return
+        try:
+            runs.delete_run(run)
+        except (LaunchError, OSError) as exc:
+            self.notify(str(exc), severity="error")
+            return
+        if self.hrm.run_dir == run:
+            self.hrm.run_dir = None
+        self.notify(f"deleted {run.name}")
+        self.scan()

@@ -1,0 +1,30 @@
+"""How a run ended badly: its last status and the tail of trainer.log (hidden while all is well)."""
+
+from __future__ import annotations
+
+from rich.text import Text
+from textual.widget import Widget
+
+
+class DeathNote(Widget):
+    DEFAULT_CSS = """
+    DeathNote { height: auto; max-height: 12; display: none; border: round $error; padding: 0 1; }
+    DeathNote.-shown { display: block; }
+    """
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self._headline = ""
+        self._tail: list[str] = []
+
+    def show(self, headline: str | None, tail: list[str]) -> None:
+        self._headline, self._tail = headline or "", tail
+        self.set_class(bool(headline), "-shown")
+        self.refresh(layout=True)
+
+    def render(self) -> Text:
+        t = Text(self._headline, style="bold red")
+        if self._tail:
+            t.append("\ntrainer.log:\n", style="dim")
+            t.append("\n".join(self._tail[-8:]))
+        return t

@@ -1,0 +1,34 @@
+"""The eval sample view: a Sudoku grid or a maze with the model's answer and its mistakes."""
+
+from __future__ import annotations
+
+from rich.text import Text
+from textual.widget import Widget
+
+from hrm_tui.puzzles import PuzzleStyles, render_sample
+
+
+class PuzzleView(Widget):
+    DEFAULT_CSS = """
+    PuzzleView { height: auto; }
+    """
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self._sample: dict | None = None
+        self._puzzle_kind = "sudoku"
+        self._grid: list[int] | None = None
+        self._caption = ""
+
+    def show(self, task: str, grid: list[int] | None, sample: dict | None, caption: str) -> None:
+        self._puzzle_kind, self._grid, self._sample, self._caption = task, grid, sample, caption
+        self.refresh(layout=True)
+
+    def render(self) -> Text:
+        if not self._sample:
+            return Text("no eval sample yet (press e to evaluate now)", style="dim")
+        drawing, legend = render_sample(self._puzzle_kind, self._sample, self._grid, PuzzleStyles())
+        out = Text(self._caption + "\n", style="bold")
+        out.append_text(drawing)
+        out.append("\n" + legend, style="dim")
+        return out

@@ -1,0 +1,132 @@
+"""Fixed run directories for the app's tests and bench, and the one allowed fake: an NVML backend.
+
+`write_run` writes an events file the way the trainer's EventWriter does (same writer, fixed clock),
+so the app reads exactly the bytes a real run would produce. `FakeNvml` stands in for hardware we do
+not have: it reports fixed, plausible devices and can mark fields unreadable (None), never more.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+T0 = 1_764_057_600.0  # 2025-11-25 08:00:00 UTC: fixed, so no wall clock leaks into snapshots
+
+SUDOKU_SOLUTION = [
+    5, 3, 4, 6, 7, 8, 9, 1, 2, 6, 7, 2, 1, 9, 5, 3, 4, 8, 1, 9, 8, 3, 4, 2, 5, 6, 7,
+    8, 5, 9, 7, 6, 1, 4, 2, 3, 4, 2, 6, 8, 5, 3, 7, 9, 1, 7, 1, 3, 9, 2, 4, 8, 5, 6,
+    9, 6, 1, 5, 3, 7, 2, 8, 4, 2, 8, 7, 4, 1, 9, 6, 3, 5, 3, 4, 5, 2, 8, 6, 1, 7, 9,
+]
+
+
+def sudoku_sample(blanks_every: int = 3, wrong: tuple[int, ...] = (4, 40)) -> dict[str, list[int]]:
+    label = [d + 1 for d in SUDOKU_SOLUTION]
+    inp = [1 if i % blanks_every == 1 else tok for i, tok in enumerate(label)]
+    pred = list(label)
+    for i in wrong:  # cells 4 and 40 are blanks (i % 3 == 1): wrong answers there
+        pred[i] = 2 + (label[i] - 2 + 1) % 9
+    return {"input": inp, "prediction": pred, "label": label}
+
+
+def maze_sample(side: int = 7) -> dict[str, list[int]]:
+    grid = [[1] * side for _ in range(side)]
+    for r in range(1, side - 1):
+        for c in range(1, side - 1):
+            grid[r][c] = 2
+    grid[3][2] = grid[3][3] = 1
+    inp = [v for row in grid for v in row]
+    start, goal = 1 * side + 1, 5 * side + 5
+    inp[start], inp[goal] = 3, 4
+    label, pred = list(inp), list(inp)
+    for i in (2 * side + 1, 3 * side + 1, 4 * side + 1, 5 * side + 1, 5 * side + 2, 5 * side + 3, 5 * side + 4):
+        label[i] = 5
+    for i in (1 * side + 2, 1 * side + 3, 1 * side + 4, 2 * side + 4, 3 * side + 4, 4 * side + 4, 4 * side + 5):
+        pred[i] = 5
+    return {"input": inp, "prediction": pred, "label": label}
+
+
+def _line(kind: str, step: int, t: float, **fields: Any) -> str:
+    return json.dumps({"v": 1, "t": t, "kind": kind, "step": step, **fields}, separators=(",", ":"))
+
+
+def run_events(steps: int = 400, *, task: str = "sudoku", total: int = 1000, eval_every: int = 100,
+               status: str | None = "running", t0: float = T0, dt: float = 0.5) -> list[str]:
+    """Lines of a plausible run: run, status, train every step, system every 4 steps, evals with
+    samples and halting histograms, checkpoints, a warning."""
+    grid = [9, 9] if task == "sudoku" else [7, 7]
+    out = [_line("run", 0, t0, config={"model": {"halt_max_steps": 8, "hidden_size": 128},
+                                      "data": {"task": task}}, task=task, grid=grid,
+                 vocab_size=11 if task == "sudoku" else 6, num_params=1_234_567, devices=["cuda:0"],
+                 world_size=1, dataset={"path": "/data/x", "train_examples": 1000, "test_examples": 200},
+                 total_steps=total, resumed_from=None),
+           _line("status", 0, t0, state="starting"), _line("status", 0, t0 + 0.1, state="running")]
+    for s in range(1, steps + 1):
+        t = t0 + s * dt
+        loss = 2.3 * math.exp(-s / 150) + 0.1
+        acc = 1 - 0.9 * math.exp(-s / 200)
+        out.append(_line("train", s, t, lr=1e-4, loss=loss, lm_loss=loss * 0.9, q_halt_loss=0.05,
+                         q_continue_loss=0.02, accuracy=acc, exact_accuracy=acc ** 8, q_halt_accuracy=0.8,
+                         act_steps_mean=2 + 3 * (1 - math.exp(-s / 100)), halted_frac=0.4,
+                         examples_per_s=412.0, step_time_s=dt, grad_norm=1.0, epoch=s / 10, count=1))
+        if s % 4 == 0:
+            out.append(_line("system", s, t, **FakeNvml(util=40 + (s * 7) % 60).sample()))
+        if s % eval_every == 0:
+            sample = sudoku_sample() if task == "sudoku" else maze_sample()
+            ex = min(0.95, s / 500)
+            out.append(_line("eval", s, t + 0.2, loss=loss * 1.1, accuracy=acc * 0.98, exact_accuracy=ex,
+                             q_halt_accuracy=0.85, act_steps_hist=[0, 5, 20, 40, 25, 10, 3, 1],
+                             samples=[sample, sudoku_sample(wrong=()) if task == "sudoku" else sample],
+                             split="test", num_examples=200))
+            out.append(_line("checkpoint", s, t + 0.5, path=f"checkpoints/step-{s:08d}.pt",
+                             size=5_200_000, seconds=0.4))
+        if s == 250:
+            out.append(_line("log", s, t, level="warning", message="grad norm spiked to 12.3 (clipped)"))
+    if status:
+        out.append(_line("status", steps, t0 + steps * dt + 1, state=status,
+                         **({"error": "CUDA out of memory: lower train.global_batch_size"}
+                            if status == "failed" else {})))
+    return out
+
+
+def write_run(root: Path, name: str, lines: list[str], log: str = "") -> Path:
+    run = root / name
+    (run / "checkpoints").mkdir(parents=True, exist_ok=True)
+    (run / "events.jsonl").write_text("\n".join(lines) + "\n")
+    if log:
+        (run / "trainer.log").write_text(log)
+    return run
+
+
+class FakeNvml:
+    """A system sample as NVML and psutil would give it on a one-GPU box. Fixed numbers; `missing`
+    lists GPU fields to report as unreadable (None), as a real driver does for unsupported queries."""
+
+    def __init__(self, util: float = 97.0, gpus: int = 1, missing: tuple[str, ...] = ()) -> None:
+        self.util, self.gpus, self.missing = util, gpus, missing
+
+    def sample(self) -> dict[str, Any]:
+        gpus = []
+        for i in range(self.gpus):
+            g = {"index": i, "name": "NVIDIA H100 80GB HBM3", "gpu_util": self.util, "mem_used": 15_140_000_000,
+                 "mem_total": 85_899_345_920, "temp_c": 71, "power_w": 412.0, "power_limit_w": 700.0}
+            for f in self.missing:
+                g[f] = None
+            gpus.append(g)
+        return {"gpus": gpus, "nvml": None, "torch_alloc": 12_884_901_888, "torch_peak": 14_173_392_076,
+                "cpu_percent": 34.0, "rss": 3_000_000_000, "host_mem_used": 13_207_024_435,
+                "host_mem_total": 137_438_953_472}
+
+
+def no_gpu_sample() -> dict[str, Any]:
+    return {"gpus": [], "nvml": "NVML not available: libnvidia-ml.so.1 not found", "torch_alloc": None,
+            "torch_peak": None, "cpu_percent": 55.0, "rss": 400_000_000, "host_mem_used": 4_000_000_000,
+            "host_mem_total": 8_000_000_000}
+
+
+def test_fake_nvml_reports_only_what_it_is_told() -> None:
+    s = FakeNvml(missing=("temp_c", "power_w")).sample()
+    assert s["gpus"][0]["temp_c"] is None and s["gpus"][0]["power_w"] is None
+    assert s["gpus"][0]["mem_used"] < s["gpus"][0]["mem_total"]
+    assert set(s) >= {"gpus", "nvml", "cpu_percent", "host_mem_used", "host_mem_total"}
