@@ -131,6 +131,30 @@ def test_adam_atan2_is_gradient_scale_invariant():
     assert torch.allclose(finals[0], finals[1], rtol=1e-12, atol=0)
 
 
+def test_adam_atan2_cpu_sliced_path_equals_foreach_path(monkeypatch):
+    import hrm.optim.adam_atan2 as mod
+
+    monkeypatch.setattr(mod, "_CPU_CHUNK", 7)  # slices that cut tensors at odd places
+    gen = torch.Generator().manual_seed(5)
+    shapes = [(5, 6), (13,), (1,)]
+    start = [torch.randn(s, generator=gen) for s in shapes]
+    grads = [[torch.randn(s, generator=gen) for s in shapes] for _ in range(3)]
+    results = []
+    for force_foreach in (False, True):
+        if force_foreach:
+            monkeypatch.setattr(mod, "_update_cpu", mod._update_foreach)
+        params = [nn.Parameter(x.clone()) for x in start]
+        params.append(nn.Parameter(torch.randn(4, 6, generator=torch.Generator().manual_seed(9)).t()))  # non-contiguous
+        opt = AdamATan2(params, lr=0.03)
+        for k in range(3):
+            for p, g in zip(params, grads[k] + [torch.ones(6, 4)]):
+                p.grad = g.clone()
+            opt.step()
+        results.append([p.detach().clone() for p in params])
+    for a, b in zip(*results):
+        assert torch.equal(a, b)
+
+
 def test_adam_atan2_skips_params_without_grad_and_rejects_bad_args():
     a, b = nn.Parameter(torch.ones(3)), nn.Parameter(torch.ones(3))
     opt = AdamATan2([a, b], lr=0.1)

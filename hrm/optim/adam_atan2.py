@@ -85,6 +85,12 @@ class AdamATan2(Optimizer):
         return loss
 
 
+# On the CPU, foreach ops are a loop over tensors per op: eight full passes over 27M floats. Doing
+# every op on one cache-sized slice before moving on keeps the data in L2 (about 2x faster on a
+# 2-core EPYC). 256K floats = 1 MiB per tensor slice.
+_CPU_CHUNK = 1 << 18
+
+
 def _update(
     params: list[Tensor],
     grads: list[Tensor],
@@ -98,24 +104,57 @@ def _update(
 ) -> None:
     """One AdamATan2 step over tensors that share a device and dtype."""
     # The step counters live on the CPU: incrementing and reading them costs no device sync.
-    step_sizes: list[float] = []
-    bc2_sqrts: list[float] = []
-    for s in steps:
+    by_t: dict[float, list[int]] = {}
+    for i, s in enumerate(steps):
         s.add_(1)
-        t = float(s.item())
-        step_sizes.append(-lr / (1.0 - beta1**t))
-        bc2_sqrts.append(math.sqrt(1.0 - beta2**t))
+        by_t.setdefault(float(s.item()), []).append(i)
+    for t, idx in by_t.items():
+        step_size = -lr / (1.0 - beta1**t)
+        bc2_sqrt = math.sqrt(1.0 - beta2**t)
+        lists = [[xs[i] for i in idx] for xs in (params, grads, exp_avgs, exp_avg_sqs)]
+        if lists[0][0].device.type == "cpu":
+            _update_cpu(*lists, lr, beta1, beta2, wd, step_size, bc2_sqrt)
+        else:
+            _update_foreach(*lists, lr, beta1, beta2, wd, step_size, bc2_sqrt)
 
+
+def _update_foreach(
+    params: list[Tensor], grads: list[Tensor], exp_avgs: list[Tensor], exp_avg_sqs: list[Tensor],
+    lr: float, beta1: float, beta2: float, wd: float, step_size: float, bc2_sqrt: float,
+) -> None:
     if wd != 0.0:
         torch._foreach_mul_(params, 1.0 - lr * wd)
     torch._foreach_lerp_(exp_avgs, grads, 1.0 - beta1)
     torch._foreach_mul_(exp_avg_sqs, beta2)
     torch._foreach_addcmul_(exp_avg_sqs, grads, grads, value=1.0 - beta2)
-
     denoms = torch._foreach_sqrt(exp_avg_sqs)
-    torch._foreach_div_(denoms, bc2_sqrts)
+    torch._foreach_div_(denoms, bc2_sqrt)
     # No foreach atan2 exists; write it into the denominator buffers in place.
     for m, d in zip(exp_avgs, denoms):
         torch.atan2(m, d, out=d)
-    torch._foreach_mul_(denoms, step_sizes)
-    torch._foreach_add_(params, denoms)
+    torch._foreach_add_(params, denoms, alpha=step_size)
+
+
+def _update_cpu(
+    params: list[Tensor], grads: list[Tensor], exp_avgs: list[Tensor], exp_avg_sqs: list[Tensor],
+    lr: float, beta1: float, beta2: float, wd: float, step_size: float, bc2_sqrt: float,
+) -> None:
+    # Same ops in the same order as _update_foreach, slice by slice (results are bitwise equal).
+    buf = torch.empty(min(_CPU_CHUNK, max(p.numel() for p in params)), dtype=params[0].dtype)
+    for p, g, m, v in zip(params, grads, exp_avgs, exp_avg_sqs):
+        if not (p.is_contiguous() and g.is_contiguous() and m.is_contiguous() and v.is_contiguous()):
+            _update_foreach([p], [g], [m], [v], lr, beta1, beta2, wd, step_size, bc2_sqrt)
+            continue
+        pf, gf, mf, vf = p.view(-1), g.view(-1), m.view(-1), v.view(-1)
+        n = pf.numel()
+        for lo in range(0, n, _CPU_CHUNK):
+            hi = min(n, lo + _CPU_CHUNK)
+            ps, gs, ms, vs, d = pf[lo:hi], gf[lo:hi], mf[lo:hi], vf[lo:hi], buf[: hi - lo]
+            if wd != 0.0:
+                ps.mul_(1.0 - lr * wd)
+            ms.lerp_(gs, 1.0 - beta1)
+            vs.mul_(beta2).addcmul_(gs, gs, value=1.0 - beta2)
+            torch.sqrt(vs, out=d)
+            d.div_(bc2_sqrt)
+            torch.atan2(ms, d, out=d)
+            ps.add_(d, alpha=step_size)
