@@ -1,0 +1,218 @@
+"""Writing and reading checkpoint files: atomic, in the background, pruned.
+
+`CheckpointWriter.save` copies every tensor to CPU (a clone: training mutates parameters in place)
+while the caller waits, then a background thread writes `checkpoints/.tmp-step-N.pt.<pid>`, fsyncs
+it, renames it to `step-N.pt`, fsyncs the directory, updates index.json and prunes. A failed write
+(a full disk) removes its temp file and leaves every earlier checkpoint as it was.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import threading
+import time
+import zipfile
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+
+from hrm.train.ckpt_index import (CKPT_DIR, INDEX_NAME, best_checkpoint, checkpoint_name, checkpoints_dir,
+                                  latest_checkpoint, list_checkpoints, parse_step, read_index)
+
+__all__ = ["CheckpointWriter", "CheckpointCorrupt", "load_checkpoint", "to_cpu", "latest_checkpoint",
+           "list_checkpoints", "best_checkpoint", "checkpoint_name", "checkpoints_dir"]
+
+log = logging.getLogger(__name__)
+
+Callback = Callable[[dict[str, Any]], None]
+
+
+class CheckpointCorrupt(RuntimeError):
+    """A checkpoint file that is truncated, corrupt or not loadable with weights_only=True."""
+
+
+def to_cpu(obj: Any) -> Any:
+    """A deep copy of a state tree with every tensor cloned to CPU (containers rebuilt)."""
+    if isinstance(obj, torch.Tensor):
+        return obj.detach().to("cpu", copy=True)
+    if isinstance(obj, dict):  # dict or OrderedDict (state_dict)
+        return type(obj)((k, to_cpu(v)) for k, v in obj.items())
+    if isinstance(obj, list):
+        return [to_cpu(v) for v in obj]
+    if isinstance(obj, tuple):
+        return tuple(to_cpu(v) for v in obj)
+    if hasattr(obj, "copy") and type(obj).__module__ == "numpy":
+        return obj.copy()
+    return obj
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _write_json_atomic(path: Path, data: Any) -> None:
+    tmp = path.with_name(f".tmp-{path.name}.{os.getpid()}")
+    with open(tmp, "w", encoding="utf-8") as f:
+        json.dump(data, f, indent=1)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def _safe_call(callback: Callback, info: dict[str, Any]) -> None:
+    try:
+        callback(info)
+    except Exception:  # a reporting bug must not hide that the checkpoint itself is fine
+        log.exception("checkpoint callback failed")
+
+
+class CheckpointWriter:
+    """Background, atomic checkpoint writer for one run.
+
+    directory: the run directory or its checkpoints/ directory. keep_last: how many of the most
+    recent checkpoints to keep; the best by score (eval exact accuracy) is kept as well.
+    on_done(info) gets {path, step, size, seconds, score}; on_error(info) gets {path, step, error}.
+    """
+
+    def __init__(self, directory: str | os.PathLike[str], keep_last: int = 3,
+                 on_done: Callback | None = None, on_error: Callback | None = None) -> None:
+        if keep_last < 1:
+            raise ValueError(f"keep_last must be at least 1, got {keep_last}")
+        directory = Path(directory)
+        self.dir = directory if directory.name == CKPT_DIR else directory / CKPT_DIR
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.keep_last = keep_last
+        self.on_done = on_done
+        self.on_error = on_error
+        self.last_error: str | None = None
+        self._thread: threading.Thread | None = None
+        self._remove_stale_temps()
+
+    def _remove_stale_temps(self) -> None:
+        # Temp files of a writer killed mid-write are garbage; ours carry our pid, so others' are stale.
+        for p in self.dir.glob(".tmp-*"):
+            try:
+                p.unlink()
+            except OSError:
+                pass
+
+    def save(self, state: dict[str, Any], path: str | os.PathLike[str] | None = None, *,
+             step: int | None = None, score: float | None = None, on_done: Callback | None = None) -> Path:
+        """Copy `state` to CPU now, write it in the background; returns the final path.
+        The step comes from `step`, else state["step"], else the file name of `path`."""
+        if step is None:
+            step = int(state["step"]) if "step" in state else parse_step(Path(path).name) if path else None
+        if step is None:
+            raise ValueError("save() needs a step: pass step=, or a state with 'step', or a step-N.pt path")
+        final = Path(path) if path is not None else self.dir / checkpoint_name(step)
+        if final.parent.resolve() != self.dir.resolve():
+            raise ValueError(f"checkpoint {final} must be inside {self.dir}")
+        self.wait()  # one write at a time: back-pressure instead of unbounded memory
+        snapshot = to_cpu(state)
+        self._thread = threading.Thread(target=self._write, name="hrm-ckpt", daemon=False,
+                                        args=(snapshot, final, step, score, on_done or self.on_done))
+        self._thread.start()
+        return final
+
+    def _write(self, state: dict[str, Any], final: Path, step: int, score: float | None,
+               on_done: Callback | None) -> None:
+        tmp = self.dir / f".tmp-{final.name}.{os.getpid()}"
+        start = time.perf_counter()
+        try:
+            with open(tmp, "wb") as f:
+                torch.save(state, f)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, final)
+            _fsync_dir(self.dir)
+        except BaseException as exc:  # ENOSPC, EIO, ...: drop the temp file, keep older checkpoints
+            try:
+                tmp.unlink()
+            except FileNotFoundError:
+                pass
+            self.last_error = f"checkpoint at step {step} not written: {exc}"
+            log.error("%s", self.last_error)
+            if self.on_error is not None:
+                _safe_call(self.on_error, {"path": str(final), "step": step, "error": str(exc)})
+            if not isinstance(exc, Exception):
+                raise
+            return
+        seconds = time.perf_counter() - start
+        info = {"path": str(final), "step": step, "size": final.stat().st_size, "seconds": seconds,
+                "score": score}
+        try:
+            self._record_and_prune(final, step, score, info["size"])
+        except OSError as exc:  # the checkpoint itself is safe; a stale index is only cosmetic
+            log.warning("checkpoint index/prune failed: %s", exc)
+        if on_done is not None:
+            _safe_call(on_done, info)
+
+    def _record_and_prune(self, final: Path, step: int, score: float | None, size: int) -> None:
+        index = read_index(self.dir)
+        on_disk = {c.path.name: c for c in list_checkpoints(self.dir)}
+        entries = {e["file"]: e for e in index["checkpoints"]
+                   if isinstance(e, dict) and e.get("file") in on_disk and e.get("file") != final.name}
+        # Files the index never saw (a crash between rename and index update) join by their mtime.
+        for name, c in on_disk.items():
+            if name not in entries and name != final.name:
+                entries[name] = {"file": name, "step": c.step, "score": None, "size": c.size, "time": c.mtime}
+        entries[final.name] = {"file": final.name, "step": step, "score": score, "size": size,
+                               "time": time.time()}
+        ordered = sorted(entries.values(), key=lambda e: (float(e.get("time") or 0.0), e["step"]))
+        scored = [e for e in ordered if isinstance(e.get("score"), (int, float))]
+        best = max(scored, key=lambda e: (e["score"], e["step"]))["file"] if scored else None
+        keep = {e["file"] for e in ordered[-self.keep_last:]} | ({best} if best else set())
+        for e in ordered:
+            if e["file"] not in keep:
+                try:
+                    (self.dir / e["file"]).unlink()
+                except FileNotFoundError:
+                    pass
+        kept = [e for e in ordered if e["file"] in keep]
+        _write_json_atomic(self.dir / INDEX_NAME, {"checkpoints": kept, "best": best})
+
+    def pending(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def wait(self) -> None:
+        """Block until the background write (if any) has finished."""
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+
+    def close(self) -> None:
+        self.wait()
+
+
+def load_checkpoint(path: str | os.PathLike[str], map_location: str | torch.device = "cpu") -> Any:
+    """torch.load(weights_only=True) after checking the file is whole: a truncated or corrupt file
+    raises CheckpointCorrupt naming the file, and nothing of it is loaded."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointCorrupt(f"checkpoint {path} does not exist")
+    if path.stat().st_size == 0:
+        raise CheckpointCorrupt(f"checkpoint {path} is empty (the write never finished); "
+                                "use an earlier checkpoint")
+    if zipfile.is_zipfile(path):
+        try:
+            with zipfile.ZipFile(path) as zf:
+                bad = zf.testzip()  # reads every record and checks its CRC
+        except (zipfile.BadZipFile, OSError, EOFError) as exc:
+            raise CheckpointCorrupt(f"checkpoint {path} is corrupt ({exc}); use an earlier checkpoint") from None
+        if bad is not None:
+            raise CheckpointCorrupt(f"checkpoint {path} is corrupt (record {bad} fails its CRC check); "
+                                    "use an earlier checkpoint")
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as exc:
+        kind = "truncated or corrupt" if not zipfile.is_zipfile(path) else "not loadable safely"
+        raise CheckpointCorrupt(f"checkpoint {path} is {kind} ({type(exc).__name__}: "
+                                f"{str(exc).splitlines()[0] if str(exc) else ''}); use an earlier checkpoint"
+                                ) from None
+

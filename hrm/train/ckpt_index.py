@@ -1,0 +1,101 @@
+"""Listing the checkpoints of a run, without torch (the app's runs & checkpoints browser uses it).
+
+A checkpoint counts only once it is complete: `checkpoints/step-%08d.pt`, renamed into place after
+fsync. Temp files (`.tmp-*`) never count. `checkpoints/index.json`, written atomically by the writer,
+adds what a file name cannot hold: the eval exact accuracy (score), the write order and the best one.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+CKPT_DIR = "checkpoints"
+INDEX_NAME = "index.json"
+_CKPT_RE = re.compile(r"^step-(\d{8,})\.pt$")
+
+
+def checkpoint_name(step: int) -> str:
+    return f"step-{step:08d}.pt"
+
+
+def parse_step(name: str) -> int | None:
+    """The step of a checkpoint file name, or None for anything else (temp files, index, ...)."""
+    match = _CKPT_RE.match(name)
+    return int(match.group(1)) if match else None
+
+
+def checkpoints_dir(path: str | os.PathLike[str]) -> Path:
+    """Accept a run directory or its checkpoints/ directory."""
+    path = Path(path)
+    return path / CKPT_DIR if (path / CKPT_DIR).is_dir() or path.name != CKPT_DIR else path
+
+
+@dataclass(frozen=True)
+class CheckpointInfo:
+    path: Path
+    step: int
+    size: int
+    mtime: float
+    score: float | None  # eval exact accuracy recorded when it was written, if any
+    order: int  # write order (higher = written later)
+    best: bool = False
+
+
+def read_index(ckpt_dir: str | os.PathLike[str]) -> dict[str, Any]:
+    """index.json as a dict ({"checkpoints": [...], "best": name|None}); empty when missing or bad."""
+    try:
+        data = json.loads((Path(ckpt_dir) / INDEX_NAME).read_text())
+        if isinstance(data, dict) and isinstance(data.get("checkpoints"), list):
+            return data
+    except FileNotFoundError:
+        pass
+    except (OSError, ValueError) as exc:
+        log.warning("ignoring unreadable %s: %s", Path(ckpt_dir) / INDEX_NAME, exc)
+    return {"checkpoints": [], "best": None}
+
+
+def list_checkpoints(path: str | os.PathLike[str]) -> list[CheckpointInfo]:
+    """Complete checkpoints of a run (run dir or checkpoints dir), sorted by step."""
+    ckpt_dir = checkpoints_dir(path)
+    try:
+        entries = list(os.scandir(ckpt_dir))
+    except FileNotFoundError:
+        return []
+    index = read_index(ckpt_dir)
+    recorded = {e.get("file"): (i, e) for i, e in enumerate(index["checkpoints"]) if isinstance(e, dict)}
+    best = index.get("best")
+    found: list[CheckpointInfo] = []
+    for entry in entries:
+        step = parse_step(entry.name)
+        if step is None or not entry.is_file():
+            continue
+        st = entry.stat()
+        order, meta = recorded.get(entry.name, (-1, {}))
+        score = meta.get("score")
+        found.append(CheckpointInfo(path=Path(entry.path), step=step, size=st.st_size, mtime=st.st_mtime,
+                                    score=float(score) if isinstance(score, (int, float)) else None,
+                                    order=order, best=entry.name == best))
+    return sorted(found, key=lambda c: c.step)
+
+
+def latest_checkpoint(path: str | os.PathLike[str]) -> Path | None:
+    """The most recently written complete checkpoint (by mtime, then write order, then step). After a
+    resume from an older checkpoint, that is the live branch, not the abandoned higher step; a file
+    renamed into place just before a crash (not yet in index.json) still counts."""
+    found = list_checkpoints(path)
+    if not found:
+        return None
+    return max(found, key=lambda c: (c.mtime, c.order, c.step)).path
+
+
+def best_checkpoint(path: str | os.PathLike[str]) -> Path | None:
+    """The checkpoint with the highest recorded eval exact accuracy, if any has a score."""
+    scored = [c for c in list_checkpoints(path) if c.score is not None]
+    return max(scored, key=lambda c: (c.score, c.step)).path if scored else None
