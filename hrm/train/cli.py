@@ -57,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["ctl"]:
         return ctl_main(argv[1:])
-    args = _train_parser().parse_args(argv)
+    args = _train_parser().parse_intermixed_args(argv)
     from hrm.train.config import ConfigError
 
     try:

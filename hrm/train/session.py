@@ -8,7 +8,6 @@ own function; `close` tears them down whatever happened."""
 from __future__ import annotations
 
 import logging
-import time
 import traceback
 from pathlib import Path
 from typing import Any
@@ -109,13 +108,13 @@ class Session:
             return
         dev = self.env.device
 
-        def torch_alloc() -> tuple[int | None, int | None]:
+        def torch_stats() -> dict[str, Any]:
             if dev.type == "cuda":
-                return torch.cuda.memory_allocated(dev), torch.cuda.max_memory_allocated(dev)
-            return None, None
+                return {"torch_alloc": torch.cuda.memory_allocated(dev), "torch_peak": torch.cuda.max_memory_allocated(dev)}
+            return {}  # CPU: torch keeps no allocator statistics; the event says null
 
-        self.sampler = SystemSampler(lambda fields: self.event("system", self.current_step(), **fields),
-                                     torch_alloc=torch_alloc)
+        self.sampler = SystemSampler(lambda fields: self.event("system", self.current_step(), **dict(fields)),
+                                     torch_stats=torch_stats)
         self.sampler.start()
 
     def current_step(self) -> int:
@@ -147,6 +146,9 @@ class Session:
     def write_checkpoint(self, step: int, carry: Any, metrics: dict[str, Any], wait: bool) -> str | None:
         """Collective: every rank gathers carry and RNG; rank 0 writes in the background."""
         return R.write_checkpoint(self, step, carry, metrics, wait)
+
+    def wait_writes(self) -> None:
+        R.wait_writes(self)
 
     # --- endings ----------------------------------------------------------------------------------
     def finish(self, state: str, reason: str, step: int) -> None:
@@ -201,4 +203,3 @@ class Session:
 
             release(self.run_dir)
             self._pid_held = False
-        time.sleep(0)

@@ -43,6 +43,8 @@ class Trainer:
         self.params = [p for p in session.head.parameters() if p.requires_grad]
         self.gb = int(self.cfg.train.global_batch_size)
         self._t_last = time.perf_counter()
+        self._ckpt_step = -1
+        session._step_ref = lambda: self.step  # status/system events carry the live step
 
     # --- the loop ----------------------------------------------------------------------------
     def train(self) -> int:
@@ -51,6 +53,7 @@ class Trainer:
         s.status("running")
         interval_eval = int(getattr(self.cfg.train, "eval_interval", 0) or 0)
         interval_ckpt = int(getattr(self.cfg.train, "checkpoint_interval", 0) or 0)
+        ckpt_after_eval = not interval_ckpt  # the config's rule: no interval = after every evaluation
         completed = False
         while not self.stop_reason:
             if self.step >= s.total_steps:
@@ -59,9 +62,11 @@ class Trainer:
             d = self._train_one()
             if self.stop_reason:  # a health stop inside the step
                 break
+            evaluated = False
             if interval_eval and self.step % interval_eval == 0 and self.step < s.total_steps:
                 self.run_eval()
-            if interval_ckpt and self.step % interval_ckpt == 0 and not d.stop:
+                evaluated = True
+            if not d.stop and self.step < s.total_steps and ((interval_ckpt and self.step % interval_ckpt == 0) or (ckpt_after_eval and evaluated)):
                 self.save_checkpoint()
             self._act(d)
             if s.stop_at_step and self.step >= s.stop_at_step and not self.stop_reason:
@@ -176,11 +181,16 @@ class Trainer:
     def save_checkpoint(self, wait: bool = False, reason: str = "interval") -> str | None:
         """Collective (carry and RNG are gathered). Returns the run-relative path (rank 0), or
         None when the model is unhealthy (the last good checkpoint must not be overwritten)."""
+        if self._ckpt_step == self.step and self.s.last_checkpoint:
+            if wait:
+                self.s.wait_writes()
+            return self.s.last_checkpoint  # this step is already saved
         if not self.health.healthy:
             self.s.log_event("warning", f"checkpoint at step {self.step} skipped: {self.health.refusal()}")
             return None
         metrics = {"train": dict(self.last_train), "eval": dict(self.last_eval)}
         path = self.s.write_checkpoint(self.step, self.carry, metrics, wait=wait)
+        self._ckpt_step = self.step
         self._t_last = time.perf_counter()
         return path
 
