@@ -11,7 +11,6 @@ from textual.binding import Binding
 
 from hrm_tui import runs
 from hrm_tui.screens import DashboardScreen, HelpScreen, PickerScreen, RunsScreen
-from hrm_tui.sysinfo import default_sampler
 from hrm_tui.watch import SystemSampler
 
 
@@ -28,7 +27,8 @@ class HrmApp(App[int]):
     ]
 
     def __init__(self, runs_root: Path = Path("runs"), *, attach: Path | None = None, readonly: bool = False,
-                 sampler: Callable[[], dict[str, Any]] | None = None, clock: Callable[[], float] = time.time,
+                 sampler: Callable[[], dict[str, Any]] | None = None, sample_system: bool = True,
+                 clock: Callable[[], float] = time.time,
                  child_env: dict[str, str] | None = None) -> None:
         super().__init__()
         self.runs_root = runs_root
@@ -36,13 +36,13 @@ class HrmApp(App[int]):
         self.clock = clock
         self.child_env = child_env  # environment of launched trainers (None: inherit ours)
         self.run_dir: Path | None = attach
-        self._sampler_fn = sampler or default_sampler()
+        self._sampler_fn = (sampler or _default_sampler()) if sample_system else None
         self._sampler: SystemSampler | None = None
-        self._sampling = True
 
     def on_mount(self) -> None:
-        self._sampler = SystemSampler(self, self._sampler_fn)
-        self._sampler.start()
+        if self._sampler_fn is not None:
+            self._sampler = SystemSampler(self, self._sampler_fn)
+            self._sampler.start()
         if self.run_dir is not None:
             self.switch_mode("dashboard")
         elif runs.list_runs(self.runs_root):
@@ -55,16 +55,15 @@ class HrmApp(App[int]):
             self._sampler.close()
 
     def on_system_sampled(self, msg) -> None:
-        # Forward to the dashboard (the one consumer), if it exists, unless sampling is paused.
-        if not self._sampling:
-            return
+        # Forward to the dashboard (the one consumer), if it exists.
         stack = self.get_screen_stack("dashboard") if "dashboard" in self._screen_stacks else []
         if stack:
             stack[0].post_message(type(msg)(msg.sample))
 
     def set_sampling(self, on: bool) -> None:
         """The app samples NVML itself only while no live run reports its own `system` events."""
-        self._sampling = on
+        if self._sampler is not None:
+            self._sampler.active.set() if on else self._sampler.active.clear()
 
     def attach(self, run_dir: Path, force: bool = False) -> None:
         self.run_dir = run_dir
@@ -91,3 +90,10 @@ class HrmApp(App[int]):
                 enabled = node.check_action(name, params) is True
                 rows.append((self.get_key_display(binding), binding.description or name, enabled))
         self.push_screen(HelpScreen(type(screen).__name__.removesuffix("Screen"), rows))
+
+
+def _default_sampler() -> Callable[[], dict[str, Any]]:
+    """This machine's NVML + host sample, the same fields a trainer's `system` events carry."""
+    from hrm.train.sysmon import SystemSampler as Sysmon
+
+    return Sysmon().sample_once

@@ -8,9 +8,11 @@ from typing import Any
 
 from textual.message import Message
 
+# Workers post straight to the screen that handles each message; none of them bubble further.
+
 
 @dataclass
-class EventsRead(Message):
+class EventsRead(Message, bubble=False):
     """A batch of events tailed from a run's events.jsonl (about every 0.25 s at most)."""
 
     run_dir: Path
@@ -20,7 +22,7 @@ class EventsRead(Message):
 
 
 @dataclass
-class Liveness(Message):
+class Liveness(Message, bubble=False):
     """Whether the run's trainer process is alive, plus the trainer.log tail when it is not."""
 
     run_dir: Path
@@ -32,7 +34,7 @@ class Liveness(Message):
 
 
 @dataclass
-class SystemSampled(Message):
+class SystemSampled(Message, bubble=False):
     """The app's own NVML/host sample (used only while no live run reports its own)."""
 
     sample: dict[str, Any]
@@ -42,7 +44,7 @@ class SystemSampled(Message):
 
 
 @dataclass
-class CommandDone(Message):
+class CommandDone(Message, bubble=False):
     """The trainer's reply to a control command, or the error that stopped it."""
 
     run_dir: Path

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import shutil
 import subprocess
 import sys
@@ -21,7 +20,6 @@ from hrm_tui.runstate import LIVE_STATES
 
 EVENTS = "events.jsonl"
 TRAINER_LOG = "trainer.log"
-_NAME_OK = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.+-]*$")
 _TAIL_BYTES = 64 * 1024
 _children: list[subprocess.Popen] = []  # launched by this app: polled so they never linger as zombies
 
@@ -170,36 +168,23 @@ def log_tail(run_dir: Path, lines: int = 12) -> list[str]:
     return [ln.rstrip() for ln in text.splitlines() if ln.strip()][-lines:]
 
 
-def list_checkpoints(run_dir: Path) -> list[Path]:
-    """Complete checkpoints, newest first (files named step-N.pt; temp files are ignored)."""
-    try:
-        from hrm.train.checkpoint import list_checkpoints as _list  # torch-free listing (area T1)
-    except ImportError:
-        _list = None
-    if _list is not None:
-        return sorted((Path(p) for p in _list(run_dir)), key=_ckpt_step, reverse=True)
-    ck = run_dir / "checkpoints"
-    if not ck.is_dir():
-        return []
-    return sorted((p for p in ck.glob("step-*.pt") if _ckpt_step(p) >= 0), key=_ckpt_step, reverse=True)
+def list_checkpoints(run_dir: Path) -> list[Any]:
+    """Complete checkpoints (hrm.train.ckpt_index.CheckpointInfo: path, step, size, mtime, score,
+    best), newest step first. Torch-free: file names and the index only."""
+    from hrm.train.ckpt_index import list_checkpoints as _list
 
-
-def _ckpt_step(p: Path) -> int:
-    m = re.fullmatch(r"step-(\d+)\.pt", Path(p).name)
-    return int(m.group(1)) if m else -1
-
-
-def checkpoint_step(p: Path) -> int:
-    return _ckpt_step(p)
+    return sorted(_list(run_dir), key=lambda c: c.step, reverse=True)
 
 
 # ---- starting trainers ----------------------------------------------------------------------------
 def new_run_dir(runs_root: Path, preset: str, name: str | None = None, now: float | None = None) -> Path:
     if name:
-        if not _NAME_OK.match(name) or ".." in name:
-            raise LaunchError(f"run name {name!r} is not allowed: use letters, digits, '-', '_', '.' "
-                              "(no '/', no '..', no leading '.')")
-        run_id = name
+        from hrm.train.config import validate_run_name
+
+        try:
+            run_id = validate_run_name(name)
+        except ValueError as exc:
+            raise LaunchError(str(exc)) from None
     else:
         stem = Path(preset).stem if preset.endswith((".yaml", ".yml")) else preset
         run_id = f"{stem}-{time.strftime('%Y%m%d-%H%M%S', time.gmtime(now))}"

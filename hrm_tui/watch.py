@@ -77,12 +77,15 @@ class SystemSampler(_Worker):
         super().__init__(target, "system-sampler")
         self._sample = sample
         self._every = every_s
+        self.active = threading.Event()  # cleared while a live run reports its own samples
+        self.active.set()
 
     def run(self) -> None:
         while True:
-            try:
-                self.post(SystemSampled(self._sample()))
-            except Exception as exc:  # NVML failures are a normal state, never a crash
-                self.post(SystemSampled({"gpus": [], "nvml": f"sampling failed: {exc}"}))
+            if self.active.is_set():
+                try:
+                    self.post(SystemSampled(self._sample()))
+                except Exception as exc:  # NVML failures are a normal state, never a crash
+                    self.post(SystemSampled({"gpus": [], "nvml": f"sampling failed: {exc}"}))
             if self._exit.wait(self._every):
                 return

@@ -62,6 +62,8 @@ def run_events(steps: int = 400, *, task: str = "sudoku", total: int = 1000, eva
                  world_size=1, dataset={"path": "/data/x", "train_examples": 1000, "test_examples": 200},
                  total_steps=total, resumed_from=None),
            _line("status", 0, t0, state="starting"), _line("status", 0, t0 + 0.1, state="running")]
+    nvml = FakeNvml()
+    system = fixed_sampler(nvml)
     for s in range(1, steps + 1):
         t = t0 + s * dt
         loss = 2.3 * math.exp(-s / 150) + 0.1
@@ -71,13 +73,15 @@ def run_events(steps: int = 400, *, task: str = "sudoku", total: int = 1000, eva
                          act_steps_mean=2 + 3 * (1 - math.exp(-s / 100)), halted_frac=0.4,
                          examples_per_s=412.0, step_time_s=dt, grad_norm=1.0, epoch=s / 10, count=1))
         if s % 4 == 0:
-            out.append(_line("system", s, t, **FakeNvml(util=40 + (s * 7) % 60).sample()))
+            nvml.util = 40 + (s * 7) % 60
+            out.append(_line("system", s, t, **{**system(), "torch_alloc": 12_884_901_888,
+                                                "torch_peak": 14_173_392_076}))
         if s % eval_every == 0:
-            sample = sudoku_sample() if task == "sudoku" else maze_sample()
+            puzzle = sudoku_sample() if task == "sudoku" else maze_sample()
             ex = min(0.95, s / 500)
             out.append(_line("eval", s, t + 0.2, loss=loss * 1.1, accuracy=acc * 0.98, exact_accuracy=ex,
                              q_halt_accuracy=0.85, act_steps_hist=[0, 5, 20, 40, 25, 10, 3, 1],
-                             samples=[sample, sudoku_sample(wrong=()) if task == "sudoku" else sample],
+                             samples=[puzzle, sudoku_sample(wrong=()) if task == "sudoku" else puzzle],
                              split="test", num_examples=200))
             out.append(_line("checkpoint", s, t + 0.5, path=f"checkpoints/step-{s:08d}.pt",
                              size=5_200_000, seconds=0.4))
@@ -99,34 +103,81 @@ def write_run(root: Path, name: str, lines: list[str], log: str = "") -> Path:
     return run
 
 
+class FakeNvmlError(Exception):
+    pass
+
+
 class FakeNvml:
-    """A system sample as NVML and psutil would give it on a one-GPU box. Fixed numbers; `missing`
-    lists GPU fields to report as unreadable (None), as a real driver does for unsupported queries."""
+    """pynvml's call names and units (bytes, percent, °C, milliwatts) for `gpus` fixed devices, for
+    hrm.train.sysmon.SystemSampler(nvml=...). Fields named in `missing` raise as an unsupported
+    query does on a real driver; `util` can be changed between samples (a moving sparkline)."""
 
-    def __init__(self, util: float = 97.0, gpus: int = 1, missing: tuple[str, ...] = ()) -> None:
-        self.util, self.gpus, self.missing = util, gpus, missing
+    def __init__(self, gpus: int = 1, util: int = 97, missing: tuple[str, ...] = ()) -> None:
+        self.count, self.util, self.missing = gpus, util, missing
 
-    def sample(self) -> dict[str, Any]:
-        gpus = []
-        for i in range(self.gpus):
-            g = {"index": i, "name": "NVIDIA H100 80GB HBM3", "gpu_util": self.util, "mem_used": 15_140_000_000,
-                 "mem_total": 85_899_345_920, "temp_c": 71, "power_w": 412.0, "power_limit_w": 700.0}
-            for f in self.missing:
-                g[f] = None
-            gpus.append(g)
-        return {"gpus": gpus, "nvml": None, "torch_alloc": 12_884_901_888, "torch_peak": 14_173_392_076,
-                "cpu_percent": 34.0, "rss": 3_000_000_000, "host_mem_used": 13_207_024_435,
-                "host_mem_total": 137_438_953_472}
+    def _check(self, field: str) -> None:
+        if field in self.missing:
+            raise FakeNvmlError("Not Supported")
+
+    def nvmlInit(self) -> None: ...
+    def nvmlShutdown(self) -> None: ...
+    def nvmlDeviceGetCount(self) -> int:
+        return self.count
+
+    def nvmlDeviceGetHandleByIndex(self, i: int) -> int:
+        return i
+
+    def nvmlDeviceGetName(self, h: int) -> str:
+        return "NVIDIA H100 80GB HBM3"
+
+    def nvmlDeviceGetUtilizationRates(self, h: int) -> Any:
+        self._check("gpu_util")
+        return type("Util", (), {"gpu": self.util, "memory": 30})()
+
+    def nvmlDeviceGetMemoryInfo(self, h: int) -> Any:
+        self._check("mem")
+        return type("Mem", (), {"used": 15_140_000_000 + h * 10**9, "total": 85_899_345_920, "free": 0})()
+
+    def nvmlDeviceGetTemperature(self, h: int, sensor: int) -> int:
+        self._check("temp_c")
+        return 71 + h
+
+    def nvmlDeviceGetPowerUsage(self, h: int) -> int:
+        self._check("power_w")
+        return 412_000
+
+    def nvmlDeviceGetEnforcedPowerLimit(self, h: int) -> int:
+        return 700_000
 
 
-def no_gpu_sample() -> dict[str, Any]:
-    return {"gpus": [], "nvml": "NVML not available: libnvidia-ml.so.1 not found", "torch_alloc": None,
-            "torch_peak": None, "cpu_percent": 55.0, "rss": 400_000_000, "host_mem_used": 4_000_000_000,
-            "host_mem_total": 8_000_000_000}
+class NoNvml:
+    """pynvml on a machine without the driver: nvmlInit fails as the real one does."""
+
+    def nvmlInit(self) -> None:
+        raise FakeNvmlError("NVML Shared Library Not Found")
 
 
-def test_fake_nvml_reports_only_what_it_is_told() -> None:
-    s = FakeNvml(missing=("temp_c", "power_w")).sample()
+# Host numbers pinned so the machine running the tests does not leak into snapshots.
+FIXED_HOST = {"cpu_percent": 34.0, "rss": 3_000_000_000, "host_mem_used": 13_207_024_435,
+              "host_mem_total": 137_438_953_472}
+
+
+def fixed_sampler(nvml: Any) -> Any:
+    """The app's sampler (hrm.train.sysmon over the given NVML module) with the host pinned."""
+    from hrm.train.sysmon import SystemSampler
+
+    sysmon = SystemSampler(nvml=nvml)
+
+    def sample() -> dict[str, Any]:
+        return {**sysmon.sample_once(), **FIXED_HOST}
+
+    return sample
+
+
+def test_fake_nvml_through_sysmon_reports_only_what_it_is_told() -> None:
+    s = fixed_sampler(FakeNvml(gpus=2, missing=("temp_c", "power_w")))()
+    assert s["nvml"] is None and [g["index"] for g in s["gpus"]] == [0, 1]
     assert s["gpus"][0]["temp_c"] is None and s["gpus"][0]["power_w"] is None
-    assert s["gpus"][0]["mem_used"] < s["gpus"][0]["mem_total"]
-    assert set(s) >= {"gpus", "nvml", "cpu_percent", "host_mem_used", "host_mem_total"}
+    assert s["gpus"][1]["mem_used"] == 16_140_000_000 and s["gpus"][0]["gpu_util"] == 97
+    none = fixed_sampler(NoNvml())()
+    assert none["gpus"] == [] and "NVML not available" in none["nvml"]

@@ -55,6 +55,7 @@ class DashboardScreen(Screen):
         self._log_tail: list[str] = []
         self._pending: set[str] = set()
         self._run_system_at = 0.0  # monotonic time of the last live `system` event from the run
+        self._app_sampled = False  # the GPU panel shows the app's own sample, not the run's
 
     @property
     def hrm(self) -> HrmApp:
@@ -130,6 +131,7 @@ class DashboardScreen(Screen):
         self.alive = False
         self.sample_index = 0
         self._log_tail = []
+        self._app_sampled = False
         self._watcher = RunWatcher(self, run_dir)
         self._watcher.start()
         self._render_all()
@@ -148,11 +150,13 @@ class DashboardScreen(Screen):
             return
         if msg.initial:
             self.state = msg.state
+            self._app_sampled = False
             self._pending.add("all")
         else:
             self.state.apply(msg.events)
-            if self.alive and any(e.get("kind") == "system" for e in msg.events):
+            if any(e.get("kind") == "system" for e in msg.events):
                 self._run_system_at = time.monotonic()
+                self._app_sampled = False
             self._pending |= self.state.take_changes()
         self._update_status()
 
@@ -169,6 +173,7 @@ class DashboardScreen(Screen):
         if self.state is None or (self.alive and time.monotonic() - self._run_system_at < 10):
             return
         self.state.push_system(msg.sample)
+        self._app_sampled = True
         self._pending.add("system")
 
     def on_command_done(self, msg: CommandDone) -> None:
@@ -212,7 +217,8 @@ class DashboardScreen(Screen):
         if every or "act" in what:
             self.query_one(ActPanel).show(s)
         if every or "system" in what:
-            source = "sampled by the app" if s is not None and not self.alive else ""
+            source = ("this machine, sampled by the app" if self._app_sampled
+                      else "" if self.alive else "last sample recorded by the run")
             self.query_one(GpuPanel).show(s, source)
         if every or "puzzle" in what:
             self._render_puzzle()

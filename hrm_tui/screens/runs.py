@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from textual import on, work
 from textual.app import ComposeResult
@@ -46,12 +46,12 @@ class RunsScreen(Screen):
     @dataclass
     class CheckpointsListed(Message):
         run_dir: Path
-        checkpoints: list[tuple[Path, dict]]
+        checkpoints: list[Any]  # hrm.train.ckpt_index.CheckpointInfo, newest first
 
     def __init__(self) -> None:
         super().__init__()
         self.infos: list[RunInfo] = []
-        self.checkpoints: list[tuple[Path, dict]] = []
+        self.checkpoints: list[Any] = []
 
     @property
     def hrm(self) -> HrmApp:
@@ -117,22 +117,7 @@ class RunsScreen(Screen):
 
     @work(thread=True, exclusive=True, group="ckpts")
     def list_checkpoints(self, run_dir: Path) -> None:
-        from hrm.train.events import read_events
-
-        evals = {}
-        try:  # eval exact accuracy per step, for choosing a checkpoint
-            for ev in read_events(run_dir / runs.EVENTS):
-                if ev.get("kind") == "eval":
-                    evals[int(ev.get("step", 0))] = ev.get("exact_accuracy")
-        except OSError:
-            pass
-        rows = []
-        for p in runs.list_checkpoints(run_dir):
-            step = runs.checkpoint_step(p)
-            st = p.stat() if p.exists() else None
-            rows.append((p, {"step": step, "exact": evals.get(step), "mtime": st.st_mtime if st else None,
-                             "size": st.st_size if st else None}))
-        self.post_message(self.CheckpointsListed(run_dir, rows))
+        self.post_message(self.CheckpointsListed(run_dir, runs.list_checkpoints(run_dir)))
 
     def on_runs_screen_checkpoints_listed(self, msg: CheckpointsListed) -> None:
         if msg.run_dir != self.selected_run:
@@ -140,13 +125,11 @@ class RunsScreen(Screen):
         self.checkpoints = msg.checkpoints
         table = self.query_one("#ckpts", DataTable)
         table.clear()
-        best = max((m["exact"] for _, m in msg.checkpoints if isinstance(m["exact"], (int, float))), default=None)
-        for p, m in msg.checkpoints:
-            exact = f"{m['exact'] * 100:.1f} %" if isinstance(m["exact"], (int, float)) else "–"
-            if best is not None and m["exact"] == best:
-                exact += " best"
-            saved = time.strftime("%m-%d %H:%M", time.localtime(m["mtime"])) if m["mtime"] else "?"
-            table.add_row(f"{m['step']:,}", exact, saved, runs.human_size(m["size"]), key=str(p))
+        for c in msg.checkpoints:
+            exact = f"{c.score * 100:.1f} %" if c.score is not None else "–"
+            saved = time.strftime("%m-%d %H:%M", time.localtime(c.mtime))
+            table.add_row(f"{c.step:,}", exact + (" best" if c.best else ""), saved, runs.human_size(c.size),
+                          key=str(c.path))
         self.selected_has_ckpt = bool(msg.checkpoints)
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
@@ -173,7 +156,7 @@ class RunsScreen(Screen):
         if not self.checkpoints:
             return None
         row = table.cursor_row if table.cursor_row is not None else 0
-        return self.checkpoints[min(max(row, 0), len(self.checkpoints) - 1)][0]
+        return self.checkpoints[min(max(row, 0), len(self.checkpoints) - 1)].path
 
     @work(exclusive=True, group="confirm")
     async def action_resume(self) -> None:

@@ -1,0 +1,213 @@
+"""The app's logic without a UI: folding events, run status, drawings, plots, launching."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from hrm.train.events import EventTailer, EventWriter
+from hrm.train.pidfile import write_pidfile
+from hrm_tui import runs
+from hrm_tui.plotting import Series, braille_plot, sample_indices, sparkline
+from hrm_tui.puzzles import render_sample
+from hrm_tui.runstate import RunState, human_duration
+from test_tui_support import T0, maze_sample, run_events, sudoku_sample, write_run
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _events(lines: list[str]) -> list[dict]:
+    return [json.loads(x) for x in lines]
+
+
+def test_fold_train_eval_checkpoint_status() -> None:
+    st = RunState()
+    st.apply(_events(run_events(300, total=1000, eval_every=100, status="finished")))
+    assert st.step == 300 and len(st.steps) == 300 and st.total_steps == 1000
+    assert [e["step"] for e in st.evals] == [100, 200, 300]
+    assert "samples" not in st.evals[0] and len(st.latest_eval["samples"]) == 2
+    assert [c["step"] for c in st.checkpoints] == [100, 200, 300]
+    assert st.status == "finished" and st.halt_max_steps == 8
+    assert st.rate() == pytest.approx(2.0)  # dt = 0.5 s per step in the fixture
+    assert st.eta_seconds() == pytest.approx(350.0)
+    texts = [line.text for line in st.log]
+    assert any("warning" == line.level and "grad norm" in line.text for line in st.log)
+    assert any(t.startswith("checkpoint step 300 · 5.2 MB") for t in texts)
+
+
+def test_resume_drops_superseded_steps() -> None:
+    """A run event with resumed_from at step S supersedes train/eval/checkpoint history past S."""
+    lines = run_events(300, eval_every=100, status=None)
+    resumed = {"v": 1, "t": T0 + 1000, "kind": "run", "step": 100, "resumed_from": "checkpoints/step-00000100.pt",
+               "total_steps": 1000, "task": "sudoku", "grid": [9, 9]}
+    after = [{"v": 1, "t": T0 + 1001 + i, "kind": "train", "step": 101 + i, "loss": 9.0} for i in range(5)]
+    st = RunState()
+    st.apply(_events(lines) + [resumed] + after)
+    assert list(st.steps) == list(range(1, 106))
+    assert st.series["loss"][-1] == 9.0 and st.series["loss"][99] != 9.0
+    assert [e["step"] for e in st.evals] == [100] and [c["step"] for c in st.checkpoints] == [100]
+    assert st.step == 105
+    # Same answer as the library's own rule, so the app and scripts agree on history.
+    from hrm.train.events import drop_superseded
+
+    kept = [e["step"] for e in drop_superseded(_events(lines) + [resumed] + after) if e["kind"] == "train"]
+    assert kept == list(st.steps)
+
+
+def test_tailer_torn_line_and_growth(tmp_path: Path) -> None:
+    path = tmp_path / "events.jsonl"
+    with EventWriter(path) as w:
+        w.write("status", 0, state="running")
+    with open(path, "a") as f:
+        f.write('{"v":1,"t":1.0,"kind":"train","step":1,"lo')  # writer mid-line
+    tail = EventTailer(path)
+    st = RunState()
+    st.apply(tail.read())
+    assert st.status == "running" and st.step == 0
+    with open(path, "a") as f:
+        f.write('ss":0.5}\n')
+    st.apply(tail.read())
+    assert st.step == 1 and st.series["loss"][-1] == 0.5
+
+
+def test_derive_status() -> None:
+    assert runs.derive_status("running", alive=True) == "running"
+    assert runs.derive_status("paused", alive=True) == "paused"
+    assert runs.derive_status("finished", alive=False) == "finished"
+    assert runs.derive_status("failed", alive=False) == "failed"
+    assert runs.derive_status("stopping", alive=False) == "stopped"
+    assert runs.derive_status("running", alive=False) == "died"  # kill -9: no final status
+    assert runs.derive_status("unknown", alive=False, has_events=False) == "unknown"
+
+
+def test_run_info_and_list_runs(tmp_path: Path) -> None:
+    write_run(tmp_path, "a-done", run_events(50, status="finished"))
+    write_run(tmp_path, "b-died", run_events(80, status=None))
+    live = write_run(tmp_path, "c-live", run_events(20, status=None))
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        write_pidfile(live, pid=sleeper.pid)
+        infos = {i.name: i for i in runs.list_runs(tmp_path)}
+        assert infos["a-done"].status == "finished" and infos["a-done"].step == 50
+        assert infos["b-died"].status == "died" and not infos["b-died"].alive
+        assert infos["c-live"].status == "running" and infos["c-live"].alive
+        assert runs.list_runs(tmp_path)[0].name == "c-live"  # live runs first
+        with pytest.raises(runs.LaunchError, match="running"):
+            runs.delete_run(live)
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+    assert not runs.run_info(live).alive  # same pid file, process gone: stale, not alive
+    runs.delete_run(tmp_path / "a-done")
+    assert not (tmp_path / "a-done").exists()
+
+
+def test_log_tail(tmp_path: Path) -> None:
+    (tmp_path / "trainer.log").write_text("".join(f"line {i}\n" for i in range(100)))
+    assert runs.log_tail(tmp_path, 3) == ["line 97", "line 98", "line 99"]
+    assert runs.log_tail(tmp_path / "missing") == []
+
+
+def test_train_command_single_and_multi_gpu(tmp_path: Path) -> None:
+    one = runs.train_command("tiny", tmp_path, ["train.total_steps=5"])
+    assert one == [sys.executable, "-m", "hrm.train", "tiny", "--run-dir", str(tmp_path), "train.total_steps=5"]
+    two = runs.train_command("tiny", tmp_path, [], gpus=2)
+    assert two[:5] == [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
+    assert two[5:8] == ["-m", "hrm.train", "tiny"]
+
+
+def test_new_run_dir_names(tmp_path: Path) -> None:
+    d = runs.new_run_dir(tmp_path, "tiny", now=T0)
+    assert d == tmp_path / "tiny-20251125-080000"
+    with pytest.raises(runs.LaunchError, match="not allowed"):
+        runs.new_run_dir(tmp_path, "tiny", name="../escape")
+    (tmp_path / "taken").mkdir()
+    with pytest.raises(runs.LaunchError, match="already exists"):
+        runs.new_run_dir(tmp_path, "tiny", name="taken")
+
+
+def test_spawn_is_detached_with_output_in_trainer_log(tmp_path: Path) -> None:
+    """The launched process has its own session (a closed terminal's SIGHUP never reaches it),
+    no stdin, and writes to trainer.log."""
+    code = "import os, sys; print('sid', os.getsid(0), 'stdin', sys.stdin.read() == ''); sys.stdout.flush()"
+    proc = runs._spawn([sys.executable, "-c", code], tmp_path / "r")
+    assert proc.wait(20) == 0
+    log = (tmp_path / "r" / "trainer.log").read_text()
+    assert f"sid {proc.pid} stdin True" in log  # session leader: its sid is its own pid
+    assert os.getsid(0) != proc.pid
+
+
+def test_sudoku_drawing_marks_wrong_cells() -> None:
+    text, legend = render_sample("sudoku", sudoku_sample(), [9, 9])
+    lines = text.plain.splitlines()
+    assert len(lines) == 11 and lines[0] == " 5 3 4 │ 6 8 8 │ 9 1 2"  # cell 4 answered 8 (label 7)
+    assert "✗ 2 wrong" in legend
+    wrong = [s for s in text.spans if "red" in str(s.style)]
+    assert len(wrong) == 2 and all("underline" in str(s.style) for s in wrong)  # readable without colour
+    solved, legend = render_sample("sudoku", sudoku_sample(wrong=()), [9, 9])
+    assert "✓ solved" in legend
+
+
+def test_maze_drawing_paths() -> None:
+    text, legend = render_sample("maze", maze_sample(7), [7, 7])
+    lines = text.plain.splitlines()
+    assert lines[0] == "█" * 7 and lines[1].startswith("█S•••")
+    assert "G" in lines[5] and "·" in lines[2]  # the label's path where the model's differs
+    assert "✗ 14 cells differ" in legend
+
+
+def test_braille_plot_is_deterministic_and_sized() -> None:
+    xs = list(range(100))
+    ys = [1.0 / (1 + x) for x in xs]
+    a = braille_plot([Series(xs, ys, "red")], 40, 6, log_y=True)
+    b = braille_plot([Series(xs, ys, "red")], 40, 6, log_y=True)
+    assert [t.plain for t in a] == [t.plain for t in b]
+    assert len(a) == 6 and all(len(t.plain) == 40 for t in a)
+    assert a[0].plain.startswith("   1.00│") and a[-1].plain.startswith("  0.010│")
+    assert "no data yet" in braille_plot([], 30, 3)[1].plain
+
+
+def test_sample_indices_and_sparkline() -> None:
+    idx = list(sample_indices(0, 200_000, 100))
+    assert len(idx) == 100 and idx[0] == 0 and idx[-1] == 199_999
+    assert list(sample_indices(5, 8, 100)) == [5, 6, 7]
+    assert sparkline([0, 50, 100, float("nan")], 4, 0, 100) == "▁▅█ "
+
+
+def test_human_duration() -> None:
+    assert [human_duration(s) for s in (5, 75, 3 * 3600 + 120, 90000)] == ["5s", "1m15s", "3h02m", "1d01h"]
+
+
+def test_app_never_imports_torch_in_source() -> None:
+    offenders = [str(p) for p in (REPO / "hrm_tui").rglob("*.py")
+                 if any(line.strip().startswith(("import torch", "from torch")) for line in p.read_text().splitlines())]
+    assert offenders == []
+
+
+def test_app_process_never_loads_torch(tmp_path: Path) -> None:
+    """Start the real app (headless) on every screen it has, then look at sys.modules."""
+    run = write_run(tmp_path / "runs", "r1", run_events(50, status="finished"))
+    code = f"""
+import sys, asyncio
+from pathlib import Path
+from hrm_tui.app import HrmApp
+
+async def main():
+    app = HrmApp(Path({str(tmp_path / 'runs')!r}), attach=Path({str(run)!r}))
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.pause(0.5)
+        for key in ("r", "n", "question_mark", "escape"):
+            await pilot.press(key)
+            await pilot.pause(0.3)
+        await pilot.pause(1.0)
+asyncio.run(main())
+print("TORCH_LOADED" if "torch" in sys.modules else "TORCH_ABSENT")
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=REPO)
+    assert "TORCH_ABSENT" in out.stdout, out.stdout + out.stderr
