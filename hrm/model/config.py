@@ -1,0 +1,159 @@
+"""HRM-ACT-v1 architecture config and closed-form size/cost formulas.
+
+Torch-free on purpose: the terminal app imports this to show model size and step cost without loading
+torch. Field names and defaults are the reference's (`HierarchicalReasoningModel_ACTV1Config`), except
+`forward_dtype`, whose default here is float32 (the CPU path; the trainer resolves "auto" per device).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+_DTYPES = ("float32", "bfloat16", "float16", "auto")
+_POS_ENCODINGS = ("rope", "learned")
+
+
+@dataclass(kw_only=True)
+class HRMConfig:
+    """Sizes of one HRM-ACT-v1 model. batch_size is the per-rank batch (it sizes the puzzle-embedding
+    gradient buffer); seq_len, vocab_size and num_puzzle_identifiers come from the dataset."""
+
+    batch_size: int
+    seq_len: int
+    puzzle_emb_ndim: int = 0
+    num_puzzle_identifiers: int = 1
+    vocab_size: int
+
+    H_cycles: int = 2
+    L_cycles: int = 2
+    H_layers: int = 4
+    L_layers: int = 4
+
+    hidden_size: int = 512
+    expansion: float = 4.0
+    num_heads: int = 8
+    pos_encodings: str = "rope"
+
+    rms_norm_eps: float = 1e-5
+    rope_theta: float = 10000.0
+
+    halt_max_steps: int = 16
+    halt_exploration_prob: float = 0.1
+
+    forward_dtype: str = "float32"
+
+    def __post_init__(self) -> None:
+        for name in ("batch_size", "seq_len", "vocab_size", "num_puzzle_identifiers", "hidden_size",
+                     "num_heads", "H_cycles", "L_cycles", "H_layers", "L_layers", "halt_max_steps"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"model.{name} must be a positive integer, got {value!r}")
+        if self.puzzle_emb_ndim < 0:
+            raise ValueError(f"model.puzzle_emb_ndim must be >= 0, got {self.puzzle_emb_ndim}")
+        if self.hidden_size % self.num_heads:
+            raise ValueError(f"model.hidden_size ({self.hidden_size}) must be divisible by "
+                             f"model.num_heads ({self.num_heads})")
+        if self.pos_encodings not in _POS_ENCODINGS:
+            raise ValueError(f"model.pos_encodings must be one of {_POS_ENCODINGS}, got {self.pos_encodings!r}")
+        if self.forward_dtype not in _DTYPES:
+            raise ValueError(f"model.forward_dtype must be one of {_DTYPES}, got {self.forward_dtype!r}")
+        if not 0.0 <= self.halt_exploration_prob <= 1.0:
+            raise ValueError(f"model.halt_exploration_prob must be in [0, 1], got {self.halt_exploration_prob}")
+
+    # --- derived sizes -------------------------------------------------------------------------
+    @property
+    def head_dim(self) -> int:
+        return self.hidden_size // self.num_heads
+
+    @property
+    def puzzle_emb_len(self) -> int:
+        """Number of prefix positions the puzzle embedding occupies (ceil(ndim / hidden))."""
+        return -(self.puzzle_emb_ndim // -self.hidden_size)
+
+    @property
+    def total_seq_len(self) -> int:
+        return self.seq_len + self.puzzle_emb_len
+
+    @property
+    def mlp_inner(self) -> int:
+        """SwiGLU inner width: round(expansion·hidden·2/3) rounded up to a multiple of 256."""
+        return _round_up(round(self.expansion * self.hidden_size * 2 / 3), 256)
+
+    # --- (de)serialisation ----------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def field_names(cls) -> list[str]:
+        return [f.name for f in dataclasses.fields(cls)]
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any], **overrides: Any) -> HRMConfig:
+        """Build from a dict that may hold extra keys (loss, name, causal...): those are ignored."""
+        names = set(cls.field_names())
+        merged = {k: v for k, v in d.items() if k in names}
+        merged.update({k: v for k, v in overrides.items() if v is not None})
+        missing = [n for n in ("batch_size", "seq_len", "vocab_size") if n not in merged]
+        if missing:
+            raise ValueError(f"model config lacks {', '.join(missing)} (normally taken from the dataset)")
+        return cls(**merged)
+
+
+def _round_up(x: int, multiple: int) -> int:
+    return -(x // -multiple) * multiple
+
+
+def block_parameters(cfg: HRMConfig) -> int:
+    """Weights of one post-norm block: fused qkv, o_proj, fused gate_up, down (no biases, no gains)."""
+    d, inner = cfg.hidden_size, cfg.mlp_inner
+    attn_out = cfg.num_heads * cfg.head_dim
+    return d * 3 * attn_out + attn_out * d + d * 2 * inner + inner * d
+
+
+def count_parameters(cfg: HRMConfig) -> int:
+    """Trainable parameter count (puzzle embedding, H_init and L_init are buffers: not counted)."""
+    d = cfg.hidden_size
+    n = (cfg.H_layers + cfg.L_layers) * block_parameters(cfg)
+    n += cfg.vocab_size * d        # embed_tokens
+    n += d * cfg.vocab_size        # lm_head (no bias)
+    n += d * 2 + 2                 # q_head (with bias)
+    if cfg.pos_encodings == "learned":
+        n += cfg.total_seq_len * d
+    return n
+
+
+def layer_flops_per_token(cfg: HRMConfig) -> float:
+    """Forward FLOPs of one block application for one token: 2·(block weights) for the matmuls plus the
+    attention score and value matmuls (2·S·d each, S = total sequence length incl. the puzzle prefix)."""
+    return 2.0 * block_parameters(cfg) + 4.0 * cfg.total_seq_len * cfg.num_heads * cfg.head_dim
+
+
+def flops_per_example(cfg: HRMConfig, train: bool) -> float:
+    """Model FLOPs for one example in one ACT call (one segment).
+
+    Forward layer applications per segment: H_cycles·(L_cycles·L_layers + H_layers) (24 at the paper
+    config). Train mode adds the second no-grad forward for the Q target (another 24, without lm_head)
+    and the backward of the gradient-carrying last L and H update (2× their forward: 8 layers) and of the
+    heads. Element-wise work (norms, RoPE, softmax, SiLU) is not counted.
+    """
+    tokens = cfg.total_seq_len
+    per_layer = layer_flops_per_token(cfg) * tokens
+    apps = cfg.H_cycles * (cfg.L_cycles * cfg.L_layers + cfg.H_layers)
+    lm_head = 2.0 * cfg.hidden_size * cfg.vocab_size * tokens
+    q_head = 2.0 * cfg.hidden_size * 2
+    forward = apps * per_layer + lm_head + q_head
+    if not train:
+        return forward
+    q_target = apps * per_layer + q_head
+    backward = 2.0 * ((cfg.L_layers + cfg.H_layers) * per_layer + lm_head + q_head)
+    return forward + q_target + backward
+
+
+def describe(cfg: HRMConfig) -> str:
+    """One-line human summary, e.g. 'h512 · 8 heads · 4H+4L · 27.3M params'."""
+    n = count_parameters(cfg)
+    size = f"{n / 1e6:.1f}M" if n >= 1e6 else f"{n / 1e3:.0f}k"
+    return f"h{cfg.hidden_size} · {cfg.num_heads} heads · {cfg.H_layers}H+{cfg.L_layers}L · {size} params"
+
