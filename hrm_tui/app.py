@@ -80,15 +80,16 @@ class HrmApp(App[int]):
         return True
 
     def action_help(self) -> None:
+        """Help from the BINDINGS of the current screen and the app, with what applies right now."""
         screen = self.screen
         rows = []
         for node in (screen, self):
-            for b in node._bindings:  # noqa: SLF001 - the screen's own bindings, in order
-                binding = b[1] if isinstance(b, tuple) else b
+            for binding in node.BINDINGS:
+                assert isinstance(binding, Binding)  # we declare every key as a Binding
                 name, _, rest = binding.action.partition("(")
                 params = tuple(p.strip("'\" )") for p in rest.split(",") if p.strip("'\" )"))
-                enabled = node.check_action(name, params) is True
-                rows.append((self.get_key_display(binding), binding.description or name, enabled))
+                rows.append((self.get_key_display(binding), binding.description or name,
+                             node.check_action(name, params) is True))
         self.push_screen(HelpScreen(type(screen).__name__.removesuffix("Screen"), rows))
 
 

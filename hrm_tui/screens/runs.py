@@ -29,7 +29,7 @@ MARK = {"failed": "✗", "died": "✗"}
 
 class RunsScreen(Screen):
     BINDINGS = [
-        Binding("enter", "attach", "Attach"),
+        Binding("enter", "attach", "Attach", priority=True),
         Binding("R", "resume", "Resume from checkpoint"),
         Binding("d", "delete", "Delete run"),
         Binding("tab", "focus_next", "Switch list", show=False),

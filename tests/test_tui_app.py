@@ -1,0 +1,225 @@
+"""Pilot tests of every screen and key, fed from fixed event files (no trainer needed).
+Tests against a real trainer process are in test_tui_live.py."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from hrm_tui.app import HrmApp
+from hrm_tui.screens import DashboardScreen, HelpScreen, PickerScreen, RunsScreen
+from hrm_tui.screens.confirm import ConfirmScreen
+from hrm_tui.widgets import ActPanel, DeathNote, GpuPanel, LogPanel, MetricPlot, PuzzleView, RunHeader
+from test_tui_support import T0, FakeNvml, NoNvml, fixed_sampler, run_events, write_run
+
+
+def make_app(root: Path, **kw) -> HrmApp:
+    kw.setdefault("sampler", fixed_sampler(FakeNvml()))
+    kw.setdefault("clock", lambda: T0 + 500)
+    return HrmApp(root, **kw)
+
+
+def text(widget) -> str:
+    return widget.render().plain
+
+
+def footer_actions(app: HrmApp) -> set[str]:
+    return {ab.binding.action for ab in app.screen.active_bindings.values() if ab.binding.show}
+
+
+async def wait_for(pilot, cond, timeout: float = 5.0) -> None:
+    for _ in range(int(timeout / 0.05)):
+        if cond():
+            return
+        await pilot.pause(0.05)
+    assert cond()
+
+
+@pytest.fixture
+def failed_run(tmp_path: Path) -> Path:
+    return write_run(tmp_path / "runs", "sudoku-failed", run_events(400, status="failed"),
+                     log="step 400 ...\nRuntimeError: CUDA out of memory. Tried to allocate 2.00 GiB\n")
+
+
+async def test_startup_picks_picker_without_runs(tmp_path: Path) -> None:
+    app = make_app(tmp_path / "runs")
+    async with app.run_test(size=(120, 40)) as pilot:
+        await wait_for(pilot, lambda: isinstance(app.screen, PickerScreen) and app.screen.rows)
+        names = [r["preset"] for r in app.screen.rows]
+        assert {"tiny", "sudoku-cpu", "maze-cpu"} <= set(names)
+        tiny = next(r for r in app.screen.rows if r["preset"] == "tiny")
+        assert tiny["task_label"].startswith("Sudoku 9×9") and tiny["model"].startswith("h64")
+        assert tiny["step_est"].startswith("≈") and tiny["mem"].startswith("≥")
+        assert "launch" in footer_actions(app)
+
+
+async def test_startup_opens_runs_list_and_attaches(failed_run: Path) -> None:
+    app = make_app(failed_run.parent)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await wait_for(pilot, lambda: isinstance(app.screen, RunsScreen) and app.screen.infos)
+        screen = app.screen
+        assert screen.infos[0].name == "sudoku-failed" and screen.infos[0].status == "failed"
+        assert "attach" in footer_actions(app) and "resume" not in footer_actions(app)  # no checkpoints
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: isinstance(app.screen, DashboardScreen) and app.screen.state.step == 400)
+        assert app.run_dir == failed_run
+
+
+async def test_dashboard_rebuilds_everything_from_events(failed_run: Path) -> None:
+    app = make_app(failed_run.parent, attach=failed_run)
+    async with app.run_test(size=(200, 60)) as pilot:
+        dash = app.screen
+        await wait_for(pilot, lambda: dash.state is not None and dash.state.step == 400 and dash.status == "failed")
+        await pilot.pause(0.4)  # one redraw tick
+        header = text(dash.query_one(RunHeader))
+        assert "sudoku-failed" in header and "✗ failed" in header and "step 400 / 1,000" in header
+        assert "elapsed 3m21s" in header  # from the events' own times: the run is over
+        assert "mean steps   4.9 / 8" in text(dash.query_one(ActPanel))
+        assert "▁▂▅█▅▃▂▁ (1…8)" in text(dash.query_one(ActPanel))
+        puzzle = text(dash.query_one(PuzzleView))
+        assert "Eval sample 1/2" in puzzle and "✗ 2 wrong" in puzzle
+        death = dash.query_one(DeathNote)
+        assert death.has_class("-shown") and "CUDA out of memory" in text(death)
+        assert "Tried to allocate" in text(death)  # the tail of trainer.log
+        log_lines = [strip.text for strip in dash.query_one(LogPanel).lines]
+        assert any("status failed" in line for line in log_lines)
+        assert any("eval step 400 · exact 80.0 %" in line for line in log_lines)
+        plots = [text(p) for p in dash.query(MetricPlot)]
+        assert "step 1 … 400" in plots[0] and "window: all" in plots[0]
+        # Nothing to control on a dead run: only what applies is offered.
+        assert footer_actions(app) == {"window", "switch_mode('runs')", "switch_mode('picker')", "help", "quit"}
+
+
+async def test_window_and_sample_keys(failed_run: Path) -> None:
+    app = make_app(failed_run.parent, attach=failed_run)
+    async with app.run_test(size=(200, 60)) as pilot:
+        dash = app.screen
+        await wait_for(pilot, lambda: dash.state is not None and dash.state.step == 400)
+        await pilot.press("w")
+        plot = dash.query_one("#loss", MetricPlot)
+        assert "window: last 10m" in text(plot)
+        assert "step 1 … 400" in text(plot)  # the fixture spans 200 s: all inside 10 minutes
+        await pilot.press("right")
+        assert "Eval sample 2/2" in text(dash.query_one(PuzzleView)) and "✓ solved" in text(dash.query_one(PuzzleView))
+        await pilot.press("right")
+        assert "Eval sample 1/2" in text(dash.query_one(PuzzleView))
+
+
+async def test_window_cuts_old_points(tmp_path: Path) -> None:
+    run = write_run(tmp_path, "long", run_events(400, dt=10.0, status="finished"))  # 4000 s of history
+    app = make_app(tmp_path, attach=run)
+    async with app.run_test(size=(200, 60)) as pilot:
+        dash = app.screen
+        await wait_for(pilot, lambda: dash.state is not None and dash.state.step == 400)
+        await pilot.press("w")  # last 10 minutes = the last 60 steps
+        assert "step 340 … 400" in text(dash.query_one("#loss", MetricPlot))
+
+
+async def test_help_is_generated_from_bindings(failed_run: Path) -> None:
+    app = make_app(failed_run.parent, attach=failed_run)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await wait_for(pilot, lambda: app.screen.state is not None and app.screen.state.step == 400)
+        await pilot.press("question_mark")
+        await wait_for(pilot, lambda: isinstance(app.screen, HelpScreen))
+        rows = {desc: enabled for _, desc, enabled in app.screen.rows}
+        for binding in DashboardScreen.BINDINGS + HrmApp.BINDINGS:
+            assert binding.description in rows
+        assert rows["Pause"] is False and rows["Window"] is True  # a dead run cannot be paused
+        await pilot.press("escape")
+        await wait_for(pilot, lambda: isinstance(app.screen, DashboardScreen))
+
+
+async def test_resize_switches_to_tabs_and_back(failed_run: Path) -> None:
+    app = make_app(failed_run.parent, attach=failed_run)
+    async with app.run_test(size=(200, 60)) as pilot:
+        dash = app.screen
+        await wait_for(pilot, lambda: dash.state is not None and dash.state.step == 400)
+        assert not dash.compact and not dash.query("#tabs")
+        await pilot.resize_terminal(80, 24)
+        await wait_for(pilot, lambda: dash.compact and bool(dash.query("#tabs")))
+        await pilot.pause(0.4)
+        assert "step 400 / 1,000" in text(dash.query_one(RunHeader))  # rebuilt from state, not lost
+        assert "mean steps" in text(dash.query_one(ActPanel))
+        await pilot.resize_terminal(160, 50)
+        await wait_for(pilot, lambda: not dash.compact and bool(dash.query("#side")))
+
+
+async def test_gpu_panel_app_sampling_no_nvml_and_na(tmp_path: Path) -> None:
+    run = write_run(tmp_path, "finished", run_events(40, status="finished"))
+    app = make_app(tmp_path, attach=run, sampler=fixed_sampler(NoNvml()))
+    async with app.run_test(size=(200, 60)) as pilot:
+        dash = app.screen
+        gpu = dash.query_one(GpuPanel)
+        await wait_for(pilot, lambda: "no GPU" in text(gpu))
+        assert "NVML not available" in text(gpu) and "host CPU" in text(gpu) and "this machine" in text(gpu)
+    app = make_app(tmp_path, attach=run, sampler=fixed_sampler(FakeNvml(missing=("temp_c", "power_w"))))
+    async with app.run_test(size=(200, 60)) as pilot:
+        gpu = app.screen.query_one(GpuPanel)
+        await wait_for(pilot, lambda: "this machine" in text(gpu))
+        assert "temp N/A" in text(gpu) and "power N/A / 700 W" in text(gpu) and "14.1 / 80.0 GiB" in text(gpu)
+
+
+async def test_runs_screen_delete_with_confirm(tmp_path: Path) -> None:
+    root = tmp_path / "runs"
+    write_run(root, "old", run_events(10, status="finished", t0=T0))
+    keep = write_run(root, "new", run_events(10, status="finished", t0=T0 + 100))
+    app = make_app(root)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await wait_for(pilot, lambda: isinstance(app.screen, RunsScreen) and len(app.screen.infos) == 2)
+        assert [i.name for i in app.screen.infos] == ["new", "old"]  # newest first
+        await pilot.press("down", "d")
+        await wait_for(pilot, lambda: isinstance(app.screen, ConfirmScreen))
+        await pilot.press("n")  # declined: nothing happens
+        await wait_for(pilot, lambda: isinstance(app.screen, RunsScreen))
+        assert (root / "old").is_dir()
+        await pilot.press("d")
+        await wait_for(pilot, lambda: isinstance(app.screen, ConfirmScreen))
+        await pilot.press("y")
+        await wait_for(pilot, lambda: not (root / "old").exists())
+        await wait_for(pilot, lambda: [i.name for i in app.screen.infos] == ["new"])
+        assert keep.is_dir()
+
+
+async def test_runs_screen_lists_checkpoints(tmp_path: Path) -> None:
+    root = tmp_path / "runs"
+    run = write_run(root, "r", run_events(40, status="finished"))
+    for step in (20, 40):
+        (run / "checkpoints" / f"step-{step:08d}.pt").write_bytes(b"x" * 1000)
+    (run / "checkpoints" / ".tmp-step-00000060.pt").write_bytes(b"partial")  # never counts
+    (run / "checkpoints" / "index.json").write_text(json.dumps(
+        {"checkpoints": [{"file": "step-00000020.pt", "score": 0.25}, {"file": "step-00000040.pt", "score": 0.5}],
+         "best": "step-00000040.pt"}))
+    app = make_app(root)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await wait_for(pilot, lambda: isinstance(app.screen, RunsScreen) and app.screen.checkpoints)
+        screen = app.screen
+        assert [c.step for c in screen.checkpoints] == [40, 20]
+        from textual.widgets import DataTable
+
+        table = screen.query_one("#ckpts", DataTable)
+        assert table.get_row_at(0)[:2] == ["40", "50.0 % best"]
+        assert "resume" in footer_actions(app) and "delete" in footer_actions(app)
+
+
+async def test_readonly_hides_every_control(failed_run: Path, tmp_path: Path) -> None:
+    app = make_app(failed_run.parent, readonly=True)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await wait_for(pilot, lambda: isinstance(app.screen, RunsScreen) and app.screen.infos)
+        assert footer_actions(app) == {"attach", "back", "help", "quit"}  # no resume, delete, new run
+        await pilot.press("n")  # no preset picker in read-only mode
+        assert isinstance(app.screen, RunsScreen)
+
+
+async def test_picker_rejects_bad_override_with_one_clear_message(tmp_path: Path) -> None:
+    app = make_app(tmp_path / "runs")
+    async with app.run_test(size=(120, 40)) as pilot:
+        await wait_for(pilot, lambda: isinstance(app.screen, PickerScreen) and app.screen.rows)
+        screen = app.screen
+        screen.query_one("#extra").value = "train.lrr=1"
+        await pilot.press("enter")
+        await pilot.pause(0.2)
+        notes = [n.message for n in app._notifications]
+        assert any("train.lrr" in m for m in notes), notes
+        assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
