@@ -1,0 +1,158 @@
+"""`hrm-export`: a run's events as a table (CSV or Parquet), or mirrored to TensorBoard / W&B.
+
+    hrm-export RUN --csv OUT [--kinds train,eval]
+    hrm-export RUN --parquet OUT
+    hrm-export RUN --tensorboard DIR | --wandb DIR
+
+RUN is a run directory (or its events.jsonl). One row per event; the columns are `kind`, `step`,
+`t` and then the union of the events' scalar fields in first-seen order. Nested fields are
+flattened with dots (`gpus.0.gpu_util`, `config.train.seed`), short lists of numbers by index
+(`act_steps_hist.3`); token lists (`samples`) are left out. After a resume, the abandoned
+train/eval rows (step > the resumed step) are dropped, as every reader of the run does.
+Torch-free.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import sys
+from pathlib import Path
+from typing import Any
+
+__all__ = ["main", "event_rows", "flatten_event", "write_csv", "write_parquet"]
+
+_BASE = ("kind", "step", "t")
+_MAX_LIST = 64  # longer lists (token sequences) are not table material
+_SKIP = frozenset({"v", "samples"})  # format version; puzzle token lists
+
+
+def _scalar(value: Any) -> bool:
+    return value is None or isinstance(value, (bool, int, float, str))
+
+
+def flatten_event(event: dict[str, Any]) -> dict[str, Any]:
+    """One event as a flat {column: scalar} dict (see the module docstring for the rules)."""
+    out: dict[str, Any] = {}
+
+    def walk(prefix: str, value: Any) -> None:
+        if _scalar(value):
+            out[prefix] = value
+        elif isinstance(value, dict):
+            for k, v in value.items():
+                walk(f"{prefix}.{k}", v)
+        elif isinstance(value, list) and len(value) <= _MAX_LIST:
+            if all(_scalar(v) for v in value) or all(isinstance(v, dict) for v in value):
+                for i, v in enumerate(value):
+                    walk(f"{prefix}.{i}", v)
+
+    for key, value in event.items():
+        if key not in _SKIP:
+            walk(str(key), value)
+    return out
+
+
+def event_rows(events_path: str | Path, kinds: set[str] | None = None) -> tuple[list[str], list[dict[str, Any]]]:
+    """(columns, rows) of the run's events, superseded steps dropped, filtered by kind."""
+    from hrm.train.events import drop_superseded, read_events
+
+    rows = [flatten_event(e) for e in drop_superseded(read_events(events_path))
+            if kinds is None or e.get("kind") in kinds]
+    columns: dict[str, None] = dict.fromkeys(_BASE)
+    for row in rows:
+        columns.update(dict.fromkeys(row))
+    return list(columns), rows
+
+
+def write_csv(path: str | Path, columns: list[str], rows: list[dict[str, Any]]) -> None:
+    """Missing and null cells are empty; floats keep every digit (repr round-trips)."""
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        w = csv.DictWriter(f, fieldnames=columns, restval="", extrasaction="raise")
+        w.writeheader()
+        for row in rows:
+            w.writerow({k: ("" if v is None else v) for k, v in row.items()})
+
+
+def _column_type(values: list[Any]) -> str:
+    present = [v for v in values if v is not None]
+    if present and all(isinstance(v, bool) for v in present):
+        return "bool"
+    if present and all(isinstance(v, int) and not isinstance(v, bool) for v in present):
+        return "int64"
+    if present and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in present):
+        return "float64"
+    return "string"
+
+
+def write_parquet(path: str | Path, columns: list[str], rows: list[dict[str, Any]]) -> None:
+    """One typed column per field (int64 / float64 / bool / string; nulls where absent)."""
+    try:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+    except ImportError as exc:
+        raise ImportError("Parquet export needs pyarrow: pip install 'hrm-tui[parquet]' (or use --csv)") from exc
+    arrays = {}
+    for col in columns:
+        values = [row.get(col) for row in rows]
+        kind = _column_type(values)
+        if kind == "float64":
+            values = [None if v is None else float(v) for v in values]
+        elif kind == "string":
+            values = [None if v is None else str(v) for v in values]
+        arrays[col] = pa.array(values, type=getattr(pa, kind)())
+    pq.write_table(pa.table(arrays), str(path))
+
+
+def _events_file(run: str) -> Path:
+    p = Path(run)
+    if p.is_dir():
+        p = p / "events.jsonl"
+    if not p.is_file():
+        raise FileNotFoundError(f"no events file at {p}: give a run directory (runs/<run-id>) or its events.jsonl")
+    return p
+
+
+def _parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="hrm-export", description="Export a run's metrics as a table, or mirror them "
+                                 "to TensorBoard / W&B.")
+    ap.add_argument("run", help="run directory (or its events.jsonl)")
+    out = ap.add_mutually_exclusive_group(required=True)
+    out.add_argument("--csv", metavar="OUT", help="write a CSV table")
+    out.add_argument("--parquet", metavar="OUT", help="write a Parquet table (needs pyarrow)")
+    out.add_argument("--tensorboard", metavar="DIR", help="write TensorBoard event files into DIR")
+    out.add_argument("--wandb", metavar="DIR", help="write an offline W&B run under DIR (sync with `wandb sync`)")
+    ap.add_argument("--kinds", default="train,eval",
+                    help="event kinds to export, comma-separated, or 'all' (default: train,eval)")
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    kinds = None if args.kinds.strip() == "all" else {k.strip() for k in args.kinds.split(",") if k.strip()}
+    try:
+        events = _events_file(args.run)
+        if args.tensorboard or args.wandb:
+            from hrm.train.sinks import TensorBoardSink, WandbSink, replay
+
+            sink = TensorBoardSink(args.tensorboard) if args.tensorboard else WandbSink(
+                args.wandb, name=events.parent.name)
+            try:
+                n = replay(events, sink, kinds)
+            finally:
+                sink.close()
+            print(f"mirrored {n} events to {args.tensorboard or args.wandb}")
+            return 0
+        columns, rows = event_rows(events, kinds)
+        if args.csv:
+            write_csv(args.csv, columns, rows)
+        else:
+            write_parquet(args.parquet, columns, rows)
+        print(f"wrote {len(rows)} rows x {len(columns)} columns to {args.csv or args.parquet}")
+        return 0
+    except (FileNotFoundError, ImportError, OSError) as exc:
+        print(f"hrm-export: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
