@@ -1,0 +1,167 @@
+"""Maze datasets in the reference format (HRM-SPEC §5.4): generated Maze-Hard-like sets or the original CSVs."""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Iterable
+
+import numpy as np
+
+from hrm.data.csvio import find_split_csv, read_puzzle_csv
+from hrm.data.format import (
+    PuzzleDatasetMetadata,
+    atomic_output_dir,
+    check_output_dir,
+    dihedral_transform,
+    groups_to_arrays,
+    write_identifiers,
+    write_split,
+)
+from hrm.data.maze_gen import (  # re-exported: the public maze API lives here
+    CHARSET,
+    GOAL,
+    LEVELS,
+    OPEN,
+    PATH,
+    START,
+    VOCAB_SIZE,
+    WALL,
+    bfs_label,
+    decode,
+    encode,
+    iter_mazes,
+    min_path_moves,
+    shortest_path_moves,
+)
+
+__all__ = ["CHARSET", "WALL", "OPEN", "START", "GOAL", "PATH", "VOCAB_SIZE", "LEVELS", "bfs_label", "encode",
+           "decode", "min_path_moves", "shortest_path_moves", "generate", "build_dataset", "maze_stats"]
+
+log = logging.getLogger(__name__)
+
+
+def generate(n: int, *, level: str = "hard", size: int | None = None, seed: int = 0, stream: int = 0,
+             on_maze=None) -> list[tuple[np.ndarray, np.ndarray]]:
+    """n distinct (input, label) token grids; `on_maze()` is called after each one (progress).
+    (seed, stream) select an independent random stream (the builder uses stream 0 for train, 1 for test)."""
+    size = size or LEVELS[level][0]
+    rng = np.random.Generator(np.random.Philox(np.random.SeedSequence([seed, stream])))
+    seen: set[bytes] = set()
+    out = []
+    while len(out) < n:
+        for grid in iter_mazes(n - len(out), size, min_path_moves(level, size), rng):
+            key = grid.tobytes()
+            if key in seen:  # duplicates are vanishingly rare at real sizes, common at tiny ones
+                continue
+            seen.add(key)
+            out.append((grid, bfs_label(grid)))
+            if on_maze:
+                on_maze()
+    return out
+
+
+def maze_stats(labels: Iterable[np.ndarray]) -> dict:
+    """Path length (moves = PATH cells + 1) and wall fraction of labelled mazes: min/p10/median/p90/max/mean,
+    plus a histogram by tens of moves — the numbers ../shared/data/SOURCES.md gives for the real set."""
+    lab = [np.asarray(x).reshape(-1) for x in labels]
+    if not lab:
+        return dict(n=0)
+    lab = np.stack(lab)
+    moves = (lab == PATH).sum(axis=1) + 1
+    walls = (lab == WALL).mean(axis=1)
+    pct = np.percentile(moves, [0, 10, 50, 90, 100])
+    hist: dict[str, int] = {}
+    for lo in range(int(moves.min()) // 10 * 10, int(moves.max()) + 1, 10):
+        c = int(((moves >= lo) & (moves < lo + 10)).sum())
+        if c:
+            hist[f"{lo}-{lo + 9}"] = c
+    return dict(n=len(lab), moves_min=int(pct[0]), moves_p10=float(pct[1]), moves_median=float(pct[2]),
+                moves_p90=float(pct[3]), moves_max=int(pct[4]), moves_mean=round(float(moves.mean()), 2),
+                moves_hist=hist, wall_frac_median=round(float(np.median(walls)), 4),
+                wall_frac_min=round(float(walls.min()), 4), wall_frac_max=round(float(walls.max()), 4))
+
+
+def _read_csv_split(folder: Path, split: str) -> list[tuple[np.ndarray, np.ndarray]]:
+    path = find_split_csv(folder, split)
+    if path is None:
+        raise FileNotFoundError(f"{folder}: no {split}.csv (or {split}.hrm.csv) with columns "
+                                f"source,question,answer,rating; --from-csv needs train and test CSVs")
+    out, side = [], None
+    for row in read_puzzle_csv(path):
+        try:
+            q, a = encode(row.question), encode(row.answer)
+        except ValueError as e:
+            raise row.error(path, str(e)) from None
+        side = side or q.shape[0]
+        if q.shape[0] != side:
+            raise row.error(path, f"maze is {q.shape[0]}×{q.shape[0]} but earlier rows are {side}×{side}")
+        if (q == START).sum() != 1 or (q == GOAL).sum() != 1:
+            raise row.error(path, "question needs exactly one S and one G")
+        if (q == PATH).any() or not np.array_equal(np.where(a == PATH, OPEN, a), q):
+            raise row.error(path, "answer must equal the question except open cells drawn as 'o'")
+        out.append((q, a))
+    return out
+
+
+def _augment(pairs: list[tuple[np.ndarray, np.ndarray]], aug: bool) -> list[list[tuple[np.ndarray, np.ndarray]]]:
+    """One group per maze; with `aug` its 8 dihedral transforms (input and label together), as the reference."""
+    tids = range(8) if aug else range(1)
+    return [[(dihedral_transform(q, t), dihedral_transform(a, t)) for t in tids] for q, a in pairs]
+
+
+def _write(root: Path, split: str, groups: list[list[tuple[np.ndarray, np.ndarray]]], side: int) -> None:
+    arrays = groups_to_arrays(groups)
+    meta = PuzzleDatasetMetadata(pad_id=0, ignore_label_id=0, blank_identifier_id=0, vocab_size=VOCAB_SIZE,
+                                 seq_len=side * side, num_puzzle_identifiers=1, total_groups=len(groups),
+                                 mean_puzzle_examples=1.0, sets=["all"], total_puzzles=len(arrays["inputs"]))
+    write_split(root, split, {"all": arrays}, meta)
+
+
+def build_dataset(out: Path | str, *, train: int = 1000, test: int = 1000, level: str = "hard",
+                  size: int | None = None, aug: bool = False, seed: int = 0, from_csv: Path | str | None = None,
+                  subsample_size: int | None = None, force: bool = False, progress: bool = True) -> dict:
+    """Build a maze dataset at `out` (atomically) and return a summary dict."""
+    from hrm.data.progress import task_progress
+
+    out = Path(out)
+    if train < 1 or test < 1:
+        raise ValueError(f"--train and --test must be at least 1 (got {train} and {test})")
+    check_output_dir(out, force)  # fail before spending minutes on generation
+    t0 = time.monotonic()
+    if from_csv is not None:
+        folder = Path(from_csv)
+        splits = {s: _read_csv_split(folder, s) for s in ("train", "test")}
+        if subsample_size is not None and subsample_size < len(splits["train"]):
+            rng = np.random.Generator(np.random.Philox(seed))
+            keep = np.sort(rng.choice(len(splits["train"]), subsample_size, replace=False))
+            splits["train"] = [splits["train"][i] for i in keep]
+        source = f"csv:{folder}"
+    else:
+        size = size or LEVELS[level][0]
+        min_path_moves(level, size)  # validates the level
+        splits = {}
+        with task_progress(progress) as bar:
+            for i, (split, n) in enumerate((("train", train), ("test", test))):
+                task = bar.add_task(f"{split} mazes {size}×{size} ({level})", total=n)
+                splits[split] = generate(n, level=level, size=size, seed=seed, stream=i,
+                                         on_maze=lambda: bar.advance(task))
+        train_keys = {q.tobytes() for q, _ in splits["train"]}
+        splits["test"] = [(q, a) for q, a in splits["test"] if q.tobytes() not in train_keys]
+        source = "generated"
+    side = splits["train"][0][0].shape[0]
+    with atomic_output_dir(out, force) as tmp:
+        _write(tmp, "train", _augment(splits["train"], aug), side)
+        _write(tmp, "test", _augment(splits["test"], False), side)
+        write_identifiers(tmp, ["<blank>"])
+    summary = dict(task="maze", out=str(out), source=source, size=side, level=None if from_csv else level,
+                   aug=aug, seed=seed, seconds=round(time.monotonic() - t0, 2),
+                   train=dict(mazes=len(splits["train"]), examples=len(splits["train"]) * (8 if aug else 1),
+                              **maze_stats(a for _, a in splits["train"])),
+                   test=dict(mazes=len(splits["test"]), examples=len(splits["test"]),
+                             **maze_stats(a for _, a in splits["test"])))
+    log.info("built maze dataset %s: %d train / %d test mazes in %.1f s", out, len(splits["train"]),
+             len(splits["test"]), summary["seconds"])
+    return summary
+
