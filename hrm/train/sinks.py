@@ -188,8 +188,7 @@ class WandbSink:
         self.directory.mkdir(parents=True, exist_ok=True)
         self._run = wandb.init(
             project=project, name=name, id=run_id, dir=str(self.directory), mode=mode, config=config or {},
-            settings=wandb.Settings(x_disable_stats=True, console="off", silent=True),
-            reinit="create_new",
+            settings=_wandb_settings(wandb),
         )
         self._last_step = -1
 
@@ -215,6 +214,17 @@ class WandbSink:
         # finish() returns before the W&B service has written the log; teardown waits for it, so
         # the offline run is complete on disk when close() returns. The trainer owns W&B in its process.
         self._wandb.teardown()
+
+
+def _wandb_settings(wandb: Any) -> Any:
+    """No system-stats thread (our `system` events already carry those), no console capture. The
+    setting's name changed across wandb releases; fall back to the defaults when neither exists."""
+    for kwargs in ({"x_disable_stats": True, "console": "off"}, {"_disable_stats": True, "console": "off"}):
+        try:
+            return wandb.Settings(**kwargs)
+        except Exception:  # noqa: BLE001 - unknown field in this wandb version
+            continue
+    return None
 
 
 def build_sinks(sinks_cfg: Any, run_dir: str | os.PathLike[str], *, run_name: str | None = None) -> MetricSink:
