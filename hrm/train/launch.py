@@ -78,3 +78,13 @@ def launch(cfg: Any, run_dir: Path, *, fresh: bool, resume: str | None, stop_at_
             session.close()
     finally:
         D.cleanup(env)
+        _remove_handlers()
+
+
+def _remove_handlers() -> None:
+    """Called in-process (tests, notebooks), the next run must not write into this run's log."""
+    root = logging.getLogger()
+    for h in list(root.handlers):
+        if getattr(h, "_hrm", False):
+            root.removeHandler(h)
+            h.close()

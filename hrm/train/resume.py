@@ -100,9 +100,10 @@ def build_checkpoint(s: Any, step: int, carry: Any, metrics: dict[str, Any]) -> 
         return None
     return {
         "format": S.CKPT_FORMAT, "version": S.CKPT_VERSION, "step": int(step), "epoch": s.loader_epoch(),
-        "model": S.cpu_copy(s.head.model.state_dict()),
-        "optimizers": S.cpu_copy(s.optim.state_dict()),
-        "loader": S.cpu_copy(s.loader.state_dict()),
+        # The writer copies every tensor to CPU before returning: training may go on at once.
+        "model": s.head.model.state_dict(),
+        "optimizers": s.optim.state_dict(),
+        "loader": s.loader.state_dict(),
         "rng": rng, "carry": carry_sd, "config": s.cfg.to_dict(),
         "metrics": _plain(metrics), "world_size": s.env.world_size,
     }
@@ -123,7 +124,11 @@ def _writer(s: Any) -> Any:
     if s.writer is None:
         from hrm.train.checkpoint import CheckpointWriter
 
-        s.writer = CheckpointWriter(s.run_dir / "checkpoints", keep_last=int(s.cfg.train.keep_last))
+        def failed(info: dict[str, Any]) -> None:
+            s.log_event("error", f"checkpoint at step {info['step']} not written: {info['error']}")
+
+        s.writer = CheckpointWriter(s.run_dir / "checkpoints", keep_last=int(s.cfg.train.keep_last),
+                                    on_error=failed)
     return s.writer
 
 

@@ -94,14 +94,13 @@ def local_carry(env: D.DistEnv, carry_sd: dict[str, torch.Tensor], device: torch
 # --- loading -----------------------------------------------------------------------------------
 def load_checkpoint_file(path: Path) -> dict[str, Any]:
     """Load with weights_only=True; a truncated or foreign file is reported, never half-used."""
+    from hrm.train.checkpoint import CheckpointCorrupt, load_checkpoint
+
     path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"checkpoint {path} does not exist")
     try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # torch raises RuntimeError/EOFError/UnpicklingError/zipfile errors
-        raise CheckpointError(f"checkpoint {path} cannot be read (truncated or corrupt: {type(e).__name__}: {e}); "
-                              "resume from an earlier checkpoint") from e
+        ckpt = load_checkpoint(path, map_location="cpu")
+    except CheckpointCorrupt as e:
+        raise CheckpointError(str(e)) from None
     if not isinstance(ckpt, dict):
         raise CheckpointError(f"checkpoint {path} holds a {type(ckpt).__name__}, not a dict")
     return ckpt
@@ -133,17 +132,3 @@ def check_model_fit(model: torch.nn.Module, state: dict[str, torch.Tensor], path
     extra = sorted(set(state) - set(own))
     if extra:
         raise CheckpointError(f"checkpoint {path} does not fit the config: unexpected tensor {extra[0]!r}")
-
-
-def cpu_copy(obj: Any) -> Any:
-    """A deep copy with every tensor on CPU and detached: the background writer may take its
-    time while training goes on changing the live tensors."""
-    if isinstance(obj, torch.Tensor):
-        return obj.detach().to("cpu", copy=True)
-    if isinstance(obj, dict):
-        return {k: cpu_copy(v) for k, v in obj.items()}
-    if isinstance(obj, list):
-        return [cpu_copy(v) for v in obj]
-    if isinstance(obj, tuple):
-        return tuple(cpu_copy(v) for v in obj)
-    return obj

@@ -1,0 +1,123 @@
+"""Helpers for the trainer tests: run `python -m hrm.train` (or torchrun) as real processes on the
+tiny preset and read what they wrote. No tests here."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+REPO = Path(__file__).resolve().parents[1]
+PY = sys.executable
+TORCHRUN = str(Path(sys.executable).with_name("torchrun"))
+# Short, deterministic runs: one thread per process (bitwise-repeatable on CPU, and kind to the
+# shared 2-core machine), 8 examples per step.
+TINY = ["tiny", "train.eval_max_examples=8", "train.keep_last=5"]
+
+
+def proc_env(**extra: str) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", PYTHONUNBUFFERED="1", HRM_DIST_TIMEOUT="30")
+    env.update(extra)
+    return env
+
+
+def train_cmd(*args: str) -> list[str]:
+    return [PY, "-m", "hrm.train", *args]
+
+
+def run(cmd: list[str], timeout: float = 120, **kw: Any) -> subprocess.CompletedProcess:
+    return subprocess.run(cmd, cwd=REPO, env=proc_env(), capture_output=True, text=True, timeout=timeout, **kw)
+
+
+def start(cmd: list[str], log: Path, **kw: Any) -> subprocess.Popen:
+    f = open(log, "w")
+    return subprocess.Popen(cmd, cwd=REPO, env=proc_env(), stdout=f, stderr=subprocess.STDOUT,
+                            start_new_session=True, **kw)
+
+
+def events(run_dir: Path) -> list[dict[str, Any]]:
+    from hrm.train.events import read_events
+
+    p = run_dir / "events.jsonl"
+    return read_events(p) if p.is_file() else []
+
+
+def effective(evs: list[dict[str, Any]], kind: str = "train") -> dict[int, dict[str, Any]]:
+    """step -> event, applying the resume rule: a `run` event at step S supersedes the earlier
+    events of this kind whose step > S."""
+    out: dict[int, dict[str, Any]] = {}
+    for e in evs:
+        if e["kind"] == "run":
+            out = {s: v for s, v in out.items() if s <= e["step"]}
+        elif e["kind"] == kind:
+            out[e["step"]] = e
+    return out
+
+
+def statuses(run_dir: Path) -> list[dict[str, Any]]:
+    return [e for e in events(run_dir) if e["kind"] == "status"]
+
+
+def wait_for(pred: Callable[[], Any], timeout: float = 60.0, what: str = "condition", interval: float = 0.05) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        v = pred()
+        if v:
+            return v
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
+
+
+def wait_state(run_dir: Path, state: str, timeout: float = 60.0) -> dict[str, Any]:
+    return wait_for(lambda: next((e for e in reversed(statuses(run_dir)) if e["state"] == state), None),
+                    timeout, f"status {state} in {run_dir}")
+
+
+def last_train_step(run_dir: Path) -> int:
+    tr = effective(events(run_dir))
+    return max(tr) if tr else 0
+
+
+def model_of(ckpt: Path) -> dict[str, Any]:
+    import torch
+
+    return torch.load(ckpt, map_location="cpu", weights_only=True)["model"]
+
+
+def latest_ckpt(run_dir: Path) -> Path:
+    from hrm.train.checkpoint import latest_checkpoint
+
+    p = latest_checkpoint(run_dir / "checkpoints")
+    assert p is not None, f"no checkpoint in {run_dir}"
+    return Path(p)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def kill_group(p: subprocess.Popen) -> None:
+    """End a test's own process (and its children) if it is still running."""
+    if p.poll() is None:
+        try:
+            os.killpg(p.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        p.wait(10)
+
+
+def show(log: Path) -> str:
+    return log.read_text()[-3000:] if log.is_file() else "(no log)"
+
+
+def as_json(s: str) -> dict[str, Any]:
+    return json.loads(s.strip().splitlines()[-1])
