@@ -83,6 +83,7 @@ def braille_plot(series: list[Series], width: int, height: int, *, log_y: bool =
     pw, ph = cols * 2, rows * 4
     bits = [[0] * cols for _ in range(rows)]
     owner: list[list[str | None]] = [[None] * cols for _ in range(rows)]
+    markers: dict[tuple[int, int], str] = {}  # (row, col) -> style of a point marker (eval)
 
     def to_px(x: float, y: float) -> tuple[int, int]:
         px = round((x - x0) / (x1 - x0) * (pw - 1))
@@ -98,7 +99,9 @@ def braille_plot(series: list[Series], width: int, height: int, *, log_y: bool =
         prev: tuple[int, int] | None = None
         for x, y in p:
             cur = to_px(x, y)
-            if prev is None or s.dots:
+            if s.dots:
+                markers[(cur[1] // 4, cur[0] // 2)] = s.style
+            elif prev is None:
                 dot(*cur, s.style)
             else:
                 _line(prev, cur, lambda a, b, st=s.style: dot(a, b, st))
@@ -116,7 +119,10 @@ def braille_plot(series: list[Series], width: int, height: int, *, log_y: bool =
         line = Text(label.rjust(gutter - 1)[: gutter - 1] + "│", style="dim")
         for c in range(cols):
             b = bits[r][c]
-            line.append(chr(0x2800 + b) if b else " ", style=owner[r][c] or "")
+            if (r, c) in markers:
+                line.append("●", style=markers[(r, c)])
+            else:
+                line.append(chr(0x2800 + b) if b else " ", style=owner[r][c] or "")
         lines.append(line)
     return lines
 

@@ -80,45 +80,49 @@ def sudoku_text(sample: dict, grid: list[int] | None = None, styles: PuzzleStyle
     return out, wrong
 
 
-def maze_text(sample: dict, grid: list[int] | None = None, styles: PuzzleStyles = PuzzleStyles()) -> tuple[Text, int]:
-    """Walls as blocks, S/G letters, the model's path (•), the label's path where they differ (·).
-    Returns the drawing and the number of cells where the model's path differs from the label's."""
+def maze_text(sample: dict, grid: list[int] | None = None, styles: PuzzleStyles = PuzzleStyles(),
+              wide: bool = False) -> tuple[Text, int]:
+    """Walls as blocks, S/G letters, the model's path (•), the label's path where they differ (·);
+    `wide` draws each cell two columns wide (square-looking). Returns the drawing and the number of
+    cells where the model's path differs from the label's."""
     inp, pred, lab = _aligned(sample)
     rows, cols = _side(inp, grid)
     out = Text()
     wrong = 0
+    pad = " " if wide else ""
     for r in range(rows):
         for c in range(cols):
             i = r * cols + c
             tok = inp[i]
             if tok == WALL:
-                out.append("█", style=styles.wall)
+                out.append("██" if wide else "█", style=styles.wall)
             elif tok == START:
-                out.append("S", style="bold")
+                out.append("S" + pad, style="bold")
             elif tok == GOAL:
-                out.append("G", style="bold")
+                out.append("G" + pad, style="bold")
             else:
                 in_pred, in_lab = pred[i] == PATH, lab[i] == PATH
                 if in_pred and in_lab:
-                    out.append("•", style=styles.model_path)
+                    out.append("•" + pad, style=styles.model_path)
                 elif in_pred:
                     wrong += 1
-                    out.append("•", style=styles.wrong)
+                    out.append("•" + pad, style=styles.wrong)
                 elif in_lab:
                     wrong += 1
-                    out.append("·", style=styles.label_path)
+                    out.append("·" + pad, style=styles.label_path)
                 else:
-                    out.append(" ")
+                    out.append(" " + pad)
         out.append("\n")
     out.rstrip()
     return out, wrong
 
 
 def render_sample(task: str, sample: dict, grid: list[int] | None = None,
-                  styles: PuzzleStyles = PuzzleStyles()) -> tuple[Text, str]:
-    """Drawing plus a one-line legend/verdict."""
+                  styles: PuzzleStyles = PuzzleStyles(), width: int = 0) -> tuple[Text, str]:
+    """Drawing plus a one-line legend/verdict; mazes are drawn two columns per cell within `width`."""
     if task == "maze":
-        text, wrong = maze_text(sample, grid, styles)
+        cols = _side(list(sample.get("input") or []), grid)[1]
+        text, wrong = maze_text(sample, grid, styles, wide=2 * cols <= width)
         legend = "• model path · label path"
         return text, legend + (" · ✓ solved" if wrong == 0 else f" · ✗ {wrong} cells differ")
     text, wrong = sudoku_text(sample, grid, styles)

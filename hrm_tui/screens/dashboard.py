@@ -67,10 +67,10 @@ class DashboardScreen(Screen):
         self.set_class(self.compact, "-compact")
         yield RunHeader(self.hrm.clock, id="header")
         if self.compact:
-            yield MetricPlot("Loss", [("loss", "train", "$accent")], [("loss", "eval", "$warning")],
+            yield MetricPlot("Loss", [("loss", "train", "$accent")], [("loss", "eval", "$primary-lighten-2")],
                              log_y=True, id="loss")
             yield MetricPlot("Accuracy", [("accuracy", "cell", "$accent"), ("exact_accuracy", "exact", "$success")],
-                             [("exact_accuracy", "eval exact", "$warning")], y_range=(0.0, 1.0), id="acc")
+                             [("exact_accuracy", "eval exact", "$primary-lighten-2")], y_range=(0.0, 1.0), id="acc")
             yield DeathNote(id="death")
             with TabbedContent(id="tabs"):
                 with TabPane("ACT", id="tab-act"):
@@ -83,10 +83,10 @@ class DashboardScreen(Screen):
                     yield LogPanel(id="log")
         else:
             with Horizontal(id="plots"):
-                yield MetricPlot("Loss", [("loss", "train", "$accent")], [("loss", "eval", "$warning")],
+                yield MetricPlot("Loss", [("loss", "train", "$accent")], [("loss", "eval", "$primary-lighten-2")],
                                  log_y=True, id="loss")
                 yield MetricPlot("Accuracy", [("accuracy", "cell", "$accent"), ("exact_accuracy", "exact", "$success")],
-                                 [("exact_accuracy", "eval exact", "$warning")], y_range=(0.0, 1.0), id="acc")
+                                 [("exact_accuracy", "eval exact", "$primary-lighten-2")], y_range=(0.0, 1.0), id="acc")
             yield DeathNote(id="death")
             with Horizontal(id="side"):
                 with Vertical(id="act-box", classes="box"):
@@ -250,7 +250,7 @@ class DashboardScreen(Screen):
             headline = f"✗ the trainer is gone without a final status (last: {s.status})"
         else:
             headline = f"✗ failed: {s.status_error or s.status_reason or 'no reason given'}"
-        note.show(headline, self._log_tail)
+        note.show(headline, self._log_tail[-2:] if self.compact else self._log_tail[-8:])
 
     # ---- keys ----------------------------------------------------------------------------------
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:

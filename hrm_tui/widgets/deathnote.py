@@ -26,5 +26,5 @@ class DeathNote(Widget):
         t = Text(self._headline, style="bold red")
         if self._tail:
             t.append("\ntrainer.log:\n", style="dim")
-            t.append("\n".join(self._tail[-8:]))
+            t.append("\n".join(self._tail))
         return t

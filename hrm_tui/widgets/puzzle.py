@@ -27,7 +27,8 @@ class PuzzleView(Widget):
     def render(self) -> Text:
         if not self._sample:
             return Text("no eval sample yet (press e to evaluate now)", style="dim")
-        drawing, legend = render_sample(self._puzzle_kind, self._sample, self._grid, PuzzleStyles())
+        drawing, legend = render_sample(self._puzzle_kind, self._sample, self._grid, PuzzleStyles(),
+                                        width=self.size.width)
         out = Text(self._caption + "\n", style="bold")
         out.append_text(drawing)
         out.append("\n" + legend, style="dim")
