@@ -256,13 +256,16 @@ def iter_mazes(n: int, side: int, min_moves: int, rng: np.random.Generator, batc
                pair_tries: int = 64, give_up_after: int = 30) -> Iterator[np.ndarray]:
     """Yield n mazes (token grids [side, side]) whose S→G shortest path has ≥ min_moves moves.
 
-    Gives up (RuntimeError) when `give_up_after` batches of random grids in a row yield no maze."""
+    Batches of random grids grow from 128 to `batch` (small requests stay cheap); gives up (RuntimeError)
+    when `give_up_after` batches in a row yield no maze."""
     if not 2 <= side <= 62:
         raise ValueError(f"maze size must be 2..62, got {side}")
-    made, idle = 0, 0
+    made, idle, size = 0, 0, min(128, batch)
     while made < n and idle < give_up_after:
         idle += 1
-        cands = [_Candidate(oc, u, min_moves, rng, pair_tries) for oc, u in _long_grids(side, min_moves, rng, batch)]
+        grids = _long_grids(side, min_moves, rng, size)
+        size = min(2 * size, batch)
+        cands = [_Candidate(oc, u, min_moves, rng, pair_tries) for oc, u in grids]
         for maze in _choose_pairs(cands, min_moves, rng):
             idle = 0
             yield maze
@@ -271,7 +274,7 @@ def iter_mazes(n: int, side: int, min_moves: int, rng: np.random.Generator, batc
                 return
     if made == n:
         return
-    raise RuntimeError(f"no {side}×{side} maze with a shortest path ≥ {min_moves} moves in {give_up_after * batch} "
+    raise RuntimeError(f"no {side}×{side} maze with a shortest path ≥ {min_moves} moves in {give_up_after} batches of "
                        f"random grids: that is too long for this size; use an easier --level or a larger --size")
 
 
