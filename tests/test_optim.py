@@ -12,6 +12,7 @@ import torch
 import torch.multiprocessing as mp
 from torch import nn
 
+from hrm.model.sparse_embedding import CastedSparseEmbedding
 from hrm.optim.adam_atan2 import AdamATan2
 from hrm.optim.container import OptimizerSet, build_optimizer_set, group_parameters
 from hrm.optim.schedule import cosine_schedule_with_warmup_lr
@@ -19,21 +20,11 @@ from hrm.optim.sign_sgd import CastedSparseEmbeddingSignSGD_Distributed
 
 
 # ---------------------------------------------------------------- helpers
-class SparseEmb(nn.Module):
-    """The three buffers of the reference CastedSparseEmbedding, with its train-mode forward."""
-
-    def __init__(self, num_ids: int, dim: int, batch: int, seed: int = 0) -> None:
-        super().__init__()
-        g = torch.Generator().manual_seed(seed)
-        self.register_buffer("weights", torch.randn(num_ids, dim, generator=g))
-        self.register_buffer("local_weights", torch.zeros(batch, dim, requires_grad=True), persistent=False)
-        self.register_buffer("local_ids", torch.zeros(batch, dtype=torch.int32), persistent=False)
-
-    def forward(self, ids: torch.Tensor) -> torch.Tensor:
-        with torch.no_grad():
-            self.local_weights.copy_(self.weights[ids])
-            self.local_ids.copy_(ids)
-        return self.local_weights
+def SparseEmb(num_ids: int, dim: int, batch: int, seed: int = 0) -> nn.Module:
+    """The model's CastedSparseEmbedding (train mode) with a seeded table."""
+    emb = CastedSparseEmbedding(num_ids, dim, batch, init_std=0.0, cast_to=torch.float32)
+    emb.weights.copy_(torch.randn(num_ids, dim, generator=torch.Generator().manual_seed(seed)))
+    return emb
 
 
 class Tiny(nn.Module):

@@ -120,13 +120,16 @@ def test_fan_out_drops_a_failing_sink_and_keeps_the_rest(caplog):
     assert caplog.text.count("metric sink Broken failed") == 1
 
 
-def test_build_sinks_from_config(tmp_path):
-    assert isinstance(build_sinks({"tensorboard": False, "wandb": False}, tmp_path), NullSink)
-    sink = build_sinks({"tensorboard": True, "wandb": False}, tmp_path)
+def test_build_sinks_from_the_run_config(tmp_path):
+    from hrm.train.config import SinksConfig
+
+    assert isinstance(build_sinks(SinksConfig(), tmp_path), NullSink)
+    sink = build_sinks(SinksConfig(tensorboard=True), tmp_path)
     assert isinstance(sink, TensorBoardSink)
     sink.log_event(train_event(1, 0.75))
+    sink.log("train", 2, {"loss": 0.5, "lr": 1e-4})  # the trainer's (kind, step, fields) form
     sink.close()
-    assert load_scalars(tmp_path / "tensorboard")["train/loss"] == [(1, 0.75)]
+    assert load_scalars(tmp_path / "tensorboard")["train/loss"] == [(1, 0.75), (2, 0.5)]
 
 
 def test_wandb_missing_names_the_extra(monkeypatch, tmp_path):

@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import threading
 import time
 from collections.abc import Iterable
 from pathlib import Path
@@ -87,7 +88,17 @@ def _resumed_step(event: dict[str, Any]) -> int | None:
     return None
 
 
-class NullSink:
+class _Sink:
+    """`log(kind, step, fields)` for callers that hold the parts rather than the event dict."""
+
+    def log_event(self, event: dict[str, Any]) -> None:
+        raise NotImplementedError
+
+    def log(self, kind: str, step: int, fields: dict[str, Any]) -> None:
+        self.log_event({"kind": kind, "step": int(step), **fields})
+
+
+class NullSink(_Sink):
     """Accepts everything, writes nothing."""
 
     def log_event(self, event: dict[str, Any]) -> None:
@@ -97,7 +108,7 @@ class NullSink:
         pass
 
 
-class FanOutSink:
+class FanOutSink(_Sink):
     """Sends each event to several sinks. A sink that raises is logged once and dropped: a
     dashboard going away must never stop training."""
 
@@ -122,7 +133,7 @@ class FanOutSink:
         self.sinks = []
 
 
-class TensorBoardSink:
+class TensorBoardSink(_Sink):
     """Scalars to TensorBoard event files in `log_dir` (tensorboard's writer; no torch)."""
 
     def __init__(self, log_dir: str | os.PathLike[str], flush_secs: float = 10.0) -> None:
@@ -162,7 +173,7 @@ class TensorBoardSink:
         self._writer.close()
 
 
-class WandbSink:
+class WandbSink(_Sink):
     """Scalars to Weights & Biases; offline by default (sync later with `wandb sync DIR`)."""
 
     def __init__(
@@ -191,6 +202,7 @@ class WandbSink:
             settings=_wandb_settings(wandb),
         )
         self._last_step = -1
+        self._lock = threading.Lock()  # the trainer's system-sampler thread logs too
 
     @property
     def run_dir(self) -> Path | None:
@@ -204,10 +216,11 @@ class WandbSink:
         scalars = event_scalars(event)
         if not scalars:
             return
-        # W&B steps only go forward; a late sample (system thread) joins the current step.
-        step = max(int(event.get("step", 0)), self._last_step)
-        self._run.log(scalars, step=step)
-        self._last_step = step
+        with self._lock:
+            # W&B steps only go forward; a late sample (system thread) joins the current step.
+            step = max(int(event.get("step", 0)), self._last_step)
+            self._run.log(scalars, step=step)
+            self._last_step = step
 
     def close(self) -> None:
         self._run.finish()
@@ -227,16 +240,22 @@ def _wandb_settings(wandb: Any) -> Any:
     return None
 
 
-def build_sinks(sinks_cfg: Any, run_dir: str | os.PathLike[str], *, run_name: str | None = None) -> MetricSink:
-    """The sinks a run's config asks for (`sinks.tensorboard`, `sinks.wandb`, `sinks.wandb_mode`),
-    writing under the run directory (tensorboard/, wandb/). NullSink when none is on."""
+def build_sinks(
+    sinks_cfg: Any, run_dir: str | os.PathLike[str], *, run_name: str | None = None, task: str | None = None,
+) -> MetricSink:
+    """The sinks a run's config asks for (`sinks.tensorboard`, `sinks.wandb`, `sinks.wandb_mode`,
+    `sinks.wandb_project`), writing under the run directory (tensorboard/, wandb/). Only rank 0
+    builds sinks. NullSink when none is on. The W&B project defaults to the reference's
+    "<Task> ACT-torch"."""
     get = sinks_cfg.get if isinstance(sinks_cfg, dict) else (lambda k, d=None: getattr(sinks_cfg, k, d))
     run_dir = Path(run_dir)
     sinks: list[MetricSink] = []
     if get("tensorboard", False):
         sinks.append(TensorBoardSink(run_dir / "tensorboard"))
     if get("wandb", False):
-        sinks.append(WandbSink(run_dir, name=run_name or run_dir.name, mode=get("wandb_mode", "offline") or "offline"))
+        project = get("wandb_project", None) or (f"{task.capitalize()} ACT-torch" if task else "hrm-tui")
+        sinks.append(WandbSink(run_dir, project=project, name=run_name or run_dir.name,
+                               mode=get("wandb_mode", "offline") or "offline"))
     if not sinks:
         return NullSink()
     return sinks[0] if len(sinks) == 1 else FanOutSink(sinks)
