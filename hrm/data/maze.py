@@ -83,11 +83,16 @@ def maze_stats(labels: Iterable[np.ndarray]) -> dict:
                 wall_frac_min=round(float(walls.min()), 4), wall_frac_max=round(float(walls.max()), 4))
 
 
-def _read_csv_split(folder: Path, split: str) -> list[tuple[np.ndarray, np.ndarray]]:
-    path = find_split_csv(folder, split)
-    if path is None:
-        raise FileNotFoundError(f"{folder}: no {split}.csv (or {split}.hrm.csv) with columns "
-                                f"source,question,answer,rating; --from-csv needs train and test CSVs")
+def _csv_paths(folder: Path) -> dict[str, Path]:
+    paths = {split: find_split_csv(folder, split) for split in ("train", "test")}
+    for split, path in paths.items():
+        if path is None:
+            raise FileNotFoundError(f"{folder}: no {split}.csv (or {split}.hrm.csv) with columns "
+                                    f"source,question,answer,rating; --from-csv needs train and test CSVs")
+    return paths
+
+
+def _read_csv_split(path: Path) -> list[tuple[np.ndarray, np.ndarray]]:
     out, side = [], None
     for row in read_puzzle_csv(path):
         try:
@@ -132,7 +137,7 @@ def build_dataset(out: Path | str, *, train: int = 1000, test: int = 1000, level
     t0 = time.monotonic()
     if from_csv is not None:
         folder = Path(from_csv)
-        splits = {s: _read_csv_split(folder, s) for s in ("train", "test")}
+        splits = {s: _read_csv_split(p) for s, p in _csv_paths(folder).items()}
         if subsample_size is not None and subsample_size < len(splits["train"]):
             rng = np.random.Generator(np.random.Philox(seed))
             keep = np.sort(rng.choice(len(splits["train"]), subsample_size, replace=False))
