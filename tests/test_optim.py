@@ -340,3 +340,38 @@ def test_optimizer_set_refuses_state_of_another_layout():
     assert dense_only.names == ["adam_atan2"]
     with pytest.raises(ValueError, match="puzzle_emb_ndim"):
         dense_only.load_state_dict(with_emb.state_dict())
+
+
+def test_optimizer_set_on_the_real_hrm_model_steps_like_the_reference():
+    from hrm.model.config import HRMConfig
+    from hrm.model.hrm_act import HierarchicalReasoningModel_ACTV1
+    from hrm.model.losses import ACTLossHead
+
+    torch.manual_seed(0)
+    cfg = HRMConfig(batch_size=4, seq_len=8, vocab_size=6, puzzle_emb_ndim=16, num_puzzle_identifiers=5,
+                    H_cycles=1, L_cycles=1, H_layers=1, L_layers=1, hidden_size=16, num_heads=2,
+                    halt_max_steps=2)
+    head = ACTLossHead(HierarchicalReasoningModel_ACTV1(cfg))
+    head.train()
+    opts = build_optimizer_set(head, lr=1e-3, beta1=0.9, beta2=0.95, weight_decay=0.1, puzzle_emb_lr=1e-2,
+                               puzzle_emb_weight_decay=0.1, warmup_steps=1, total_steps=10)
+    assert opts.names == ["puzzle_emb_sign_sgd", "adam_atan2"]
+    adam_params = opts.optimizers[1].param_groups[0]["params"]
+    assert sum(p.numel() for p in adam_params) == sum(p.numel() for p in head.parameters())
+    gen = torch.Generator().manual_seed(1)
+    batch = {"inputs": torch.randint(1, 6, (4, 8), generator=gen, dtype=torch.int32),
+             "labels": torch.randint(1, 6, (4, 8), generator=gen, dtype=torch.int32),
+             "puzzle_identifiers": torch.tensor([1, 3, 3, 1], dtype=torch.int32)}
+    table = head.model.inner.puzzle_emb.weights
+    before_table, before = table.clone(), [p.detach().clone() for p in adam_params]
+    carry = head.initial_carry(batch)
+    carry, loss, _metrics, _out, _halted = head(carry, batch)
+    (loss / 4).backward()
+    had_grad = [p.grad is not None for p in adam_params]
+    assert sum(had_grad) >= len(adam_params) - 2
+    assert opts.step(1) == pytest.approx(1e-3)
+    rows_changed = (table != before_table).any(dim=1).tolist()
+    assert rows_changed == [False, True, False, True, False]  # ids 1 and 3 only
+    for p, b, g in zip(adam_params, before, had_grad):
+        assert torch.equal(p.detach(), b) != g  # every parameter with a gradient moved, no other did
+    assert all(p.grad is None for p in adam_params) and head.model.inner.puzzle_emb.local_weights.grad is None
