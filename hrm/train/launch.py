@@ -43,7 +43,7 @@ def _same_file(stream: Any, path: Path) -> bool:
 def launch(cfg: Any, run_dir: Path, *, fresh: bool, resume: str | None, stop_at_step: int | None) -> int:
     from hrm.train import distributed as D
     from hrm.train.config import config_from_dict, save_config
-    from hrm.train.pidfile import TrainerAlreadyRunning
+    from hrm.train.pidfile import TrainerAlreadyRunning, read_pidfile, trainer_alive
     from hrm.train.session import Session
     from hrm.train.state import CheckpointError
     from hrm.train.trainer import run_training
@@ -57,6 +57,13 @@ def launch(cfg: Any, run_dir: Path, *, fresh: bool, resume: str | None, stop_at_
         # Rank 0 decides (its clock named the run); every rank trains on exactly its config.
         cfg_dict, run_dir_s = D.broadcast_object(env, (cfg.to_dict(), str(run_dir)))
         cfg, run_dir = config_from_dict(cfg_dict), Path(run_dir_s)
+        if env.is_main and trainer_alive(run_dir):
+            # Checked before touching anything in the directory (config.yaml, trainer.log);
+            # Session.open acquires the pid file for real.
+            info = read_pidfile(run_dir)
+            print(f"hrm-train: another trainer (pid {info.pid if info else '?'}) is live on {run_dir}; "
+                  "steer it with `hrm-train ctl` or stop it first", file=sys.stderr)
+            return 2
         if env.is_main:
             run_dir.mkdir(parents=True, exist_ok=True)
             if fresh or not (run_dir / "config.yaml").is_file():

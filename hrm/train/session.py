@@ -85,7 +85,7 @@ class Session:
         self.steering.install_signals()
 
     def _status_fields(self) -> dict[str, Any]:
-        return {"state": self.state, "total_steps": self.total_steps, "checkpoint": self.last_checkpoint,
+        return {"state": self.state, "step": self.current_step(), "total_steps": self.total_steps, "checkpoint": self.last_checkpoint,
                 "message": self.state}
 
     def _write_run_event(self) -> None:
