@@ -54,6 +54,12 @@ class EventWriter:
         self._last_flush = time.monotonic()
         self._lock = threading.Lock()
         self._closed = False
+        self._dirty = False
+        # A timer thread bounds how long a buffered line can wait, even while the trainer is busy
+        # in a long evaluation and writes nothing.
+        self._stop = threading.Event()
+        self._flusher = threading.Thread(target=self._flush_loop, name="hrm-events-flush", daemon=True)
+        self._flusher.start()
 
     def _terminate_torn_line(self) -> None:
         # A writer killed mid-line leaves a torn last line; end it so our first event stays intact
@@ -76,24 +82,35 @@ class EventWriter:
             if self._closed:
                 raise ValueError(f"EventWriter for {self.path} is closed")
             self._file.write(line + "\n")
+            self._dirty = True
             now = time.monotonic()
             if kind not in _BUFFERED_KINDS or now - self._last_flush >= self._flush_s:
-                self._file.flush()
-                self._last_flush = now
+                self._flush_locked(now)
         return event
+
+    def _flush_locked(self, now: float) -> None:
+        self._file.flush()
+        self._last_flush = now
+        self._dirty = False
+
+    def _flush_loop(self) -> None:
+        while not self._stop.wait(self._flush_s / 2):
+            with self._lock:
+                if self._dirty and not self._closed:
+                    self._flush_locked(time.monotonic())
 
     def flush(self) -> None:
         with self._lock:
             if not self._closed:
-                self._file.flush()
-                self._last_flush = time.monotonic()
+                self._flush_locked(time.monotonic())
 
     def maybe_flush(self) -> None:
-        """Flush if the buffer is older than `flush_s` (call between steps when no event was written)."""
+        """Flush if the buffer is older than `flush_s` (the timer thread does this too)."""
         if time.monotonic() - self._last_flush >= self._flush_s:
             self.flush()
 
     def close(self) -> None:
+        self._stop.set()
         with self._lock:
             if self._closed:
                 return
