@@ -375,3 +375,19 @@ def test_optimizer_set_on_the_real_hrm_model_steps_like_the_reference():
     for p, b, g in zip(adam_params, before, had_grad):
         assert torch.equal(p.detach(), b) != g  # every parameter with a gradient moved, no other did
     assert all(p.grad is None for p in adam_params) and head.model.inner.puzzle_emb.local_weights.grad is None
+
+
+def test_adam_atan2_accepts_a_step_counter_of_another_dtype():
+    p1, p2 = nn.Parameter(torch.ones(3)), nn.Parameter(torch.ones(3))
+    o1, o2 = AdamATan2([p1], lr=0.1), AdamATan2([p2], lr=0.1)
+    for p, o in ((p1, o1), (p2, o2)):
+        p.grad = torch.tensor([1.0, -2.0, 0.5])
+        o.step()
+    sd = o2.state_dict()
+    sd["state"][0]["step"] = torch.tensor(1, dtype=torch.int64)  # as some writers store it
+    o2.load_state_dict(sd)
+    for p, o in ((p1, o1), (p2, o2)):
+        p.grad = torch.tensor([0.3, 0.3, -1.0])
+        o.step()
+    assert torch.equal(p1.detach(), p2.detach())
+    assert o2.state[p2]["step"].dtype == torch.float32 and float(o2.state[p2]["step"]) == 2.0

@@ -65,6 +65,10 @@ class AdamATan2(Optimizer):
                 state["step"] = torch.zeros((), dtype=torch.float32)
                 state["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
                 state["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+            elif state["step"].device.type != "cpu" or state["step"].dtype != torch.float32:
+                # a state loaded with map_location="cuda" (or written by the CUDA package): back to
+                # a CPU fp32 counter once, instead of a device sync on every read
+                state["step"] = state["step"].detach().to("cpu", torch.float32)
             lists = buckets.setdefault((p.device, p.dtype), [[], [], [], [], []])
             for lst, item in zip(lists, (p, p.grad, state["exp_avg"], state["exp_avg_sq"], state["step"])):
                 lst.append(item)
