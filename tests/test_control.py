@@ -187,3 +187,12 @@ def test_long_path_without_proc_uses_a_short_symlink(long_run_dir: Path, monkeyp
         finally:
             trainer.stop_event.set()
             trainer.join()
+
+
+def test_a_second_server_on_a_live_socket_is_refused(tmp_path: Path) -> None:
+    from hrm.train.control import ControlError
+
+    with ControlServer(tmp_path):
+        with pytest.raises(ControlError, match="another process is listening"):
+            ControlServer(tmp_path)
+        assert (tmp_path / "control.sock").exists()

@@ -94,6 +94,17 @@ def _send_and_close(conn: socket.socket, message: dict[str, Any]) -> None:
         conn.close()
 
 
+def _someone_listening(run_dir: Path) -> bool:
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+        probe.settimeout(0.5)
+        try:
+            with _socket_address(run_dir) as address:
+                probe.connect(address)
+        except OSError:
+            return False
+    return True
+
+
 class ControlServer:
     """Listens on run_dir/control.sock; `poll()` returns the complete requests waiting now."""
 
@@ -115,6 +126,9 @@ class ControlServer:
         # A socket left by a dead trainer blocks bind; the caller holds the pidfile, so it is stale.
         with contextlib.suppress(FileNotFoundError):
             if stat.S_ISSOCK(os.lstat(self.path).st_mode):
+                if _someone_listening(self.run_dir):
+                    raise ControlError(f"another process is listening on {self.path}: is a second "
+                                       "trainer running on this run directory?")
                 os.unlink(self.path)
         with _socket_address(self.run_dir) as address:
             try:
