@@ -54,3 +54,10 @@ def test_tiny_is_tiny() -> None:
     assert cfg.model.halt_max_steps <= 4 and cfg.train.global_batch_size <= 16
     assert cfg.data.train <= 64 and cfg.data.test <= 16 and cfg.data.blanks[1] <= 10
     assert describe(cfg)["num_params"] < 200_000
+
+
+def test_presets_dir_can_be_pointed_elsewhere(tmp_path, monkeypatch) -> None:
+    (tmp_path / "mine.yaml").write_text("train:\n  total_steps: 3\n")
+    monkeypatch.setenv("HRM_PRESETS_DIR", str(tmp_path))
+    assert [p.stem for p in list_presets()] == ["mine"]
+    assert load_preset("mine").train.total_steps == 3

@@ -8,6 +8,7 @@ from __future__ import annotations
 import difflib
 import os
 import re
+import sys
 from pathlib import Path
 from typing import Any, Literal
 
@@ -256,12 +257,14 @@ def apply_overrides(cfg: Config, overrides: list[str]) -> Config:
 
 def presets_dir() -> Path:
     """Where named presets live: $HRM_PRESETS_DIR, else presets/ beside the hrm package (the repo
-    or an editable install), else hrm/presets inside an installed package."""
+    or an editable install), else hrm/presets inside an installed package, else the wheel's
+    data files (<prefix>/share/hrm-tui/presets)."""
     env = os.environ.get("HRM_PRESETS_DIR")
     if env:
         return Path(env)
     package = Path(__file__).resolve().parents[1]
-    for candidate in (package.parent / "presets", package / "presets"):
+    shared = Path(sys.prefix) / "share" / "hrm-tui" / "presets"
+    for candidate in (package.parent / "presets", package / "presets", shared):
         if candidate.is_dir():
             return candidate
     return package.parent / "presets"
