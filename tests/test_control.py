@@ -196,3 +196,18 @@ def test_a_second_server_on_a_live_socket_is_refused(tmp_path: Path) -> None:
         with pytest.raises(ControlError, match="another process is listening"):
             ControlServer(tmp_path)
         assert (tmp_path / "control.sock").exists()
+
+
+def test_request_without_newline_then_shutdown_is_accepted(tmp_path: Path) -> None:
+    with ControlServer(tmp_path) as server:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+            s.connect(str(tmp_path / "control.sock"))
+            s.sendall(b'{"cmd": "stop"}')
+            s.shutdown(socket.SHUT_WR)
+            deadline = time.monotonic() + 5
+            requests = []
+            while not requests and time.monotonic() < deadline:
+                requests = server.poll()
+            assert [r.cmd for r in requests] == ["stop"]
+            requests[0].reply({"step": 3})
+            assert json.loads(s.recv(4096))["ok"] is True

@@ -183,7 +183,9 @@ class ControlServer:
                 return None
             except OSError:
                 return False
-            if not chunk or len(buf) + len(chunk) > _MAX_REQUEST:
+            if not chunk:  # the client shut its side: what it sent is the request, if anything
+                return bool(buf.strip())
+            if len(buf) + len(chunk) > _MAX_REQUEST:
                 return False
             buf.extend(chunk)
         del buf[buf.index(b"\n"):]
