@@ -129,6 +129,8 @@ def test_drop_superseded_on_resume() -> None:
 def test_viewer_modules_do_not_import_torch() -> None:
     code = ("import sys, hrm.train.events, hrm.train.control, hrm.train.pidfile, hrm.train.config, "
             "hrm.train.sysmon, hrm.train.ckpt_index; "
+            "hrm.train.config.describe(hrm.train.config.load_preset('tiny')); "
+            "hrm.train.sysmon.SystemSampler().sample_once(); "
             "bad = [m for m in ('torch',) if m in sys.modules]; print(bad); sys.exit(1 if bad else 0)")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stdout + proc.stderr
