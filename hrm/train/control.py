@@ -109,7 +109,7 @@ class ControlServer:
     """Listens on run_dir/control.sock; `poll()` returns the complete requests waiting now."""
 
     def __init__(self, run_dir: str | os.PathLike[str], commands: tuple[str, ...] = COMMANDS) -> None:
-        self.run_dir = Path(run_dir)
+        self.run_dir = Path(run_dir).absolute()  # close() must find the socket even after a chdir
         self.path = self.run_dir / SOCKET_NAME
         self.commands = commands
         self._clients: list[tuple[socket.socket, bytearray, float]] = []
