@@ -67,7 +67,7 @@ def maze_stats(labels: Iterable[np.ndarray]) -> dict:
     plus a histogram by tens of moves — the numbers ../shared/data/SOURCES.md gives for the real set."""
     lab = [np.asarray(x).reshape(-1) for x in labels]
     if not lab:
-        return dict(n=0)
+        return {}
     lab = np.stack(lab)
     moves = (lab == PATH).sum(axis=1) + 1
     walls = (lab == WALL).mean(axis=1)
@@ -77,7 +77,7 @@ def maze_stats(labels: Iterable[np.ndarray]) -> dict:
         c = int(((moves >= lo) & (moves < lo + 10)).sum())
         if c:
             hist[f"{lo}-{lo + 9}"] = c
-    return dict(n=len(lab), moves_min=int(pct[0]), moves_p10=float(pct[1]), moves_median=float(pct[2]),
+    return dict(moves_min=int(pct[0]), moves_p10=float(pct[1]), moves_median=float(pct[2]),
                 moves_p90=float(pct[3]), moves_max=int(pct[4]), moves_mean=round(float(moves.mean()), 2),
                 moves_hist=hist, wall_frac_median=round(float(np.median(walls)), 4),
                 wall_frac_min=round(float(walls.min()), 4), wall_frac_max=round(float(walls.max()), 4))
