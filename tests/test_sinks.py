@@ -68,6 +68,8 @@ def test_tensorboard_sink_resume_supersedes_later_steps(tmp_path):
     sink = TensorBoardSink(tmp_path / "tb")
     for s in range(1, 6):
         sink.log_event(train_event(s, 10.0 + s))
+    sink.close()  # the trainer died after step 5; a new trainer resumes from the step-3 checkpoint
+    sink = TensorBoardSink(tmp_path / "tb")
     sink.log_event({"kind": "run", "step": 3, "resumed_from": "checkpoints/step-00000003.pt", "num_params": 9})
     for s in (4, 5, 6):
         sink.log_event(train_event(s, 20.0 + s))
