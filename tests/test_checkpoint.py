@@ -175,3 +175,21 @@ def test_bad_arguments(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="must be inside"):
         writer.save({"step": 1}, tmp_path / "elsewhere" / "step-00000001.pt")
     assert os.listdir(tmp_path / "checkpoints") == []
+
+
+def test_reused_snapshot_buffers_hold_each_saves_own_values(tmp_path: Path) -> None:
+    writer = CheckpointWriter(tmp_path, keep_last=5)
+    state = _state(1)
+    first = writer.save(state)
+    buffer = writer._last_snapshot["model"]["w"]
+    state["model"]["w"].mul_(2.0)
+    state["step"] = 2
+    state["loader"]["order"].append(4)
+    second = writer.save(state)
+    assert writer._last_snapshot["model"]["w"] is buffer  # copied in place, no new allocation
+    state["model"]["w"].mul_(2.0)  # training goes on while step 2 is written
+    writer.wait()
+    one, two = load_checkpoint(first), load_checkpoint(second)
+    assert torch.equal(two["model"]["w"], one["model"]["w"] * 2.0)
+    assert one["loader"]["order"] == [1, 2, 3] and two["loader"]["order"] == [1, 2, 3, 4]
+    assert (one["step"], two["step"]) == (1, 2)
