@@ -59,6 +59,7 @@ class RunState:
         self.log_total = 0  # lines ever logged (the deque keeps the last LOG_LINES)
         self.changed: set[str] = set()
         self.events_seen = 0
+        self.partial = False  # only the end of a long history so far (the full replay follows)
 
     # ---- folding -------------------------------------------------------------------------
     def apply(self, events: list[dict[str, Any]]) -> None:

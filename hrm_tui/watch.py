@@ -16,13 +16,15 @@ from textual.message import Message
 from textual.message_pump import MessagePump
 
 from hrm.train.events import EventTailer
-from hrm_tui import runs
+from hrm_tui import history, runs
 from hrm_tui.messages import EventsRead, Liveness, SystemSampled
 from hrm_tui.runstate import RunState
 
 log = logging.getLogger(__name__)
 BATCH_S = 0.25
 LIVENESS_S = 2.0
+PREVIEW_BYTES = 256 * 1024  # the end of a long history: enough for the current picture
+MAX_TRAIN_POINTS = 50_000  # old train history is thinned to about this many points on attach
 
 
 class _Worker(threading.Thread):
@@ -61,9 +63,23 @@ class RunWatcher(_Worker):
             self.post(Liveness(self.run_dir, False, ["hrm-tui: the events reader failed; see the app log"]))
 
     def _replay(self) -> None:
-        # Fold the existing history here, off the UI thread, and hand the whole state over.
-        state = RunState()
-        state.apply(self.tailer.read())
+        """Fold the existing history here, off the UI thread, and hand whole states over: first a
+        preview from the file's first line and its last PREVIEW_BYTES (the current picture of a
+        long run in milliseconds), then the whole history (see hrm_tui.history)."""
+        path = self.run_dir / runs.EVENTS
+        size = path.stat().st_size if path.exists() else 0
+        stride = 1
+        if size > 2 * PREVIEW_BYTES:
+            preview = RunState()
+            preview.partial = True
+            events = _preview_events(path, size)
+            preview.apply(events)
+            self.post(EventsRead(self.run_dir, [], initial=True, state=preview))
+            self._check_liveness()
+            stride = history.thinning_stride(size, PREVIEW_BYTES / max(1, len(events)), MAX_TRAIN_POINTS)
+            self._exit.wait(0.3)  # let the UI paint the current picture before the long replay
+        state, offset = history.replay(path, size, stride=stride, stop=self._exit)
+        self.tailer = EventTailer(path, offset=offset)
         self.post(EventsRead(self.run_dir, [], initial=True, state=state))
         self._check_liveness()
 
@@ -89,3 +105,24 @@ class SystemSampler(_Worker):
                     self.post(SystemSampled({"gpus": [], "nvml": f"sampling failed: {exc}"}))
             if self._exit.wait(self._every):
                 return
+
+
+def _preview_events(path: Path, size: int) -> list[dict[str, Any]]:
+    """The first complete line (the first `run` event) and the complete lines of the last
+    PREVIEW_BYTES bytes."""
+    import json
+
+    with open(path, "rb") as f:
+        first = f.readline()
+        f.seek(size - PREVIEW_BYTES)
+        tail = f.read(PREVIEW_BYTES)
+    lines = [first] + tail.split(b"\n")[1:]  # the first piece of the tail is a cut line
+    out = []
+    for line in lines:
+        try:
+            ev = json.loads(line)
+        except ValueError:
+            continue  # a torn last line: the full replay picks it up when complete
+        if isinstance(ev, dict):
+            out.append(ev)
+    return out

@@ -50,7 +50,10 @@ async def test_startup_picks_picker_without_runs(tmp_path: Path) -> None:
         names = [r["preset"] for r in app.screen.rows]
         assert {"tiny", "sudoku-cpu", "maze-cpu"} <= set(names)
         tiny = next(r for r in app.screen.rows if r["preset"] == "tiny")
-        assert tiny["task_label"].startswith("Sudoku 9×9") and tiny["model"].startswith("h64")
+        from hrm.train.config import load_preset
+
+        assert tiny["task_label"].startswith("Sudoku 9×9")
+        assert tiny["model"].startswith(f"h{load_preset('tiny').model.hidden_size} · ")
         assert tiny["step_est"].startswith("≈") and tiny["mem"].startswith("≥")
         assert "launch" in footer_actions(app)
 

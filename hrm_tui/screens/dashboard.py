@@ -25,7 +25,8 @@ from hrm_tui.widgets.plot import WINDOWS
 if TYPE_CHECKING:
     from hrm_tui.app import HrmApp
 
-REDRAW_S = 0.3  # at most ~3 redraws per second, however fast events arrive
+REDRAW_S = 0.5  # at most 2 redraws per second, however fast events arrive
+PLOT_REDRAW_S = 1.0  # plots (the costliest panels) at most once a second
 CONTROL_ACTIONS = {"pause", "resume", "checkpoint", "evaluate", "stop"}
 
 
@@ -56,6 +57,8 @@ class DashboardScreen(Screen):
         self._pending: set[str] = set()
         self._run_system_at = 0.0  # monotonic time of the last live `system` event from the run
         self._app_sampled = False  # the GPU panel shows the app's own sample, not the run's
+        self._plots_at = 0.0  # monotonic time of the last plot redraw
+        self._plots_due = False  # plot changes held back by PLOT_REDRAW_S
 
     @property
     def hrm(self) -> HrmApp:
@@ -198,8 +201,16 @@ class DashboardScreen(Screen):
             self._pending |= self.state.take_changes()
         if self.alive:
             self._pending.add("header")  # elapsed time moves on
+        now = time.monotonic()
+        if "plots" in self._pending and "all" not in self._pending and now - self._plots_at < PLOT_REDRAW_S:
+            self._pending.discard("plots")
+            self._plots_due = True
+        elif self._plots_due and now - self._plots_at >= PLOT_REDRAW_S:
+            self._pending.add("plots")
         if self._pending:
             pending, self._pending = self._pending, set()
+            if "plots" in pending or "all" in pending:
+                self._plots_at, self._plots_due = now, False
             self._redraw(pending)
 
     def _render_all(self) -> None:

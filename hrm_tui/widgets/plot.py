@@ -49,6 +49,8 @@ class MetricPlot(Widget):
         if self.log_y:
             t.append("  (log y)", style="dim")
         t.append(f"   window: {WINDOWS[self.window][0]} [w]", style="dim")
+        if self._state is not None and self._state.partial:
+            t.append("   loading history…", style="italic")
         return t
 
     def render(self) -> Text:
