@@ -80,13 +80,16 @@ def test_checkpoint_that_does_not_fit_names_tensor_and_shapes(straight: Path, tm
                                                                capsys: pytest.CaptureFixture[str]) -> None:
     from hrm.train.cli import main
 
+    from hrm.train.config import load_preset
+
+    h = load_preset("tiny").model.hidden_size
     ck = latest_ckpt(straight)
-    rc = main([*TINY, "model.hidden_size=32", "--run-dir", str(tmp_path / "r"), "--resume", str(ck)])
+    rc = main([*TINY, f"model.hidden_size={2 * h}", "--run-dir", str(tmp_path / "r"), "--resume", str(ck)])
     err = capsys.readouterr().err
     assert rc == 2
     m = re.search(r"tensor '([\w.]+)' has shape (\(.*?\)) in the checkpoint but (\(.*?\))", err)
     assert m, err
-    assert m.group(1).startswith("inner.") and "64" in m.group(2) and "32" in m.group(3)
+    assert m.group(1).startswith("inner.") and str(h) in m.group(2) and str(2 * h) in m.group(3)
     assert not any(e["kind"] == "train" for e in events(tmp_path / "r"))
 
 

@@ -29,7 +29,7 @@ def setup_logging(run_dir: Path | None, rank: int) -> None:
         h.setFormatter(fmt)
         h._hrm = True  # type: ignore[attr-defined]
         root.addHandler(h)
-    root.setLevel(logging.INFO if rank == 0 else logging.WARNING)
+    root.setLevel(logging.INFO)
 
 
 def _same_file(stream: Any, path: Path) -> bool:

@@ -109,6 +109,8 @@ class Trainer:
         if not d.any():
             self.s.events_tick()
             return
+        acts = [f for f in ("pause", "resume", "checkpoint", "eval", "stop") if getattr(d, f)]
+        log.info("acting on %s at step %d", "+".join(acts), self.step)  # every rank: same step
         extra: dict[str, dict[str, Any]] = {}
         if d.checkpoint:
             path = self.save_checkpoint(wait=True, reason="command")
@@ -181,7 +183,7 @@ class Trainer:
     def save_checkpoint(self, wait: bool = False, reason: str = "interval") -> str | None:
         """Collective (carry and RNG are gathered). Returns the run-relative path (rank 0), or
         None when the model is unhealthy (the last good checkpoint must not be overwritten)."""
-        if self._ckpt_step == self.step and self.s.last_checkpoint:
+        if self._ckpt_step == self.step:  # decided alike on every rank (the save is collective)
             if wait:
                 self.s.wait_writes()
             return self.s.last_checkpoint  # this step is already saved

@@ -1,0 +1,142 @@
+"""torchrun on CPU/gloo: 2 ranks = 1 rank with the same global batch; 2-rank checkpoints resume
+on 1 rank; a 2-node run (two launchers, c10d rendezvous on 127.0.0.1) obeys commands on every
+rank at the same step; a killed rank fails the run with a status naming it, never a hang.
+
+ACT exploration draws per-rank random numbers (each rank seeds its own stream, as the reference
+does), so runs compared across rank counts switch it off (halt_exploration_prob=0)."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+import torch
+
+from test_train_helpers import (PY, REPO, TINY, TORCHRUN, effective, events, free_port, kill_group,
+                                last_train_step, latest_ckpt, model_of, proc_env, run, show, start, statuses,
+                                train_cmd, wait_for, wait_state)
+
+STEPS = 20
+SAME = [*TINY, "model.halt_exploration_prob=0", f"train.total_steps={STEPS}", "train.eval_interval=10",
+        "train.checkpoint_interval=10"]
+LONG = [*TINY, "train.total_steps=100000", "train.eval_interval=100000", "train.checkpoint_interval=100000"]
+
+
+def torchrun(*args: str, nproc: int = 2) -> list[str]:
+    return [TORCHRUN, "--standalone", f"--nproc_per_node={nproc}", "-m", "hrm.train", *args]
+
+
+@pytest.fixture(scope="module")
+def one_and_two(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    base = tmp_path_factory.mktemp("dist")
+    one, two = base / "one", base / "two"
+    # Both at once: the 2-core machine overlaps their start-up.
+    p1 = subprocess.Popen(train_cmd(*SAME, "--run-dir", str(one)), cwd=REPO, env=proc_env(),
+                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    r2 = run(torchrun(*SAME, "--run-dir", str(two)), timeout=180)
+    out1, _ = p1.communicate(timeout=180)
+    assert p1.returncode == 0, out1[-3000:]
+    assert r2.returncode == 0, (r2.stdout + r2.stderr)[-3000:]
+    return one, two
+
+
+def _close(a: Path, b: Path, steps: range) -> None:
+    ta, tb = effective(events(a)), effective(events(b))
+    for s in steps:
+        assert ta[s]["count"] == tb[s]["count"], f"step {s}: halting differs"
+        rel = abs(ta[s]["loss"] - tb[s]["loss"]) / abs(ta[s]["loss"])
+        assert rel < 1e-5, f"step {s}: loss {ta[s]['loss']} vs {tb[s]['loss']}"
+    ma, mb = model_of(latest_ckpt(a)), model_of(latest_ckpt(b))
+    for k in ma:
+        torch.testing.assert_close(ma[k], mb[k], rtol=1e-4, atol=1e-6, msg=f"weights differ in {k}")
+
+
+def test_two_ranks_equal_one_rank(one_and_two: tuple[Path, Path]) -> None:
+    one, two = one_and_two
+    run2 = next(e for e in events(two) if e["kind"] == "run")
+    assert run2["world_size"] == 2 and len(run2["devices"]) == 2
+    _close(one, two, range(1, STEPS + 1))
+    # The checkpoint holds the carry of the whole global batch, gathered from both ranks.
+    ck = torch.load(latest_ckpt(two), map_location="cpu", weights_only=True)
+    gb = run2["config"]["train"]["global_batch_size"]
+    assert ck["world_size"] == 2 and len(ck["rng"]) == 2
+    assert all(v.shape[0] == gb for v in ck["carry"].values())
+
+
+def test_two_rank_checkpoint_resumes_on_one_rank(one_and_two: tuple[Path, Path], tmp_path: Path) -> None:
+    _one, two = one_and_two
+    d = tmp_path / "run"
+    r = run(torchrun(*SAME, "--run-dir", str(d), "--stop-at-step", "10"), timeout=180)
+    assert r.returncode == 0, (r.stdout + r.stderr)[-3000:]
+    r = run(train_cmd("--run-dir", str(d), "--resume", "latest"), timeout=180)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert [e["step"] for e in events(d) if e["kind"] == "run"] == [0, 10]
+    _close(two, d, range(11, STEPS + 1))
+
+
+def _rank_lines(text: str, what: str) -> dict[str, int]:
+    """'acting on <what> at step N' per rank ('0' for lines without a rank tag)."""
+    out = {}
+    for m in re.finditer(r"(\[rank (\d+)\] )?INFO hrm\.train\.trainer: acting on (\S+) at step (\d+)", text):
+        if what in m.group(3).split("+"):
+            out[m.group(2) or "0"] = int(m.group(4))
+    return out
+
+
+def test_two_nodes_obey_commands_at_the_same_step(tmp_path: Path) -> None:
+    from hrm.train.control import send_command
+
+    d = tmp_path / "run"
+    port = free_port()
+    common = [TORCHRUN, "--nnodes=2", "--nproc_per_node=1", "--rdzv-backend=c10d",
+              f"--rdzv-endpoint=127.0.0.1:{port}", "--rdzv-id=t2", "-m", "hrm.train", *LONG, "--run-dir", str(d)]
+    logs = [tmp_path / "node0.log", tmp_path / "node1.log"]
+    nodes = [start(common, logs[0]), start(common, logs[1])]
+    try:
+        wait_state(d, "running", 150)
+        wait_for(lambda: last_train_step(d) >= 2, 60, "steps")
+        r = send_command(d, "pause", timeout=60)
+        assert r["ok"], r
+        r = send_command(d, "checkpoint", timeout=60)
+        assert r["ok"] and (d / r["path"]).is_file(), r
+        r = send_command(d, "resume", timeout=60)
+        assert r["ok"], r
+        wait_for(lambda: last_train_step(d) > r["step"], 60, "steps after resume")
+        r = send_command(d, "stop", timeout=60)
+        assert r["ok"], r
+        for p, log in zip(nodes, logs):
+            assert p.wait(90) == 0, show(log)
+    finally:
+        for p in nodes:
+            kill_group(p)
+    text = logs[0].read_text() + logs[1].read_text()
+    for what in ("pause", "checkpoint", "resume", "stop"):
+        seen = _rank_lines(text, what)
+        assert set(seen) == {"0", "1"} and len(set(seen.values())) == 1, (what, seen)
+    assert statuses(d)[-1]["state"] == "finished"
+    assert next(e for e in events(d) if e["kind"] == "run")["world_size"] == 2
+
+
+def test_killed_rank_fails_the_run_quickly(tmp_path: Path) -> None:
+    d, log = tmp_path / "run", tmp_path / "log"
+    p = start(torchrun(*LONG, "--run-dir", str(d)), log)
+    try:
+        wait_state(d, "running", 150)
+        wait_for(lambda: last_train_step(d) >= 2, 60, "steps")
+        workers = [c for c in psutil.Process(p.pid).children(recursive=True)
+                   if c.environ().get("RANK") == "1"]
+        assert len(workers) == 1
+        t0 = time.monotonic()
+        os.kill(workers[0].pid, signal.SIGKILL)
+        failed = wait_state(d, "failed", 60)
+        assert time.monotonic() - t0 < 60
+        assert "rank 1" in failed["error"], failed
+        assert p.wait(60) != 0
+    finally:
+        kill_group(p)
