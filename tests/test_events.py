@@ -98,6 +98,11 @@ def test_tailer_restarts_when_file_replaced(tmp_path: Path) -> None:
     assert len(tail.read()) == 2
     path.write_text('{"step": 9}\n')
     assert [e["step"] for e in tail.read()] == [9]
+    # replaced by a new, longer file (another inode): read from its start too
+    other = tmp_path / "other.jsonl"
+    other.write_text("".join(f'{{"step": {i}}}\n' for i in range(20, 25)))
+    other.replace(path)
+    assert [e["step"] for e in tail.read()] == [20, 21, 22, 23, 24]
 
 
 def test_tailer_reads_200k_lines_fast(tmp_path: Path) -> None:

@@ -139,14 +139,17 @@ class EventTailer:
         self.offset = offset  # bytes consumed (complete lines only)
         self.bad_lines = 0
         self._pending = b""
+        self._inode: int | None = None
 
     def read(self, max_bytes: int | None = None) -> list[dict[str, Any]]:
         """All complete events appended since the last call (at most about `max_bytes` read)."""
         try:
             with open(self.path, "rb") as f:
-                size = os.fstat(f.fileno()).st_size
-                if size < self.offset + len(self._pending):
+                st = os.fstat(f.fileno())
+                replaced = self._inode is not None and st.st_ino != self._inode
+                if replaced or st.st_size < self.offset + len(self._pending):
                     self.offset, self._pending = 0, b""  # truncated or replaced: start over
+                self._inode = st.st_ino
                 f.seek(self.offset + len(self._pending))
                 chunk = f.read() if max_bytes is None else f.read(max_bytes)
         except FileNotFoundError:
