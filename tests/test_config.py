@@ -142,3 +142,11 @@ def test_describe_for_the_app() -> None:
     assert d["model"].startswith("h128 · ") and d["model"].endswith("M")
     assert d["device"] == "cpu" and d["flops_per_step"] > 0
     assert d["dataset"]["task"] == "maze"
+
+
+def test_maze_levels_and_default_sizes() -> None:
+    for level, side in (("easy", 9), ("medium", 15), ("hard", 30)):
+        cfg = apply_overrides(Config(), ["data.task=maze", f"data.level={level}"])
+        assert describe(cfg)["grid"] == [side, side]
+    with pytest.raises(ConfigError, match="does not exist for mazes"):
+        apply_overrides(Config(), ["data.task=maze", "data.level=extreme"])

@@ -25,6 +25,10 @@ __all__ = [
 ]
 
 
+# Maze side when data.size is null, per level (as hrm.data.recipes / hrm.data.maze_gen define it).
+MAZE_DEFAULT_SIZE = {"easy": 9, "medium": 15, "hard": 30}
+
+
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
@@ -68,7 +72,7 @@ class DataConfig(_Section):
     path: str | None = Field(None, description="A dataset already built in the reference format; skips building.")
     from_csv: str | None = Field(None, description="Folder with train.csv/test.csv (reference columns); used when it exists, else generate.")
     level: Literal["easy", "medium", "hard", "extreme"] = Field("easy", description="Difficulty of generated puzzles.")
-    size: int | None = Field(None, gt=1, description="Maze side length (sudoku: always 9); null = the task's default.")
+    size: int | None = Field(None, gt=1, description="Maze side length (sudoku: always 9); null = the level's default (9/15/30).")
     train: int = Field(1000, gt=0, description="Training puzzles (groups) to generate or take.")
     test: int = Field(1000, gt=0, description="Test puzzles to generate or take.")
     num_aug: int = Field(0, ge=0, description="Sudoku: augmented copies per training puzzle.")
@@ -76,6 +80,13 @@ class DataConfig(_Section):
     min_rating: int | None = Field(None, ge=0, description="Sudoku: keep only puzzles rated at least this.")
     aug: bool = Field(False, description="Maze: add the 8 dihedral transforms of each training maze.")
     seed: int = Field(0, description="Seed of the dataset build.")
+
+    @model_validator(mode="after")
+    def _maze_level(self) -> DataConfig:
+        if self.task == "maze" and self.level not in MAZE_DEFAULT_SIZE:
+            raise ValueError(f"data.level {self.level!r} does not exist for mazes; "
+                             f"choose one of {', '.join(MAZE_DEFAULT_SIZE)}")
+        return self
 
     @field_validator("blanks")
     @classmethod
@@ -342,14 +353,14 @@ def resolve_total_steps(cfg: Config, train_examples: float) -> int:
 
 # --- derived facts for the app (no dataset needed) ---------------------------------------------------
 
-_SUDOKU_VOCAB, _MAZE_VOCAB, _MAZE_DEFAULT_SIZE = 11, 6, 30
+_SUDOKU_VOCAB, _MAZE_VOCAB = 11, 6
 
 
 def task_shape(data: DataConfig) -> tuple[list[int], int, int]:
     """(grid [rows, cols], vocab_size, seq_len) of the task, as the dataset builders write them."""
     if data.task == "sudoku":
         return [9, 9], _SUDOKU_VOCAB, 81
-    side = data.size or _MAZE_DEFAULT_SIZE
+    side = data.size or MAZE_DEFAULT_SIZE[data.level]
     return [side, side], _MAZE_VOCAB, side * side
 
 
