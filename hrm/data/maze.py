@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import logging
+import math
 import time
+from collections import deque
 from pathlib import Path
 from typing import Iterable
 
@@ -28,9 +30,6 @@ from hrm.data.maze_gen import (  # re-exported: the public maze API lives here
     START,
     VOCAB_SIZE,
     WALL,
-    bfs_label,
-    decode,
-    encode,
     iter_mazes,
     min_path_moves,
     shortest_path_moves,
@@ -40,6 +39,68 @@ __all__ = ["CHARSET", "WALL", "OPEN", "START", "GOAL", "PATH", "VOCAB_SIZE", "LE
            "decode", "min_path_moves", "shortest_path_moves", "generate", "build_dataset", "maze_stats"]
 
 log = logging.getLogger(__name__)
+
+
+# --- the reference labeller ------------------------------------------------------------------------------
+
+def bfs_label(grid: np.ndarray) -> np.ndarray:
+    """The label of a maze token grid: BFS from S trying down, left, right, up; parent at first discovery;
+    the path traced back from G drawn as PATH on the open cells between S and G."""
+    grid = np.asarray(grid)
+    if grid.ndim != 2 or grid.shape[0] != grid.shape[1]:
+        raise ValueError(f"a maze must be a square grid, got shape {grid.shape}")
+    side = grid.shape[0]
+    W = side + 2
+    if (grid == START).sum() != 1 or (grid == GOAL).sum() != 1:
+        raise ValueError("a maze needs exactly one S and one G")
+    padded = np.zeros((W, W), dtype=bool)
+    padded[1:-1, 1:-1] = grid != WALL
+    passable = padded.ravel().tolist()
+    sr, sc = np.argwhere(grid == START)[0]
+    gr, gc = np.argwhere(grid == GOAL)[0]
+    s, g = int((sr + 1) * W + sc + 1), int((gr + 1) * W + gc + 1)
+    parent = [-1] * (W * W)
+    parent[s] = s
+    queue = deque([s])
+    steps = (W, -1, 1, -W)  # down, left, right, up
+    while queue:
+        x = queue.popleft()
+        if x == g:
+            break
+        for d in steps:
+            y = x + d
+            if passable[y] and parent[y] < 0:
+                parent[y] = x
+                queue.append(y)
+    if parent[g] < 0:
+        raise ValueError("G is not reachable from S")
+    label = grid.copy()
+    flat = label.reshape(-1)
+    x = parent[g]
+    while x != s:
+        flat[(x // W - 1) * side + (x % W - 1)] = PATH
+        x = parent[x]
+    return label
+
+
+# --- text form -------------------------------------------------------------------------------------------
+
+def encode(text: str) -> np.ndarray:
+    """'# SGo' characters (row-major, side² of them) → token grid."""
+    side = math.isqrt(len(text))
+    if side * side != len(text):
+        raise ValueError(f"{len(text)} characters is not a square grid")
+    bad = set(text) - set(CHARSET)
+    if bad:
+        raise ValueError(f"characters {''.join(sorted(bad))!r} are not in the maze charset {CHARSET!r}")
+    lut = np.zeros(256, dtype=np.uint8)
+    for i, ch in enumerate(CHARSET):
+        lut[ord(ch)] = i + 1
+    return lut[np.frombuffer(text.encode("ascii"), dtype=np.uint8)].reshape(side, side)
+
+
+def decode(grid: np.ndarray) -> str:
+    return "".join(CHARSET[t - 1] if t else "?" for t in np.asarray(grid).reshape(-1).tolist())
 
 
 def generate(n: int, *, level: str = "hard", size: int | None = None, seed: int = 0, stream: int = 0,

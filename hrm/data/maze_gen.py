@@ -1,16 +1,16 @@
-"""Maze generation and the reference shortest-path labeller (torch-free).
+"""Maze generation (torch-free).
 
 A maze is a square grid of walls and open cells with one start S and one goal G (HRM-SPEC §5.4).
-The real Maze-Hard set looks like i.i.d. random walls (~37 %) with S and G placed anywhere, filtered to a
-shortest path of at least 109 moves. We sample the same way but make the filter cheap: distances are
-computed with a bit-parallel BFS over one Python int per grid (one bit per cell, frontier expanded by
-shifts), and a grid is thrown away as soon as a bound shows it cannot hold a long enough shortest path.
+The real Maze-Hard set looks like i.i.d. random walls (~37 %) with S and G placed anywhere, kept when the
+shortest S→G path has at least 109 moves. We sample the same way and make the filter cheap with
+bit-parallel BFS: thousands of grids at once in numpy (one machine word per grid row) for the first
+filters, then one Python int per grid (one bit per cell) for the survivors. A grid is dropped as soon as
+a bound shows it cannot hold a long enough shortest path.
 """
 
 from __future__ import annotations
 
 import math
-from collections import deque
 from typing import Iterator
 
 import numpy as np
@@ -289,65 +289,3 @@ def shortest_path_moves(grid: np.ndarray) -> int:
         if level & goal:
             return k
     return -1
-
-
-# --- the reference labeller ------------------------------------------------------------------------------
-
-def bfs_label(grid: np.ndarray) -> np.ndarray:
-    """The label of a maze token grid: BFS from S trying down, left, right, up; parent at first discovery;
-    the path traced back from G drawn as PATH on the open cells between S and G."""
-    grid = np.asarray(grid)
-    if grid.ndim != 2 or grid.shape[0] != grid.shape[1]:
-        raise ValueError(f"a maze must be a square grid, got shape {grid.shape}")
-    side = grid.shape[0]
-    W = side + 2
-    if (grid == START).sum() != 1 or (grid == GOAL).sum() != 1:
-        raise ValueError("a maze needs exactly one S and one G")
-    padded = np.zeros((W, W), dtype=bool)
-    padded[1:-1, 1:-1] = grid != WALL
-    passable = padded.ravel().tolist()
-    sr, sc = np.argwhere(grid == START)[0]
-    gr, gc = np.argwhere(grid == GOAL)[0]
-    s, g = int((sr + 1) * W + sc + 1), int((gr + 1) * W + gc + 1)
-    parent = [-1] * (W * W)
-    parent[s] = s
-    queue = deque([s])
-    steps = (W, -1, 1, -W)  # down, left, right, up
-    while queue:
-        x = queue.popleft()
-        if x == g:
-            break
-        for d in steps:
-            y = x + d
-            if passable[y] and parent[y] < 0:
-                parent[y] = x
-                queue.append(y)
-    if parent[g] < 0:
-        raise ValueError("G is not reachable from S")
-    label = grid.copy()
-    flat = label.reshape(-1)
-    x = parent[g]
-    while x != s:
-        flat[(x // W - 1) * side + (x % W - 1)] = PATH
-        x = parent[x]
-    return label
-
-
-# --- text form -------------------------------------------------------------------------------------------
-
-def encode(text: str) -> np.ndarray:
-    """'# SGo' characters (row-major, side² of them) → token grid."""
-    side = math.isqrt(len(text))
-    if side * side != len(text):
-        raise ValueError(f"{len(text)} characters is not a square grid")
-    bad = set(text) - set(CHARSET)
-    if bad:
-        raise ValueError(f"characters {''.join(sorted(bad))!r} are not in the maze charset {CHARSET!r}")
-    lut = np.zeros(256, dtype=np.uint8)
-    for i, ch in enumerate(CHARSET):
-        lut[ord(ch)] = i + 1
-    return lut[np.frombuffer(text.encode("ascii"), dtype=np.uint8)].reshape(side, side)
-
-
-def decode(grid: np.ndarray) -> str:
-    return "".join(CHARSET[t - 1] if t else "?" for t in np.asarray(grid).reshape(-1).tolist())
