@@ -148,3 +148,17 @@ def test_sudoku_from_real_csvs_round_trips(tmp_path):
     first = lines[1].split(",")
     assert "".join("." if t == 1 else str(t - 1) for t in np.asarray(train["inputs"][0])) == first[1]
     assert "".join(str(t - 1) for t in np.asarray(train["labels"][0])) == first[2]
+
+
+def test_interrupted_build_leaves_nothing_behind(tmp_path):
+    import signal
+    import time
+
+    out = tmp_path / "never"
+    proc = subprocess.Popen(_hrm_data() + ["maze", "--out", str(out), "--level", "hard", "--train", "1000"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    time.sleep(3)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130 and "interrupted; nothing was written" in err
+    assert list(tmp_path.iterdir()) == []

@@ -25,7 +25,8 @@ _KEYS = {"sudoku": ("level", "train", "test", "num_aug", "blanks", "min_rating",
 _DEFAULT_MAZE_SIZE = {"easy": 9, "medium": 15, "hard": 30}
 
 
-def cache_root(root: Path | str | None = None) -> Path:
+def resolve_cache_root(root: Path | str | None = None) -> Path:
+    """`root`, else $HRM_DATA_CACHE, else ~/.cache/hrm-tui/datasets."""
     if root is not None:
         return Path(root)
     env = os.environ.get("HRM_DATA_CACHE")
@@ -75,14 +76,14 @@ def recipe_key(recipe: dict[str, Any]) -> str:
     return f"sudoku-{d['level']}-{digest}"
 
 
-def dataset_dir(recipe: dict[str, Any], cache_root_: Path | str | None = None) -> Path:
+def dataset_dir(recipe: dict[str, Any], cache_root: Path | str | None = None) -> Path:
     if recipe.get("path"):
         return Path(recipe["path"]).expanduser()
-    return cache_root(cache_root_) / recipe_key(recipe)
+    return resolve_cache_root(cache_root) / recipe_key(recipe)
 
 
-def is_built(recipe: dict[str, Any], cache_root_: Path | str | None = None) -> bool:
-    d = dataset_dir(recipe, cache_root_)
+def is_built(recipe: dict[str, Any], cache_root: Path | str | None = None) -> bool:
+    d = dataset_dir(recipe, cache_root)
     return (d / "train" / "dataset.json").is_file() and (d / "test" / "dataset.json").is_file()
 
 
@@ -118,7 +119,7 @@ def _build(recipe: dict[str, Any], out: Path, progress: bool) -> dict:
     return maze.build_dataset(out, size=recipe.get("size"), aug=bool(recipe.get("aug")), **common)
 
 
-def ensure_dataset(recipe: dict[str, Any], cache_root_: Path | str | None = None, progress: bool = True) -> Path:
+def ensure_dataset(recipe: dict[str, Any], cache_root: Path | str | None = None, progress: bool = True) -> Path:
     """The dataset directory of a recipe, built first (atomically, once across processes) if needed.
 
     recipe["path"] set: that dataset is checked and used as it is. Else recipe["from_csv"], when that
@@ -134,11 +135,11 @@ def ensure_dataset(recipe: dict[str, Any], cache_root_: Path | str | None = None
             raise DatasetError(f"data.path={recipe['path']}: {e}. Point data.path at a dataset built with "
                                f"hrm-data (or the reference builders), or remove it to build one") from None
         return root
-    out = dataset_dir(recipe, cache_root_)
-    if is_built(recipe, cache_root_):
+    out = dataset_dir(recipe, cache_root)
+    if is_built(recipe, cache_root):
         return out
     with _build_lock(out):
-        if is_built(recipe, cache_root_):  # another process built it while we waited
+        if is_built(recipe, cache_root):  # another process built it while we waited
             return out
         log.info("building dataset %s", out)
         try:
