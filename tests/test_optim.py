@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 import io
 import logging
 import math
@@ -211,7 +212,8 @@ def test_sign_sgd_without_grad_is_a_no_op_and_needs_three_buffers():
 def _gloo_worker(rank: int, world: int, init_file: str, out_dir: str) -> None:
     import torch.distributed as dist
 
-    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world,
+                            timeout=datetime.timedelta(seconds=60))  # a lost peer fails, never hangs
     try:
         ids, grads = _gather_case()
         per = ids.shape[0] // world
