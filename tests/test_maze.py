@@ -178,3 +178,12 @@ def test_text_round_trip_and_stats():
     assert (s["moves_min"], s["moves_median"], s["wall_frac_median"]) == (4, 4.0, round(2 / 9, 4))
     with pytest.raises(ValueError, match="charset"):
         encode("S x G     "[:9])
+
+
+def test_tiny_mazes_are_distinct_and_test_never_repeats_train(tmp_path):
+    build_dataset(tmp_path / "ds", train=30, test=20, level="easy", size=4, seed=0, progress=False)
+    train = {r.tobytes() for r in np.asarray(load_split(tmp_path / "ds", "train")["inputs"])}
+    test = [r.tobytes() for r in np.asarray(load_split(tmp_path / "ds", "test")["inputs"])]
+    assert len(train) == 30 and len(set(test)) == 20 and not train & set(test)
+    with pytest.raises(RuntimeError, match="distinct 2×2"):
+        generate(50, level="easy", size=2)

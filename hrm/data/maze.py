@@ -104,14 +104,17 @@ def decode(grid: np.ndarray) -> str:
 
 
 def generate(n: int, *, level: str = "hard", size: int | None = None, seed: int = 0, stream: int = 0,
-             on_maze=None) -> list[tuple[np.ndarray, np.ndarray]]:
-    """n distinct (input, label) token grids; `on_maze()` is called after each one (progress).
+             exclude: set[bytes] | None = None, on_maze=None) -> list[tuple[np.ndarray, np.ndarray]]:
+    """n distinct (input, label) token grids, none of whose input bytes are in `exclude` (e.g. the train
+    split, for the test split); `on_maze()` is called after each one (progress).
     (seed, stream) select an independent random stream (the builder uses stream 0 for train, 1 for test)."""
     size = size or LEVELS[level][0]
     rng = np.random.Generator(np.random.Philox(np.random.SeedSequence([seed, stream])))
-    seen: set[bytes] = set()
-    out = []
+    seen: set[bytes] = set(exclude or ())
+    out: list[tuple[np.ndarray, np.ndarray]] = []
+    stale = 0
     while len(out) < n:
+        before = len(out)
         for grid in iter_mazes(n - len(out), size, min_path_moves(level, size), rng):
             key = grid.tobytes()
             if key in seen:  # duplicates are vanishingly rare at real sizes, common at tiny ones
@@ -120,6 +123,10 @@ def generate(n: int, *, level: str = "hard", size: int | None = None, seed: int 
             out.append((grid, bfs_label(grid)))
             if on_maze:
                 on_maze()
+        stale = stale + 1 if len(out) == before else 0
+        if stale >= 20:
+            raise RuntimeError(f"found only {len(out)} distinct {size}×{size} {level} mazes (of {n}); "
+                               f"ask for fewer or use a larger --size")
     return out
 
 
@@ -211,10 +218,9 @@ def build_dataset(out: Path | str, *, train: int = 1000, test: int = 1000, level
         with task_progress(progress) as bar:
             for i, (split, n) in enumerate((("train", train), ("test", test))):
                 task = bar.add_task(f"{split} mazes {size}×{size} ({level})", total=n)
-                splits[split] = generate(n, level=level, size=size, seed=seed, stream=i,
+                train_keys = {q.tobytes() for q, _ in splits.get("train", [])}  # test never repeats train
+                splits[split] = generate(n, level=level, size=size, seed=seed, stream=i, exclude=train_keys,
                                          on_maze=lambda: bar.advance(task))
-        train_keys = {q.tobytes() for q, _ in splits["train"]}
-        splits["test"] = [(q, a) for q, a in splits["test"] if q.tobytes() not in train_keys]
         source = "generated"
     side = splits["train"][0][0].shape[0]
     with atomic_output_dir(out, force) as tmp:
