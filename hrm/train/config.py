@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import difflib
 import os
-import re
 import sys
 from pathlib import Path
 from typing import Any, Literal
@@ -16,6 +15,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from hrm.train._config_errors import ConfigError, translate_validation_error
+from hrm.train._config_yaml import load_yaml, parse_overrides
 
 __all__ = [
     "Config", "ModelConfig", "DataConfig", "OptimConfig", "TrainConfig", "RunConfig", "SinksConfig",
@@ -207,56 +207,6 @@ def config_from_dict(data: dict[str, Any], source: str = "config") -> Config:
         raise translate_validation_error(exc, Config, source) from None
 
 
-# --- YAML --------------------------------------------------------------------------------------------
-
-class _Loader(yaml.SafeLoader):
-    """SafeLoader that also reads 1e-4 (no dot) as a float, as people write learning rates."""
-
-
-_Loader.add_implicit_resolver(
-    "tag:yaml.org,2002:float",
-    re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
-    list("-+0123456789"),
-)
-
-
-def _load_yaml(path: Path) -> Any:
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError(f"cannot read {path}: {exc.strerror or exc}") from None
-    try:
-        return yaml.load(text, Loader=_Loader)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark is not None else str(path)
-        problem = getattr(exc, "problem", None) or str(exc)
-        raise ConfigError(f"{where}: malformed YAML: {problem}") from None
-
-
-def parse_overrides(overrides: list[str]) -> dict[str, Any]:
-    """["train.total_steps=100", "optim.lr=1e-3"] -> nested dict; values are YAML scalars."""
-    nested: dict[str, Any] = {}
-    for item in overrides:
-        key, sep, raw = item.partition("=")
-        key = key.strip()
-        if not sep or not key or any(not part for part in key.split(".")):
-            raise ConfigError(f"override {item!r} is not of the form section.key=value (e.g. optim.lr=3e-4)")
-        try:
-            value = yaml.load(raw, Loader=_Loader) if raw.strip() else None
-        except yaml.YAMLError:
-            value = raw  # not valid YAML: keep the text, the schema says whether that fits
-        node = nested
-        parts = key.split(".")
-        for part in parts[:-1]:
-            child = node.setdefault(part, {})
-            if not isinstance(child, dict):
-                raise ConfigError(f"override {item!r} conflicts with an earlier override of {part}")
-            node = child
-        node[parts[-1]] = value
-    return nested
-
-
 def apply_overrides(cfg: Config, overrides: list[str]) -> Config:
     """A new Config with `section.key=value` overrides applied and validated."""
     if not overrides:
@@ -308,7 +258,7 @@ def _preset_path(name_or_path: str | os.PathLike[str]) -> Path:
 def load_preset(name_or_path: str | os.PathLike[str], overrides: list[str] | None = None) -> Config:
     """Defaults + the preset's overrides (+ command-line overrides), validated once."""
     path = _preset_path(name_or_path)
-    data = _load_yaml(path)
+    data = load_yaml(path)
     if data is None:
         data = {}
     if not isinstance(data, dict):
@@ -333,7 +283,7 @@ def save_config(cfg: Config, path: str | os.PathLike[str]) -> None:
 def load_config(path: str | os.PathLike[str]) -> Config:
     """Read a config.yaml written by save_config (or any partial config file)."""
     path = Path(path)
-    data = _load_yaml(path)
+    data = load_yaml(path)
     return config_from_dict({} if data is None else data, source=str(path))
 
 
