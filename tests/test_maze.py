@@ -19,6 +19,7 @@ from hrm.data.maze import (
     decode,
     encode,
     generate,
+    maze_benchmark,
     maze_stats,
     min_path_moves,
     shortest_path_moves,
@@ -187,3 +188,11 @@ def test_tiny_mazes_are_distinct_and_test_never_repeats_train(tmp_path):
     assert len(train) == 30 and len(set(test)) == 20 and not train & set(test)
     with pytest.raises(RuntimeError, match="distinct 2×2"):
         generate(50, level="easy", size=2)
+
+
+def test_benchmark_helper_reports_throughput_and_distributions():
+    real = REAL / "npy" if REAL.is_dir() else None
+    out = maze_benchmark(5, level="medium", size=11, real_dir=real)
+    assert out["n"] == 5 and out["mazes_per_s"] > 0 and out["ours"]["moves_min"] >= 22
+    if real is not None:
+        assert out["real"]["train"]["moves_median"] == 112

@@ -36,7 +36,8 @@ from hrm.data.maze_gen import (  # re-exported: the public maze API lives here
 )
 
 __all__ = ["CHARSET", "WALL", "OPEN", "START", "GOAL", "PATH", "VOCAB_SIZE", "LEVELS", "bfs_label", "encode",
-           "decode", "min_path_moves", "shortest_path_moves", "generate", "build_dataset", "maze_stats"]
+           "decode", "min_path_moves", "shortest_path_moves", "generate", "build_dataset", "maze_stats",
+           "maze_benchmark"]
 
 log = logging.getLogger(__name__)
 
@@ -149,6 +150,23 @@ def maze_stats(labels: Iterable[np.ndarray]) -> dict:
                 moves_p90=float(pct[3]), moves_max=int(pct[4]), moves_mean=round(float(moves.mean()), 2),
                 moves_hist=hist, wall_frac_median=round(float(np.median(walls)), 4),
                 wall_frac_min=round(float(walls.min()), 4), wall_frac_max=round(float(walls.max()), 4))
+
+
+def maze_benchmark(n: int = 1000, *, level: str = "hard", size: int = 30, seed: int = 0,
+                   real_dir: Path | str | None = None) -> dict:
+    """Generation throughput and the path-length distribution of n generated mazes, beside the real set's
+    (`real_dir`: a reference maze dataset root such as ../shared/data/maze-30x30-hard-1k/npy)."""
+    from hrm.data.format import load_split
+
+    t0, c0 = time.perf_counter(), time.process_time()
+    pairs = generate(n, level=level, size=size, seed=seed)
+    wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+    out = dict(n=n, level=level, size=size, min_moves=min_path_moves(level, size), seconds=round(wall, 2),
+               cpu_seconds=round(cpu, 2), mazes_per_s=round(n / wall, 1), ours=maze_stats(a for _, a in pairs))
+    if real_dir is not None:
+        out["real"] = {split: maze_stats(np.asarray(load_split(real_dir, split)["labels"]))
+                       for split in ("train", "test") if (Path(real_dir) / split / "dataset.json").is_file()}
+    return out
 
 
 def _csv_paths(folder: Path) -> dict[str, Path]:
