@@ -44,6 +44,7 @@ def evaluate(head: torch.nn.Module, data_root: Path, global_batch: int, env: D.D
     head.eval()
     sums = torch.zeros(len(EVAL_KEYS), dtype=torch.float64)
     hist = torch.zeros(halt_max_steps, dtype=torch.float64)
+    changed = torch.zeros(2, dtype=torch.float64)  # [correct, total] over cells whose label differs from the input
     samples: list[dict[str, list[int]]] = []
     n_examples = 0
     try:
@@ -53,6 +54,7 @@ def evaluate(head: torch.nn.Module, data_root: Path, global_batch: int, env: D.D
             sums += torch.stack([metrics.get(k, torch.zeros(())).detach().double().cpu() for k in EVAL_KEYS])
             valid = (batch["labels"] != -100).any(dim=-1).cpu()  # padding rows have no labels
             hist += torch.bincount(first_halt.cpu()[valid] - 1, minlength=halt_max_steps)[:halt_max_steps].double()
+            changed += _changed_cells(batch, preds)
             n_examples += effective
             if env.is_main and len(samples) < MAX_SAMPLES:
                 samples += _samples(batch, preds, valid, MAX_SAMPLES - len(samples))
@@ -60,10 +62,14 @@ def evaluate(head: torch.nn.Module, data_root: Path, global_batch: int, env: D.D
         head.train(was_training)
     D.all_reduce_sum(env, sums)
     D.all_reduce_sum(env, hist)
+    D.all_reduce_sum(env, changed)
     count = max(float(sums[EVAL_KEYS.index("count")]), 1.0)
     out: dict[str, Any] = {k: float(sums[i]) / count for i, k in enumerate(EVAL_KEYS) if k != "count"}
     out["act_steps_mean"] = out.pop("steps")
     out["count"] = int(sums[EVAL_KEYS.index("count")])
+    # The cells the model must change: Sudoku blanks, maze path cells (so this is path recall).
+    out["changed_accuracy"] = float(changed[0] / changed[1]) if changed[1] > 0 else None
+    out["changed_cells"] = int(changed[1])
     out["loss"] = out["lm_loss"] + 0.5 * (out["q_halt_loss"] + out["q_continue_loss"])
     out.update(act_steps_hist=[int(x) for x in hist.tolist()], samples=samples, split="test",
                num_examples=n_examples, seconds=round(time.perf_counter() - t0, 3))
@@ -86,6 +92,15 @@ def _run_batch(head: torch.nn.Module, batch: dict[str, torch.Tensor], halt_max_s
             break
     preds = outputs["logits"].argmax(dim=-1) if "logits" in outputs else None
     return metrics, first_halt, preds
+
+
+def _changed_cells(batch: dict[str, torch.Tensor], preds: torch.Tensor | None) -> torch.Tensor:
+    if preds is None:
+        return torch.zeros(2, dtype=torch.float64)
+    labels = batch["labels"]
+    mask = (labels != -100) & (batch["inputs"] != labels)
+    correct = (mask & (preds == labels)).sum()
+    return torch.stack([correct.double().cpu(), mask.sum().double().cpu()])
 
 
 def _samples(batch: dict[str, torch.Tensor], preds: torch.Tensor | None, valid: torch.Tensor,
