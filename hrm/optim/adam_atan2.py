@@ -90,8 +90,9 @@ class AdamATan2(Optimizer):
 
 
 # On the CPU, foreach ops are a loop over tensors per op: eight full passes over 27M floats. Doing
-# every op on one cache-sized slice before moving on keeps the data in L2 (about 2x faster on a
-# 2-core EPYC). 256K floats = 1 MiB per tensor slice.
+# every op on one slice before moving on keeps the data in cache: on the 27M-parameter model
+# ~0.2 s of CPU per step instead of ~0.3 s (2-core EPYC, one thread), the same as torch's AdamW.
+# Any slice from 32K to 1M floats does about as well; 256K floats = 1 MiB per tensor slice.
 _CPU_CHUNK = 1 << 18
 
 
