@@ -23,6 +23,7 @@ from typing import Any
 __all__ = ["main", "event_rows", "flatten_event", "write_csv", "write_parquet"]
 
 _BASE = ("kind", "step", "t")
+KINDS = ("run", "train", "eval", "system", "checkpoint", "status", "log")
 _MAX_LIST = 64  # longer lists (token sequences) are not table material
 _SKIP = frozenset({"v", "samples"})  # format version; puzzle token lists
 
@@ -129,6 +130,11 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     kinds = None if args.kinds.strip() == "all" else {k.strip() for k in args.kinds.split(",") if k.strip()}
+    unknown = sorted((kinds or set()) - set(KINDS))
+    if unknown or kinds == set():
+        print(f"hrm-export: --kinds {args.kinds!r}: unknown kind {', '.join(unknown) or '(none given)'}; "
+              f"use a comma-separated subset of {','.join(KINDS)} or 'all'", file=sys.stderr)
+        return 2
     try:
         events = _events_file(args.run)
         if args.tensorboard or args.wandb:

@@ -92,6 +92,14 @@ def test_parquet_without_pyarrow_says_how_to_get_it(tmp_path, monkeypatch, capsy
     assert "pip install 'hrm-tui[parquet]'" in capsys.readouterr().err
 
 
+def test_unknown_kind_is_one_clear_error(tmp_path, capsys):
+    make_run(tmp_path)
+    assert main([str(tmp_path), "--csv", str(tmp_path / "x.csv"), "--kinds", "train,evals"]) == 2
+    err = capsys.readouterr().err
+    assert "unknown kind evals" in err and "run,train,eval" in err
+    assert not (tmp_path / "x.csv").exists()
+
+
 def test_missing_run_is_one_clear_error(tmp_path, capsys):
     assert main([str(tmp_path / "nope"), "--csv", str(tmp_path / "x.csv")]) == 2
     err = capsys.readouterr().err
