@@ -55,7 +55,8 @@ class PuzzleDatasetMetadata:
     @classmethod
     def from_dict(cls, d: dict) -> "PuzzleDatasetMetadata":
         known = {k: d[k] for k in cls.__dataclass_fields__ if k in d}
-        missing = [k for k in cls.__dataclass_fields__ if k not in d and k not in ("total_puzzles", "ignore_label_id", "sets")]
+        optional = ("total_puzzles", "ignore_label_id", "sets")
+        missing = [k for k in cls.__dataclass_fields__ if k not in d and k not in optional]
         if missing:
             raise DatasetError(f"dataset.json lacks the field(s) {', '.join(missing)}")
         return cls(**known)
@@ -100,7 +101,8 @@ def _check_arrays(arrays: dict[str, np.ndarray], seq_len: int, where: str) -> No
         raise DatasetError(f"{where}: puzzle_indices must not decrease and every group must hold a puzzle")
 
 
-def groups_to_arrays(groups: Sequence[Sequence[tuple[np.ndarray, np.ndarray]]], identifier: int = 0) -> dict[str, np.ndarray]:
+def groups_to_arrays(groups: Sequence[Sequence[tuple[np.ndarray, np.ndarray]]],
+                     identifier: int = 0) -> dict[str, np.ndarray]:
     """Flatten groups of (input, label) puzzles (one example each) into the five CSR arrays."""
     if not groups or any(len(g) == 0 for g in groups):
         raise ValueError("groups_to_arrays needs at least one group and no empty group")
@@ -108,7 +110,8 @@ def groups_to_arrays(groups: Sequence[Sequence[tuple[np.ndarray, np.ndarray]]], 
     labels = np.stack([np.asarray(y).reshape(-1) for g in groups for _, y in g])
     if inputs.shape != labels.shape:
         raise ValueError(f"inputs {inputs.shape} and labels {labels.shape} differ in shape")
-    dtype = np.uint8 if max(int(inputs.max()), int(labels.max())) < 256 and min(int(inputs.min()), int(labels.min())) >= 0 else np.int32
+    fits_uint8 = min(int(inputs.min()), int(labels.min())) >= 0 and max(int(inputs.max()), int(labels.max())) < 256
+    dtype = np.uint8 if fits_uint8 else np.int32  # the reference's token arrays are uint8
     n = len(inputs)
     sizes = np.array([len(g) for g in groups])
     return {
