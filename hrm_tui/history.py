@@ -54,6 +54,8 @@ def replay(path: Path, size: int, *, stride: int = 1, stop: threading.Event | No
     """Fold the first `size` bytes (complete lines) of an events file; returns the state and the byte
     offset just past the last complete line folded (where live tailing continues)."""
     state = RunState()
+    if size <= 0:
+        return state, 0  # a run just launched: no events file yet
     thin_before = size - FULL_RES_BYTES if stride > 1 else 0
     offset, pending, seen_train, thinned_step = 0, b"", 0, None
     with open(path, "rb") as f:

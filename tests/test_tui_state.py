@@ -76,6 +76,28 @@ def test_tailer_torn_line_and_growth(tmp_path: Path) -> None:
     assert st.step == 1 and st.series["loss"][-1] == 0.5
 
 
+def test_history_replay_thins_only_old_train_lines(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from hrm_tui import history
+
+    path = tmp_path / "events.jsonl"
+    lines = run_events(2000, eval_every=500, status="finished")
+    path.write_text("\n".join(lines) + "\n")
+    size = path.stat().st_size
+    full, offset = history.replay(path, size)
+    assert offset == size and len(full.steps) == 2000
+    monkeypatch.setattr(history, "FULL_RES_BYTES", size // 4)  # keep the last quarter whole
+    monkeypatch.setattr(history, "CHUNK", 4096)
+    thin, _ = history.replay(path, size, stride=10)
+    assert [e["step"] for e in thin.evals] == [e["step"] for e in full.evals]  # never thinned
+    assert [c["step"] for c in thin.checkpoints] == [c["step"] for c in full.checkpoints]
+    assert 200 < len(thin.steps) < 1000 and thin.steps[-1] == 2000 and thin.status == "finished"
+    recent = [s for s in full.steps if s > thin.steps[-1] - 300]
+    assert set(recent) <= set(thin.steps)  # the recent history is whole
+    assert any("kept 1 in 10" in line.text for line in thin.log)
+    empty, offset = history.replay(tmp_path / "missing.jsonl", 0)
+    assert offset == 0 and empty.events_seen == 0
+
+
 def test_derive_status() -> None:
     assert runs.derive_status("running", alive=True) == "running"
     assert runs.derive_status("paused", alive=True) == "paused"

@@ -1,0 +1,115 @@
+"""Pilot tests against a REAL trainer process on the `tiny` preset: launch from the picker, watch the
+step advance, pause/resume, checkpoint, evaluate, stop (confirmed), and resume from a checkpoint in
+the runs browser as a continuation in the same run directory. The app talks to the trainer only
+through the run directory, exactly as in use."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+
+from hrm_tui import runs
+from hrm_tui.app import HrmApp
+from hrm_tui.screens import DashboardScreen, PickerScreen, RunsScreen
+from hrm_tui.screens.confirm import ConfirmScreen
+from hrm_tui.widgets import LogPanel
+from test_tui_support import FakeNvml, fixed_sampler
+
+pytestmark = pytest.mark.slow
+STARTUP_S = 180  # torch import + dataset build + first step, on a busy 2-core machine
+STEP_S = 60  # any one command: the trainer acts between steps
+
+
+async def wait_for(pilot, cond, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if cond():
+            return
+        await pilot.pause(0.1)
+    raise AssertionError(f"timed out after {timeout:.0f} s waiting for: {what}")
+
+
+def log_text(dash: DashboardScreen) -> str:
+    return "\n".join(strip.text for strip in dash.query_one(LogPanel).lines)
+
+
+async def test_live_run_every_control_key(tmp_path: Path) -> None:
+    root = tmp_path / "runs"
+    app = HrmApp(root, sampler=fixed_sampler(FakeNvml()))
+    run_dir: Path | None = None
+    try:
+        async with app.run_test(size=(160, 48)) as pilot:
+            # New run: pick `tiny`, long enough to outlive the test, launch with enter.
+            await wait_for(pilot, lambda: isinstance(app.screen, PickerScreen) and app.screen.rows, 30, "presets")
+            picker = app.screen
+            row = next(i for i, r in enumerate(picker.rows) if r["preset"] == "tiny")
+            picker.query_one("#presets").move_cursor(row=row)
+            picker.query_one("#steps").value = "100000"
+            picker.query_one("#run-name").value = "live"
+            picker.query_one("#extra").value = "data.task=maze data.size=6 data.blanks=null"  # TEMP
+            await pilot.press("enter")
+            await wait_for(pilot, lambda: isinstance(app.screen, DashboardScreen), 10, "dashboard")
+            dash = app.screen
+            run_dir = root / "live"
+            assert app.run_dir == run_dir and (run_dir / "trainer.log").exists()
+            await wait_for(pilot, lambda: dash.state.step >= 2 and dash.alive, STARTUP_S, "the step to advance")
+            assert dash.status == "running"
+            assert {"pause", "checkpoint", "evaluate", "stop"} <= _footer(app)
+
+            # p: pause — the step stops and the footer offers resume instead.
+            await pilot.press("p")
+            await wait_for(pilot, lambda: dash.status == "paused", STEP_S, "paused")
+            paused_at = dash.state.step
+            await pilot.pause(3.0)
+            assert dash.state.step == paused_at
+            assert "resume" in _footer(app) and "pause" not in _footer(app)
+            assert "[pause]" in log_text(dash)  # the reply is shown
+
+            # c: checkpoint now (while paused) — a file appears.
+            await pilot.press("c")
+            await wait_for(pilot, lambda: any((run_dir / "checkpoints").glob("step-*.pt")), STEP_S, "checkpoint file")
+            await pilot.press("p")
+            await wait_for(pilot, lambda: dash.status == "running", STEP_S, "running again")
+            await wait_for(pilot, lambda: dash.state.step > paused_at, STEP_S, "the step to move again")
+
+            # e: evaluate now — an eval with samples arrives and the puzzle view draws one.
+            await pilot.press("e")
+            await wait_for(pilot, lambda: bool(dash.state.latest_eval.get("samples")), STEP_S, "an eval")
+            assert "Eval sample 1/" in dash.query_one("#puzzle").render().plain
+
+            # s: stop asks first; y confirms; the trainer checkpoints and exits.
+            await pilot.press("s")
+            await wait_for(pilot, lambda: isinstance(app.screen, ConfirmScreen), 5, "the confirm dialog")
+            await pilot.press("y")
+            await wait_for(pilot, lambda: not runs.trainer_alive(run_dir), STEP_S, "the trainer to exit")
+            await wait_for(pilot, lambda: dash.status in ("finished", "stopped"), 10, "a final status")
+            stopped_at = dash.state.step
+
+            # r, then R: resume from the newest checkpoint, in the same run directory.
+            await pilot.press("r")
+            await wait_for(pilot, lambda: isinstance(app.screen, RunsScreen) and app.screen.checkpoints, 10,
+                           "the checkpoints list")
+            assert "resume" in _footer(app)
+            await pilot.press("R")
+            await wait_for(pilot, lambda: isinstance(app.screen, ConfirmScreen), 5, "the confirm dialog")
+            await pilot.press("y")
+            await wait_for(pilot, lambda: isinstance(app.screen, DashboardScreen), 10, "back on the dashboard")
+            await wait_for(pilot, lambda: bool(dash.state.run.get("resumed_from")) and dash.alive, STARTUP_S,
+                           "the resumed trainer")
+            assert dash.state.step <= stopped_at
+            await wait_for(pilot, lambda: dash.state.step > dash.state.run["step"], STEP_S, "steps after the resume")
+            await pilot.press("s")
+            await wait_for(pilot, lambda: isinstance(app.screen, ConfirmScreen), 5, "the confirm dialog")
+            await pilot.press("y")
+            await wait_for(pilot, lambda: not runs.trainer_alive(run_dir), STEP_S, "the trainer to exit")
+    finally:
+        if run_dir is not None and runs.trainer_alive(run_dir):  # never leave a trainer behind
+            from hrm.train.control import send_command
+
+            send_command(run_dir, "stop", timeout=60)
+
+
+def _footer(app: HrmApp) -> set[str]:
+    return {ab.binding.action for ab in app.screen.active_bindings.values() if ab.binding.show}
