@@ -75,6 +75,11 @@ class Session:
         self._pid_held = True
         (self.run_dir / "checkpoints").mkdir(exist_ok=True)
         self.events = EventWriter(self.run_dir / "events.jsonl")
+        if self.cfg.sinks.tensorboard or self.cfg.sinks.wandb:
+            from hrm.train.sinks import build_sinks
+
+            self.sinks = [build_sinks(self.cfg.sinks, self.run_dir, run_name=self.cfg.run.name,
+                                      task=self.cfg.data.task)]
 
     def _open_control(self) -> None:
         if self.env.is_main:
@@ -122,10 +127,11 @@ class Session:
 
     # --- events --------------------------------------------------------------------------------
     def event(self, kind: str, step: int, **fields: Any) -> None:
-        if self.events is not None:
-            self.events.write(kind, step, **fields)
-        for sink in self.sinks:
-            sink.log(kind, step, fields)
+        if self.events is None:
+            return
+        ev = self.events.write(kind, step, **fields)
+        for sink in self.sinks:  # TensorBoard / W&B mirrors (rank 0 only)
+            sink.log_event(ev)
 
     def status(self, state: str, **fields: Any) -> None:
         self.state = state
@@ -180,8 +186,14 @@ class Session:
         live = [r for r in range(self.env.world_size) if r not in D.dead_ranks(self.env)]
         if live and live[0] == self.env.rank and (self.run_dir / "events.jsonl").is_file():
             self.events = EventWriter(self.run_dir / "events.jsonl")
+        if self.cfg.sinks.tensorboard or self.cfg.sinks.wandb:
+            from hrm.train.sinks import build_sinks
+
+            self.sinks = [build_sinks(self.cfg.sinks, self.run_dir, run_name=self.cfg.run.name,
+                                      task=self.cfg.data.task)]
 
     def close(self) -> None:
+        self.steering.restore_signals()
         for name in ("sampler",):
             obj = getattr(self, name)
             if obj is not None:

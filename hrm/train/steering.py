@@ -52,6 +52,7 @@ class Steering:
         self._signal_checkpoint = False
         self._pending: list[tuple[str, Any]] = []
         self.paused = False
+        self._saved_handlers: dict[int, Any] = {}
 
     # --- signals -------------------------------------------------------------------------
     def install_signals(self) -> None:
@@ -59,10 +60,17 @@ class Steering:
         never ends a run). Only the main thread may install handlers."""
         if threading.current_thread() is not threading.main_thread():
             return
-        signal.signal(signal.SIGTERM, self._on_stop)
-        signal.signal(signal.SIGINT, self._on_stop)
-        signal.signal(signal.SIGUSR1, self._on_checkpoint)
-        signal.signal(signal.SIGHUP, signal.SIG_IGN)
+        for sig, handler in ((signal.SIGTERM, self._on_stop), (signal.SIGINT, self._on_stop),
+                             (signal.SIGUSR1, self._on_checkpoint), (signal.SIGHUP, signal.SIG_IGN)):
+            self._saved_handlers[sig] = signal.signal(sig, handler)
+
+    def restore_signals(self) -> None:
+        """Put back the handlers we replaced (matters when the trainer runs inside another program)."""
+        if threading.current_thread() is not threading.main_thread():
+            return
+        for sig, handler in self._saved_handlers.items():
+            signal.signal(sig, handler)
+        self._saved_handlers.clear()
 
     def _on_stop(self, signum: int, _frame: object) -> None:
         with self._lock:
