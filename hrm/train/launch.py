@@ -42,7 +42,7 @@ def _same_file(stream: Any, path: Path) -> bool:
 
 def launch(cfg: Any, run_dir: Path, *, fresh: bool, resume: str | None, stop_at_step: int | None) -> int:
     from hrm.train import distributed as D
-    from hrm.train.config import config_from_dict, save_config
+    from hrm.train.config import config_from_dict, load_config, save_config
     from hrm.train.pidfile import TrainerAlreadyRunning, read_pidfile, trainer_alive
     from hrm.train.session import Session
     from hrm.train.state import CheckpointError
@@ -66,8 +66,12 @@ def launch(cfg: Any, run_dir: Path, *, fresh: bool, resume: str | None, stop_at_
             return 2
         if env.is_main:
             run_dir.mkdir(parents=True, exist_ok=True)
-            if fresh or not (run_dir / "config.yaml").is_file():
-                save_config(cfg, run_dir / "config.yaml")
+            cfg_path = run_dir / "config.yaml"
+            if fresh or not cfg_path.is_file():
+                save_config(cfg, cfg_path)
+            elif load_config(cfg_path).to_dict() != cfg.to_dict():
+                # Resumed with overrides (e.g. more steps): config.yaml stays the run's current truth.
+                save_config(cfg, cfg_path)
         setup_logging(run_dir, env.rank)
         log.info("run directory %s (rank %d of %d, %s)", run_dir, env.rank, env.world_size, env.device)
         try:

@@ -44,6 +44,7 @@ class Trainer:
         self.gb = int(self.cfg.train.global_batch_size)
         self._t_last = time.perf_counter()
         self._ckpt_step = -1
+        self._window: list[dict[str, Any]] = []
         session._step_ref = lambda: self.step  # status/system events carry the live step
 
     # --- the loop ----------------------------------------------------------------------------
@@ -100,8 +101,22 @@ class Trainer:
             dt, self._t_last = now - self._t_last, now
             self.last_train = dict(res.metrics, lr=lr, grad_norm=res.grad_norm, step_time_s=dt,
                                    examples_per_s=self.gb / dt if dt > 0 else None, epoch=s.loader_epoch())
-            s.event("train", self.step, **self.last_train)
+            self._log_train()
         return s.steering.decide(res.flags)
+
+    def _log_train(self) -> None:
+        """One `train` event per step, or the mean over log_interval steps (numbers only)."""
+        n = int(getattr(self.cfg.train, "log_interval", 1) or 1)
+        if n <= 1:
+            self.s.event("train", self.step, **self.last_train)
+            return
+        self._window.append(self.last_train)
+        if self.step % n == 0:
+            keys = [k for k, v in self.last_train.items() if isinstance(v, (int, float)) and v is not None]
+            mean = {k: sum(m[k] for m in self._window) / len(self._window) for k in keys}
+            mean.update(lr=self.last_train["lr"], epoch=self.last_train["epoch"], steps_aggregated=len(self._window))
+            self.s.event("train", self.step, **mean)
+            self._window = []
 
     # --- commands ----------------------------------------------------------------------------
     def _act(self, d: Decision) -> None:
