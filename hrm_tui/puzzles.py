@@ -19,7 +19,7 @@ WALL, OPEN, START, GOAL, PATH = 1, 2, 3, 4, 5
 class PuzzleStyles:
     given: str = "dim"
     answer: str = "bold"
-    wrong: str = "bold red underline"
+    wrong: str = "bold underline white on red3"  # a filled cell: stands out in greys too (NO_COLOR)
     grid: str = "dim"
     model_path: str = "bold green"
     label_path: str = "yellow"

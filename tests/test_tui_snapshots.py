@@ -74,3 +74,17 @@ def test_help_screen(snap_compare, runs_root: Path) -> None:
         await pilot.pause(0.3)
 
     assert snap_compare(_app(runs_root, "sudoku-cpu-20251125-0800"), terminal_size=(80, 24), run_before=open_help)
+
+
+def test_no_color_sudoku_sample(snap_compare, runs_root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """NO_COLOR: greys only; wrong answers stay marked (bold, underlined), status keeps its word and glyph."""
+    monkeypatch.setenv("NO_COLOR", "1")
+
+    async def show_sample(pilot) -> None:
+        await _loaded(pilot)
+        pilot.app.screen.query_one("#tabs").active = "tab-sample"
+        await pilot.pause(0.3)
+
+    app = _app(runs_root, "sudoku-cpu-20251125-0800")
+    assert app.no_color
+    assert snap_compare(app, terminal_size=(80, 24), run_before=show_sample)

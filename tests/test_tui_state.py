@@ -171,7 +171,7 @@ def test_sudoku_drawing_marks_wrong_cells() -> None:
     assert len(lines) == 11 and lines[0] == " 5 3 4 │ 6 8 8 │ 9 1 2"  # cell 4 answered 8 (label 7)
     assert "✗ 2 wrong" in legend
     wrong = [s for s in text.spans if "red" in str(s.style)]
-    assert len(wrong) == 2 and all("underline" in str(s.style) for s in wrong)  # readable without colour
+    assert len(wrong) == 2 and all("underline" in str(s.style) and " on " in str(s.style) for s in wrong)  # filled: readable in greys
     solved, legend = render_sample("sudoku", sudoku_sample(wrong=()), [9, 9])
     assert "✓ solved" in legend
 
@@ -233,3 +233,13 @@ print("TORCH_LOADED" if "torch" in sys.modules else "TORCH_ABSENT")
 """
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=REPO)
     assert "TORCH_ABSENT" in out.stdout, out.stdout + out.stderr
+
+
+def test_cli_attach_to_a_missing_run_says_what_to_give(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    from hrm_tui.__main__ import main
+
+    with pytest.raises(SystemExit) as exc:
+        main(["--runs-root", str(tmp_path), "attach", "nope"])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert "no run directory nope" in err and "run id under --runs-root" in err

@@ -261,7 +261,7 @@ class DashboardScreen(Screen):
             headline = f"✗ the trainer is gone without a final status (last: {s.status})"
         else:
             headline = f"✗ failed: {s.status_error or s.status_reason or 'no reason given'}"
-        note.show(headline, self._log_tail[-2:] if self.compact else self._log_tail[-8:])
+        note.show(headline, self._log_tail[-1:] if self.compact else self._log_tail[-8:])
 
     # ---- keys ----------------------------------------------------------------------------------
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:

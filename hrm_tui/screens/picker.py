@@ -69,7 +69,7 @@ def describe_preset(path: Path) -> dict[str, Any]:
     try:
         from hrm.data.recipes import is_built
 
-        info["built"] = "built" if is_built(info["dataset"]) else "not built (built on launch)"
+        info["built"] = "built" if is_built(info["dataset"]) else "not built"
     except ImportError:
         info["built"] = "?"
     return info
@@ -134,6 +134,7 @@ class PickerScreen(Screen):
         if not msg.rows:
             self.query_one("#preset-about", Static).update("no presets found (presets/ is empty)")
         self._about()
+        self.refresh_bindings()
 
     @on(DataTable.RowHighlighted, "#presets")
     def _about(self) -> None:
@@ -141,6 +142,8 @@ class PickerScreen(Screen):
         text = ""
         if row is not None:
             text = f"{row['preset']}: {row.get('description') or row.get('error') or ''}\n{row['path']}"
+            if row.get("built") == "not built":
+                text += "\nits dataset is built on launch (cached for the next run)"
         self.query_one("#preset-about", Static).update(text)
 
     @property

@@ -95,9 +95,9 @@ class RunsScreen(Screen):
             for i, info in enumerate(self.infos):
                 if info.path == keep:
                     table.move_cursor(row=i)
-        if not self.infos:
-            table.border_subtitle = "no runs yet: press n for a new run"
+        table.border_subtitle = "" if self.infos else "no runs yet: press n for a new run"
         self._selection_changed()
+        self.refresh_bindings()
 
     @property
     def selected_run(self) -> Path | None:

@@ -23,7 +23,8 @@ class DeathNote(Widget):
         self.refresh(layout=True)
 
     def render(self) -> Text:
-        t = Text(self._headline, style="bold red")
+        t = Text()
+        t.append(self._headline, style="bold")  # the red border says "bad"; text stays readable in greys
         if self._tail:
             t.append("\ntrainer.log:\n", style="dim")
             t.append("\n".join(self._tail))

@@ -9,9 +9,11 @@ from textual.widget import Widget
 
 from hrm_tui.runstate import RunState, human_duration
 
+# Badges (text on a filled background): the word and glyph carry the meaning; colour only helps.
 STATUS_STYLE = {
-    "running": "bold green", "starting": "bold cyan", "paused": "bold yellow", "stopping": "bold yellow",
-    "finished": "bold blue", "stopped": "bold blue", "failed": "bold red", "died": "bold red",
+    "running": "bold black on green3", "starting": "bold black on cyan3", "paused": "bold black on yellow3",
+    "stopping": "bold black on yellow3", "finished": "bold white on blue3", "stopped": "bold white on blue3",
+    "failed": "bold white on red3", "died": "bold white on red3",
 }
 
 
@@ -40,7 +42,7 @@ class RunHeader(Widget):
         t.append(f"  {self._run_name}  ", style="bold")
         dot = "●" if self._status in ("running", "starting", "paused", "stopping") else (
             "✗" if self._status in ("failed", "died") else "○")
-        t.append(f"{dot} {self._status}", style=STATUS_STYLE.get(self._status, ""))
+        t.append(f" {dot} {self._status} ", style=STATUS_STYLE.get(self._status, "bold"))
         total = s.total_steps
         t.append(f"   step {s.step:,}" + (f" / {total:,}  {s.step / total * 100:.1f} %" if total else ""))
         if s.first_t is not None:
