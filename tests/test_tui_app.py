@@ -226,3 +226,41 @@ async def test_picker_rejects_bad_override_with_one_clear_message(tmp_path: Path
         notes = [n.message for n in app._notifications]
         assert any("train.lrr" in m for m in notes), notes
         assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
+
+
+async def test_user_presets_listed_and_a_broken_one_explained(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    mine = tmp_path / "my-presets"
+    mine.mkdir()
+    (mine / "my-maze.yaml").write_text("run:\n  description: mine\ndata:\n  task: maze\n  size: 9\n"
+                                       "model:\n  hidden_size: 64\n  num_heads: 2\n")
+    (mine / "broken.yaml").write_text("train:\n  global_batch_sise: 8\n")
+    monkeypatch.setenv("HRM_TUI_PRESETS", str(mine))
+    app = make_app(tmp_path / "runs")
+    async with app.run_test(size=(120, 40)) as pilot:
+        await wait_for(pilot, lambda: isinstance(app.screen, PickerScreen) and app.screen.rows)
+        rows = {r["preset"]: r for r in app.screen.rows}
+        assert rows["my-maze"]["task_label"].startswith("Maze 9×9") and rows["my-maze"]["model"].startswith("h64")
+        assert "global_batch_sise" in rows["broken"]["error"]
+        app.screen.query_one("#presets").move_cursor(row=list(rows).index("broken"))
+        await pilot.press("enter")  # launching a broken preset explains, starts nothing
+        await pilot.pause(0.2)
+        assert any("global_batch_sise" in n.message for n in app._notifications)
+        assert not (tmp_path / "runs").exists()
+
+
+async def test_new_run_back_and_quit_keys(failed_run: Path) -> None:
+    app = make_app(failed_run.parent, attach=failed_run)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await wait_for(pilot, lambda: isinstance(app.screen, DashboardScreen) and app.screen.state.step == 400)
+        await pilot.press("n")
+        await wait_for(pilot, lambda: isinstance(app.screen, PickerScreen))
+        assert "switch_mode('picker')" not in footer_actions(app)  # already here
+        await pilot.press("escape")
+        await wait_for(pilot, lambda: isinstance(app.screen, DashboardScreen))
+        await pilot.press("r")
+        await wait_for(pilot, lambda: isinstance(app.screen, RunsScreen))
+        await pilot.press("escape")
+        await wait_for(pilot, lambda: isinstance(app.screen, DashboardScreen))
+        await pilot.press("q")
+        await wait_for(pilot, lambda: not app.is_running)
+    assert app.return_code == 0

@@ -111,5 +111,27 @@ async def test_live_run_every_control_key(tmp_path: Path) -> None:
             send_command(run_dir, "stop", timeout=60)
 
 
+async def test_live_two_process_run_from_the_picker(tmp_path: Path) -> None:
+    """gpus=2 in the picker starts torchrun with two processes (gloo on this CPU machine); the
+    dashboard watches it like any other run."""
+    root = tmp_path / "runs"
+    app = HrmApp(root, sampler=fixed_sampler(FakeNvml()))
+    async with app.run_test(size=(160, 48)) as pilot:
+        await wait_for(pilot, lambda: isinstance(app.screen, PickerScreen) and app.screen.rows, 30, "presets")
+        picker = app.screen
+        picker.query_one("#presets").move_cursor(row=next(i for i, r in enumerate(picker.rows) if r["preset"] == "tiny"))
+        picker.query_one("#run-name").value = "two"
+        picker.query_one("#steps").value = "4"
+        picker.query_one("#gpus").value = "2"
+        picker.query_one("#extra").value = "data.task=maze data.size=6 data.blanks=null train.eval_interval=100"  # TEMP
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: isinstance(app.screen, DashboardScreen), 10, "dashboard")
+        dash = app.screen
+        await wait_for(pilot, lambda: dash.status == "finished", STARTUP_S, "the 2-process run to finish")
+        assert dash.state.run["world_size"] == 2 and dash.state.step == 4
+        assert "2 ranks" in dash.query_one("#header").render().plain
+        assert "torch.distributed.run" in (root / "two" / "trainer.log").read_text().splitlines()[0]
+
+
 def _footer(app: HrmApp) -> set[str]:
     return {ab.binding.action for ab in app.screen.active_bindings.values() if ab.binding.show}

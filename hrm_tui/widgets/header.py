@@ -40,6 +40,9 @@ class RunHeader(Widget):
             return t
         s = self._state
         t.append(f"  {self._run_name}  ", style="bold")
+        world = s.run.get("world_size")
+        if isinstance(world, int) and world > 1:
+            t.append(f"{world} ranks  ", style="dim")
         dot = "●" if self._status in ("running", "starting", "paused", "stopping") else (
             "✗" if self._status in ("failed", "died") else "○")
         t.append(f" {dot} {self._status} ", style=STATUS_STYLE.get(self._status, "bold"))
