@@ -77,7 +77,8 @@ async def test_live_run_every_control_key(tmp_path: Path) -> None:
             # e: evaluate now — an eval with samples arrives and the puzzle view draws one.
             await pilot.press("e")
             await wait_for(pilot, lambda: bool(dash.state.latest_eval.get("samples")), STEP_S, "an eval")
-            assert "Eval sample 1/" in dash.query_one("#puzzle").render().plain
+            await wait_for(pilot, lambda: "Eval sample 1/" in dash.query_one("#puzzle").render().plain, 5,
+                           "the puzzle view to draw the sample")
 
             # s: stop asks first; y confirms; the trainer checkpoints and exits.
             await pilot.press("s")

@@ -67,7 +67,8 @@ class RunsScreen(Screen):
     def on_mount(self) -> None:
         runs_table = self.query_one("#runs", DataTable)
         runs_table.border_title = "Runs"
-        runs_table.add_columns(" ", "run", "status", "step")
+        for label, key in ((" ", "mark"), ("run", "run"), ("status", "status"), ("step", "step")):
+            runs_table.add_column(label, key=key)
         ckpts = self.query_one("#ckpts", DataTable)
         ckpts.border_title = "Checkpoints"
         ckpts.add_columns("step", "eval exact", "saved", "size")
@@ -85,16 +86,24 @@ class RunsScreen(Screen):
     def on_runs_screen_scanned(self, msg: Scanned) -> None:
         table = self.query_one("#runs", DataTable)
         keep = self.selected_run
+        same_rows = [str(i.path) for i in msg.infos] == [str(i.path) for i in self.infos] and table.row_count
         self.infos = msg.infos
-        table.clear()
-        for info in msg.infos:
-            mark = MARK.get(info.status, "●" if info.status in LIVE_STATES else "○")
-            status = f"{info.status}" + (f" ({info.reason})" if info.reason and info.status == "failed" else "")
-            table.add_row(mark, info.name, status, f"{info.step:,}", key=str(info.path))
-        if keep is not None:
-            for i, info in enumerate(self.infos):
-                if info.path == keep:
-                    table.move_cursor(row=i)
+        rows = [(MARK.get(i.status, "●" if i.status in LIVE_STATES else "○"), i.name, i.status, f"{i.step:,}")
+                for i in msg.infos]
+        if not same_rows:
+            table.clear()
+            for info in msg.infos:
+                table.add_row("", "", "", "", key=str(info.path))
+        # Cells set through update_cell(update_width=True): add_row alone left the columns at their
+        # header widths until the next update (Textual 8.2.8). Also the usual 2-second refresh: in place.
+        for info, row in zip(msg.infos, rows):
+            for col, value in zip(("mark", "run", "status", "step"), row):
+                table.update_cell(str(info.path), col, value, update_width=True)
+        if not same_rows:
+            if keep is not None:
+                for i, info in enumerate(self.infos):
+                    if info.path == keep:
+                        table.move_cursor(row=i)
         table.border_subtitle = "" if self.infos else "no runs yet: press n for a new run"
         self._selection_changed()
         self.refresh_bindings()
