@@ -36,13 +36,13 @@ class HrmApp(App[int]):
         self.clock = clock
         self.child_env = child_env  # environment of launched trainers (None: inherit ours)
         self.run_dir: Path | None = attach
-        self._sampler_fn = (sampler or _default_sampler()) if sample_system else None
+        self._sampler_fn = (sampler or _default_sampler) if sample_system else None
         self._sampler: SystemSampler | None = None
 
     def on_mount(self) -> None:
         if self._sampler_fn is not None:
             self._sampler = SystemSampler(self, self._sampler_fn)
-            self._sampler.start()
+            self.set_timer(0.5, self._sampler.start)  # after the first paint
         if self.run_dir is not None:
             self.switch_mode("dashboard")
         elif runs.list_runs(self.runs_root):
@@ -93,8 +93,15 @@ class HrmApp(App[int]):
         self.push_screen(HelpScreen(type(screen).__name__.removesuffix("Screen"), rows))
 
 
-def _default_sampler() -> Callable[[], dict[str, Any]]:
-    """This machine's NVML + host sample, the same fields a trainer's `system` events carry."""
-    from hrm.train.sysmon import SystemSampler as Sysmon
+_sysmon: Any = None
 
-    return Sysmon().sample_once
+
+def _default_sampler() -> dict[str, Any]:
+    """This machine's NVML + host sample, the same fields a trainer's `system` events carry (NVML is
+    initialised on the first call, in the sampler thread, not at start-up)."""
+    global _sysmon
+    if _sysmon is None:
+        from hrm.train.sysmon import SystemSampler as Sysmon
+
+        _sysmon = Sysmon()
+    return _sysmon.sample_once()

@@ -112,7 +112,7 @@ class PickerScreen(Screen):
         self.query_one("#picker").border_title = "New run"
         table = self.query_one("#presets", DataTable)
         table.add_columns("preset", "task", "model", "device", "memory", "step est.", "data")
-        self.load()
+        self.call_after_refresh(self.load)  # after the first paint: describing presets imports pydantic
 
     def on_screen_resume(self) -> None:
         self.query_one("#presets", DataTable).focus()
