@@ -38,6 +38,22 @@ async def wait_for(pilot, cond, timeout: float = 5.0) -> None:
 
 
 @pytest.fixture
+def live_run(tmp_path: Path):
+    """A run whose pid file names a living process that is not listening (no control socket)."""
+    import subprocess
+    import sys
+
+    from hrm.train.pidfile import write_pidfile
+
+    run = write_run(tmp_path / "runs", "looks-live", run_events(30, status="running"))
+    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    write_pidfile(run, pid=proc.pid)
+    yield run
+    proc.kill()
+    proc.wait()
+
+
+@pytest.fixture
 def failed_run(tmp_path: Path) -> Path:
     return write_run(tmp_path / "runs", "sudoku-failed", run_events(400, status="failed"),
                      log="step 400 ...\nRuntimeError: CUDA out of memory. Tried to allocate 2.00 GiB\n")
@@ -264,3 +280,27 @@ async def test_new_run_back_and_quit_keys(failed_run: Path) -> None:
         await pilot.press("q")
         await wait_for(pilot, lambda: not app.is_running)
     assert app.return_code == 0
+
+
+async def test_live_controls_offered_and_errors_shown(live_run: Path) -> None:
+    app = make_app(live_run.parent, attach=live_run)
+    async with app.run_test(size=(120, 40)) as pilot:
+        dash = app.screen
+        await wait_for(pilot, lambda: dash.alive and dash.status == "running")
+        assert {"pause", "checkpoint", "evaluate", "stop"} <= footer_actions(app)
+        assert "resume" not in footer_actions(app)
+        await pilot.press("p")  # nobody listens on control.sock: the error is shown, nothing breaks
+        await wait_for(pilot, lambda: any("no trainer is listening" in n.message for n in app._notifications))
+        await pilot.pause(0.6)
+        assert "[pause] pause failed" in "\n".join(strip.text for strip in dash.query_one(LogPanel).lines)
+
+
+async def test_readonly_dashboard_of_a_live_run_has_no_controls(live_run: Path) -> None:
+    app = make_app(live_run.parent, attach=live_run, readonly=True)
+    async with app.run_test(size=(120, 40)) as pilot:
+        dash = app.screen
+        await wait_for(pilot, lambda: dash.alive and dash.status == "running")
+        assert footer_actions(app) == {"window", "switch_mode('runs')", "help", "quit"}
+        await pilot.press("s")  # not even the confirm dialog
+        await pilot.pause(0.2)
+        assert isinstance(app.screen, DashboardScreen)
