@@ -7,6 +7,10 @@ from pathlib import Path
 
 import pytest
 
+# One OpenMP thread per process: tests run a trainer subprocess beside the test process on 2 cores,
+# and two processes of 2 threads each make small steps 20-40x slower. Set before torch is imported.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
 
