@@ -1,0 +1,177 @@
+"""Training-step throughput and MFU of HRM-ACT-v1 (a benchmark, not a test).
+
+For seq 81 (Sudoku: vocab 11, one puzzle identifier, puzzle_emb_ndim = hidden, 64-wide heads) and each
+hidden size × batch size, time full training steps: the train-mode ACT forward (including the second,
+no-grad forward for the Q target), the backward of (loss / batch), and both optimizer steps
+(CastedSparseEmbeddingSignSGD_Distributed on the puzzle embedding, then AdamATan2), as the trainer does.
+
+FLOP count (model FLOPs from the shapes, `hrm.model.config.flops_per_example`):
+  * one block application costs, per token, 2·(its weight count) for the qkv / o / gate_up / down matmuls
+    plus 4·S·hidden for the attention score and value matmuls (S = 82: 81 cells + the puzzle position);
+  * a segment applies H_cycles·(L_cycles·L_layers + H_layers) = 24 blocks (16 without grad + the last L and
+    H update, 8, with grad), plus lm_head on every position and q_head on position 0;
+  * the Q-target forward applies another 24 blocks (+ q_head; lm_head is skipped, its output is unused);
+  * backward ≈ 2× the forward of the 8 gradient-carrying blocks and the heads (dX and dW matmuls).
+  Element-wise work (norms, RoPE, softmax, SiLU) and the optimizers count zero FLOPs: they are overhead.
+
+Peak: torch.mm of 2048×2048 float32 matrices repeated for a few seconds, measured in the same process,
+before every configuration; MFU = achieved FLOP/s / the best peak seen. The machine is shared, so every
+number is the best of several repeats (the least-disturbed one).
+
+    python bench/step.py                          # eager, CPU, the table of the issue
+    python bench/step.py --compile                # also torch.compile'd (opt-in)
+    python bench/step.py --cuda                   # bf16 on the GPU at the paper config, batch 768
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import torch
+
+from hrm.model.config import HRMConfig, flops_per_example
+from hrm.model.hrm_act import HierarchicalReasoningModel_ACTV1
+from hrm.model.losses import ACTLossHead
+from hrm.optim.adam_atan2 import AdamATan2
+from hrm.optim.sign_sgd import CastedSparseEmbeddingSignSGD_Distributed
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def _clocks() -> tuple[float, float]:
+    return time.perf_counter(), time.process_time()
+
+
+def matmul_peak(device: torch.device, dtype: torch.dtype, seconds: float, n: int = 2048) -> tuple[float, float]:
+    """Best (wall, CPU-time) FLOP/s of n×n matmuls over ~0.3 s windows within `seconds`."""
+    a = torch.randn(n, n, device=device, dtype=dtype)
+    b = torch.randn(n, n, device=device, dtype=dtype)
+    out = torch.empty(n, n, device=device, dtype=dtype)
+    torch.mm(a, b, out=out)
+    _sync(device)
+    best_wall = best_cpu = 0.0
+    end = time.perf_counter() + seconds
+    while time.perf_counter() < end:
+        reps, (w0, c0) = 0, _clocks()
+        while True:
+            torch.mm(a, b, out=out)
+            reps += 1
+            _sync(device)
+            if time.perf_counter() - w0 > 0.3:
+                break
+        w1, c1 = _clocks()
+        best_wall = max(best_wall, 2 * n ** 3 * reps / (w1 - w0))
+        best_cpu = max(best_cpu, 2 * n ** 3 * reps / max(c1 - c0, 1e-9))
+    return best_wall, best_cpu
+
+
+def build(hidden: int, batch: int, device: torch.device, dtype: str, seed: int = 0):
+    cfg = HRMConfig(batch_size=batch, seq_len=81, vocab_size=11, puzzle_emb_ndim=hidden,
+                    num_puzzle_identifiers=1, hidden_size=hidden, num_heads=max(1, hidden // 64),
+                    forward_dtype=dtype)
+    torch.manual_seed(seed)
+    with torch.device(device):
+        head = ACTLossHead(HierarchicalReasoningModel_ACTV1(cfg))
+    head.train()
+    sparse = CastedSparseEmbeddingSignSGD_Distributed(head.model.puzzle_emb.buffers(), world_size=1,
+                                                      lr=1e-4, weight_decay=0.1)
+    adam = AdamATan2(head.parameters(), lr=1e-4, betas=(0.9, 0.95), weight_decay=0.1)
+    g = torch.Generator().manual_seed(seed)
+    data = dict(inputs=torch.randint(1, 11, (batch, 81), generator=g, dtype=torch.int32),
+                labels=torch.randint(2, 11, (batch, 81), generator=g, dtype=torch.int32),
+                puzzle_identifiers=torch.zeros(batch, dtype=torch.int32))
+    data = {k: v.to(device) for k, v in data.items()}
+    return cfg, head, (sparse, adam), data
+
+
+def make_step(head, optimizers, data, batch: int, compiled: bool):
+    fwd = torch.compile(head, dynamic=False) if compiled else head
+    state = {"carry": head.initial_carry(data)}
+
+    def step() -> None:
+        carry, loss, _metrics, _, _ = fwd(state["carry"], data)
+        (loss / batch).backward()
+        for opt in optimizers:   # sparse SignSGD first, then AdamATan2 (the reference order)
+            opt.step()
+            opt.zero_grad()
+        state["carry"] = carry
+
+    return step
+
+
+def time_steps(step, device: torch.device, steps: int, repeats: int, warmup: int) -> tuple[float, float]:
+    """Best (wall, CPU-time) seconds per step over `repeats` runs of `steps` steps."""
+    for _ in range(warmup):
+        step()
+    _sync(device)
+    best_wall = best_cpu = float("inf")
+    for _ in range(repeats):
+        w0, c0 = _clocks()
+        for _ in range(steps):
+            step()
+        _sync(device)
+        w1, c1 = _clocks()
+        best_wall = min(best_wall, (w1 - w0) / steps)
+        best_cpu = min(best_cpu, (c1 - c0) / steps)
+    return best_wall, best_cpu
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--hidden", type=int, nargs="+", default=[128, 256, 512])
+    p.add_argument("--batch", type=int, nargs="+", default=[32, 64])
+    p.add_argument("--steps", type=int, default=2, help="steps per timed repeat")
+    p.add_argument("--repeats", type=int, default=4, help="timed repeats per configuration (best is kept)")
+    p.add_argument("--warmup", type=int, default=2)
+    p.add_argument("--peak-seconds", type=float, default=3.0)
+    p.add_argument("--threads", type=int, help="torch.set_num_threads (default: torch's choice)")
+    p.add_argument("--compile", action="store_true", help="also time torch.compile'd steps (opt-in)")
+    p.add_argument("--cuda", action="store_true", help="GPU, bf16, paper config: hidden 512, batch 768")
+    args = p.parse_args()
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = torch.device("cuda" if args.cuda else "cpu")
+    if args.cuda:
+        if not torch.cuda.is_available():
+            raise SystemExit("--cuda: torch sees no CUDA device")
+        torch.backends.cuda.matmul.allow_tf32 = False
+        hiddens, batches, dtype, mm_dtype = [512], [768], "bfloat16", torch.bfloat16
+    else:
+        hiddens, batches, dtype, mm_dtype = args.hidden, args.batch, "float32", torch.float32
+    name = torch.cuda.get_device_name() if args.cuda else f"CPU, {torch.get_num_threads()} threads"
+    print(f"device: {name}; torch {torch.__version__}; compute {dtype}; best of {args.repeats}×{args.steps} steps")
+
+    modes = ["eager"] + (["compile"] if args.compile else [])
+    peak_wall = peak_cpu = 0.0
+    rows = []
+    print(f"{'mode':<8}{'hidden':>7}{'batch':>6}{'step s':>9}{'ex/s':>8}{'GFLOP/s':>9}{'peak':>7}{'MFU':>7}"
+          f"{'cpu s':>9}{'MFU(cpu)':>10}")
+    for mode in modes:
+        for hidden in hiddens:
+            for batch in batches:
+                pw, pc = matmul_peak(device, mm_dtype, args.peak_seconds)
+                peak_wall, peak_cpu = max(peak_wall, pw), max(peak_cpu, pc)
+                cfg, head, opts, data = build(hidden, batch, device, dtype)
+                step = make_step(head, opts, data, batch, compiled=mode == "compile")
+                warmup = args.warmup + (2 if mode == "compile" else 0)
+                wall, cpu = time_steps(step, device, args.steps, args.repeats, warmup)
+                flop = flops_per_example(cfg, train=True) * batch
+                rows.append((mode, hidden, batch, flop / wall / peak_wall, flop / cpu / peak_cpu))
+                print(f"{mode:<8}{hidden:>7}{batch:>6}{wall:>9.3f}{batch / wall:>8.1f}{flop / wall / 1e9:>9.1f}"
+                      f"{peak_wall / 1e9:>7.1f}{flop / wall / peak_wall:>7.1%}{cpu:>9.3f}{flop / cpu / peak_cpu:>10.1%}",
+                      flush=True)
+    print(f"\npeak ({mm_dtype}, 2048² mm, best window of the run): {peak_wall / 1e9:.1f} GFLOP/s wall, "
+          f"{peak_cpu / 1e9:.1f} GFLOP per CPU-second")
+    print("MFU = model FLOP/s ÷ peak. 'MFU(cpu)' divides by the CPU time this process got instead of wall time:"
+          " on a shared machine it removes the time other processes held the cores (exact for 1 thread).")
+    for mode, hidden, batch, mfu, mfu_cpu in rows:
+        print(f"  {mode:<8} hidden {hidden:>4} batch {batch:>4}: MFU {mfu:6.1%}   MFU(cpu) {mfu_cpu:6.1%}")
+
+
+if __name__ == "__main__":
+    main()
