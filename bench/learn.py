@@ -44,6 +44,7 @@ def run_task(task: str, preset: str, minutes: float, overrides: list[str], root:
     p = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     tail = EventTailer(run_dir / "events.jsonl")
     t_start: float | None = None  # the clock starts when training starts (after the dataset build)
+    stopped_at: float | None = None
     curve: list[dict] = []
     last_train: dict = {}
     print(f"{'min':>6} {'step':>7} {'train exact':>11} {METRIC[task]:>12} {'eval exact':>10} {'act steps':>9}",
@@ -56,7 +57,7 @@ def run_task(task: str, preset: str, minutes: float, overrides: list[str], root:
                 elif e["kind"] == "train":
                     last_train = e
                 elif e["kind"] == "eval" and t_start is not None:
-                    row = {"minutes": (time.monotonic() - t_start) / 60, "step": e["step"],
+                    row = {"minutes": ((stopped_at or time.monotonic()) - t_start) / 60, "step": e["step"],
                            "train_exact": last_train.get("exact_accuracy"),
                            "changed_accuracy": e.get("changed_accuracy"), "exact_accuracy": e["exact_accuracy"],
                            "act_steps": e.get("act_steps_hist")}
@@ -64,10 +65,10 @@ def run_task(task: str, preset: str, minutes: float, overrides: list[str], root:
                     print(f"{row['minutes']:6.1f} {row['step']:7d} {_pct(row['train_exact']):>11} "
                           f"{_pct(row['changed_accuracy']):>12} {_pct(row['exact_accuracy']):>10} "
                           f"{_mean_hist(e.get('act_steps_hist')):>9}", flush=True)
-            if t_start is not None and time.monotonic() - t_start > minutes * 60:
+            if t_start is not None and stopped_at is None and time.monotonic() - t_start > minutes * 60:
+                stopped_at = time.monotonic()
                 send_command(run_dir, "eval", timeout=600)
                 send_command(run_dir, "stop", timeout=600)
-                t_start = float("inf")
             time.sleep(1.0)
         for e in tail.read():
             if e["kind"] == "eval":
