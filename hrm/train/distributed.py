@@ -11,6 +11,7 @@ import datetime
 import logging
 import os
 import socket
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -176,7 +177,12 @@ def dead_ranks(env: DistEnv) -> list[int]:
 
 def describe_failure(env: DistEnv, err: BaseException) -> str:
     """A one-line reason for the status event when a collective fails."""
+    # A killed peer's sockets close a moment before the kernel marks it dead: look again briefly.
+    deadline = time.monotonic() + 3.0
     gone = dead_ranks(env)
+    while not gone and time.monotonic() < deadline:
+        time.sleep(0.1)
+        gone = dead_ranks(env)
     if gone:
         who = ", ".join(f"rank {r} (pid {env.peers[r][1]} on {env.peers[r][0]})" for r in gone)
         return f"{who} died; the run cannot continue ({type(err).__name__})"

@@ -60,9 +60,9 @@ def evaluate(head: torch.nn.Module, data_root: Path, global_batch: int, env: D.D
                 samples += _samples(batch, preds, valid, MAX_SAMPLES - len(samples))
     finally:
         head.train(was_training)
-    D.all_reduce_sum(env, sums)
-    D.all_reduce_sum(env, hist)
-    D.all_reduce_sum(env, changed)
+    # One collective for the three (NCCL needs them on the device; gloo takes CPU tensors).
+    packed = D.all_reduce_sum(env, torch.cat([sums, hist, changed]).to(env.device)).cpu()
+    sums, hist, changed = packed.split([len(EVAL_KEYS), halt_max_steps, 2])
     count = max(float(sums[EVAL_KEYS.index("count")]), 1.0)
     out: dict[str, Any] = {k: float(sums[i]) / count for i, k in enumerate(EVAL_KEYS) if k != "count"}
     out["act_steps_mean"] = out.pop("steps")
