@@ -21,7 +21,9 @@ from hrm_tui.runstate import LIVE_STATES
 EVENTS = "events.jsonl"
 TRAINER_LOG = "trainer.log"
 _TAIL_BYTES = 64 * 1024
-_children: list[subprocess.Popen] = []  # launched by this app: polled so they never linger as zombies
+# Trainers launched by this app, by run directory: polled so they never linger as zombies, and
+# counted as alive while they start (before the trainer has written its pid file).
+_children: dict[Path, subprocess.Popen] = {}
 
 
 @dataclass
@@ -45,31 +47,18 @@ class LaunchError(Exception):
 
 # ---- reading a run directory cheaply ------------------------------------------------------------
 def trainer_alive(run_dir: Path) -> bool:
+    """The run's trainer lives: its pid file names a living process (hrm.train.pidfile), or it is a
+    process this app launched that has not exited yet."""
+    from hrm.train.pidfile import trainer_alive as _alive
+
     reap_children()
-    try:
-        from hrm.train.pidfile import trainer_alive as _alive
-    except ImportError:  # area T1 not landed yet: same contract, read the JSON pid file ourselves
-        return _pidfile_alive(run_dir)
-    return bool(_alive(run_dir))
-
-
-def _pidfile_alive(run_dir: Path) -> bool:
-    import psutil
-
-    try:
-        info = json.loads((run_dir / "trainer.pid").read_text())
-        proc = psutil.Process(int(info["pid"]))
-        if proc.status() == psutil.STATUS_ZOMBIE:
-            return False
-        return abs(proc.create_time() - float(info["create_time"])) < 1.0
-    except (OSError, ValueError, KeyError, TypeError, psutil.Error):
-        return False
+    return Path(run_dir).resolve() in _children or bool(_alive(run_dir))
 
 
 def reap_children() -> None:
-    for proc in list(_children):
+    for run_dir, proc in list(_children.items()):
         if proc.poll() is not None:
-            _children.remove(proc)
+            del _children[run_dir]
 
 
 def _tail_events(path: Path, nbytes: int = _TAIL_BYTES) -> list[dict[str, Any]]:
@@ -121,20 +110,20 @@ def run_info(run_dir: Path) -> RunInfo:
         if isinstance(ev.get("t"), (int, float)):
             last_t = float(ev["t"])
     alive = trainer_alive(run_dir)
-    status = derive_status(state, alive, has_events=events_path.exists())
+    status = derive_status(state, alive, has_events=events_path.exists(), has_log=(run_dir / TRAINER_LOG).exists())
     return RunInfo(run_dir, status, step, total if isinstance(total, int) else None, alive, last_t, reason)
 
 
-def derive_status(last_state: str, alive: bool, has_events: bool = True) -> str:
+def derive_status(last_state: str, alive: bool, has_events: bool = True, has_log: bool = False) -> str:
     """What to call a run, given the last `status` event and whether its trainer lives."""
-    if alive:
-        return last_state if last_state in LIVE_STATES else "running"
+    if alive:  # a live process that has not said "running" yet (or a resume of a finished run)
+        return last_state if last_state in LIVE_STATES else "starting"
     if last_state in ("finished", "failed"):
         return last_state
     if last_state == "stopping":
         return "stopped"
     if not has_events:
-        return "unknown"
+        return "died" if has_log else "unknown"  # e.g. exited on bad arguments before any event
     return "died"  # no final status and no process: killed or crashed hard
 
 
@@ -212,7 +201,7 @@ def _spawn(argv: list[str], run_dir: Path, env: dict[str, str] | None = None) ->
         log.flush()
         proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                                 start_new_session=True, close_fds=True, env=env, cwd=os.getcwd())
-    _children.append(proc)
+    _children[run_dir.resolve()] = proc
     return proc
 
 

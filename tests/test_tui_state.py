@@ -105,6 +105,8 @@ def test_derive_status() -> None:
     assert runs.derive_status("stopping", alive=False) == "stopped"
     assert runs.derive_status("running", alive=False) == "died"  # kill -9: no final status
     assert runs.derive_status("unknown", alive=False, has_events=False) == "unknown"
+    assert runs.derive_status("unknown", alive=False, has_events=False, has_log=True) == "died"
+    assert runs.derive_status("finished", alive=True) == "starting"  # a resume on its way up
 
 
 def test_run_info_and_list_runs(tmp_path: Path) -> None:
@@ -157,8 +159,10 @@ def test_spawn_is_detached_with_output_in_trainer_log(tmp_path: Path) -> None:
     """The launched process has its own session (a closed terminal's SIGHUP never reaches it),
     no stdin, and writes to trainer.log."""
     code = "import os, sys; print('sid', os.getsid(0), 'stdin', sys.stdin.read() == ''); sys.stdout.flush()"
-    proc = runs._spawn([sys.executable, "-c", code], tmp_path / "r")
+    proc = runs._spawn([sys.executable, "-c", code + "; import time; time.sleep(1)"], tmp_path / "r")
+    assert runs.trainer_alive(tmp_path / "r")  # ours and starting, before any pid file exists
     assert proc.wait(20) == 0
+    assert not runs.trainer_alive(tmp_path / "r")
     log = (tmp_path / "r" / "trainer.log").read_text()
     assert f"sid {proc.pid} stdin True" in log  # session leader: its sid is its own pid
     assert os.getsid(0) != proc.pid

@@ -193,7 +193,8 @@ class DashboardScreen(Screen):
         if self.state is None:
             self.status = "none"
             return
-        self.status = derive_status(self.state.status, self.alive, has_events=self.state.events_seen > 0)
+        self.status = derive_status(self.state.status, self.alive, has_events=self.state.events_seen > 0,
+                                    has_log=bool(self._log_tail))
 
     # ---- drawing (batched: at most every REDRAW_S) -------------------------------------------
     def _flush(self) -> None:

@@ -25,6 +25,19 @@ if TYPE_CHECKING:
     from hrm_tui.app import HrmApp
 
 MARK = {"failed": "✗", "died": "✗"}
+RUN_COLUMNS = [" ", "run", "status", "step"]
+CKPT_COLUMNS = ["step", "eval exact", "saved", "size"]
+
+
+def fill_table(table: DataTable, labels: list[str], rows: list[tuple[str, tuple[str, ...]]]) -> None:
+    """Replace a table's rows, with column widths computed here: left to DataTable's own sizing,
+    columns sometimes stayed at their header widths (Textual 8.2.8)."""
+    widths = [max([len(label)] + [len(r[i]) for _, r in rows]) for i, label in enumerate(labels)]
+    table.clear(columns=True)
+    for label, width in zip(labels, widths):
+        table.add_column(label, width=width)
+    for key, row in rows:
+        table.add_row(*row, key=key)
 
 
 class RunsScreen(Screen):
@@ -51,6 +64,8 @@ class RunsScreen(Screen):
     def __init__(self) -> None:
         super().__init__()
         self.infos: list[RunInfo] = []
+        self._shown: dict[str, tuple[str, ...]] = {}  # the row values on screen, by run path
+        self._ckpt_rows: list[tuple[str, tuple[str, ...]]] | None = None
         self.checkpoints: list[Any] = []
 
     @property
@@ -67,11 +82,8 @@ class RunsScreen(Screen):
     def on_mount(self) -> None:
         runs_table = self.query_one("#runs", DataTable)
         runs_table.border_title = "Runs"
-        for label, key in ((" ", "mark"), ("run", "run"), ("status", "status"), ("step", "step")):
-            runs_table.add_column(label, key=key)
         ckpts = self.query_one("#ckpts", DataTable)
         ckpts.border_title = "Checkpoints"
-        ckpts.add_columns("step", "eval exact", "saved", "size")
         self.set_interval(2.0, self.scan)
 
     def on_screen_resume(self) -> None:
@@ -86,20 +98,13 @@ class RunsScreen(Screen):
     def on_runs_screen_scanned(self, msg: Scanned) -> None:
         table = self.query_one("#runs", DataTable)
         keep = self.selected_run
-        same_rows = [str(i.path) for i in msg.infos] == [str(i.path) for i in self.infos] and table.row_count
         self.infos = msg.infos
         rows = [(MARK.get(i.status, "●" if i.status in LIVE_STATES else "○"), i.name, i.status, f"{i.step:,}")
                 for i in msg.infos]
-        if not same_rows:
-            table.clear()
-            for info in msg.infos:
-                table.add_row("", "", "", "", key=str(info.path))
-        # Cells set through update_cell(update_width=True): add_row alone left the columns at their
-        # header widths until the next update (Textual 8.2.8). Also the usual 2-second refresh: in place.
-        for info, row in zip(msg.infos, rows):
-            for col, value in zip(("mark", "run", "status", "step"), row):
-                table.update_cell(str(info.path), col, value, update_width=True)
-        if not same_rows:
+        shown = {str(i.path): row for i, row in zip(msg.infos, rows)}
+        if shown != self._shown:  # the usual 2-second refresh changes nothing: leave the table alone
+            fill_table(table, RUN_COLUMNS, list(shown.items()))
+            self._shown = shown
             if keep is not None:
                 for i, info in enumerate(self.infos):
                     if info.path == keep:
@@ -132,13 +137,15 @@ class RunsScreen(Screen):
         if msg.run_dir != self.selected_run:
             return
         self.checkpoints = msg.checkpoints
-        table = self.query_one("#ckpts", DataTable)
-        table.clear()
+        rows = []
         for c in msg.checkpoints:
             exact = f"{c.score * 100:.1f} %" if c.score is not None else "–"
             saved = time.strftime("%m-%d %H:%M", time.localtime(c.mtime))
-            table.add_row(f"{c.step:,}", exact + (" best" if c.best else ""), saved, runs.human_size(c.size),
-                          key=str(c.path))
+            rows.append((str(c.path), (f"{c.step:,}", exact + (" best" if c.best else ""), saved,
+                                       runs.human_size(c.size))))
+        if rows != self._ckpt_rows:  # unchanged on the 2-second refresh: keep the cursor where it is
+            fill_table(self.query_one("#ckpts", DataTable), CKPT_COLUMNS, rows)
+            self._ckpt_rows = rows
         self.selected_has_ckpt = bool(msg.checkpoints)
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:

@@ -22,16 +22,19 @@ class GpuPanel(Widget):
     def __init__(self, **kwargs) -> None:
         super().__init__(**kwargs)
         self._state: RunState | None = None
+        self._sample: dict = {}
         self._source = ""
 
     def show(self, state: RunState | None, source: str) -> None:
+        # Keep the sample dict shown with its source: the state gets a new dict per sample.
         self._state, self._source = state, source
+        self._sample = state.system if state is not None else {}
         self.refresh(layout=True)
 
     def render(self) -> Text:
         s = self._state
         t = Text()
-        sample = s.system if s is not None else {}
+        sample = self._sample
         if not sample:
             return Text("waiting for the first system sample…", style="dim")
         width = max(10, self.size.width)
