@@ -144,7 +144,9 @@ class SwiGLU(nn.Module):
         gate, up = self.gate_up_proj(x).chunk(2, dim=-1)
         if torch.is_grad_enabled():
             return self.down_proj(F.silu(gate) * up)
-        return self.down_proj(F.silu(gate, inplace=True).mul_(up))
+        # out-of-place silu (reads the strided half, writes contiguous) then in-place mul: same values,
+        # faster on CPU than silu in place on the strided view
+        return self.down_proj(F.silu(gate).mul_(up))
 
 
 class Block(nn.Module):
