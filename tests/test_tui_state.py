@@ -246,3 +246,19 @@ def test_cli_attach_to_a_missing_run_says_what_to_give(tmp_path: Path, capsys: p
     assert exc.value.code == 2
     err = capsys.readouterr().err
     assert "no run directory nope" in err and "run id under --runs-root" in err
+
+
+def test_cost_estimates_order_presets() -> None:
+    from hrm.train.config import describe, load_preset
+    from hrm_tui.costs import estimate
+
+    def est(name: str) -> tuple[float, float]:
+        cfg = load_preset(name)
+        info = {**describe(cfg), "hidden_size": cfg.model.hidden_size,
+                "layers": cfg.model.H_layers + cfg.model.L_layers}
+        mem, step = estimate(info)
+        assert mem.startswith("≥") and mem.endswith(" MiB") and step.startswith("≈") and step.endswith(" s")
+        return float(mem[1:-4].replace(",", "")), float(step[1:-2])
+
+    tiny, small = est("tiny"), est("sudoku-cpu")
+    assert tiny[0] < small[0] and tiny[1] < small[1]

@@ -16,14 +16,11 @@ from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Input, Label, Static
 
 from hrm_tui import runs
+from hrm_tui.costs import estimate
 from hrm_tui.runs import LaunchError
 
 if TYPE_CHECKING:
     from hrm_tui.app import HrmApp
-
-# Rough sustained throughput for the step-time estimate (FLOP/s); the picker says "≈".
-_THROUGHPUT = {"cpu": 2e10, "cuda": 1.5e14}
-
 
 def user_preset_dirs() -> list[Path]:
     """Where the user's own presets live: $HRM_TUI_PRESETS (':'-separated), else ~/.config/hrm-tui/presets."""
@@ -43,29 +40,19 @@ def preset_files() -> list[Path]:
     return files
 
 
-def _estimate(info: dict[str, Any]) -> tuple[str, str]:
-    """(memory, time per step) estimates, from the parameter count and FLOPs (no torch, no data)."""
-    device = info.get("device", "auto")
-    kind = "cuda" if device == "cuda" or (device == "auto" and int(info.get("gpus") or 1) > 1) else "cpu"
-    flops = float(info.get("flops_per_step") or 0.0)
-    gpus = max(1, int(info.get("gpus") or 1))
-    secs = flops / (_THROUGHPUT[kind] * gpus) if flops else None
-    n = int(info.get("num_params") or 0)
-    mem = n * 16  # weights + grads + two Adam moments, fp32
-    step = "?" if secs is None else (f"{secs:.2f} s" if secs < 10 else f"{secs:.0f} s")
-    return f"≥{mem / 2**20:.0f} MiB", f"≈{step}"
-
-
 def describe_preset(path: Path) -> dict[str, Any]:
     """One picker row; errors in a user's file become a row that says what is wrong."""
     from hrm.train.config import describe, load_preset
 
     try:
-        info = describe(load_preset(path))
+        cfg = load_preset(path)
+        info = describe(cfg)
     except Exception as exc:  # a broken user preset must not break the picker
         return {"path": path, "preset": path.stem, "error": str(exc).splitlines()[0]}
     info["path"] = path
-    info["mem"], info["step_est"] = _estimate(info)
+    info["hidden_size"] = cfg.model.hidden_size
+    info["layers"] = cfg.model.H_layers + cfg.model.L_layers
+    info["mem"], info["step_est"] = estimate(info)
     try:
         from hrm.data.recipes import is_built
 
