@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="hrm-tui", description="Launch, watch and steer HRM training runs.")
-    parser.add_argument("--runs-root", type=Path, default=Path("runs"), help="where runs live (default ./runs)")
+    parser.add_argument("--runs-root", type=Path, default=Path(os.environ.get("HRM_RUNS_ROOT", "runs")),
+                        help="where runs live (default: $HRM_RUNS_ROOT or ./runs, as hrm-train)")
     parser.add_argument("--readonly", action="store_true", help="watch only: hide every control")
     sub = parser.add_subparsers(dest="command")
     attach = sub.add_parser("attach", help="open one run directory directly")
