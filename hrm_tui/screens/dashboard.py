@@ -270,7 +270,7 @@ class DashboardScreen(Screen):
         if action in CONTROL_ACTIONS and (self.hrm.readonly or not self.alive):
             return False
         if action == "pause":
-            return st in ("running", "starting")
+            return st == "running"
         if action == "resume":
             return st == "paused"
         if action in ("checkpoint", "evaluate"):
