@@ -291,3 +291,19 @@ def test_learned_positions_and_no_puzzle_embedding_variants_run() -> None:
         carry, loss, *_ = head(head.initial_carry(batch(0)), batch(0))
         loss.backward()
         assert torch.isfinite(loss) and carry.inner_carry.z_H.shape[1] == S + (1 if kw.get("puzzle_emb_ndim", 32) else 0)
+
+
+def test_bfloat16_forward_dtype_path() -> None:
+    """The CUDA default compute dtype: fp32 master weights cast at use, norms/RoPE in fp32, Q logits fp32."""
+    m32, m16 = make(12).train(), make(12, forward_dtype="bfloat16").train()
+    assert m16.inner.H_init.dtype == torch.bfloat16 and m16.inner.lm_head.weight.dtype == torch.float32
+    m16.load_state_dict(m32.state_dict())
+    head = ACTLossHead(m16)
+    carry, loss, metrics, out, _ = head(head.initial_carry(batch(0)), batch(0), return_keys=("logits",))
+    loss.backward()
+    assert out["logits"].dtype == torch.bfloat16 and carry.inner_carry.z_H.dtype == torch.bfloat16
+    assert loss.dtype == torch.float64 and torch.isfinite(loss)
+    assert m16.inner.L_level.layers[0].self_attn.qkv_proj.weight.grad.dtype == torch.float32
+    with torch.no_grad():
+        _, ref, *_ = ACTLossHead(m32)(ACTLossHead(m32).initial_carry(batch(0)), batch(0))
+    assert loss.item() == pytest.approx(ref.item(), rel=0.05)
