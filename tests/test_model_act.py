@@ -307,3 +307,12 @@ def test_bfloat16_forward_dtype_path() -> None:
     with torch.no_grad():
         _, ref, *_ = ACTLossHead(m32)(ACTLossHead(m32).initial_carry(batch(0)), batch(0))
     assert loss.item() == pytest.approx(ref.item(), rel=0.05)
+
+
+def test_puzzle_embedding_grad_buffer_stays_a_leaf_after_module_moves() -> None:
+    emb = make(0).inner.puzzle_emb
+    emb._apply(lambda t: t.clone())        # what .to(device) does to buffers: outside no_grad
+    assert emb.local_weights.is_leaf and emb.local_weights.requires_grad
+    emb.train()(torch.zeros(B, dtype=torch.int32)).sum().backward()
+    assert torch.equal(emb.local_weights.grad, torch.ones(B, 32))
+    assert emb.local_ids.dtype == torch.int32 and "local_weights" not in emb.state_dict()
