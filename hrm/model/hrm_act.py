@@ -128,9 +128,10 @@ class HierarchicalReasoningModel_ACTV1_Inner(nn.Module):
         with torch.no_grad():
             z_H, z_L = carry.z_H, carry.z_L
             for h_step in range(cfg.H_cycles):
+                injection = z_H + x                     # z_H is fixed during the L steps of one H cycle
                 for l_step in range(cfg.L_cycles):
                     if not (h_step == cfg.H_cycles - 1 and l_step == cfg.L_cycles - 1):
-                        z_L = self.L_level(z_L, z_H + x, rope)
+                        z_L = self.L_level(z_L, injection, rope)
                 if h_step != cfg.H_cycles - 1:
                     z_H = self.H_level(z_H, z_L, rope)
         z_L = self.L_level(z_L, z_H + x, rope)

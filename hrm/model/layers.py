@@ -105,8 +105,15 @@ def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin_signed: torch.Tensor) -> 
     dtype = x.dtype
     x = x.to(torch.float32)
     half = x.shape[-1] // 2
-    swapped = torch.cat((x[..., half:], x[..., :half]), dim=-1)     # [x2, x1]
-    return (x * cos + swapped * sin_signed).to(dtype)
+    if torch.is_grad_enabled():
+        swapped = torch.cat((x[..., half:], x[..., :half]), dim=-1)     # [x2, x1]
+        return (x * cos + swapped * sin_signed).to(dtype)
+    # without grad: write [x2·(−sin_a), x1·sin_b] straight into one buffer (no cat copy), add in place
+    out = x * cos
+    rot = torch.empty_like(out)
+    torch.mul(x[..., half:], sin_signed[..., :half], out=rot[..., :half])
+    torch.mul(x[..., :half], sin_signed[..., half:], out=rot[..., half:])
+    return out.add_(rot).to(dtype)
 
 
 class Attention(nn.Module):
