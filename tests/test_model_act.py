@@ -316,3 +316,14 @@ def test_puzzle_embedding_grad_buffer_stays_a_leaf_after_module_moves() -> None:
     emb.train()(torch.zeros(B, dtype=torch.int32)).sum().backward()
     assert torch.equal(emb.local_weights.grad, torch.ones(B, 32))
     assert emb.local_ids.dtype == torch.int32 and "local_weights" not in emb.state_dict()
+
+
+def test_resolve_forward_dtype() -> None:
+    from hrm.model.layers import resolve_forward_dtype
+
+    assert resolve_forward_dtype(None, "cpu") == torch.float32
+    assert resolve_forward_dtype("auto", torch.device("cuda", 0)) == torch.bfloat16
+    assert resolve_forward_dtype("bfloat16", "cpu") == torch.bfloat16
+    with pytest.raises(ValueError, match="forward_dtype"):
+        resolve_forward_dtype("int8", "cpu")
+    assert make(0, forward_dtype="auto").inner.forward_dtype == torch.float32   # built on the CPU
