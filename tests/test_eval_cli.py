@@ -134,3 +134,25 @@ def test_eval_errors_are_one_line(dataset: Path, tmp_path: Path, capsys: pytest.
     assert code == 2 and "expected shape" in err and err.count("\n") == 1
     code, _, err = _run(capsys, "--checkpoint", str(ckpt), "--data", str(tmp_path / "nowhere"))
     assert code == 2 and "nowhere" in err
+
+
+def test_eval_on_real_reference_format_sudoku(shared_data: Path, tmp_path: Path,
+                                              capsys: pytest.CaptureFixture) -> None:
+    """The reference builder's arrays (uint8, ignore_label_id 0 → −100) as a test split."""
+    root = tmp_path / "sudoku"
+    root.mkdir()
+    (root / "test").symlink_to(shared_data / "sudoku-extreme-train-1k" / "npy", target_is_directory=True)
+    torch.manual_seed(0)
+    head = ACTLossHead(HierarchicalReasoningModel_ACTV1(HRMConfig(batch_size=16, seq_len=81, vocab_size=11, **MODEL)))
+    ckpt = tmp_path / "s.pt"
+    torch.save({"format": "hrm-tui-checkpoint", "step": 0, "model": head.model.state_dict(),
+                "config": {"model": MODEL, "train": {"global_batch_size": 16}}}, ckpt)
+    out_dir = tmp_path / "o"
+    code, out, err = _run(capsys, "--checkpoint", str(ckpt), "--data", str(root), "--json", "--max-examples", "40",
+                          "--save-outputs", str(out_dir))
+    assert code == 0, err
+    r = json.loads(out)
+    assert r["num_examples"] == 40 and r["metrics"]["count"] == 40 and r["segments"] == MODEL["halt_max_steps"]
+    labels = np.load(out_dir / "labels.npy")
+    assert labels.shape == (40, 81) and labels.min() >= 2      # every cell supervised, digits 2..10
+    assert 0.0 <= r["metrics"]["accuracy"] <= 1.0
