@@ -15,7 +15,8 @@ FLOP count (model FLOPs from the shapes, `hrm.model.config.flops_per_example`):
   Element-wise work (norms, RoPE, softmax, SiLU) and the optimizers count zero FLOPs: they are overhead.
 
 Peak: torch.mm of 2048×2048 float32 matrices repeated for a few seconds, measured in the same process,
-before every configuration; MFU = achieved FLOP/s / the best peak seen. The machine is shared, so every
+before every timed run; MFU = achieved FLOP/s / the best peak of the run, and 'paired' / the peak of
+the same moment. The machine is shared, so every
 number is the best of several repeats (the least-disturbed one).
 
     python bench/step.py                          # eager, CPU, the table of the issue
@@ -103,21 +104,29 @@ def make_step(head, optimizers, data, batch: int, compiled: bool):
     return step
 
 
-def time_steps(step, device: torch.device, steps: int, repeats: int, warmup: int) -> tuple[float, float]:
-    """Best (wall, CPU-time) seconds per step over `repeats` runs of `steps` steps."""
+def time_steps(step, device: torch.device, steps: int, repeats: int, warmup: int, peak) -> dict[str, float]:
+    """Best wall and CPU seconds per step over `repeats` runs of `steps` steps; before each run the matmul
+    peak is measured again (`peak()` → (wall, cpu) FLOP/s), so each run also gives a *paired* ratio to
+    the peak of the same moment (the load of a shared machine drifts between seconds)."""
     for _ in range(warmup):
         step()
     _sync(device)
-    best_wall = best_cpu = float("inf")
+    out = dict(wall=float("inf"), cpu=float("inf"), peak_wall=0.0, peak_cpu=0.0,
+               paired_wall=float("inf"), paired_cpu=float("inf"))
     for _ in range(repeats):
+        pw, pc = peak()
         w0, c0 = _clocks()
         for _ in range(steps):
             step()
         _sync(device)
         w1, c1 = _clocks()
-        best_wall = min(best_wall, (w1 - w0) / steps)
-        best_cpu = min(best_cpu, (c1 - c0) / steps)
-    return best_wall, best_cpu
+        wall, cpu = (w1 - w0) / steps, (c1 - c0) / steps
+        out["wall"], out["cpu"] = min(out["wall"], wall), min(out["cpu"], cpu)
+        out["peak_wall"], out["peak_cpu"] = max(out["peak_wall"], pw), max(out["peak_cpu"], pc)
+        # seconds per step × peak FLOP/s of the same moment: smaller is better
+        out["paired_wall"] = min(out["paired_wall"], wall * pw)
+        out["paired_cpu"] = min(out["paired_cpu"], cpu * pc)
+    return out
 
 
 def main() -> None:
@@ -127,7 +136,7 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=2, help="steps per timed repeat")
     p.add_argument("--repeats", type=int, default=4, help="timed repeats per configuration (best is kept)")
     p.add_argument("--warmup", type=int, default=2)
-    p.add_argument("--peak-seconds", type=float, default=3.0)
+    p.add_argument("--peak-seconds", type=float, default=1.0, help="matmul peak measured before every timed run")
     p.add_argument("--threads", type=int, help="torch.set_num_threads (default: torch's choice)")
     p.add_argument("--compile", action="store_true", help="also time torch.compile'd steps (opt-in)")
     p.add_argument("--cuda", action="store_true", help="GPU, bf16, paper config: hidden 512, batch 768")
@@ -149,28 +158,35 @@ def main() -> None:
     modes = ["eager"] + (["compile"] if args.compile else [])
     peak_wall = peak_cpu = 0.0
     rows = []
-    print(f"{'mode':<8}{'hidden':>7}{'batch':>6}{'step s':>9}{'ex/s':>8}{'GFLOP/s':>9}{'peak':>7}{'MFU':>7}"
-          f"{'cpu s':>9}{'MFU(cpu)':>10}")
+    print(f"{'mode':<8}{'hidden':>7}{'batch':>6}{'step s':>8}{'ex/s':>7}{'GFLOP/s':>9}{'MFU':>7}{'paired':>8}"
+          f"{'cpu s':>8}{'MFU(cpu)':>9}{'paired':>8}")
+
+    def peak() -> tuple[float, float]:
+        return matmul_peak(device, mm_dtype, args.peak_seconds)
+
     for mode in modes:
         for hidden in hiddens:
             for batch in batches:
-                pw, pc = matmul_peak(device, mm_dtype, args.peak_seconds)
-                peak_wall, peak_cpu = max(peak_wall, pw), max(peak_cpu, pc)
                 cfg, head, opts, data = build(hidden, batch, device, dtype)
                 step = make_step(head, opts, data, batch, compiled=mode == "compile")
                 warmup = args.warmup + (2 if mode == "compile" else 0)
-                wall, cpu = time_steps(step, device, args.steps, args.repeats, warmup)
+                r = time_steps(step, device, args.steps, args.repeats, warmup, peak)
+                peak_wall, peak_cpu = max(peak_wall, r["peak_wall"]), max(peak_cpu, r["peak_cpu"])
                 flop = flops_per_example(cfg, train=True) * batch
-                rows.append((mode, hidden, batch, flop / wall / peak_wall, flop / cpu / peak_cpu))
-                print(f"{mode:<8}{hidden:>7}{batch:>6}{wall:>9.3f}{batch / wall:>8.1f}{flop / wall / 1e9:>9.1f}"
-                      f"{peak_wall / 1e9:>7.1f}{flop / wall / peak_wall:>7.1%}{cpu:>9.3f}{flop / cpu / peak_cpu:>10.1%}",
-                      flush=True)
+                rows.append((mode, hidden, batch, batch / r["wall"], flop / r["wall"], flop / r["paired_wall"],
+                             flop / r["cpu"], flop / r["paired_cpu"]))
+                print(f"{mode:<8}{hidden:>7}{batch:>6}{r['wall']:>8.2f}{batch / r['wall']:>7.1f}"
+                      f"{flop / r['wall'] / 1e9:>9.1f}{flop / r['wall'] / peak_wall:>7.1%}{flop / r['paired_wall']:>8.1%}"
+                      f"{r['cpu']:>8.2f}{flop / r['cpu'] / peak_cpu:>9.1%}{flop / r['paired_cpu']:>8.1%}", flush=True)
     print(f"\npeak ({mm_dtype}, 2048² mm, best window of the run): {peak_wall / 1e9:.1f} GFLOP/s wall, "
           f"{peak_cpu / 1e9:.1f} GFLOP per CPU-second")
-    print("MFU = model FLOP/s ÷ peak. 'MFU(cpu)' divides by the CPU time this process got instead of wall time:"
-          " on a shared machine it removes the time other processes held the cores (exact for 1 thread).")
-    for mode, hidden, batch, mfu, mfu_cpu in rows:
-        print(f"  {mode:<8} hidden {hidden:>4} batch {batch:>4}: MFU {mfu:6.1%}   MFU(cpu) {mfu_cpu:6.1%}")
+    print("MFU: best step FLOP/s ÷ best peak of the whole run (conservative). paired: per timed run, ÷ the peak\n"
+          "measured just before it (best run kept). (cpu): CPU seconds of this process instead of wall seconds,\n"
+          "which removes the time other processes held the cores (exact with --threads 1).")
+    print("\nfinal (MFU, paired, MFU(cpu), paired(cpu)):")
+    for mode, hidden, batch, exs, fw, fpw, fc, fpc in rows:
+        print(f"  {mode:<8} hidden {hidden:>4} batch {batch:>4}: {exs:6.1f} ex/s  {fw / 1e9:6.1f} GFLOP/s  "
+              f"{fw / peak_wall:6.1%} {fpw:6.1%} {fc / peak_cpu:6.1%} {fpc:6.1%}")
 
 
 if __name__ == "__main__":
