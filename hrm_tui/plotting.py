@@ -116,7 +116,8 @@ def braille_plot(series: list[Series], width: int, height: int, *, log_y: bool =
             label = format_tick(inv(y0))
         elif r == rows // 2 and rows >= 5:
             label = format_tick(inv((y0 + y1) / 2))
-        line = Text(label.rjust(gutter - 1)[: gutter - 1] + "│", style="dim")
+        line = Text()
+        line.append(label.rjust(gutter - 1)[: gutter - 1] + "│", style="dim")
         for c in range(cols):
             b = bits[r][c]
             if (r, c) in markers:

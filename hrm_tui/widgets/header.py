@@ -34,7 +34,8 @@ class RunHeader(Widget):
         self.refresh()
 
     def render(self) -> Text:
-        t = Text(" hrm-tui ", style="bold reverse")
+        t = Text()
+        t.append(" hrm-tui ", style="bold reverse")
         if self._state is None:
             t.append("  no run attached", style="dim")
             return t

@@ -14,7 +14,8 @@ LEVEL_STYLE = {"error": "bold red", "warning": "yellow", "warn": "yellow", "comm
 
 def format_line(line: LogLine) -> Text:
     stamp = time.strftime("%H:%M:%S", time.localtime(line.t))
-    t = Text(f"{stamp}  ", style="dim")
+    t = Text()
+    t.append(f"{stamp}  ", style="dim")
     t.append(line.text, style=LEVEL_STYLE.get(line.level, ""))
     return t
 

@@ -41,7 +41,8 @@ class MetricPlot(Widget):
         return style
 
     def _legend(self) -> Text:
-        t = Text(f"{self.title} ", style="bold")
+        t = Text()  # (a style given to Text() would cover everything appended)
+        t.append(f"{self.title} ", style="bold")
         for _, label, style in self.lines:
             t.append(f" {label} ─", style=self._style(style))
         for _, label, style in self.eval_lines:

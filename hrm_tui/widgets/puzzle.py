@@ -29,7 +29,8 @@ class PuzzleView(Widget):
             return Text("no eval sample yet (press e to evaluate now)", style="dim")
         drawing, legend = render_sample(self._puzzle_kind, self._sample, self._grid, PuzzleStyles(),
                                         width=self.size.width)
-        out = Text(self._caption + "\n", style="bold")
+        out = Text()
+        out.append(self._caption + "\n", style="bold")
         out.append_text(drawing)
         out.append("\n" + legend, style="dim")
         return out
