@@ -88,21 +88,31 @@ def _grid(cand: list[int]) -> list[int]:
     return [_DIGIT[m] for m in cand]
 
 
-def rate(puzzle: Sequence[int]) -> int:
-    """Guess count of the SOURCES.md rating procedure. Raises InvalidPuzzle if it has no solution."""
-    guesses, grid = rate_and_solve(puzzle)
-    if grid is None:
+class _Capped(Exception):
+    pass
+
+
+def rate(puzzle: Sequence[int], limit: int | None = None) -> int:
+    """Guess count of the SOURCES.md rating procedure. Raises InvalidPuzzle if it has no solution.
+
+    With `limit`, the search stops once it has made `limit` guesses and returns `limit`.
+    """
+    guesses, grid = rate_and_solve(puzzle, limit)
+    if grid is None and (limit is None or guesses < limit):
         raise InvalidPuzzle("the puzzle has no solution")
     return guesses
 
 
-def rate_and_solve(puzzle: Sequence[int]) -> tuple[int, list[int] | None]:
-    """(guesses, first solution found or None) of the rating DFS."""
+def rate_and_solve(puzzle: Sequence[int], limit: int | None = None) -> tuple[int, list[int] | None]:
+    """(guesses, first solution found or None) of the rating DFS (None also when capped at `limit`)."""
     cand = initial_candidates(puzzle)
     if cand is None:
         return 0, None
-    counter = [0]
-    grid = _rate_dfs(cand, counter)
+    counter = [0, limit if limit is not None else -1]
+    try:
+        grid = _rate_dfs(cand, counter)
+    except _Capped:
+        return counter[0], None
     return counter[0], grid
 
 
@@ -113,6 +123,8 @@ def _rate_dfs(cand: list[int], counter: list[int]) -> list[int] | None:
         return _grid(cand)
     cell = keys.index(k)
     for bit in _BITS[cand[cell]]:
+        if counter[0] == counter[1]:
+            raise _Capped
         counter[0] += 1
         child = cand[:]
         child[cell] = bit
@@ -190,24 +202,6 @@ def solve(puzzle: Sequence[int]) -> list[int] | None:
     """One solution or None."""
     found = solutions(puzzle, 1)
     return found[0] if found else None
-
-
-def has_solution_without(cand: list[int], cell: int, digit: int) -> bool:
-    """Whether the candidate state still has a solution once `digit` is banned from `cell`.
-
-    Removing a given keeps the puzzle unique exactly when this is False for that given's digit.
-    """
-    child = cand[:]
-    m = child[cell] & ~_BIT[digit]
-    if not m:
-        return False
-    child[cell] = m
-    stack = [cell] if not m & (m - 1) else []
-    if stack and not _propagate(child, stack):
-        return False
-    found: list[list[int]] = []
-    _count_dfs(child, 1, found)
-    return bool(found)
 
 
 def is_valid_solution(grid: Sequence[int]) -> bool:

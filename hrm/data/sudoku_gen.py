@@ -1,0 +1,227 @@
+"""Sudoku generation with exactly one solution, at a chosen difficulty.
+
+Every puzzle starts from a random complete grid and keeps only givens of that grid, so its label is
+that grid; uniqueness is checked by exhaustive search (see sudoku_solver).
+
+`extreme` must be as hard as Sudoku-Extreme under the guess-count rating *after a random symmetry*.
+Random minimal puzzles rate about 30 there (the real sample about 300), and hill-climbing the rating of
+one fixed labelling only learns that labelling (its tie-breaks), so the search uses symmetry-invariant
+signals instead: (1) a hill-climb that raises the number of candidates left after propagation (hard
+puzzles have givens that cover few distinct digits per cell, so nothing propagates), moving by
+"drop a given, then add back givens where a second solution differs, choosing the addition that
+keeps most candidates"; (2) acceptance only when the mean log rating over a few random symmetries
+clears a threshold. Each puzzle has its own RNG seeded from (seed, level, index), so the output does
+not depend on the number of worker processes.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import multiprocessing as mp
+import os
+import random
+from typing import Callable
+
+import numpy as np
+
+from hrm.data import sudoku_solver as S
+
+log = logging.getLogger(__name__)
+
+# Level recipes. blanks: default (min, max) blank cells; extreme: climb steps, symmetries per
+# estimate, geometric-mean rating threshold (measured: bench/data.py).
+LEVELS: dict[str, dict] = {
+    "easy": {"blanks": (30, 40)},
+    "medium": {"blanks": (45, 54)},
+    "extreme": {"steps": 30, "k": 4, "threshold": 500.0, "cap": 50_000},
+}
+MAX_ATTEMPTS = 2000  # per puzzle, before giving up on an impossible blanks/min_rating request
+
+
+class GenerationError(RuntimeError):
+    """The requested puzzles cannot be produced (e.g. blanks/min_rating out of reach)."""
+
+
+def _random_grid(rng: random.Random) -> list[int]:
+    """A random complete grid: a few random consistent givens, then a search in random digit order."""
+    while True:
+        cand = [S.ALL] * 81
+        ok = True
+        for c in rng.sample(range(81), 11):
+            opts = S._BITS[cand[c]]
+            if not opts:
+                ok = False
+                break
+            cand[c] = rng.choice(opts)
+            if not S._propagate(cand, [c]):
+                ok = False
+                break
+        if ok:
+            found: list[list[int]] = []
+            S._count_dfs(cand, 1, found)
+            if found:
+                return found[0]
+
+
+def _unique_without(puz: list[int], cell: int) -> bool:
+    """Does the puzzle keep exactly one solution when the given at `cell` is removed?"""
+    digit = puz[cell]
+    q = list(puz)
+    q[cell] = 0
+    cand = S.initial_candidates(q)
+    m = cand[cell] & ~S._BIT[digit]  # another solution must put another digit here
+    if not m:
+        return True
+    cand[cell] = m
+    if not m & (m - 1) and not S._propagate(cand, [cell]):
+        return True
+    found: list[list[int]] = []
+    S._count_dfs(cand, 1, found)
+    return not found
+
+
+def _reduce(puz: list[int], rng: random.Random, min_clues: int = 0) -> list[int]:
+    """Remove givens in random order while the solution stays unique, down to `min_clues`."""
+    puz = list(puz)
+    clues = sum(1 for v in puz if v)
+    order = [i for i in range(81) if puz[i]]
+    rng.shuffle(order)
+    for c in order:
+        if clues <= min_clues:
+            break
+        if _unique_without(puz, c):
+            puz[c] = 0
+            clues -= 1
+    return puz
+
+
+BIVALUE_WEIGHT = 8
+
+
+def _looseness(puz: list[int]) -> int:
+    """Candidates left after propagation, minus a penalty per two-candidate cell (symmetry-invariant)."""
+    cand = S.initial_candidates(puz)
+    pop = S._POP
+    counts = [pop[m] for m in cand if pop[m] > 1]
+    return sum(counts) - BIVALUE_WEIGHT * counts.count(2)
+
+
+def _repair(puz: list[int], grid: list[int], rng: random.Random, choices: int = 4) -> None:
+    """Add givens of `grid` until the solution is unique, each chosen to keep most candidates."""
+    while True:
+        sols = S.solutions(puz, 2)
+        if len(sols) == 1:
+            return
+        other = sols[0] if sols[0] != grid else sols[1]
+        diff = [i for i in range(81) if other[i] != grid[i]]
+        best = (-1, -1)
+        for c in rng.sample(diff, min(choices, len(diff))):
+            q = list(puz)
+            q[c] = grid[c]
+            best = max(best, (_looseness(q), c))
+        puz[best[1]] = grid[best[1]]
+
+
+def _climb(grid: list[int], rng: random.Random, steps: int) -> list[int]:
+    puz = _reduce(grid, rng)
+    cur = _looseness(puz)
+    for _ in range(steps):
+        q = list(puz)
+        q[rng.choice([i for i in range(81) if q[i]])] = 0
+        _repair(q, grid, rng)
+        score = _looseness(q)
+        if score >= cur:
+            puz, cur = q, score
+    return puz
+
+
+def _symmetry_lists(rng: random.Random) -> tuple[list[int], list[int]]:
+    """A random transform as in hrm.data.augment, drawn from a python Random (digit map, source cells)."""
+    digits = [0] + rng.sample(range(1, 10), 9)
+    transpose = rng.random() < 0.5
+    rows = [b * 3 + r for b in rng.sample(range(3), 3) for r in rng.sample(range(3), 3)]
+    cols = [s * 3 + c for s in rng.sample(range(3), 3) for c in rng.sample(range(3), 3)]
+    src = [(cols[k % 9] * 9 + rows[k // 9]) if transpose else rows[k // 9] * 9 + cols[k % 9] for k in range(81)]
+    return digits, src
+
+
+def symmetric_hardness(puz: list[int], rng: random.Random, k: int, cap: int,
+                       give_up_below: float | None = None) -> float:
+    """Geometric-mean rating over `k` random symmetries (each rating capped at `cap`).
+
+    With `give_up_below`, stops early (returning the mean so far) once the running mean falls far
+    (a factor e^1.5) below it: most candidates are easy, and the rest of their ratings are wasted.
+    """
+    total = 0.0
+    for j in range(1, k + 1):
+        digits, src = _symmetry_lists(rng)
+        total += math.log1p(S.rate([digits[puz[c]] for c in src], limit=cap))
+        if give_up_below is not None and total / j < math.log1p(give_up_below) - 1.5:
+            return math.expm1(total / j)
+    return math.expm1(total / k)
+
+
+def _make_one(args: tuple) -> tuple[list[int], list[int], int]:
+    """Puzzle number `index`: (puzzle, solution, attempts)."""
+    index, level, seed, blanks, min_rating = args
+    rng = random.Random(f"hrm-sudoku:{seed}:{level}:{index}")
+    recipe = LEVELS[level]
+    lo, hi = blanks if blanks is not None else recipe.get("blanks", (0, 81))
+    for attempt in range(1, MAX_ATTEMPTS + 1):
+        grid = _random_grid(rng)
+        if level == "extreme":
+            puz = _climb(grid, rng, recipe["steps"])
+            if symmetric_hardness(puz, rng, recipe["k"], recipe["cap"], recipe["threshold"]) < recipe["threshold"]:
+                continue
+        else:
+            puz = _reduce(grid, rng, min_clues=81 - rng.randint(lo, hi))
+        nblank = puz.count(0)
+        if not lo <= nblank <= hi:
+            continue
+        if min_rating is not None and S.rate(puz, limit=min_rating) < min_rating:
+            continue
+        return puz, grid, attempt
+    raise GenerationError(
+        f"no {level} puzzle with blanks in [{lo}, {hi}]"
+        + (f" and rating >= {min_rating}" if min_rating is not None else "")
+        + f" after {MAX_ATTEMPTS} tries: widen --blanks or lower --min-rating")
+
+
+def generate(n: int, level: str, seed: int, blanks: tuple[int, int] | None = None,
+             min_rating: int | None = None, progress: Callable[[int], None] | None = None,
+             workers: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """`n` puzzles with exactly one solution: (puzzles uint8[n, 81] with 0 = blank, solutions uint8[n, 81]).
+
+    `blanks=(min, max)` bounds the number of blank cells; `min_rating` keeps puzzles whose guess-count
+    rating (as stored) is at least that. `progress(k)` is called with the number of puzzles finished.
+    Deterministic in (n, level, seed, blanks, min_rating), whatever `workers` is.
+    """
+    if level not in LEVELS:
+        raise ValueError(f"unknown Sudoku level {level!r}: choose one of {', '.join(LEVELS)}")
+    if blanks is not None:
+        lo, hi = blanks
+        if not 0 <= lo <= hi <= 64:
+            raise ValueError(f"blanks must satisfy 0 <= min <= max <= 64 (a unique Sudoku has >= 17 givens), got {blanks}")
+        blanks = (int(lo), int(hi))
+    jobs = [(i, level, seed, blanks, min_rating) for i in range(n)]
+    puzzles = np.zeros((n, 81), dtype=np.uint8)
+    solutions = np.zeros((n, 81), dtype=np.uint8)
+    if workers is None:
+        workers = min(os.cpu_count() or 1, 8) if n >= 32 else 1
+    if workers <= 1:
+        results = map(_make_one, jobs)
+        _collect(results, puzzles, solutions, progress)
+    else:
+        with mp.get_context("spawn").Pool(workers) as pool:
+            _collect(pool.imap(_make_one, jobs, chunksize=1), puzzles, solutions, progress)
+    return puzzles, solutions
+
+
+def _collect(results, puzzles: np.ndarray, solutions: np.ndarray,
+             progress: Callable[[int], None] | None) -> None:
+    for i, (puz, sol, _attempts) in enumerate(results):
+        puzzles[i] = puz
+        solutions[i] = sol
+        if progress is not None:
+            progress(i + 1)
