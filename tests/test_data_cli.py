@@ -162,3 +162,15 @@ def test_interrupted_build_leaves_nothing_behind(tmp_path):
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130 and "interrupted; nothing was written" in err
     assert list(tmp_path.iterdir()) == []
+
+
+def test_summary_lays_out_per_split_numbers_in_columns():
+    from hrm.data.cli import print_summary
+
+    console = Console(width=100, record=True, color_system=None, file=open(os.devnull, "w"))
+    print_summary({"task": "sudoku", "rating": {"train": {"median": 7}, "test": {"median": 5}},
+                   "train_examples": 60, "build_seconds": 0.5}, console)
+    text = console.export_text()
+    row = next(line for line in text.splitlines() if "rating median" in line)
+    assert [c.strip() for c in row.split("│")[2:4]] == ["7", "5"]
+    assert "train_examples: 60" in text and "build_seconds: 0.5" in text

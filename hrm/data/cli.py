@@ -81,20 +81,34 @@ def _cell(v: Any) -> str:
 
 
 def print_summary(summary: dict, console: Console) -> None:
-    """Counts and distributions per split, then where it went and how long it took."""
+    """Counts and distributions per split (a column each), then the build facts (source, time, ...)."""
     splits = [s for s in ("train", "test") if isinstance(summary.get(s), dict)]
-    keys: list[str] = []
-    for s in splits:
-        keys += [k for k in summary[s] if k not in keys]
+    # summaries that keep per-split numbers under one key ({"rating": {"train": ..., "test": ...}})
+    nested = [k for k, v in summary.items() if isinstance(v, dict) and {"train", "test"} & set(v)]
+    columns = splits or sorted({s for k in nested for s in summary[k]}, key=["train", "test"].index)
     table = Table(title=f"{summary.get('task', 'dataset')} dataset", title_justify="left")
     table.add_column("")
-    for s in splits:
+    for s in columns:
         table.add_column(s, overflow="fold")
-    for k in keys:
-        table.add_row(k, *(_cell(summary[s].get(k, "")) for s in splits))
-    console.print(table)
-    rest = {k: v for k, v in summary.items() if k not in splits and k != "task"}
-    console.print(" · ".join(f"{k}: {_cell(v)}" for k, v in rest.items() if v is not None))
+    rows: dict[str, dict[str, Any]] = {}
+    for s in splits:
+        for k, v in summary[s].items():
+            rows.setdefault(k, {})[s] = v
+    for k in nested:
+        for s, v in summary[k].items():
+            if isinstance(v, dict):
+                for kk, vv in v.items():
+                    rows.setdefault(f"{k} {kk}", {})[s] = vv
+            else:
+                rows.setdefault(k, {})[s] = v
+    for k, by_split in rows.items():
+        table.add_row(k, *(_cell(by_split.get(s, "")) for s in columns))
+    if rows:
+        console.print(table)
+    rest = {k: v for k, v in summary.items() if k not in splits and k not in nested and k != "task"}
+    for k, v in rest.items():
+        if v is not None:
+            console.print(f"{k}: {_cell(v)}", highlight=False)
 
 
 def main(argv: list[str] | None = None) -> int:
