@@ -1,0 +1,81 @@
+"""Reference Sudoku augmentation (HRM-SPEC §5.3) in hrm.data.augment."""
+
+from __future__ import annotations
+
+import random
+
+import numpy as np
+
+from hrm.data.augment import apply_transform, augment, augment_all, random_symmetry, random_transform
+from hrm.data.sudoku_gen import _random_grid, _reduce
+from hrm.data.sudoku_solver import count_solutions, is_valid_solution, solve
+
+
+def _pair(seed: int) -> tuple[np.ndarray, np.ndarray]:
+    rng = random.Random(seed)
+    grid = _random_grid(rng)
+    return np.array(_reduce(grid, rng), dtype=np.uint8), np.array(grid, dtype=np.uint8)
+
+
+def test_transform_follows_the_spec_draw_order():
+    # Replay the draws in the spec's order and build the map by hand: digits, transpose, bands,
+    # rows per band, stacks, columns per stack; new (i, j) takes old (row_perm[i], col_perm[j])
+    # of the optionally transposed grid.
+    for seed in range(6):
+        digit_map, src = random_transform(np.random.default_rng(seed))
+        rng = np.random.default_rng(seed)
+        digits = np.concatenate([[0], rng.permutation(np.arange(1, 10))])
+        transpose = rng.random() < 0.5
+        row_perm = np.concatenate([b * 3 + rng.permutation(3) for b in rng.permutation(3)])
+        col_perm = np.concatenate([s * 3 + rng.permutation(3) for s in rng.permutation(3)])
+        old = np.arange(81).reshape(9, 9)
+        if transpose:
+            old = old.T
+        expect = np.array([[old[row_perm[i], col_perm[j]] for j in range(9)] for i in range(9)]).reshape(81)
+        assert np.array_equal(src, expect)
+        assert np.array_equal(digit_map, digits) and digit_map[0] == 0
+
+
+def test_augmentation_preserves_validity_and_uniqueness():
+    puzzle, solution = _pair(1)
+    group = augment(puzzle, solution, 8, np.random.default_rng(0))
+    assert len(group) == 9
+    assert np.array_equal(group[0][0], puzzle) and np.array_equal(group[0][1], solution)
+    seen = set()
+    for p, s in group:
+        assert is_valid_solution(s)
+        given = p > 0
+        assert np.array_equal(p[given], s[given])
+        assert given.sum() == (puzzle > 0).sum()
+        assert count_solutions(p) == 1 and solve(p) == s.tolist()
+        seen.add(p.tobytes())
+    assert len(seen) > 1  # copies really differ from the original
+
+
+def test_augment_all_groups_and_seeding():
+    pairs = [_pair(s) for s in range(3)]
+    puzzles = np.stack([p for p, _ in pairs])
+    solutions = np.stack([s for _, s in pairs])
+    a = augment_all(puzzles, solutions, 4, seed=9)
+    b = augment_all(puzzles, solutions, 4, seed=9)
+    c = augment_all(puzzles, solutions, 4, seed=10)
+    assert [len(g) for g in a] == [5, 5, 5]
+    for k, g in enumerate(a):
+        assert np.array_equal(g[0][0], puzzles[k])  # copy 0 is the original, in its own group
+        for p, s in g:  # every copy keeps its original's solution up to relabelling
+            assert sorted(np.bincount(s, minlength=10)[1:]) == [9] * 9
+    flat = lambda gs: np.concatenate([np.stack([p for p, _ in g]) for g in gs])  # noqa: E731
+    assert np.array_equal(flat(a), flat(b))
+    assert not np.array_equal(flat(a), flat(c))
+    assert len(augment_all(puzzles, solutions, 0, seed=0)[0]) == 1
+
+
+def test_random_symmetry_keeps_validity():
+    puzzle, solution = _pair(4)
+    rng = np.random.default_rng(3)
+    for _ in range(5):
+        digit_map, src = random_transform(rng)
+        s2 = apply_transform(solution, digit_map, src)
+        assert is_valid_solution(s2)
+    p2 = random_symmetry(puzzle, np.random.default_rng(5))
+    assert count_solutions(p2) == 1 and (p2 > 0).sum() == (puzzle > 0).sum()
