@@ -67,7 +67,11 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_USAGE
     from hrm.train.launch import launch
 
-    return launch(cfg, run_dir, fresh=fresh, resume=args.resume, stop_at_step=args.stop_at_step)
+    try:
+        return launch(cfg, run_dir, fresh=fresh, resume=args.resume, stop_at_step=args.stop_at_step)
+    except KeyboardInterrupt:  # Ctrl-C before the trainer's own handlers are installed (dataset build)
+        print("hrm-train: interrupted during start-up", file=sys.stderr)
+        return 130
 
 
 def resolve_run(args: argparse.Namespace):
