@@ -80,8 +80,6 @@ def test_tmux_launch_pause_checkpoint_quit_kill_reattach_stop(tmp_path: Path) ->
         type_text("e2e")
         keys("Tab")
         type_text("100000")
-        keys("Tab", "Tab")
-        type_text("data.task=maze data.size=6 data.blanks=null")  # TEMP
         keys("Enter")
         wait_for(lambda: "e2e" in screen() and "running" in screen(), 180, "the run to start")
         wait_for(lambda: (header_step() or 0) >= 2, 120, "the step to advance")

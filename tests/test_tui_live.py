@@ -48,7 +48,6 @@ async def test_live_run_every_control_key(tmp_path: Path) -> None:
             picker.query_one("#presets").move_cursor(row=row)
             picker.query_one("#steps").value = "100000"
             picker.query_one("#run-name").value = "live"
-            picker.query_one("#extra").value = "data.task=maze data.size=6 data.blanks=null"  # TEMP
             await pilot.press("enter")
             await wait_for(pilot, lambda: isinstance(app.screen, DashboardScreen), 10, "dashboard")
             dash = app.screen
@@ -99,8 +98,11 @@ async def test_live_run_every_control_key(tmp_path: Path) -> None:
             await wait_for(pilot, lambda: isinstance(app.screen, DashboardScreen), 10, "back on the dashboard")
             await wait_for(pilot, lambda: bool(dash.state.run.get("resumed_from")) and dash.alive, STARTUP_S,
                            "the resumed trainer")
-            assert dash.state.step <= stopped_at
-            await wait_for(pilot, lambda: dash.state.step > dash.state.run["step"], STEP_S, "steps after the resume")
+            resumed_at = dash.state.run["step"]
+            assert resumed_at <= stopped_at and str(resumed_at) in Path(dash.state.run["resumed_from"]).name
+            await wait_for(pilot, lambda: dash.state.step > resumed_at, STEP_S, "steps after the resume")
+            steps = list(dash.state.steps)
+            assert steps == sorted(set(steps))  # superseded steps were dropped: one history, in order
             await pilot.press("s")
             await wait_for(pilot, lambda: isinstance(app.screen, ConfirmScreen), 5, "the confirm dialog")
             await pilot.press("y")
@@ -124,7 +126,7 @@ async def test_live_two_process_run_from_the_picker(tmp_path: Path) -> None:
         picker.query_one("#run-name").value = "two"
         picker.query_one("#steps").value = "4"
         picker.query_one("#gpus").value = "2"
-        picker.query_one("#extra").value = "data.task=maze data.size=6 data.blanks=null train.eval_interval=100"  # TEMP
+        picker.query_one("#extra").value = "train.eval_interval=100"
         await pilot.press("enter")
         await wait_for(pilot, lambda: isinstance(app.screen, DashboardScreen), 10, "dashboard")
         dash = app.screen
