@@ -118,13 +118,11 @@ def maze_text(sample: dict, grid: list[int] | None = None, styles: PuzzleStyles 
 
 
 def render_sample(task: str, sample: dict, grid: list[int] | None = None,
-                  styles: PuzzleStyles = PuzzleStyles(), width: int = 0) -> tuple[Text, str]:
-    """Drawing plus a one-line legend/verdict; mazes are drawn two columns per cell within `width`."""
+                  styles: PuzzleStyles = PuzzleStyles(), width: int = 0) -> tuple[Text, str, str]:
+    """(drawing, legend, verdict); mazes are drawn two columns per cell when `width` allows."""
     if task == "maze":
         cols = _side(list(sample.get("input") or []), grid)[1]
         text, wrong = maze_text(sample, grid, styles, wide=2 * cols <= width)
-        legend = "• model path · label path"
-        return text, legend + (" · ✓ solved" if wrong == 0 else f" · ✗ {wrong} cells differ")
+        return text, "• model path · label path", "✓ solved" if wrong == 0 else f"✗ {wrong} cells differ"
     text, wrong = sudoku_text(sample, grid, styles)
-    legend = "givens dim · answers bold · wrong red"
-    return text, legend + (" · ✓ solved" if wrong == 0 else f" · ✗ {wrong} wrong")
+    return text, "givens dim · answers bold · wrong red", "✓ solved" if wrong == 0 else f"✗ {wrong} wrong"

@@ -19,6 +19,7 @@ SYSTEM_HISTORY = 120  # samples of GPU/host history kept for the sparklines (~2-
 LOG_LINES = 400
 
 LIVE_STATES = frozenset({"starting", "running", "paused", "stopping"})
+_PER_HALTED = frozenset({"accuracy", "exact_accuracy"})
 
 
 @dataclass
@@ -49,6 +50,7 @@ class RunState:
         self.times = array("d")
         self.series: dict[str, array] = {name: array("d") for name in TRAIN_SERIES}
         self.latest_train: dict[str, Any] = {}
+        self.latest_act: dict[str, Any] = {}  # the last train event where some sequences halted
         self.evals: list[dict[str, Any]] = []  # eval events without their samples
         self.latest_eval: dict[str, Any] = {}
         self.system: dict[str, Any] = {}
@@ -86,10 +88,17 @@ class RunState:
             self._truncate_after(step - 1)
         self.steps.append(step)
         self.times.append(float(ev.get("t", self.last_t or 0.0)))
+        # Accuracies and ACT statistics are over the sequences that halted in the step; with none
+        # (count == 0) they are 0/0, not zero: leave them out rather than plot a false drop.
+        count = ev.get("count")
+        none_halted = isinstance(count, (int, float)) and count <= 0
         for name in TRAIN_SERIES:
             value = ev.get(name)
-            self.series[name].append(float(value) if isinstance(value, (int, float)) else float("nan"))
+            ok = isinstance(value, (int, float)) and not (none_halted and name in _PER_HALTED)
+            self.series[name].append(float(value) if ok else float("nan"))
         self.latest_train = ev
+        if not none_halted:
+            self.latest_act = ev
         self.step = step
         self.changed.update({"plots", "act"})
 
@@ -181,6 +190,8 @@ class RunState:
         self.checkpoints = [c for c in self.checkpoints if int(c.get("step", 0)) <= step]
         if self.latest_train and int(self.latest_train.get("step", 0)) > step:
             self.latest_train = {}
+        if self.latest_act and int(self.latest_act.get("step", 0)) > step:
+            self.latest_act = {}
 
     def take_changes(self) -> set[str]:
         changed, self.changed = self.changed, set()

@@ -40,6 +40,16 @@ def test_fold_train_eval_checkpoint_status() -> None:
     assert any(t.startswith("checkpoint step 300 · 5.2 MB") for t in texts)
 
 
+def test_train_metrics_over_no_halted_sequences_are_left_out() -> None:
+    """count == 0: accuracies are 0/0 in the reference's sums; they must not plot as a drop to 0."""
+    st = RunState()
+    st.apply([{"kind": "train", "step": 1, "t": 1.0, "loss": 2.0, "accuracy": 0.4, "act_steps_mean": 2.0, "count": 8},
+              {"kind": "train", "step": 2, "t": 2.0, "loss": 1.9, "accuracy": 0.0, "act_steps_mean": 0.0, "count": 0}])
+    assert st.series["loss"][1] == 1.9 and st.series["accuracy"][0] == 0.4
+    assert st.series["accuracy"][1] != st.series["accuracy"][1]  # NaN: a gap in the plot
+    assert st.latest_act["step"] == 1 and st.latest_train["step"] == 2
+
+
 def test_resume_drops_superseded_steps() -> None:
     """A run event with resumed_from at step S supersedes train/eval/checkpoint history past S."""
     lines = run_events(300, eval_every=100, status=None)
@@ -169,22 +179,21 @@ def test_spawn_is_detached_with_output_in_trainer_log(tmp_path: Path) -> None:
 
 
 def test_sudoku_drawing_marks_wrong_cells() -> None:
-    text, legend = render_sample("sudoku", sudoku_sample(), [9, 9])
+    text, legend, verdict = render_sample("sudoku", sudoku_sample(), [9, 9])
     lines = text.plain.splitlines()
     assert len(lines) == 11 and lines[0] == " 5 3 4 │ 6 8 8 │ 9 1 2"  # cell 4 answered 8 (label 7)
-    assert "✗ 2 wrong" in legend
+    assert verdict == "✗ 2 wrong" and "wrong red" in legend
     wrong = [s for s in text.spans if "red" in str(s.style)]
     assert len(wrong) == 2 and all("underline" in str(s.style) and " on " in str(s.style) for s in wrong)  # filled: readable in greys
-    solved, legend = render_sample("sudoku", sudoku_sample(wrong=()), [9, 9])
-    assert "✓ solved" in legend
+    assert render_sample("sudoku", sudoku_sample(wrong=()), [9, 9])[2] == "✓ solved"
 
 
 def test_maze_drawing_paths() -> None:
-    text, legend = render_sample("maze", maze_sample(7), [7, 7])
+    text, legend, verdict = render_sample("maze", maze_sample(7), [7, 7])
     lines = text.plain.splitlines()
     assert lines[0] == "█" * 7 and lines[1].startswith("█S•••")
     assert "G" in lines[5] and "·" in lines[2]  # the label's path where the model's differs
-    assert "✗ 14 cells differ" in legend
+    assert verdict == "✗ 14 cells differ"
 
 
 def test_braille_plot_is_deterministic_and_sized() -> None:

@@ -30,7 +30,7 @@ class ActPanel(Widget):
         s = self._state
         if s is None:
             return Text("no run", style="dim")
-        tr, ev = s.latest_train, s.latest_eval
+        tr, ev = s.latest_act, s.latest_eval
         hmax = s.halt_max_steps
         mean = tr.get("act_steps_mean")
         t = Text()
@@ -40,6 +40,8 @@ class ActPanel(Widget):
         t.append(_pct(tr.get("halted_frac")) + "\n", style="bold")
         t.append("q-halt acc   ")
         t.append(_pct(tr.get("q_halt_accuracy")) + "\n", style="bold")
+        if tr and tr is not s.latest_train:
+            t.append(f"(as of step {tr.get('step', 0):,}: none halted since)\n", style="dim")
         hist = ev.get("act_steps_hist")
         t.append("eval halting histogram\n", style="dim")
         if isinstance(hist, list) and hist:

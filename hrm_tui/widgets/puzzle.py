@@ -27,10 +27,11 @@ class PuzzleView(Widget):
     def render(self) -> Text:
         if not self._sample:
             return Text("no eval sample yet (press e to evaluate now)", style="dim")
-        drawing, legend = render_sample(self._puzzle_kind, self._sample, self._grid, PuzzleStyles(),
+        drawing, legend, verdict = render_sample(self._puzzle_kind, self._sample, self._grid, PuzzleStyles(),
                                         width=self.size.width)
         out = Text()
-        out.append(self._caption + "\n", style="bold")
+        out.append(self._caption, style="bold")
+        out.append(f"  {verdict}\n", style="bold")
         out.append_text(drawing)
         out.append("\n" + legend, style="dim")
         return out
