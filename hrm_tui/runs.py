@@ -183,13 +183,14 @@ def new_run_dir(runs_root: Path, preset: str, name: str | None = None, now: floa
     return path
 
 
-def train_command(preset: str, run_dir: Path, overrides: list[str], gpus: int = 1) -> list[str]:
+def train_command(preset: str | None, run_dir: Path, overrides: list[str], gpus: int = 1) -> list[str]:
+    """`python -m hrm.train`, or torchrun of it for gpus > 1; no preset: the run's own config.yaml."""
     if gpus > 1:
         head = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={gpus}",
                 "-m", "hrm.train"]
     else:
         head = [sys.executable, "-m", "hrm.train"]
-    return head + [preset, "--run-dir", str(run_dir), *overrides]
+    return head + ([preset] if preset else []) + ["--run-dir", str(run_dir), *overrides]
 
 
 def _spawn(argv: list[str], run_dir: Path, env: dict[str, str] | None = None) -> subprocess.Popen:
@@ -220,9 +221,18 @@ def resume(run_dir: Path, checkpoint: Path, *, gpus: int = 1,
         raise LaunchError(f"{run_dir.name} is still running: stop it before resuming from a checkpoint")
     if not Path(checkpoint).is_file():
         raise LaunchError(f"checkpoint {checkpoint} does not exist")
-    argv = train_command("", run_dir, ["--resume", str(checkpoint)], gpus)
-    argv.remove("")  # no preset: the run's own config.yaml is the config
-    return _spawn(argv, run_dir, env)
+    return _spawn(train_command(None, run_dir, ["--resume", str(checkpoint)], gpus), run_dir, env)
+
+
+def run_gpus(run_dir: Path) -> int:
+    """How many processes the run trains on (its config.yaml's train.gpus; 1 when unreadable), so a
+    resume continues a torchrun run under torchrun."""
+    try:
+        from hrm.train.config import load_config
+
+        return int(load_config(run_dir / "config.yaml").train.gpus)
+    except (OSError, ValueError):
+        return 1
 
 
 def delete_run(run_dir: Path) -> None:

@@ -155,6 +155,18 @@ def test_train_command_single_and_multi_gpu(tmp_path: Path) -> None:
     assert two[5:8] == ["-m", "hrm.train", "tiny"]
 
 
+def test_resume_of_a_torchrun_run_uses_torchrun(tmp_path: Path) -> None:
+    from hrm.train.config import apply_overrides, load_preset, save_config
+
+    run = tmp_path / "r"
+    run.mkdir()
+    assert runs.run_gpus(run) == 1  # no config.yaml
+    save_config(apply_overrides(load_preset("tiny"), ["train.gpus=2"]), run / "config.yaml")
+    assert runs.run_gpus(run) == 2
+    argv = runs.train_command(None, run, ["--resume", "x.pt"], runs.run_gpus(run))
+    assert argv[-7:] == ["--nproc_per_node=2", "-m", "hrm.train", "--run-dir", str(run), "--resume", "x.pt"]
+
+
 def test_new_run_dir_names(tmp_path: Path) -> None:
     d = runs.new_run_dir(tmp_path, "tiny", now=T0)
     assert d == tmp_path / "tiny-20251125-080000"

@@ -183,7 +183,7 @@ class RunsScreen(Screen):
         if not await self.app.push_screen_wait(ConfirmScreen(question, yes="Resume")):
             return
         try:
-            runs.resume(run, ckpt, env=self.hrm.child_env)
+            runs.resume(run, ckpt, gpus=runs.run_gpus(run), env=self.hrm.child_env)
         except LaunchError as exc:
             self.notify(str(exc), severity="error")
             return
