@@ -93,7 +93,12 @@ class Trainer:
         if res.nonfinite:
             s.optim.zero_grad()
             self.step -= 1  # no optimizer step was taken
+            d = s.steering.decide(res.flags)
             self._on_nonfinite(res)
+            if s.steering.paused and not self.stop_reason:
+                self._act(d)  # answers this step's requests, then waits in the pause loop
+                return Decision()
+            return d
         else:
             lr = s.optim.step(self.step)
             self.health.ok()
@@ -123,6 +128,8 @@ class Trainer:
         """Do what `d` asks (same on every rank), then answer the requests (rank 0)."""
         if not d.any():
             self.s.events_tick()
+            if self.s.steering.paused and not self.stop_reason:
+                self._pause_loop()  # paused by a health check rather than a command
             return
         acts = [f for f in ("pause", "resume", "checkpoint", "eval", "stop") if getattr(d, f)]
         log.info("acting on %s at step %d", "+".join(acts), self.step)  # every rank: same step
@@ -180,7 +187,6 @@ class Trainer:
         if action == "pause":
             self.s.steering.paused = True
             self.s.status("paused", reason=msg)
-            self._pause_loop()
         else:
             self.final_state = "failed"
             self.stop_reason = msg
