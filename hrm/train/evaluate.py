@@ -23,11 +23,11 @@ EVAL_KEYS = ("accuracy", "count", "exact_accuracy", "lm_loss", "q_continue_loss"
 MAX_SAMPLES = 8
 
 
-def _batches(data_root: Path, global_batch: int, env: D.DistEnv, max_examples: int | None):
+def _batches(data_root: Path, global_batch: int, env: D.DistEnv, max_examples: int | None, split: str):
     from hrm.data.loader import iter_test_batches
 
     for item in iter_test_batches(data_root, global_batch, rank=env.rank, world_size=env.world_size,
-                                  max_examples=max_examples):
+                                  max_examples=max_examples, split=split):
         # (set_name, batch, effective) like the train loader; tolerate (batch, effective).
         if len(item) == 3:
             yield item[1], int(item[2])
@@ -37,7 +37,7 @@ def _batches(data_root: Path, global_batch: int, env: D.DistEnv, max_examples: i
 
 @torch.inference_mode()
 def evaluate(head: torch.nn.Module, data_root: Path, global_batch: int, env: D.DistEnv,
-             halt_max_steps: int, max_examples: int | None = None) -> dict[str, Any]:
+             halt_max_steps: int, max_examples: int | None = None, split: str = "test") -> dict[str, Any]:
     """Returns the eval event's fields: metrics, act_steps_hist, samples, num_examples, seconds."""
     t0 = time.perf_counter()
     was_training = head.training
@@ -48,7 +48,7 @@ def evaluate(head: torch.nn.Module, data_root: Path, global_batch: int, env: D.D
     samples: list[dict[str, list[int]]] = []
     n_examples = 0
     try:
-        for batch, effective in _batches(data_root, global_batch, env, max_examples):
+        for batch, effective in _batches(data_root, global_batch, env, max_examples, split):
             batch = {k: v.to(env.device) for k, v in batch.items()}
             metrics, first_halt, preds = _run_batch(head, batch, halt_max_steps)
             sums += torch.stack([metrics.get(k, torch.zeros(())).detach().double().cpu() for k in EVAL_KEYS])
@@ -71,7 +71,7 @@ def evaluate(head: torch.nn.Module, data_root: Path, global_batch: int, env: D.D
     out["changed_accuracy"] = float(changed[0] / changed[1]) if changed[1] > 0 else None
     out["changed_cells"] = int(changed[1])
     out["loss"] = out["lm_loss"] + 0.5 * (out["q_halt_loss"] + out["q_continue_loss"])
-    out.update(act_steps_hist=[int(x) for x in hist.tolist()], samples=samples, split="test",
+    out.update(act_steps_hist=[int(x) for x in hist.tolist()], samples=samples, split=split,
                num_examples=n_examples, seconds=round(time.perf_counter() - t0, 3))
     return out
 

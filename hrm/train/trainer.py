@@ -195,7 +195,7 @@ class Trainer:
     def run_eval(self) -> dict[str, Any]:
         t = self.cfg.train
         ev = evaluate(self.s.head, self.s.data.root, self.gb, self.env, self.s.mcfg.halt_max_steps,
-                      max_examples=getattr(t, "eval_max_examples", None))
+                      max_examples=getattr(t, "eval_max_examples", None), split=getattr(t, "eval_split", "test"))
         self.last_eval = {k: v for k, v in ev.items() if k != "samples"}
         self.s.event("eval", self.step, **ev)
         self._t_last = time.perf_counter()
