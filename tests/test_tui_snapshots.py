@@ -26,7 +26,7 @@ def runs_root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
               log="step 400 ...\nRuntimeError: CUDA out of memory. Tried to allocate 2.00 GiB\n")
     write_run(root, "maze-cpu-20251125-0700", run_events(300, task="maze", status="finished", t0=T0 - 3600))
     yield root
-    monkeypatch.delenv("TZ")
+    monkeypatch.undo()  # the original TZ back, then make the time module read it again
     time.tzset()
 
 
