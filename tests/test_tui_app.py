@@ -178,6 +178,11 @@ async def test_gpu_panel_app_sampling_no_nvml_and_na(tmp_path: Path) -> None:
         gpu = app.screen.query_one(GpuPanel)
         await wait_for(pilot, lambda: "this machine" in text(gpu))
         assert "temp N/A" in text(gpu) and "power N/A / 700 W" in text(gpu) and "14.1 / 80.0 GiB" in text(gpu)
+    app = make_app(tmp_path, attach=run, sampler=fixed_sampler(FakeNvml(gpus=2)))
+    async with app.run_test(size=(200, 60)) as pilot:
+        gpu = app.screen.query_one(GpuPanel)
+        await wait_for(pilot, lambda: "GPU 1" in text(gpu))  # one block per device
+        assert "GPU 0 · NVIDIA H100" in text(gpu) and "15.0 / 80.0 GiB" in text(gpu) and "temp 72 °C" in text(gpu)
 
 
 async def test_runs_screen_delete_with_confirm(tmp_path: Path) -> None:
