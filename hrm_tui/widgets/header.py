@@ -9,11 +9,11 @@ from textual.widget import Widget
 
 from hrm_tui.runstate import RunState, human_duration
 
-# Badges (text on a filled background): the word and glyph carry the meaning; colour only helps.
-STATUS_STYLE = {
-    "running": "bold black on green3", "starting": "bold black on cyan3", "paused": "bold black on yellow3",
-    "stopping": "bold black on yellow3", "finished": "bold white on blue3", "stopped": "bold white on blue3",
-    "failed": "bold white on red3", "died": "bold white on red3",
+# Badges (text on a theme colour): the word and glyph carry the meaning; colour only helps.
+STATUS_COLOUR = {
+    "running": ("#000000", "success"), "starting": ("#000000", "accent"), "paused": ("#000000", "warning"),
+    "stopping": ("#000000", "warning"), "finished": ("#ffffff", "primary"), "stopped": ("#ffffff", "primary"),
+    "failed": ("#ffffff", "error"), "died": ("#ffffff", "error"),
 }
 
 
@@ -46,7 +46,9 @@ class RunHeader(Widget):
             t.append(f"{world} ranks  ", style="dim")
         dot = "●" if self._status in ("running", "starting", "paused", "stopping") else (
             "✗" if self._status in ("failed", "died") else "○")
-        t.append(f" {dot} {self._status} ", style=STATUS_STYLE.get(self._status, "bold"))
+        fg, bg = STATUS_COLOUR.get(self._status, ("", ""))
+        badge = f"bold {fg} on {self.app.theme_variables[bg]}" if bg else "bold"
+        t.append(f" {dot} {self._status} ", style=badge)
         total = s.total_steps
         t.append(f"   step {s.step:,}" + (f" / {total:,}  {s.step / total * 100:.1f} %" if total else ""))
         if s.first_t is not None:
