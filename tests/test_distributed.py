@@ -18,9 +18,9 @@ import psutil
 import pytest
 import torch
 
-from test_train_helpers import (PY, REPO, TINY, TORCHRUN, effective, events, free_port, kill_group,
-                                last_train_step, latest_ckpt, model_of, proc_env, run, show, start, statuses,
-                                train_cmd, wait_for, wait_state)
+from test_train_helpers import (REPO, TINY, TORCHRUN, effective, events, free_port, kill_group,
+                                last_train_step, latest_ckpt, model_of, proc_env, show, start, statuses,
+                                wait_for, wait_state)
 
 STEPS = 20
 SAME = [*TINY, "model.halt_exploration_prob=0", f"train.total_steps={STEPS}", "train.eval_interval=10",
@@ -34,15 +34,19 @@ def torchrun(*args: str, nproc: int = 2) -> list[str]:
 
 @pytest.fixture(scope="module")
 def one_and_two(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    from hrm.train.cli import main
+
     base = tmp_path_factory.mktemp("dist")
     one, two = base / "one", base / "two"
-    # Both at once: the 2-core machine overlaps their start-up.
-    p1 = subprocess.Popen(train_cmd(*SAME, "--run-dir", str(one)), cwd=REPO, env=proc_env(),
-                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    r2 = run(torchrun(*SAME, "--run-dir", str(two)), timeout=180)
-    out1, _ = p1.communicate(timeout=180)
-    assert p1.returncode == 0, out1[-3000:]
-    assert r2.returncode == 0, (r2.stdout + r2.stderr)[-3000:]
+    # Both at once: the 1-rank run in this process while torchrun starts its two.
+    p2 = subprocess.Popen(torchrun(*SAME, "--run-dir", str(two)), cwd=REPO, env=proc_env(),
+                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    try:
+        assert main([*SAME, "--run-dir", str(one)]) == 0
+        out2, _ = p2.communicate(timeout=180)
+    finally:
+        kill_group(p2)
+    assert p2.returncode == 0, out2[-3000:]
     return one, two
 
 
@@ -74,8 +78,9 @@ def test_two_rank_checkpoint_resumes_on_one_rank(one_and_two: tuple[Path, Path],
     d = tmp_path / "run"
     mid = two / "checkpoints" / "step-00000010.pt"
     assert torch.load(mid, map_location="cpu", weights_only=True)["world_size"] == 2
-    r = run(train_cmd(*SAME, "--run-dir", str(d), "--resume", str(mid)), timeout=180)
-    assert r.returncode == 0, r.stderr[-3000:]
+    from hrm.train.cli import main
+
+    assert main([*SAME, "--run-dir", str(d), "--resume", str(mid)]) == 0
     resumed = next(e for e in events(d) if e["kind"] == "run")
     assert resumed["step"] == 10 and resumed["world_size"] == 1
     _close(two, d, range(11, STEPS + 1))
