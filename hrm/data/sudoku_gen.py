@@ -3,14 +3,16 @@
 Every puzzle starts from a random complete grid and keeps only givens of that grid, so its label is
 that grid; uniqueness is checked by exhaustive search (see sudoku_solver).
 
-`extreme` must be as hard as Sudoku-Extreme under the guess-count rating *after a random symmetry*.
-Random minimal puzzles rate about 30 there (the real sample about 300), and hill-climbing the rating of
-one fixed labelling only learns that labelling (its tie-breaks), so the search uses symmetry-invariant
-signals instead: (1) a hill-climb that raises the number of candidates left after propagation (hard
-puzzles have givens that cover few distinct digits per cell, so nothing propagates), moving by
-"drop a given, then add back givens where a second solution differs, choosing the addition that
-keeps most candidates"; (2) acceptance only when the mean log rating over a few random symmetries
-clears a threshold. Each puzzle has its own RNG seeded from (seed, level, index), so the output does
+`extreme` must be as hard as Sudoku-Extreme under the guess-count rating *after a random symmetry*
+(the real sample: median about 290-330). Random minimal puzzles rate about 30 there, and only ~1 % of
+them have a symmetric geometric-mean rating of 500 or more. Hill-climbing the rating of one fixed
+labelling only learns that labelling's tie-breaks (fresh-symmetry median stayed near 50), and climbs
+on symmetry-invariant proxies (candidates left after propagation, two-candidate cells; `_climb`)
+reached medians of only 75-190 (bench notes in the D2 report). So `extreme` is rejection sampling:
+a random minimal puzzle is kept when its geometric-mean rating over `k` random symmetries clears
+`threshold` (most candidates are rejected after one cheap rating). That is slow (about 100
+candidates per kept puzzle) but its hardness does not depend on any one labelling.
+Each puzzle has its own RNG seeded from (seed, level, index), so the output does
 not depend on the number of worker processes.
 """
 
@@ -29,12 +31,12 @@ from hrm.data import sudoku_solver as S
 
 log = logging.getLogger(__name__)
 
-# Level recipes. blanks: default (min, max) blank cells; extreme: climb steps, symmetries per
-# estimate, geometric-mean rating threshold (measured: bench/data.py).
+# Level recipes. blanks: default (min, max) blank cells; extreme: proxy-climb steps (0: off, see the
+# module docstring), symmetries per estimate, geometric-mean rating threshold, per-rating guess cap.
 LEVELS: dict[str, dict] = {
     "easy": {"blanks": (30, 40)},
     "medium": {"blanks": (45, 54)},
-    "extreme": {"steps": 30, "k": 4, "threshold": 500.0, "cap": 50_000},
+    "extreme": {"steps": 0, "k": 4, "threshold": 450.0, "cap": 50_000},
 }
 MAX_ATTEMPTS = 2000  # per puzzle, before giving up on an impossible blanks/min_rating request
 
