@@ -11,7 +11,6 @@ from typing import Any
 
 import torch
 
-from hrm.train import distributed as D
 from hrm.train import state as S
 
 log = logging.getLogger(__name__)

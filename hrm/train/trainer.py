@@ -9,10 +9,8 @@ from __future__ import annotations
 
 import logging
 import time
-from pathlib import Path
 from typing import Any
 
-import torch
 
 from hrm.train import distributed as D
 from hrm.train.evaluate import evaluate
