@@ -36,9 +36,9 @@ log = logging.getLogger(__name__)
 LEVELS: dict[str, dict] = {
     "easy": {"blanks": (30, 40)},
     "medium": {"blanks": (45, 54)},
-    "extreme": {"steps": 0, "k": 4, "threshold": 450.0, "cap": 50_000},
+    "extreme": {"steps": 0, "k": 4, "threshold": 550.0, "cap": 50_000},
 }
-MAX_ATTEMPTS = 2000  # per puzzle, before giving up on an impossible blanks/min_rating request
+MAX_ATTEMPTS = 20_000  # per puzzle, before giving up on an impossible blanks/min_rating request
 
 
 class GenerationError(RuntimeError):
@@ -184,10 +184,11 @@ def _make_one(args: tuple) -> tuple[list[int], list[int], int]:
         if min_rating is not None and S.rate(puz, limit=min_rating) < min_rating:
             continue
         return puz, grid, attempt
-    raise GenerationError(
-        f"no {level} puzzle with blanks in [{lo}, {hi}]"
-        + (f" and rating >= {min_rating}" if min_rating is not None else "")
-        + f" after {MAX_ATTEMPTS} tries: widen --blanks or lower --min-rating")
+    wanted = [f"blanks in [{lo}, {hi}]"] if (lo, hi) != (0, 81) else []
+    wanted += [f"rating >= {min_rating}"] if min_rating is not None else []
+    wanted += [f"symmetric rating >= {recipe['threshold']:g}"] if level == "extreme" else []
+    raise GenerationError(f"no {level} puzzle with {' and '.join(wanted)} after {MAX_ATTEMPTS} tries: "
+                          f"widen --blanks, lower --min-rating or choose an easier --level")
 
 
 def generate(n: int, level: str, seed: int, blanks: tuple[int, int] | None = None,
