@@ -9,12 +9,12 @@ is reported in the run's log panel, so a reader knows old curves are sampled.
 
 from __future__ import annotations
 
-import json
 import math
 import threading
 from pathlib import Path
 from typing import Any
 
+from hrm.train.events import parse_event_lines
 from hrm_tui.runstate import RunState
 
 CHUNK = 512 * 1024  # bytes parsed per step: short GIL holds keep the UI responsive
@@ -27,22 +27,7 @@ def _is_train(line: bytes) -> bool:
 
 
 def _parse(lines: list[bytes]) -> list[dict[str, Any]]:
-    # One C call for the whole batch (as hrm.train.events does); a bad line sends us line by line.
-    try:
-        events = json.loads(b"[" + b",".join(lines) + b"]")
-        if all(type(e) is dict for e in events):
-            return events
-    except ValueError:
-        pass
-    out = []
-    for line in lines:
-        try:
-            ev = json.loads(line)
-        except ValueError:
-            continue
-        if isinstance(ev, dict):
-            out.append(ev)
-    return out
+    return parse_event_lines(lines)[0]
 
 
 def thinning_stride(size: int, bytes_per_line: float, max_train_points: int) -> int:

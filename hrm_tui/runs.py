@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from hrm.train.events import parse_event_lines
 from hrm_tui.runstate import LIVE_STATES
 
 EVENTS = "events.jsonl"
@@ -69,18 +70,10 @@ def _tail_events(path: Path, nbytes: int = _TAIL_BYTES) -> list[dict[str, Any]]:
             blob = f.read()
     except OSError:
         return []
-    out = []
     lines = blob.split(b"\n")
     if size > nbytes:
         lines = lines[1:]  # first line is probably cut
-    for line in lines:
-        try:
-            ev = json.loads(line)
-        except ValueError:
-            continue
-        if isinstance(ev, dict):
-            out.append(ev)
-    return out
+    return parse_event_lines(lines)[0]
 
 
 def _first_event(path: Path) -> dict[str, Any]:

@@ -11,7 +11,7 @@ import os
 import threading
 import time
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 EVENT_VERSION = 1
 # `train` events come every step; everything else is rare and must reach readers at once.
@@ -166,35 +166,36 @@ class EventTailer:
         return self._parse(complete)
 
     def _parse(self, blob: bytes) -> list[dict[str, Any]]:
-        # Fast path: the lines joined as one JSON array parse in a single C call (~5x faster
-        # than a loads() per line); any bad line sends us to the careful per-line path.
-        body = blob.rstrip(b"\n").replace(b"\n", b",")
-        try:
-            events = json.loads(b"[" + body + b"]")
-        except ValueError:
-            return list(self._parse_lines(blob))
-        if all(type(e) is dict for e in events):
-            return events
-        return list(self._parse_lines(blob))
-
-    def _parse_lines(self, blob: bytes) -> Iterator[dict[str, Any]]:
-        loads = json.loads
-        for line in blob.split(b"\n"):
-            if not line.strip():
-                continue
-            try:
-                event = loads(line)
-            except ValueError:
-                self.bad_lines += 1
-                continue
-            if isinstance(event, dict):
-                yield event
-            else:
-                self.bad_lines += 1
+        events, bad = parse_event_lines(blob.split(b"\n"))
+        self.bad_lines += bad
+        return events
 
     @property
     def pending_bytes(self) -> int:
         return len(self._pending)
+
+
+def parse_event_lines(lines: list[bytes]) -> tuple[list[dict[str, Any]], int]:
+    """(events, number of bad lines) of complete JSON lines; blank lines are ignored.
+
+    Fast path: the lines joined as one JSON array parse in a single C call (~5x faster than a
+    loads() per line); any bad line sends us to the careful per-line path."""
+    lines = [line for line in lines if line.strip()]
+    try:
+        events = json.loads(b"[" + b",".join(lines) + b"]")
+        if all(type(e) is dict for e in events):
+            return events, 0
+    except ValueError:
+        pass
+    out: list[dict[str, Any]] = []
+    for line in lines:
+        try:
+            event = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(event, dict):
+            out.append(event)
+    return out, len(lines) - len(out)
 
 
 def read_events(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
