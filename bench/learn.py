@@ -78,7 +78,7 @@ def run_task(task: str, preset: str, minutes: float, overrides: list[str], root:
         if p.poll() is None:
             os.killpg(p.pid, signal.SIGTERM)
             p.wait(120)
-    best = max(curve, key=lambda r: (r["exact_accuracy"] or 0)) if curve else {}
+    best = max(curve, key=lambda r: (r["exact_accuracy"] or 0, r.get("changed_accuracy") or 0)) if curve else {}
     return {"task": task, "preset": preset, "run_dir": str(run_dir), "curve": curve, "best": best}
 
 
