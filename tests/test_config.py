@@ -119,6 +119,14 @@ def test_preset_holds_only_overrides_and_cli_wins(tmp_path: Path) -> None:
     assert load_preset(_write(tmp_path / "empty.yaml", "")).run.preset == "empty"
 
 
+def test_a_bad_command_line_override_is_blamed_on_the_override_not_the_preset(tmp_path: Path) -> None:
+    preset = _write(tmp_path / "fine.yaml", "train:\n  total_steps: 50\n")
+    with pytest.raises(ConfigError) as err:
+        load_preset(preset, overrides=["train.keep_lats=2"])
+    assert "command-line overrides" in str(err.value) and str(preset) not in str(err.value)
+    assert "did you mean 'train.keep_last'" in str(err.value)
+
+
 def test_save_and_load_round_trip(tmp_path: Path) -> None:
     cfg = load_preset("tiny", overrides=["run.name=abc", "data.blanks=[2, 5]"])
     save_config(cfg, tmp_path / "config.yaml")

@@ -37,6 +37,17 @@ def test_softmax_cross_entropy_ignores_minus_100() -> None:
     assert loss[0, 0].item() == pytest.approx(-math.log(3 / 4), rel=1e-6)
 
 
+def test_softmax_cross_entropy_takes_sliced_logits() -> None:
+    # The model's logits drop the puzzle position, a non-contiguous slice of a batch: training
+    # with loss_type=softmax_cross_entropy must accept it.
+    row = [[9.0, 9.0], [0.0, math.log(3.0)], [5.0, 1.0]]
+    logits = torch.tensor([row, row])[:, 1:]
+    assert not logits.is_contiguous()
+    loss = softmax_cross_entropy(logits, torch.tensor([[1, -100], [1, -100]]))
+    assert loss.shape == (2, 2) and loss[:, 1].tolist() == [0.0, 0.0]
+    assert loss[:, 0].tolist() == pytest.approx([-math.log(3 / 4)] * 2, rel=1e-6)
+
+
 class _Fixed(nn.Module):
     """Stands in for the ACT model: returns a prepared carry and outputs."""
 

@@ -37,7 +37,7 @@ def stablemax_cross_entropy(logits: torch.Tensor, labels: torch.Tensor,
 def softmax_cross_entropy(logits: torch.Tensor, labels: torch.Tensor,
                           ignore_index: int = IGNORE_LABEL_ID) -> torch.Tensor:
     """Per-token softmax cross-entropy in float32; 0 where label == ignore_index."""
-    return F.cross_entropy(logits.to(torch.float32).view(-1, logits.shape[-1]), labels.to(torch.long).view(-1),
+    return F.cross_entropy(logits.to(torch.float32).reshape(-1, logits.shape[-1]), labels.to(torch.long).reshape(-1),
                            ignore_index=ignore_index, reduction="none").view(labels.shape)
 
 

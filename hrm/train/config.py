@@ -267,9 +267,10 @@ def load_preset(name_or_path: str | os.PathLike[str], overrides: list[str] | Non
     run_section = data.get("run") or {}
     if isinstance(run_section, dict) and not run_section.get("preset"):
         data = _merge(data, {"run": {"preset": path.stem}})
+    cfg = config_from_dict(data, source=str(path))  # the preset alone: its errors name the file
     if overrides:
-        data = _merge(data, parse_overrides(overrides))
-    return config_from_dict(data, source=str(path))
+        cfg = config_from_dict(_merge(data, parse_overrides(overrides)), source="command-line overrides")
+    return cfg
 
 
 def save_config(cfg: Config, path: str | os.PathLike[str]) -> None:
