@@ -123,3 +123,24 @@ def test_existing_run_dir_needs_resume(tmp_path: Path, capsys: pytest.CaptureFix
     assert "--resume latest" in capsys.readouterr().err
     assert main(["--run-dir", str(tmp_path / "empty")]) == 2
     assert "give a preset" in capsys.readouterr().err
+
+
+def test_loader_walks_eval_interval_epochs_per_iterator_start(tmp_path: Path) -> None:
+    # As the reference: one iterator start covers eval_interval steps' worth of epochs, so only the
+    # last short batch of that stretch is dropped, not one per epoch.
+    from hrm.data.format import groups_to_arrays, PuzzleDatasetMetadata, write_split
+    from hrm.train.build import DataInfo, build_loader
+    from hrm.train.config import load_preset
+    from hrm.train.distributed import DistEnv
+    import numpy as np
+
+    groups = [[(np.full(4, 1 + i % 3, np.uint8), np.full(4, 2, np.uint8))] for i in range(20)]
+    meta = PuzzleDatasetMetadata(pad_id=0, ignore_label_id=0, blank_identifier_id=0, vocab_size=5, seq_len=4,
+                                 num_puzzle_identifiers=1, total_groups=20, mean_puzzle_examples=1.0, sets=["all"])
+    write_split(tmp_path, "train", {"all": groups_to_arrays(groups)}, meta)
+    info = DataInfo(root=tmp_path, task="sudoku", seq_len=4, vocab_size=5, num_puzzle_identifiers=1,
+                    train_examples=20, test_examples=0, total_groups=20, mean_puzzle_examples=1.0)
+    cfg = load_preset("tiny", ["train.global_batch_size=8", "train.eval_interval=5"])  # 5·8/20 = 2 epochs
+    loader = build_loader(cfg, info, DistEnv())
+    assert loader.epochs_per_iter == 2
+    assert loader.batches_per_iter == 5  # 40 groups → 5 full batches; one epoch alone would give 2

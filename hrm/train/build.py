@@ -117,8 +117,13 @@ def build_optimizers(cfg: Any, head: torch.nn.Module, steps: int, env: D.DistEnv
 def build_loader(cfg: Any, data: DataInfo, env: D.DistEnv):
     from hrm.data.loader import TrainLoader
 
-    return TrainLoader(data.root, cfg.train.global_batch_size, rank=env.rank, world_size=env.world_size,
-                       seed=int(cfg.train.seed))
+    # The reference walks eval_interval epochs per iterator start and drops only the last short batch
+    # of that stretch; one epoch per start would drop groups every epoch (232 of 1000 at batch 768).
+    batch = cfg.train.global_batch_size
+    examples = max(1.0, data.total_groups * data.mean_puzzle_examples)
+    epochs_per_iter = max(1, round((cfg.train.eval_interval or 0) * batch / examples))
+    return TrainLoader(data.root, batch, rank=env.rank, world_size=env.world_size,
+                       seed=int(cfg.train.seed), epochs_per_iter=epochs_per_iter)
 
 
 def count_params(head: torch.nn.Module) -> int:
