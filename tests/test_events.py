@@ -110,12 +110,14 @@ def test_tailer_reads_200k_lines_fast(tmp_path: Path) -> None:
     line = json.dumps({"v": 1, "t": 1.0, "kind": "train", "step": 0, "loss": 0.5, "lr": 1e-4,
                        "accuracy": 0.9, "exact_accuracy": 0.1, "act_steps_mean": 3.2})
     path.write_text((line + "\n") * 200_000)
-    # CPU time, not wall time: other jobs share this machine's 2 cores (about 0.6 s on an idle core).
+    # CPU time, not wall time: other jobs share the cores. The figure itself (0.6–1.2 s on these
+    # VMs, which vary ±30 %) is measured by bench/ui.py (attach to a 200k-line run); this bound only
+    # catches a fall off the one-C-call fast path (per-line parsing costs several times more).
     start = time.process_time()
     events = EventTailer(path).read()
     elapsed = time.process_time() - start
-    assert len(events) == 200_000
-    assert elapsed < 1.0, f"reading 200k lines took {elapsed:.2f} s of CPU"
+    assert len(events) == 200_000 and events[-1]["act_steps_mean"] == 3.2
+    assert elapsed < 3.0, f"reading 200k lines took {elapsed:.2f} s of CPU"
 
 
 def test_drop_superseded_on_resume() -> None:

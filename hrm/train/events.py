@@ -166,7 +166,7 @@ class EventTailer:
         return self._parse(complete)
 
     def _parse(self, blob: bytes) -> list[dict[str, Any]]:
-        events, bad = parse_event_lines(blob.split(b"\n"))
+        events, bad = parse_event_blob(blob)
         self.bad_lines += bad
         return events
 
@@ -176,18 +176,26 @@ class EventTailer:
 
 
 def parse_event_lines(lines: list[bytes]) -> tuple[list[dict[str, Any]], int]:
-    """(events, number of bad lines) of complete JSON lines; blank lines are ignored.
+    """(events, number of bad lines) of complete JSON lines; blank lines are ignored."""
+    return parse_event_blob(b"\n".join(lines))
+
+
+def parse_event_blob(blob: bytes) -> tuple[list[dict[str, Any]], int]:
+    """(events, number of bad lines) of a run of complete newline-separated JSON lines.
 
     Fast path: the lines joined as one JSON array parse in a single C call (~5x faster than a
-    loads() per line); any bad line sends us to the careful per-line path."""
-    lines = [line for line in lines if line.strip()]
+    loads() per line); a bad or blank line sends us to the careful per-line path."""
+    body = blob.strip(b"\n")
+    if not body:
+        return [], 0
     try:
-        events = json.loads(b"[" + b",".join(lines) + b"]")
+        events = json.loads(b"[" + body.replace(b"\n", b",") + b"]")
         if all(type(e) is dict for e in events):
             return events, 0
     except ValueError:
         pass
     out: list[dict[str, Any]] = []
+    lines = [line for line in body.split(b"\n") if line.strip()]
     for line in lines:
         try:
             event = json.loads(line)
