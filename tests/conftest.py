@@ -29,3 +29,14 @@ def _isolated_dataset_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
     cache = tmp_path_factory.mktemp("hrm-data-cache")
     os.environ["HRM_DATA_CACHE"] = str(cache)
     return cache
+
+
+@pytest.fixture
+def one_torch_thread():
+    """Tiny shapes: a second OpenMP thread only adds barrier waits on a shared 2-core machine."""
+    import torch  # here, not at the top: the app's tests never load torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

@@ -21,12 +21,7 @@ MODEL = dict(puzzle_emb_ndim=32, hidden_size=32, num_heads=2, H_layers=1, L_laye
              expansion=2.0)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture()

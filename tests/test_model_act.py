@@ -17,13 +17,7 @@ from hrm.model.losses import ACTLossHead
 B, S, V = 4, 9, 6
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny shapes: a second OpenMP thread only adds barrier waits on a shared 2-core machine."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def tiny(**kw) -> HRMConfig:

@@ -16,13 +16,7 @@ SUDOKU = dict(batch_size=768, seq_len=81, vocab_size=11, puzzle_emb_ndim=512, nu
 MAZE = dict(batch_size=768, seq_len=900, vocab_size=6, puzzle_emb_ndim=512, num_puzzle_identifiers=1)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny shapes: a second OpenMP thread only adds barrier waits on a shared 2-core machine."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _module_count(cfg: HRMConfig) -> int:

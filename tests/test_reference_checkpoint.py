@@ -18,12 +18,7 @@ FIELDS = dict(batch_size=4, seq_len=9, vocab_size=6, puzzle_emb_ndim=32, hidden_
               H_layers=1, L_layers=2, halt_max_steps=4)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _head(seed: int, **kw) -> ACTLossHead:
