@@ -19,7 +19,7 @@ from hrm.data.format import DatasetError, OutputExistsError, dataset_summary
 log = logging.getLogger(__name__)
 
 # Bump when a generator's output for the same recipe changes, so cached datasets are rebuilt.
-GENERATOR_VERSION = {"sudoku": 1, "maze": 1}
+GENERATOR_VERSION = {"sudoku": 2, "maze": 1}
 _KEYS = {"sudoku": ("level", "train", "test", "num_aug", "blanks", "min_rating", "seed"),
          "maze": ("level", "size", "train", "test", "aug", "seed")}
 _DEFAULT_MAZE_SIZE = {"easy": 9, "medium": 15, "hard": 30}

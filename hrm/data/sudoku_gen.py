@@ -1,19 +1,21 @@
 """Sudoku generation with exactly one solution, at a chosen difficulty.
 
 Every puzzle starts from a random complete grid and keeps only givens of that grid, so its label is
-that grid; uniqueness is checked by exhaustive search (see sudoku_solver).
+that grid; uniqueness is checked by exhaustive search. The searches and the rating run in compiled
+kernels (sudoku_fast, numba); sudoku_solver is the readable definition they are tested against.
 
 `extreme` must be as hard as Sudoku-Extreme under the guess-count rating *after a random symmetry*
-(the real sample: median about 290-330). Random minimal puzzles rate about 30 there, and only ~1 % of
-them have a symmetric geometric-mean rating of 500 or more. Hill-climbing the rating of one fixed
-labelling only learns that labelling's tie-breaks (fresh-symmetry median stayed near 50), and climbs
-on symmetry-invariant proxies (candidates left after propagation, two-candidate cells; `_climb`)
-reached medians of only 75-190 (bench notes in the D2 report). So `extreme` is rejection sampling:
-a random minimal puzzle is kept when its geometric-mean rating over `k` random symmetries clears
-`threshold` (most candidates are rejected after one cheap rating). That is slow (on the order of
-100 candidates per kept puzzle; about 12-14 puzzles/min on 2 busy cores) but its hardness does not
-depend on any one labelling. Measured (bench/data.py, fresh symmetry seeds 1/2/3): threshold 450 gave
-medians 319/237/314 (n=100) and 550 gave 353/275.5/427 (n=40) against the real sample's 318.5/315/337.5.
+(the real sample: median about 290-340). Random minimal puzzles rate about 30 there. Hill-climbing
+the rating of one fixed labelling only learns that labelling's tie-breaks (fresh-symmetry median
+stayed near 50), and climbing symmetry-invariant proxies reached medians of only 75-190 (D2 report),
+so `extreme` is rejection sampling: a random minimal puzzle is kept when its geometric-mean rating
+over `k` = 12 random symmetries is at least `threshold` = 380. Most candidates are dropped after one
+cheap rating (the running mean falls e^1.5 below the threshold); 1 in ~350 is kept. Twelve
+symmetries estimate a puzzle's labelling-free hardness better than four: at equal throughput, k = 4
+with threshold 550 (the earlier recipe) gave fresh-symmetry medians 370/369/372 and k = 12 with 360
+gave 419/416/451 on one pool of 86k candidates (bench notes; real sample 318.5/315/337.5 for
+symmetry seeds 1/2/3). Each candidate costs ~0.6 ms (random grid 45 us, reduction to a minimal
+puzzle 430 us, ratings the rest).
 Each puzzle has its own RNG seeded from (seed, level, index), so the output does
 not depend on the number of worker processes.
 """
@@ -29,16 +31,16 @@ from typing import Callable
 
 import numpy as np
 
-from hrm.data import sudoku_solver as S
+from hrm.data import sudoku_fast as F
 
 log = logging.getLogger(__name__)
 
-# Level recipes. blanks: default (min, max) blank cells; extreme: proxy-climb steps (0: off, see the
-# module docstring), symmetries per estimate, geometric-mean rating threshold, per-rating guess cap.
+# Level recipes. blanks: default (min, max) blank cells; extreme: symmetries per estimate, geometric-mean
+# rating threshold, per-rating guess cap (see the module docstring for how k and threshold were chosen).
 LEVELS: dict[str, dict] = {
     "easy": {"blanks": (30, 40)},
     "medium": {"blanks": (45, 54)},
-    "extreme": {"steps": 0, "k": 4, "threshold": 550.0, "cap": 50_000},
+    "extreme": {"k": 12, "threshold": 380.0, "cap": 50_000},
 }
 MAX_ATTEMPTS = 20_000  # per puzzle, before giving up on an impossible blanks/min_rating request
 
@@ -48,96 +50,21 @@ class GenerationError(RuntimeError):
 
 
 def _random_grid(rng: random.Random) -> list[int]:
-    """A random complete grid: a few random consistent givens, then a search in random digit order."""
+    """A random complete grid: 11 random consistent givens, then the first solution of a search."""
+    out = np.empty(81, dtype=np.int64)
     while True:
-        cand = [S.ALL] * 81
-        ok = True
-        for c in rng.sample(range(81), 11):
-            opts = S._BITS[cand[c]]
-            if not opts:
-                ok = False
-                break
-            cand[c] = rng.choice(opts)
-            if not S._propagate(cand, [c]):
-                ok = False
-                break
-        if ok:
-            found: list[list[int]] = []
-            S._count_dfs(cand, 1, found)
-            if found:
-                return found[0]
-
-
-def _unique_without(puz: list[int], cell: int) -> bool:
-    """Does the puzzle keep exactly one solution when the given at `cell` is removed?"""
-    digit = puz[cell]
-    q = list(puz)
-    q[cell] = 0
-    cand = S.initial_candidates(q)
-    m = cand[cell] & ~S._BIT[digit]  # another solution must put another digit here
-    if not m:
-        return True
-    cand[cell] = m
-    if not m & (m - 1) and not S._propagate(cand, [cell]):
-        return True
-    found: list[list[int]] = []
-    S._count_dfs(cand, 1, found)
-    return not found
+        cells = np.array(rng.sample(range(81), 11), dtype=np.int64)
+        if F.fill_grid(cells, np.array([rng.getrandbits(32) for _ in range(11)], dtype=np.int64), out):
+            return out.tolist()
 
 
 def _reduce(puz: list[int], rng: random.Random, min_clues: int = 0) -> list[int]:
     """Remove givens in random order while the solution stays unique, down to `min_clues`."""
-    puz = list(puz)
-    clues = sum(1 for v in puz if v)
     order = [i for i in range(81) if puz[i]]
     rng.shuffle(order)
-    for c in order:
-        if clues <= min_clues:
-            break
-        if _unique_without(puz, c):
-            puz[c] = 0
-            clues -= 1
-    return puz
-
-
-BIVALUE_WEIGHT = 8
-
-
-def _looseness(puz: list[int]) -> int:
-    """Candidates left after propagation, minus a penalty per two-candidate cell (symmetry-invariant)."""
-    cand = S.initial_candidates(puz)
-    pop = S._POP
-    counts = [pop[m] for m in cand if pop[m] > 1]
-    return sum(counts) - BIVALUE_WEIGHT * counts.count(2)
-
-
-def _repair(puz: list[int], grid: list[int], rng: random.Random, choices: int = 4) -> None:
-    """Add givens of `grid` until the solution is unique, each chosen to keep most candidates."""
-    while True:
-        sols = S.solutions(puz, 2)
-        if len(sols) == 1:
-            return
-        other = sols[0] if sols[0] != grid else sols[1]
-        diff = [i for i in range(81) if other[i] != grid[i]]
-        best = (-1, -1)
-        for c in rng.sample(diff, min(choices, len(diff))):
-            q = list(puz)
-            q[c] = grid[c]
-            best = max(best, (_looseness(q), c))
-        puz[best[1]] = grid[best[1]]
-
-
-def _climb(grid: list[int], rng: random.Random, steps: int) -> list[int]:
-    puz = _reduce(grid, rng)
-    cur = _looseness(puz)
-    for _ in range(steps):
-        q = list(puz)
-        q[rng.choice([i for i in range(81) if q[i]])] = 0
-        _repair(q, grid, rng)
-        score = _looseness(q)
-        if score >= cur:
-            puz, cur = q, score
-    return puz
+    out = np.array(puz, dtype=np.int64)
+    F.reduce_in_place(out, np.array(order, dtype=np.int64), min_clues)
+    return out.tolist()
 
 
 def _symmetry_lists(rng: random.Random) -> tuple[list[int], list[int]]:
@@ -160,7 +87,7 @@ def symmetric_hardness(puz: list[int], rng: random.Random, k: int, cap: int,
     total = 0.0
     for j in range(1, k + 1):
         digits, src = _symmetry_lists(rng)
-        total += math.log1p(S.rate([digits[puz[c]] for c in src], limit=cap))
+        total += math.log1p(F.rate(np.array([digits[puz[c]] for c in src]), limit=cap))
         if give_up_below is not None and total / j < math.log1p(give_up_below) - 1.5:
             return math.expm1(total / j)
     return math.expm1(total / k)
@@ -175,7 +102,7 @@ def _make_one(args: tuple) -> tuple[list[int], list[int], int]:
     for attempt in range(1, MAX_ATTEMPTS + 1):
         grid = _random_grid(rng)
         if level == "extreme":
-            puz = _climb(grid, rng, recipe["steps"])
+            puz = _reduce(grid, rng)
             if symmetric_hardness(puz, rng, recipe["k"], recipe["cap"], recipe["threshold"]) < recipe["threshold"]:
                 continue
         else:
@@ -183,7 +110,7 @@ def _make_one(args: tuple) -> tuple[list[int], list[int], int]:
         nblank = puz.count(0)
         if not lo <= nblank <= hi:
             continue
-        if min_rating is not None and S.rate(puz, limit=min_rating) < min_rating:
+        if min_rating is not None and F.rate(puz, limit=min_rating) < min_rating:
             continue
         return puz, grid, attempt
     wanted = [f"blanks in [{lo}, {hi}]"] if (lo, hi) != (0, 81) else []
