@@ -70,7 +70,8 @@ def matmul_peak(device: torch.device, dtype: torch.dtype, seconds: float, n: int
     return best_wall, best_cpu
 
 
-def build(hidden: int, batch: int, device: torch.device, dtype: str, seed: int = 0):
+def build(hidden: int, batch: int, device: torch.device, dtype: str, seed: int = 0, world_size: int = 1):
+    """Model, loss head, both optimizers and a random batch of `batch` rows (one rank's share)."""
     cfg = HRMConfig(batch_size=batch, seq_len=81, vocab_size=11, puzzle_emb_ndim=hidden,
                     num_puzzle_identifiers=1, hidden_size=hidden, num_heads=max(1, hidden // 64),
                     forward_dtype=dtype)
@@ -78,7 +79,7 @@ def build(hidden: int, batch: int, device: torch.device, dtype: str, seed: int =
     with torch.device(device):
         head = ACTLossHead(HierarchicalReasoningModel_ACTV1(cfg))
     head.train()
-    sparse = CastedSparseEmbeddingSignSGD_Distributed(head.model.puzzle_emb.buffers(), world_size=1,
+    sparse = CastedSparseEmbeddingSignSGD_Distributed(head.model.puzzle_emb.buffers(), world_size=world_size,
                                                       lr=1e-4, weight_decay=0.1)
     adam = AdamATan2(head.parameters(), lr=1e-4, betas=(0.9, 0.95), weight_decay=0.1)
     g = torch.Generator().manual_seed(seed)
@@ -89,13 +90,17 @@ def build(hidden: int, batch: int, device: torch.device, dtype: str, seed: int =
     return cfg, head, (sparse, adam), data
 
 
-def make_step(head, optimizers, data, batch: int, compiled: bool):
+def make_step(head, optimizers, data, batch: int, compiled: bool, after_backward=None):
+    """One training step; `batch` is the global batch (the loss scale), `after_backward` e.g. the
+    gradient all-reduce of data-parallel ranks."""
     fwd = torch.compile(head, dynamic=False) if compiled else head
     state = {"carry": head.initial_carry(data)}
 
     def step() -> None:
         carry, loss, _metrics, _, _ = fwd(state["carry"], data)
         (loss / batch).backward()
+        if after_backward is not None:
+            after_backward()
         for opt in optimizers:   # sparse SignSGD first, then AdamATan2 (the reference order)
             opt.step()
             opt.zero_grad()

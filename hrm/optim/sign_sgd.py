@@ -99,8 +99,12 @@ def _split_buffers(params: list[Tensor]) -> tuple[Tensor | None, Tensor, Tensor]
 def _all_gather(t: Tensor, world_size: int) -> Tensor:
     """Concatenate `t` from every rank along dim 0 (rank order)."""
     out = torch.empty((world_size * t.shape[0], *t.shape[1:]), dtype=t.dtype, device=t.device)
-    dist.all_gather_into_tensor(out, t.contiguous())
+    _gather_into(out, t.contiguous())
     return out
+
+
+# torch 2.13 renamed all_gather_into_tensor (now deprecated, same signature); we support torch >= 2.4.
+_gather_into = getattr(dist, "all_gather_single", None) or dist.all_gather_into_tensor
 
 
 def sparse_sign_sgd_update(
