@@ -144,3 +144,17 @@ def test_loader_walks_eval_interval_epochs_per_iterator_start(tmp_path: Path) ->
     loader = build_loader(cfg, info, DistEnv())
     assert loader.epochs_per_iter == 2
     assert loader.batches_per_iter == 5  # 40 groups → 5 full batches; one epoch alone would give 2
+
+
+def test_train_compile_wraps_the_same_module_and_is_off_by_default() -> None:
+    """train.compile hands the step a torch.compile wrapper of the very head whose parameters the
+    optimizers and checkpoints hold (compiling itself is lazy and is not run here: ~1 min on CPU)."""
+    from hrm.train import build as B
+    from hrm.train.config import apply_overrides, load_preset
+
+    cfg = load_preset("tiny")
+    head = torch.nn.Linear(2, 2)
+    assert B.train_forward(cfg, head) is head
+    compiled = B.train_forward(apply_overrides(cfg, ["train.compile=true"]), head)
+    assert compiled is not head and compiled._orig_mod is head
+    assert [id(p) for p in compiled.parameters()] == [id(p) for p in head.parameters()]

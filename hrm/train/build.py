@@ -108,6 +108,14 @@ def build_head(cfg: Any, data: DataInfo, env: D.DistEnv) -> torch.nn.Module:
     return head
 
 
+def train_forward(cfg: Any, head: torch.nn.Module) -> Any:
+    """What a training step calls: the head itself, or (train.compile) its torch.compile'd wrapper, which
+    shares the head's parameters, so checkpoints and eval keep using the plain module."""
+    if not getattr(cfg.train, "compile", False):
+        return head
+    return torch.compile(head, dynamic=False)
+
+
 def build_optimizers(cfg: Any, head: torch.nn.Module, steps: int, env: D.DistEnv):
     from hrm.optim.container import optimizer_set_from_config
 

@@ -126,6 +126,7 @@ class TrainConfig(_Section):
     early_stop_exact_accuracy: float | None = Field(None, gt=0, le=1, description="Stop once train exact accuracy reaches this.")
     on_nonfinite: Literal["stop", "pause"] = Field("stop", description="What a NaN/Inf loss or gradient does.")
     log_interval: int = Field(1, ge=1, description="Steps aggregated into one train event.")
+    compile: bool = Field(False, description="torch.compile the training forward (the reference does); ~1 min before the first step on CPU.")
     init_from: str | None = Field(None, description="Weights-only checkpoint (ours or the reference's) to start from.")
 
     @model_validator(mode="after")

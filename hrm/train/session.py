@@ -52,6 +52,7 @@ class Session:
             s.total_steps = B.total_steps(cfg, s.data)
             s.mcfg = B.model_config(cfg, s.data, env)
             s.head = B.build_head(cfg, s.data, env)
+            s.train_forward = B.train_forward(cfg, s.head)
             s.optim = B.build_optimizers(cfg, s.head, s.total_steps, env)
             s.loader = B.build_loader(cfg, s.data, env)
             R.apply_start_point(s, resume)

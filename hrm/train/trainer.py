@@ -85,7 +85,7 @@ class Trainer:
         batch = {k: v.to(env.device, non_blocking=True) for k, v in batch.items()}
         if self.carry is None:
             self.carry = s.head.initial_carry(batch)
-        self.carry, loss, metrics, grad_sq = forward_backward(s.head, self.carry, batch, self.gb, env, self.params)
+        self.carry, loss, metrics, grad_sq = forward_backward(s.train_forward, self.carry, batch, self.gb, env, self.params)
         vec = pack(env, loss, metrics, grad_sq, s.steering.local_flags())
         res = unpack(D.all_reduce_sum(env, vec).cpu(), self.gb)  # the step's one host sync
         if res.nonfinite:
