@@ -39,9 +39,7 @@ def _digits(q: str) -> np.ndarray:
 @pytest.fixture(scope="module", autouse=True)
 def _compiled():
     """Load (or compile, on a fresh checkout) the kernels once, outside any single test's time."""
-    F.rate([0] * 81, limit=1)
-    _reduce(_random_grid(random.Random(0)), random.Random(0))
-    F.count_solutions([0] * 81)
+    F.warm_up()
 
 
 @pytest.mark.parametrize("rel,limit", COLLECTIONS)

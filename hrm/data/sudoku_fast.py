@@ -279,6 +279,14 @@ def fill_grid(cells, picks, out):
     return _search(cands, 1, out, 2000) == 1
 
 
+def warm_up() -> None:
+    """Compile every kernel now (or load it from the cache), so no timed or tested call pays for it."""
+    fill_grid(np.arange(81, dtype=np.int64), np.zeros(81, dtype=np.int64), np.empty(81, np.int64))
+    reduce_in_place(np.zeros(81, dtype=np.int64), np.arange(1, dtype=np.int64), 0)
+    rate([0] * 81, limit=1)
+    count_solutions([0] * 81)
+
+
 def _array(puzzle: Sequence[int]) -> np.ndarray:
     if isinstance(puzzle, np.ndarray) and puzzle.shape == (81,) and 0 <= puzzle.min() <= puzzle.max() <= 9:
         return puzzle.astype(np.int64)
