@@ -1,23 +1,26 @@
 """Sudoku generation with exactly one solution, at a chosen difficulty.
 
 Every puzzle starts from a random complete grid and keeps only givens of that grid, so its label is
-that grid; uniqueness is checked by exhaustive search. The searches and the rating run in compiled
-kernels (sudoku_fast, numba); sudoku_solver is the readable definition they are tested against.
+that grid; uniqueness is checked by exhaustive search. Searches and ratings run in compiled kernels
+(sudoku_fast, numba, ~100x the pure-Python solver); sudoku_solver is the readable definition that
+tests hold them to.
 
 `extreme` must be as hard as Sudoku-Extreme under the guess-count rating *after a random symmetry*
-(the real sample: median about 290-340). Random minimal puzzles rate about 30 there. Hill-climbing
-the rating of one fixed labelling only learns that labelling's tie-breaks (fresh-symmetry median
-stayed near 50), and climbing symmetry-invariant proxies reached medians of only 75-190 (D2 report),
-so `extreme` is rejection sampling: a random minimal puzzle is kept when its geometric-mean rating
-over `k` = 12 random symmetries is at least `threshold` = 380. Most candidates are dropped after one
-cheap rating (the running mean falls e^1.5 below the threshold); 1 in ~350 is kept. Twelve
-symmetries estimate a puzzle's labelling-free hardness better than four: at equal throughput, k = 4
-with threshold 550 (the earlier recipe) gave fresh-symmetry medians 370/369/372 and k = 12 with 360
-gave 419/416/451 on one pool of 86k candidates (bench notes; real sample 318.5/315/337.5 for
-symmetry seeds 1/2/3). Each candidate costs ~0.6 ms (random grid 45 us, reduction to a minimal
-puzzle 430 us, ratings the rest).
-Each puzzle has its own RNG seeded from (seed, level, index), so the output does
-not depend on the number of worker processes.
+(real sample: median 318.5/315/337.5 for symmetry seeds 1/2/3). Random minimal puzzles rate about
+30. Hill-climbing the rating of one labelling only learns its tie-breaks, and climbing
+symmetry-invariant proxies reached medians of 75-190 (D2 report), so `extreme` is rejection
+sampling: a random minimal puzzle is kept when its geometric-mean rating over k = 12 random
+symmetries is at least 380. Most candidates are dropped after one cheap rating (the running mean
+falls e^1.5 below the threshold); about 1 in 300 is kept, mostly 21-24 givens. Twelve symmetries
+estimate a puzzle's labelling-free hardness better than four: on one pool of 86k candidates, k = 4
+with threshold 550 (the previous recipe) kept 253 with fresh-symmetry medians 370/369/372, k = 12
+with 380 kept 324 with 471/438/460. A candidate costs ~0.95 ms of CPU (grid 60 us, reduction to a
+minimal puzzle 580 us, ratings 300 us).
+Measured (bench/data.py --workers 1, this 2-core VM with the other core busy): 1,000 puzzles in 355 s,
+169/min per core (about 250 per CPU-minute); medians after fresh symmetries 445.5/452/417 (n = 1000)
+against the real sample's 318.5/315/337.5. The pure-Python version made 12-14/min on 2 cores.
+Each puzzle has its own RNG seeded from (seed, level, index), so the output does not depend on the
+number of worker processes.
 """
 
 from __future__ import annotations
