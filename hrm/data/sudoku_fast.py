@@ -7,8 +7,8 @@ same LIFO naked-single propagation over the same sorted peer lists, fewest-candi
 lowest index, digits ascending), so it returns the same guess count; tests/test_sudoku_fast.py checks
 that on the real collections. The searches are iterative: one 81-cell candidate row per depth.
 
-Kernels are compiled on first use and cached on disk (`cache=True`), so later processes, including
-the generator's worker processes, load them instead of recompiling.
+Kernels are compiled on first use (~20 s for all, `warm_up`) and cached on disk (`cache=True`), so
+later processes, including the generator's worker processes, load them in under a second.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from numba import njit
 from hrm.data.sudoku_solver import PEERS as _PEER_LISTS, UNITS as _UNIT_LISTS, InvalidPuzzle, _as_list
 
 ALL = 0x1FF
+# Module-level arrays are frozen into the compiled code as constants.
 PEERS = np.array(_PEER_LISTS, dtype=np.int64)  # [81, 20], each row sorted as in sudoku_solver
 UNITS = np.array(_UNIT_LISTS, dtype=np.int64)  # [27, 9]
 SOLVED, CAPPED, NO_SOLUTION = 0, 1, 2  # rate status
