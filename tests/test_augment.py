@@ -6,7 +6,8 @@ import random
 
 import numpy as np
 
-from hrm.data.augment import apply_transform, augment, augment_all, random_symmetry, random_transform
+from hrm.data.augment import (apply_transform, augment, augment_all, numbered_transform, random_symmetry,
+                              random_transform)
 from hrm.data.sudoku_gen import _random_grid, _reduce
 from hrm.data.sudoku_solver import count_solutions, is_valid_solution, solve
 
@@ -79,3 +80,44 @@ def test_random_symmetry_keeps_validity():
         assert is_valid_solution(s2)
     p2 = random_symmetry(puzzle, np.random.default_rng(5))
     assert count_solutions(p2) == 1 and (p2 > 0).sum() == (puzzle > 0).sum()
+
+
+def _decode(code: int) -> tuple[np.ndarray, bool, np.ndarray, np.ndarray]:
+    """The documented mixed radix, by hand: digits (Lehmer), transpose, band/rows, stack/columns."""
+    def take(pool: list[int]) -> int:
+        nonlocal code
+        code, k = divmod(code, len(pool))
+        return pool.pop(k)
+    pool = list(range(1, 10))
+    digits = [0] + [take(pool) for _ in range(9)]
+    transpose = bool(code & 1)
+    code >>= 1
+    perms = []
+    for _ in range(2):
+        groups, perm = [0, 1, 2], []
+        for _ in range(3):
+            block, inner = take(groups), [0, 1, 2]
+            perm += [block * 3 + take(inner) for _ in range(3)]
+        perms.append(perm)
+    return np.array(digits), transpose, np.array(perms[0]), np.array(perms[1])
+
+
+def test_numbered_transform_is_the_augmentation_family():
+    puzzle, solution = _pair(6)
+    rng = random.Random(0)
+    out = np.empty(81, dtype=np.int64)
+    numbered_transform(solution.astype(np.int64), 0, out)
+    assert np.array_equal(out, solution)  # number 0 is the identity
+    transposed = 0
+    for _ in range(200):
+        code = rng.getrandbits(62)
+        digits, transpose, row_perm, col_perm = _decode(code)
+        old = np.arange(81).reshape(9, 9)
+        src = (old.T if transpose else old)[row_perm][:, col_perm].reshape(81)
+        for grid in (puzzle, solution):
+            numbered_transform(grid.astype(np.int64), code, out)
+            assert np.array_equal(out, apply_transform(grid, digits, src))
+        assert is_valid_solution(out)
+        transposed += transpose
+    assert 70 < transposed < 130
+

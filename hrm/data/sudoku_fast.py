@@ -280,12 +280,22 @@ def fill_grid(cells, picks, out):
     return _search(cands, 1, out, 2000) == 1
 
 
+@njit(cache=True)
+def guesses(puz, limit):
+    """Guess count of a valid int64[81] puzzle, capped at `limit` (< 0: none); unchecked, for inner loops."""
+    return _rate(puz, limit, np.empty(81, np.int64))[0]
+
+
 def warm_up() -> None:
     """Compile every kernel now (or load it from the cache), so no timed or tested call pays for it."""
     fill_grid(np.arange(81, dtype=np.int64), np.zeros(81, dtype=np.int64), np.empty(81, np.int64))
     reduce_in_place(np.zeros(81, dtype=np.int64), np.arange(1, dtype=np.int64), 0)
     rate([0] * 81, limit=1)
     count_solutions([0] * 81)
+    guesses(np.zeros(81, dtype=np.int64), 1)
+    from hrm.data.augment import numbered_transform  # the generator's other kernel
+
+    numbered_transform(np.zeros(81, dtype=np.int64), 0, np.empty(81, np.int64))
 
 
 def _array(puzzle: Sequence[int]) -> np.ndarray:

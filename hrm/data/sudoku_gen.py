@@ -35,6 +35,7 @@ from typing import Callable
 import numpy as np
 
 from hrm.data import sudoku_fast as F
+from hrm.data.augment import numbered_transform
 
 log = logging.getLogger(__name__)
 
@@ -70,16 +71,6 @@ def _reduce(puz: list[int], rng: random.Random, min_clues: int = 0) -> list[int]
     return out.tolist()
 
 
-def _symmetry_lists(rng: random.Random) -> tuple[list[int], list[int]]:
-    """A random transform as in hrm.data.augment, drawn from a python Random (digit map, source cells)."""
-    digits = [0] + rng.sample(range(1, 10), 9)
-    transpose = rng.random() < 0.5
-    rows = [b * 3 + r for b in rng.sample(range(3), 3) for r in rng.sample(range(3), 3)]
-    cols = [s * 3 + c for s in rng.sample(range(3), 3) for c in rng.sample(range(3), 3)]
-    src = [(cols[k % 9] * 9 + rows[k // 9]) if transpose else rows[k // 9] * 9 + cols[k % 9] for k in range(81)]
-    return digits, src
-
-
 def symmetric_hardness(puz: list[int], rng: random.Random, k: int, cap: int,
                        give_up_below: float | None = None) -> float:
     """Geometric-mean rating over `k` random symmetries (each rating capped at `cap`).
@@ -87,10 +78,12 @@ def symmetric_hardness(puz: list[int], rng: random.Random, k: int, cap: int,
     With `give_up_below`, stops early (returning the mean so far) once the running mean falls far
     (a factor e^1.5) below it: most candidates are easy, and the rest of their ratings are wasted.
     """
+    arr = np.array(puz, dtype=np.int64)
+    sym = np.empty(81, dtype=np.int64)
     total = 0.0
     for j in range(1, k + 1):
-        digits, src = _symmetry_lists(rng)
-        total += math.log1p(F.rate(np.array([digits[puz[c]] for c in src]), limit=cap))
+        numbered_transform(arr, rng.getrandbits(62), sym)  # one draw = one random symmetry
+        total += math.log1p(F.guesses(sym, cap))
         if give_up_below is not None and total / j < math.log1p(give_up_below) - 1.5:
             return math.expm1(total / j)
     return math.expm1(total / k)
