@@ -14,11 +14,12 @@ symmetries is at least 380. Most candidates are dropped after one cheap rating (
 falls e^1.5 below the threshold); about 1 in 300 is kept, mostly 21-24 givens. Twelve symmetries
 estimate a puzzle's labelling-free hardness better than four: on one pool of 86k candidates, k = 4
 with threshold 550 (the previous recipe) kept 253 with fresh-symmetry medians 370/369/372, k = 12
-with 380 kept 324 with 471/438/460. A candidate costs ~0.95 ms of CPU (grid 60 us, reduction to a
-minimal puzzle 580 us, ratings 300 us).
-Measured (bench/data.py --workers 1, this 2-core VM with the other core busy): 1,000 puzzles in 355 s,
-169/min per core (about 250 per CPU-minute); medians after fresh symmetries 445.5/452/417 (n = 1000)
-against the real sample's 318.5/315/337.5. The pure-Python version made 12-14/min on 2 cores.
+with 380 kept 324 with 471/438/460. A candidate costs ~0.7 ms of CPU: grid 60 us, reduction to a
+minimal puzzle 500 us, ratings 140 us (each symmetry is one 62-bit draw, augment.numbered_transform).
+Measured with bench/data.py on this 2-core VM while two other CPU-bound processes ran (load ~3):
+1 worker, 1,000 puzzles in 293 s = 205/min per core, fresh-symmetry medians 408/448.5/433 (n = 1000)
+against the real sample's 318.5/315/337.5; 2 workers, 300 in 99 s = 181/min (4 busy processes on 2
+cores). The pure-Python generator made 12-14/min on 2 cores.
 Each puzzle has its own RNG seeded from (seed, level, index), so the output does not depend on the
 number of worker processes.
 """
