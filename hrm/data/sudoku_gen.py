@@ -142,6 +142,7 @@ def generate(n: int, level: str, seed: int, blanks: tuple[int, int] | None = Non
         results = map(_make_one, jobs)
         _collect(results, puzzles, solutions, progress)
     else:
+        F.warm_up()  # compile (first run only) here, so the workers load the cache instead of each compiling
         with mp.get_context("spawn").Pool(workers) as pool:
             _collect(pool.imap(_make_one, jobs, chunksize=1), puzzles, solutions, progress)
     return puzzles, solutions
