@@ -1,9 +1,11 @@
 """Training-step MFU of data-parallel ranks on one CPU host (a benchmark, not a test).
 
 On a CPU, one process per core with one thread each (what `torchrun --nproc-per-node 2` gives the
-trainer, with OMP_NUM_THREADS=1) beats one process with two threads: every op, large or small, runs
-on its own core without OpenMP fork/join, and the only cost is one gradient all-reduce per step.
-This times exactly the trainer's data-parallel step: each of N ranks takes global_batch/N rows, runs
+trainer, with OMP_NUM_THREADS=1) avoids OpenMP fork/join on every small op, at the cost of one gradient
+all-reduce per step and of running the optimizers on every rank. Whether that beats one process with
+two threads is what this measures (on the 2-core VM, quiet, best of 3: 69.8/109.5/99.4 GFLOP/s at
+hidden 128/256/512 against 69.5/101.4/114.8 for bench/step.py in the same window: a wash at 128, +8 %
+at 256, -13 % at 512). It times exactly the trainer's data-parallel step: each of N ranks takes global_batch/N rows, runs
 the ACT forward (both forwards), the backward of loss/global_batch, the bucketed SUM all-reduce of
 the gradients (`hrm.train.distributed.all_reduce_grads`, gloo), SignSGD with its all-gather path and
 AdamATan2 — and reports the global FLOP/s against the same fp32 2048² `torch.mm` peak as
