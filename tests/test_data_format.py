@@ -163,3 +163,29 @@ def test_dihedral_transforms_form_the_group_with_the_inverse_table():
 def test_format_module_does_not_import_torch():
     code = "import sys, hrm.data.format; assert 'torch' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_a_ctrl_c_swallowed_by_a_finalizer_still_publishes_nothing(tmp_path) -> None:
+    """CPython drops a KeyboardInterrupt raised inside __del__; the hrm-data guard remembers it, so the
+    build stops at the next check and the half-built directory is removed."""
+    out = tmp_path / "ds"
+    script = f"""
+import os, signal
+from pathlib import Path
+from hrm.data import progress
+from hrm.data.format import atomic_output_dir
+progress.install_interrupt_guard()
+class Bomb:
+    def __del__(self):
+        os.kill(os.getpid(), signal.SIGINT)
+try:
+    with atomic_output_dir(Path({str(out)!r}), False) as tmp:
+        (tmp / "part").write_text("x")
+        Bomb()
+        print("swallowed", flush=True)
+except KeyboardInterrupt:
+    print("stopped", flush=True)
+"""
+    r = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert r.stdout.split() == ["swallowed", "stopped"], r.stderr
+    assert list(tmp_path.iterdir()) == []

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +14,7 @@ from rich.table import Table
 
 from hrm.data.csvio import CsvFormatError
 from hrm.data.format import DatasetError, OutputExistsError
+from hrm.data.progress import install_interrupt_guard
 
 EPILOG = """examples:
   hrm-data maze --out data/maze-hard --level hard --train 1000 --test 1000
@@ -113,6 +115,8 @@ def print_summary(summary: dict, console: Console) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if threading.current_thread() is threading.main_thread():
+        install_interrupt_guard()
     out, err = Console(), Console(stderr=True)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:

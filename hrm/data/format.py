@@ -19,6 +19,8 @@ from typing import Iterator, Sequence
 
 import numpy as np
 
+from hrm.data.progress import raise_if_interrupted
+
 log = logging.getLogger(__name__)
 
 FIELDS = ("inputs", "labels", "puzzle_identifiers", "puzzle_indices", "group_indices")
@@ -257,6 +259,7 @@ def atomic_output_dir(out: Path | str, force: bool) -> Iterator[Path]:
     tmp.mkdir()
     try:
         yield tmp
+        raise_if_interrupted()  # a Ctrl-C swallowed by a finalizer during the build still publishes nothing
         _fsync_tree(tmp)
         old = None
         if out.exists():
