@@ -19,7 +19,8 @@ minimal puzzle 500 us, ratings 140 us (each symmetry is one 62-bit draw, augment
 Measured with bench/data.py on this 2-core VM while two other CPU-bound processes ran (load ~3):
 1 worker, 1,000 puzzles in 293 s = 205/min per core, fresh-symmetry medians 408/448.5/433 (n = 1000)
 against the real sample's 318.5/315/337.5; 2 workers, 300 in 99 s = 181/min (4 busy processes on 2
-cores). The pure-Python generator made 12-14/min on 2 cores.
+cores). Quiet machine, 2 workers: 1,000 in 90 s (670/min). The pure-Python generator made 12-14/min
+on 2 cores.
 Each puzzle has its own RNG seeded from (seed, level, index), so the output does not depend on the
 number of worker processes.
 """
