@@ -117,3 +117,38 @@ def test_stale_pidfile_is_detected(tmp_path: Path) -> None:
     assert main([*TINY, "train.total_steps=2", "--run-dir", str(d)]) == 0
     assert statuses(d)[-1]["state"] == "finished"
     assert read_pidfile(d) is None
+
+
+def test_a_signal_during_the_optimizer_step_is_kept_for_the_next_step() -> None:
+    """local_flags() is read before the optimizer step and decide() runs after it: a SIGUSR1 or SIGTERM
+    that lands in between must not be wiped by that decision (it once was: a lost checkpoint)."""
+    from hrm.train.steering import Steering
+
+    steering = Steering(rank=0)
+    steering.install_signals()
+    try:
+        folded = steering.local_flags()              # nothing pending yet
+        os.kill(os.getpid(), signal.SIGUSR1)          # arrives "during the optimizer step"
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(0.05)                              # the handlers run in this thread
+        d = steering.decide(folded)
+        assert not d.checkpoint and not d.stop
+        d = steering.decide(steering.local_flags())   # the next step acts on both
+        assert d.checkpoint and d.stop and d.stop_reason == "signal SIGTERM"
+        assert not steering.decide(steering.local_flags()).any()   # and consumes them
+    finally:
+        steering.restore_signals()
+
+
+def test_a_signal_while_steering_holds_its_lock_does_not_deadlock() -> None:
+    from hrm.train.steering import Steering
+
+    steering = Steering(rank=0)
+    steering.install_signals()
+    try:
+        with steering._lock:                          # the main thread inside local_flags/decide
+            os.kill(os.getpid(), signal.SIGUSR1)
+            time.sleep(0.05)                          # handler runs here, re-entering the lock
+        assert steering.decide(steering.local_flags()).checkpoint
+    finally:
+        steering.restore_signals()

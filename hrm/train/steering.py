@@ -47,7 +47,9 @@ class Steering:
         self.rank = rank
         self.server = server  # hrm.train.control.ControlServer on rank 0, else None
         self.status_fn = status_fn or (lambda: {})
-        self._lock = threading.Lock()
+        # Re-entrant: Python runs signal handlers in the main thread between bytecodes, possibly while
+        # that thread is inside `with self._lock` below; a plain Lock would deadlock the trainer.
+        self._lock = threading.RLock()
         self._signal_stop = ""
         self._signal_checkpoint = False
         self._pending: list[tuple[str, Any]] = []
@@ -122,10 +124,13 @@ class Steering:
         got = {name: bool(reduced[i].item() > 0) for i, name in enumerate(FLAGS)}
         d = Decision(**got)
         with self._lock:
+            # A signal flag is consumed only by a decision that acts on it: one that arrived after
+            # local_flags() (during the optimizer step, say) waits for the next step instead of being lost.
             if d.stop:
                 d.stop_reason = f"signal {self._signal_stop}" if self._signal_stop else "stop command"
-            self._signal_stop = ""
-            self._signal_checkpoint = False
+                self._signal_stop = ""
+            if d.checkpoint:
+                self._signal_checkpoint = False
         d.requests, self._pending = self._pending, []
         if d.pause:
             self.paused = True
