@@ -91,7 +91,8 @@ async def test_dashboard_rebuilds_everything_from_events(failed_run: Path) -> No
     async with app.run_test(size=(200, 60)) as pilot:
         dash = app.screen
         await wait_for(pilot, lambda: dash.state is not None and dash.state.step == 400 and dash.status == "failed")
-        await pilot.pause(0.4)  # one redraw tick
+        # the next redraw tick (REDRAW_S = 0.5 s) paints it: wait for it rather than guess its phase
+        await wait_for(pilot, lambda: "step 400" in text(dash.query_one(RunHeader)))
         header = text(dash.query_one(RunHeader))
         assert "sudoku-failed" in header and "✗ failed" in header and "step 400 / 1,000" in header
         assert "elapsed 3m21s" in header  # from the events' own times: the run is over
