@@ -1,0 +1,182 @@
+"""The post-norm block on CPU float32 with fused kernels and a hand-written backward.
+
+Same arithmetic as `layers.Block` (HRM-SPEC §1.2): qkv → RoPE → softmax(q·kᵀ/√D)·v → o_proj → add+norm →
+gate_up → silu(gate)·up → down → add+norm. What differs is how it is computed on CPU:
+
+* the element-wise work runs in the one-pass kernels of `cpu_kernels` (fast exp, no temporaries);
+* RoPE writes q, k and v straight into the head-major layout, so attention is two batched matmuls and an
+  in-place softmax (the softmax probabilities are kept for the backward instead of recomputing them);
+* the backward is written out (one autograd node per block instead of ~30), reusing the forward's
+  normalised activations and gate/up values.
+
+Results equal the plain ops to float32 rounding (not bitwise: the exponential and the summation order
+differ; tests/test_fused_block.py bounds the difference). Used by `Block` for CPU float32 tensors unless
+HRM_FUSED_CPU=0; CUDA, other dtypes and torch.compile keep the plain ops.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import threading
+from collections.abc import Iterator
+
+import numba
+import numpy as np
+import torch
+
+from hrm.model import cpu_kernels as K
+
+ENABLED = os.environ.get("HRM_FUSED_CPU", "1") != "0"
+_NO_TABLE = np.zeros((1, 1), dtype=np.float32)
+_threads = threading.local()
+
+
+@contextlib.contextmanager
+def enabled(on: bool) -> Iterator[None]:
+    """Turn the fused path on or off inside the block (tests compare it with the plain ops)."""
+    global ENABLED
+    before, ENABLED = ENABLED, on
+    try:
+        yield
+    finally:
+        ENABLED = before
+
+
+def applies(x: torch.Tensor) -> bool:
+    """True when `x` is a CPU float32 activation and the fused path is on (never under torch.compile)."""
+    return (ENABLED and x.device.type == "cpu" and x.dtype == torch.float32
+            and not torch.compiler.is_compiling())
+
+
+_SCRATCH: dict[tuple, torch.Tensor] = {}
+
+
+def _scratch(shape: tuple[int, ...], slot: int = 0) -> torch.Tensor:
+    """A float32 buffer reused by every no-grad block call of this shape (`slot` tells apart buffers of
+    one shape that are alive together). Made outside inference mode, so that an eval under
+    torch.inference_mode and a training step can share it."""
+    key = (shape, slot)
+    t = _SCRATCH.get(key)
+    if t is None:
+        if len(_SCRATCH) >= 32:      # another batch geometry (eval, a new model): drop the old set
+            _SCRATCH.clear()
+        with torch.inference_mode(False):
+            t = _SCRATCH[key] = torch.empty(shape)
+    return t
+
+
+def _fresh(shape: tuple[int, ...], slot: int = 0) -> torch.Tensor:  # noqa: ARG001 - _scratch's signature
+    return torch.empty(shape)
+
+
+def _a(t: torch.Tensor) -> np.ndarray:
+    return t.detach().numpy()
+
+
+def _match_threads() -> None:
+    """numba's thread count follows torch's (OMP_NUM_THREADS=1 trainers, torch.set_num_threads)."""
+    n = min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS)
+    if getattr(_threads, "n", None) != n:
+        numba.set_num_threads(n)
+        _threads.n = n
+
+
+def _tables(rope: tuple[torch.Tensor, torch.Tensor] | None) -> tuple[np.ndarray, np.ndarray, bool]:
+    """[S, D] cos and sign-folded sin from the per-head tables RotaryEmbedding hands the blocks."""
+    if rope is None:
+        return _NO_TABLE, _NO_TABLE, False
+    cos, sin = rope
+    return _a(cos[:, 0].contiguous()), _a(sin[:, 0].contiguous()), True
+
+
+def _forward(x: torch.Tensor, weights: tuple[torch.Tensor, ...], tables, heads: int, eps: float, keep: bool):
+    """Block forward; with `keep` every intermediate is a fresh tensor kept for the backward, without
+    it the intermediates live in reused scratch buffers (fresh pages cost a fault and a cache miss each;
+    reused ones are still mapped and often still cached)."""
+    w_qkv, w_o, w_gu, w_down = weights
+    cos, sin, rotate = tables
+    b, s, d = x.shape
+    dim = w_qkv.shape[0] // (3 * heads)
+    m, bh, inner = b * s, b * heads, w_down.shape[1]
+    buf = _fresh if keep else _scratch
+    x2 = x.reshape(m, d)
+    qkv = torch.mm(x2, w_qkv.t(), out=buf((m, 3 * heads * dim)))
+    q, k, v = buf((b, heads, s, dim)), buf((b, heads, s, dim), 1), buf((b, heads, s, dim), 2)
+    K.rope_split(_a(qkv).reshape(b, s, 3 * heads, dim), cos, sin, rotate, _a(q), _a(k), _a(v))
+    probs = torch.bmm(q.view(bh, s, dim), k.view(bh, s, dim).transpose(1, 2), out=buf((bh, s, s)))
+    K.softmax_(_a(probs).reshape(bh * s, s), np.float32(dim ** -0.5))
+    att = torch.bmm(probs, v.view(bh, s, dim), out=buf((bh, s, dim)))
+    att = buf((m, heads * dim), 1).view(b, s, heads, dim).copy_(att.view(b, heads, s, dim).transpose(1, 2))
+    att = att.view(m, heads * dim)
+    h1 = torch.mm(att, w_o.t(), out=buf((m, d)))
+    rstd1, rstd2 = buf((m,)), buf((m,), 1)
+    K.add_rms_norm(_a(x2), _a(h1), _a(h1), _a(rstd1), eps)
+    gu = torch.mm(h1, w_gu.t(), out=buf((m, 2 * inner)))
+    if keep:
+        act = torch.empty(m, inner)
+        K.silu_mul(_a(gu), _a(act))
+    else:   # nothing to keep for a backward: the product overwrites the gate half (mm reads it strided)
+        K.silu_mul_(_a(gu))
+        act = gu[:, :inner]
+    y = torch.mm(act, w_down.t())            # the output: always a fresh tensor
+    K.add_rms_norm(_a(h1), _a(y), _a(y), _a(rstd2), eps)
+    return y.view(b, s, d), (x2, q, k, v, probs, att, h1, rstd1, gu, act, y, rstd2)
+
+
+class _FusedBlock(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, w_qkv, w_o, w_gu, w_down, cos, sin, heads, eps):  # type: ignore[override]
+        tables = (_a(cos), _a(sin), True) if cos is not None else (_NO_TABLE, _NO_TABLE, False)
+        out, saved = _forward(x, (w_qkv, w_o, w_gu, w_down), tables, heads, eps, keep=True)
+        ctx.save_for_backward(*saved, w_qkv, w_o, w_gu, w_down)
+        ctx.tables, ctx.heads, ctx.shape = tables, heads, x.shape
+        return out
+
+    @staticmethod
+    def backward(ctx, grad_out):  # type: ignore[override]
+        _match_threads()
+        x2, q, k, v, probs, att, h1, rstd1, gu, act, y, rstd2, w_qkv, w_o, w_gu, w_down = ctx.saved_tensors
+        cos, sin, rotate = ctx.tables
+        b, s, d = ctx.shape
+        heads = ctx.heads
+        dim = q.shape[-1]
+        m, bh = b * s, b * heads
+        need_x, *need_w = ctx.needs_input_grad[:5]
+
+        ds2 = grad_out.reshape(m, d).contiguous().clone()
+        K.rms_norm_backward(_a(y), _a(rstd2), _a(ds2), _a(ds2))          # d(h1 + mlp)
+        d_down = torch.mm(ds2.t(), act) if need_w[3] else None
+        dgu = torch.empty_like(gu)
+        K.silu_mul_backward(_a(gu), _a(torch.mm(ds2, w_down)), _a(dgu))
+        d_gu = torch.mm(dgu.t(), h1) if need_w[2] else None
+        ds1 = torch.mm(dgu, w_gu).add_(ds2)
+        del dgu
+        K.rms_norm_backward(_a(h1), _a(rstd1), _a(ds1), _a(ds1))           # d(x + attn)
+        d_o = torch.mm(ds1.t(), att) if need_w[1] else None
+        datt = torch.mm(ds1, w_o).view(b, s, heads, dim).transpose(1, 2).reshape(bh, s, dim)
+        dv = torch.bmm(probs.transpose(1, 2), datt)
+        dprobs = torch.bmm(datt, v.view(bh, s, dim).transpose(1, 2))
+        K.softmax_backward_(_a(probs).reshape(bh * s, s), _a(dprobs).reshape(bh * s, s), np.float32(dim ** -0.5))
+        dq = torch.bmm(dprobs, k.view(bh, s, dim))
+        dk = torch.bmm(dprobs.transpose(1, 2), q.view(bh, s, dim))
+        del dprobs
+        dqkv = torch.empty(m, 3 * heads * dim)
+        K.rope_merge_backward(*(_a(t).reshape(b, heads, s, dim) for t in (dq, dk, dv)), cos, sin, rotate,
+                              _a(dqkv).reshape(b, s, 3 * heads, dim))
+        d_qkv = torch.mm(dqkv.t(), x2) if need_w[0] else None
+        dx = torch.mm(dqkv, w_qkv).add_(ds1).view(b, s, d) if need_x else None
+        return dx, d_qkv, d_o, d_gu, d_down, None, None, None, None
+
+
+def block(x: torch.Tensor, weights: tuple[torch.Tensor, ...], rope: tuple[torch.Tensor, torch.Tensor] | None,
+          heads: int, eps: float) -> torch.Tensor:
+    """One block application; x [B, S, d] CPU float32. Builds one autograd node when grad is needed."""
+    _match_threads()
+    x = x.contiguous()
+    if torch.is_grad_enabled() and (x.requires_grad or any(w.requires_grad for w in weights)):
+        cos, sin, _ = _tables(rope)
+        tables = (torch.from_numpy(cos), torch.from_numpy(sin)) if rope is not None else (None, None)
+        return _FusedBlock.apply(x, *weights, *tables, heads, eps)
+    out, _ = _forward(x, weights, _tables(rope), heads, eps, keep=False)
+    return out

@@ -1,0 +1,107 @@
+"""The fused CPU float32 path of the block (hrm.model.fused_block, hrm.model.cpu_kernels) against the plain
+torch ops of layers.Block: values, every gradient, the exponential's accuracy, thread-count independence."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from hrm.model import cpu_kernels as K
+from hrm.model import fused_block
+from hrm.model.layers import Block, RotaryEmbedding
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+
+def test_exp_is_within_two_ulp_of_float64_over_the_whole_range() -> None:
+    x = np.concatenate([np.linspace(-87, 88, 200_001, dtype=np.float32),
+                        np.random.default_rng(0).normal(0, 3, 100_000).astype(np.float32)])
+    out = np.empty_like(x)
+    K.exp(x, out)
+    exact = np.exp(x.astype(np.float64))
+    rel = np.abs(out - exact) / exact
+    assert rel.max() < 2 * 2.0 ** -23
+    assert np.isfinite(out).all()
+    # clamped outside the float32 range instead of overflowing
+    big = np.array([-200.0, 100.0, 1e30], dtype=np.float32)
+    K.exp(big, out[:3])
+    assert np.isfinite(out[:3]).all() and out[0] < 1e-37
+
+
+def _block(d: int, heads: int, inner: int, seed: int = 0) -> Block:
+    torch.manual_seed(seed)
+    return Block(d, heads, inner, 1e-5)
+
+
+@pytest.mark.parametrize("rope", [True, False], ids=["rope", "learned-pos"])
+@pytest.mark.parametrize("d,heads,inner", [(64, 2, 256), (128, 2, 512)])
+def test_fused_block_forward_and_every_gradient_match_the_plain_ops(rope: bool, d: int, heads: int,
+                                                                     inner: int) -> None:
+    block = _block(d, heads, inner)
+    tables = RotaryEmbedding(d // heads, 17, 10000.0, 2 * heads)() if rope else None
+    x = torch.randn(3, 17, d, requires_grad=True)
+    grad_out = torch.randn(3, 17, d)
+
+    def run(fused: bool):
+        x.grad = None
+        block.zero_grad()
+        with fused_block.enabled(fused):
+            y = block(x, tables)
+            y.backward(grad_out)
+            with torch.no_grad():
+                y_nograd = block(x, tables)
+        return y.detach(), y_nograd, [x.grad.clone()] + [p.grad.clone() for p in block.parameters()]
+
+    y_ref, y_ref_ng, grads_ref = run(False)
+    y, y_ng, grads = run(True)
+    assert not torch.equal(y, y_ref)                   # the fused path ran
+    torch.testing.assert_close(y, y_ref, rtol=0, atol=1e-5)
+    torch.testing.assert_close(y_ng, y_ref_ng, rtol=0, atol=1e-5)
+    assert torch.equal(y, y_ng)                        # grad and no-grad fused forwards agree exactly
+    assert len(grads) == 5                             # input, qkv, o, gate_up, down
+    for g, g_ref in zip(grads, grads_ref):
+        torch.testing.assert_close(g, g_ref, rtol=0, atol=2e-5 * g_ref.abs().max().item())
+
+
+def test_only_cpu_float32_takes_the_fused_path() -> None:
+    x = torch.randn(2, 5, 8)
+    assert fused_block.applies(x)
+    assert not fused_block.applies(x.double()) and not fused_block.applies(x.bfloat16())
+    with fused_block.enabled(False):
+        assert not fused_block.applies(x)
+
+
+def test_a_bf16_block_still_runs_the_plain_ops() -> None:
+    block = _block(64, 2, 256)
+    tables = RotaryEmbedding(32, 9, 10000.0, 4)()
+    x = torch.randn(2, 9, 64)
+    with torch.no_grad():
+        y16 = block.to(torch.float32)(x.bfloat16(), tables)   # CastedLinear casts weights to bf16
+    assert y16.dtype == torch.bfloat16
+    torch.testing.assert_close(y16.float(), block(x, tables).detach(), rtol=0, atol=0.1)
+
+
+def test_kernel_results_do_not_depend_on_the_thread_count() -> None:
+    """Each row is computed by one thread in a fixed order: 1 and 2 threads give the same bits (resume on a
+    machine with another OMP_NUM_THREADS stays exact in these kernels)."""
+    rng = np.random.default_rng(1)
+    gu = rng.normal(size=(301, 2 * 96)).astype(np.float32)
+    h, u = (rng.normal(size=(301, 64)).astype(np.float32) for _ in range(2))
+    scores = rng.normal(size=(300, 41)).astype(np.float32)
+
+    def run(threads: int):
+        torch.set_num_threads(threads)
+        fused_block._match_threads()
+        act = np.empty((301, 96), np.float32)
+        K.silu_mul(gu, act)
+        out, rstd = np.empty_like(h), np.empty(301, np.float32)
+        K.add_rms_norm(h, u, out, rstd, 1e-5)
+        probs = scores.copy()
+        K.softmax_(probs, np.float32(0.125))
+        return act, out, rstd, probs
+
+    one, two = run(1), run(2)
+    torch.set_num_threads(1)
+    fused_block._match_threads()
+    assert all(np.array_equal(a, b) for a, b in zip(one, two))
