@@ -36,6 +36,7 @@ from hrm.model.hrm_act import HierarchicalReasoningModel_ACTV1
 from hrm.model.losses import ACTLossHead
 from hrm.optim.adam_atan2 import AdamATan2
 from hrm.optim.sign_sgd import CastedSparseEmbeddingSignSGD_Distributed
+from hrm.train.host_alloc import keep_freed_memory
 
 
 def _sync(device: torch.device) -> None:
@@ -150,6 +151,8 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device("cuda" if args.cuda else "cpu")
+    if device.type == "cpu":
+        keep_freed_memory()   # as the trainer does on CPU
     if args.cuda:
         if not torch.cuda.is_available():
             raise SystemExit("--cuda: torch sees no CUDA device")

@@ -35,6 +35,7 @@ from step import build, make_step, matmul_peak  # noqa: E402
 
 from hrm.model.config import flops_per_example  # noqa: E402
 from hrm.train import distributed as D  # noqa: E402
+from hrm.train.host_alloc import keep_freed_memory  # noqa: E402
 
 
 def _free_port() -> int:
@@ -46,6 +47,7 @@ def _free_port() -> int:
 def _rank_main(rank: int, world: int, port: int, hidden: int, batch: int, args: argparse.Namespace,
                out: "mp.Queue") -> None:
     torch.set_num_threads(args.threads_per_rank)
+    keep_freed_memory()   # as the trainer does on CPU
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     dist.init_process_group("gloo", rank=rank, world_size=world)
     env = D.DistEnv(rank=rank, world_size=world, backend="gloo")

@@ -74,6 +74,10 @@ def launch(cfg: Any, run_dir: Path, *, fresh: bool, resume: str | None, stop_at_
                 save_config(cfg, cfg_path)
         setup_logging(run_dir, env.rank)
         log.info("run directory %s (rank %d of %d, %s)", run_dir, env.rank, env.world_size, env.device)
+        if env.device.type == "cpu":
+            from hrm.train.host_alloc import keep_freed_memory
+
+            keep_freed_memory()
         try:
             session = Session.open(cfg, run_dir, env, resume=resume, stop_at_step=stop_at_step)
         except (TrainerAlreadyRunning, CheckpointError) as e:
