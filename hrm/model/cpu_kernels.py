@@ -96,16 +96,6 @@ def silu_mul(gu, out):
 
 
 @njit(fastmath=_FM, **_PARALLEL)
-def silu_mul_(gu):
-    """In place: gu[m, :I] ← silu(gu[m, :I]) * gu[m, I:] (the product overwrites the gate half)."""
-    rows, inner = gu.shape[0], gu.shape[1] // 2
-    for m in prange(rows):
-        for j in range(inner):
-            g = gu[m, j]
-            gu[m, j] = g / (np.float32(1.0) + _exp(-g)) * gu[m, inner + j]
-
-
-@njit(fastmath=_FM, **_PARALLEL)
 def silu_mul_backward(gu, dh, dgu):
     """Gradients of h = silu(g)·u: dgu[:, :I] = dh·u·σ(g)·(1 + g·(1 − σ(g))), dgu[:, I:] = dh·silu(g)."""
     rows, inner = dh.shape

@@ -113,12 +113,8 @@ def _forward(x: torch.Tensor, weights: tuple[torch.Tensor, ...], tables, heads: 
     rstd1, rstd2 = buf((m,)), buf((m,), 1)
     K.add_rms_norm(_a(x2), _a(h1), _a(h1), _a(rstd1), eps)
     gu = torch.mm(h1, w_gu.t(), out=buf((m, 2 * inner)))
-    if keep:
-        act = torch.empty(m, inner)
-        K.silu_mul(_a(gu), _a(act))
-    else:   # nothing to keep for a backward: the product overwrites the gate half (mm reads it strided)
-        K.silu_mul_(_a(gu))
-        act = gu[:, :inner]
+    act = buf((m, inner))
+    K.silu_mul(_a(gu), _a(act))
     y = torch.mm(act, w_down.t())            # the output: always a fresh tensor
     K.add_rms_norm(_a(h1), _a(y), _a(y), _a(rstd2), eps)
     return y.view(b, s, d), (x2, q, k, v, probs, att, h1, rstd1, gu, act, y, rstd2)
