@@ -14,12 +14,17 @@ FLOP count (model FLOPs from the shapes, `hrm.model.config.flops_per_example`):
   * backward ≈ 2× the forward of the 8 gradient-carrying blocks and the heads (dX and dW matmuls).
   Element-wise work (norms, RoPE, softmax, SiLU) and the optimizers count zero FLOPs: they are overhead.
 
+Modes: `eager` is what the trainer runs — on CPU float32 the fused block of hrm/model/fused_block.py
+(numba kernels, one autograd node per block); `plain` (--plain) the same step through the plain torch
+ops (what HRM_FUSED_CPU=0, CUDA and bf16 run); `compile` (--compile) the plain ops torch.compile'd.
+
 Peak: torch.mm of 2048×2048 float32 matrices repeated for a few seconds, measured in the same process,
 before every timed run; MFU = achieved FLOP/s / the best peak of the run, and 'paired' / the peak of
 the same moment. The machine is shared, so every
 number is the best of several repeats (the least-disturbed one).
 
     python bench/step.py                          # eager, CPU, the table of the issue
+    python bench/step.py --plain                  # also the plain torch ops, same run
     python bench/step.py --compile                # also torch.compile'd (opt-in)
     python bench/step.py --cuda                   # bf16 on the GPU at the paper config, batch 768
 """
@@ -31,6 +36,7 @@ import time
 
 import torch
 
+from hrm.model import fused_block
 from hrm.model.config import HRMConfig, flops_per_example
 from hrm.model.hrm_act import HierarchicalReasoningModel_ACTV1
 from hrm.model.losses import ACTLossHead
@@ -144,6 +150,8 @@ def main() -> None:
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--peak-seconds", type=float, default=1.0, help="matmul peak measured before every timed run")
     p.add_argument("--threads", type=int, help="torch.set_num_threads (default: torch's choice)")
+    p.add_argument("--plain", action="store_true",
+                   help="also time the plain torch ops (HRM_FUSED_CPU=0) beside the fused CPU block")
     p.add_argument("--compile", action="store_true", help="also time torch.compile'd steps (opt-in)")
     p.add_argument("--cuda", action="store_true", help="GPU, bf16, paper config: hidden 512, batch 768")
     args = p.parse_args()
@@ -163,7 +171,7 @@ def main() -> None:
     name = torch.cuda.get_device_name() if args.cuda else f"CPU, {torch.get_num_threads()} threads"
     print(f"device: {name}; torch {torch.__version__}; compute {dtype}; best of {args.repeats}×{args.steps} steps")
 
-    modes = ["eager"] + (["compile"] if args.compile else [])
+    modes = ["eager"] + (["plain"] if args.plain else []) + (["compile"] if args.compile else [])
     peak_wall = peak_cpu = 0.0
     rows = []
     print(f"{'mode':<8}{'hidden':>7}{'batch':>6}{'step s':>8}{'ex/s':>7}{'GFLOP/s':>9}{'MFU':>7}{'paired':>8}"
@@ -178,7 +186,8 @@ def main() -> None:
                 cfg, head, opts, data = build(hidden, batch, device, dtype)
                 step = make_step(head, opts, data, batch, compiled=mode == "compile")
                 warmup = args.warmup + (2 if mode == "compile" else 0)
-                r = time_steps(step, device, args.steps, args.repeats, warmup, peak)
+                with fused_block.enabled(mode == "eager"):
+                    r = time_steps(step, device, args.steps, args.repeats, warmup, peak)
                 peak_wall, peak_cpu = max(peak_wall, r["peak_wall"]), max(peak_cpu, r["peak_cpu"])
                 flop = flops_per_example(cfg, train=True) * batch
                 rows.append((mode, hidden, batch, batch / r["wall"], flop / r["wall"], flop / r["paired_wall"],
