@@ -105,3 +105,23 @@ def test_kernel_results_do_not_depend_on_the_thread_count() -> None:
     torch.set_num_threads(1)
     fused_block._match_threads()
     assert all(np.array_equal(a, b) for a, b in zip(one, two))
+
+
+def test_rope_tables_are_reread_when_the_buffers_change() -> None:
+    """The fused path caches the [S, D] tables per RotaryEmbedding buffer; another model's tables (another
+    rope_theta) or an in-place change must never reuse a stale copy."""
+    block = _block(64, 2, 256)
+    x = torch.randn(2, 9, 64)
+    for theta in (10000.0, 500.0, 10000.0):
+        tables = RotaryEmbedding(32, 9, theta, 4)()
+        with torch.no_grad():
+            fused = block(x, tables)
+            with fused_block.enabled(False):
+                plain = block(x, tables)
+        torch.testing.assert_close(fused, plain, rtol=0, atol=1e-5)
+    with torch.no_grad():
+        tables[1].mul_(0.5)
+        fused = block(x, tables)
+        with fused_block.enabled(False):
+            plain = block(x, tables)
+    torch.testing.assert_close(fused, plain, rtol=0, atol=1e-5)

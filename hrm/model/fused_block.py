@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import os
 import threading
+import weakref
 from collections.abc import Iterator
 
 import numba
@@ -82,12 +83,23 @@ def _match_threads() -> None:
         _threads.n = n
 
 
+_TABLES: dict[int, tuple[weakref.ref, int, np.ndarray, np.ndarray]] = {}
+
+
 def _tables(rope: tuple[torch.Tensor, torch.Tensor] | None) -> tuple[np.ndarray, np.ndarray, bool]:
-    """[S, D] cos and sign-folded sin from the per-head tables RotaryEmbedding hands the blocks."""
+    """[S, D] cos and sign-folded sin from the per-head tables RotaryEmbedding hands the blocks. Made once
+    per table (the same buffers come back on every call); a table that died, or was written to, is
+    made again."""
     if rope is None:
         return _NO_TABLE, _NO_TABLE, False
     cos, sin = rope
-    return _a(cos[:, 0].contiguous()), _a(sin[:, 0].contiguous()), True
+    got = _TABLES.get(id(cos))
+    if got is None or got[0]() is not cos or got[1] != cos._version + sin._version:
+        if len(_TABLES) >= 8:
+            _TABLES.clear()
+        got = _TABLES[id(cos)] = (weakref.ref(cos), cos._version + sin._version,
+                                  _a(cos[:, 0].contiguous()), _a(sin[:, 0].contiguous()))
+    return got[2], got[3], True
 
 
 def _forward(x: torch.Tensor, weights: tuple[torch.Tensor, ...], tables, heads: int, eps: float, keep: bool):
