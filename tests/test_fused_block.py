@@ -3,6 +3,10 @@ torch ops of layers.Block: values, every gradient, the exponential's accuracy, t
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 import torch
@@ -125,3 +129,20 @@ def test_rope_tables_are_reread_when_the_buffers_change() -> None:
         with fused_block.enabled(False):
             plain = block(x, tables)
     torch.testing.assert_close(fused, plain, rtol=0, atol=1e-5)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="torch's bundled libgomp is a Linux wheel detail")
+def test_kernels_run_on_torch_openmp_pool_and_stay_single_threaded_on_other_layers() -> None:
+    probe = ("import torch, numba\nfrom hrm.model import fused_block as FB\n"
+             "torch.set_num_threads(2)\nFB._match_threads()\n"
+             "print(numba.threading_layer(), numba.get_num_threads())\n")
+    def run(**env: str) -> list[str]:
+        return subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True,
+                              env={**os.environ, "NUMBA_NUM_THREADS": "2", **env}).stdout.split()
+
+    try:
+        import numba.np.ufunc.omppool  # noqa: F401
+    except ImportError:
+        pytest.skip("numba's OpenMP layer cannot load here (no libgomp)")
+    assert run() == ["omp", "2"]                                    # torch's pool, torch's thread count
+    assert run(NUMBA_THREADING_LAYER="workqueue") == ["workqueue", "1"]

@@ -75,9 +75,23 @@ def _a(t: torch.Tensor) -> np.ndarray:
     return t.detach().numpy()
 
 
+def _shares_torch_pool() -> bool:
+    """True when numba runs on OpenMP (then on torch's own pool, see cpu_kernels). Its other layers
+    (workqueue, tbb) start threads of their own that fight torch's spinning OpenMP threads: measured 2x
+    slower blocks with workqueue on 2 cores, so the kernels then stay on the calling thread."""
+    global _SHARED_POOL
+    if _SHARED_POOL is None:
+        K.exp(np.zeros(8, np.float32), np.empty(8, np.float32))   # starts numba's threading layer
+        _SHARED_POOL = numba.threading_layer() == "omp"
+    return _SHARED_POOL
+
+
+_SHARED_POOL: bool | None = None
+
+
 def _match_threads() -> None:
     """numba's thread count follows torch's (OMP_NUM_THREADS=1 trainers, torch.set_num_threads)."""
-    n = min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS)
+    n = min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS) if _shares_torch_pool() else 1
     if getattr(_threads, "n", None) != n:
         numba.set_num_threads(n)
         _threads.n = n
