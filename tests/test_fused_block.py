@@ -146,3 +146,27 @@ def test_kernels_run_on_torch_openmp_pool_and_stay_single_threaded_on_other_laye
         pytest.skip("numba's OpenMP layer cannot load here (no libgomp)")
     assert run() == ["omp", "2"]                                    # torch's pool, torch's thread count
     assert run(NUMBA_THREADING_LAYER="workqueue") == ["workqueue", "1"]
+
+
+def test_two_threads_running_blocks_at_once_get_their_own_results() -> None:
+    """No-grad calls reuse scratch buffers; those are per thread, so concurrent models never mix."""
+    import threading
+
+    block = _block(64, 2, 256)
+    tables = RotaryEmbedding(32, 17, 10000.0, 4)()
+    inputs = [torch.randn(4, 17, 64) for _ in range(2)]
+    with torch.no_grad():
+        expected = [block(x, tables) for x in inputs]
+    results: list[list[bool]] = [[], []]
+
+    def worker(i: int) -> None:
+        with torch.no_grad():
+            for _ in range(30):
+                results[i].append(torch.equal(block(inputs[i], tables), expected[i]))
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert all(results[0]) and all(results[1]) and len(results[0]) == len(results[1]) == 30

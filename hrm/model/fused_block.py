@@ -50,20 +50,23 @@ def applies(x: torch.Tensor) -> bool:
             and not torch.compiler.is_compiling())
 
 
-_SCRATCH: dict[tuple, torch.Tensor] = {}
+_scratch_sets = threading.local()   # per thread: two threads running models never share a buffer
 
 
 def _scratch(shape: tuple[int, ...], slot: int = 0) -> torch.Tensor:
-    """A float32 buffer reused by every no-grad block call of this shape (`slot` tells apart buffers of
-    one shape that are alive together). Made outside inference mode, so that an eval under
-    torch.inference_mode and a training step can share it."""
+    """A float32 buffer reused by every no-grad block call of this shape on this thread (`slot` tells
+    apart buffers of one shape that are alive together). Made outside inference mode, so that an eval
+    under torch.inference_mode and a training step can share it."""
+    buffers = getattr(_scratch_sets, "buffers", None)
+    if buffers is None:
+        buffers = _scratch_sets.buffers = {}
     key = (shape, slot)
-    t = _SCRATCH.get(key)
+    t = buffers.get(key)
     if t is None:
-        if len(_SCRATCH) >= 32:      # another batch geometry (eval, a new model): drop the old set
-            _SCRATCH.clear()
+        if len(buffers) >= 32:      # another batch geometry (eval, a new model): drop the old set
+            buffers.clear()
         with torch.inference_mode(False):
-            t = _SCRATCH[key] = torch.empty(shape)
+            t = buffers[key] = torch.empty(shape)
     return t
 
 
