@@ -173,7 +173,10 @@ def rope_split(qkv, cos, sin_signed, rotate, q, k, v):
 
 @njit(fastmath=_FM, **_PARALLEL)
 def rope_merge_backward(dq, dk, dv, cos, sin_signed, rotate, dqkv):
-    """The transpose of rope_split: dq, dk (un-rotated) and dv [B, H, S, D] into dqkv [B, S, 3H, D]."""
+    """The transpose of rope_split: dq, dk (un-rotated) and dv [B, H, S, D] into dqkv [B, S, 3H, D].
+
+    Written out like rope_split rather than sharing a helper with it: the shared-helper version did not
+    vectorise as well (the kernel ran 2x slower)."""
     batch, heads, seq, dim = dq.shape
     half = dim // 2
     for row in prange(batch * seq):
