@@ -5,7 +5,7 @@ Why: on CPU the block's matmuls run near the machine's matmul peak, and what kee
 it is the element-wise work between them — torch's `exp` (and so `silu` and `softmax`) costs ~0.5 ns an
 element on the 2-core EPYC, and every unfused op is another pass over a tensor and another allocation.
 Here the exponential is a Cephes-style polynomial (≤ 2 ulp against float64, checked in
-tests/test_cpu_kernels.py) that the compiler vectorises, and each kernel reads and writes its data once.
+tests/test_fused_block.py) that the compiler vectorises, and each kernel reads and writes its data once.
 
 Every kernel splits its outer loop (rows) across threads and keeps each row's arithmetic in one thread,
 so results do not depend on the thread count. Kernels compile on first use (a few seconds) and are

@@ -151,8 +151,7 @@ def _forward(x: torch.Tensor, weights: tuple[torch.Tensor, ...], tables, heads: 
 
 class _FusedBlock(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x, w_qkv, w_o, w_gu, w_down, cos, sin, heads, eps):  # type: ignore[override]
-        tables = (_a(cos), _a(sin), True) if cos is not None else (_NO_TABLE, _NO_TABLE, False)
+    def forward(ctx, x, w_qkv, w_o, w_gu, w_down, tables, heads, eps):  # type: ignore[override]
         out, saved = _forward(x, (w_qkv, w_o, w_gu, w_down), tables, heads, eps, keep=True)
         ctx.save_for_backward(*saved, w_qkv, w_o, w_gu, w_down)
         ctx.tables, ctx.heads, ctx.shape = tables, heads, x.shape
@@ -169,7 +168,7 @@ class _FusedBlock(torch.autograd.Function):
         m, bh = b * s, b * heads
         need_x, *need_w = ctx.needs_input_grad[:5]
 
-        ds2 = grad_out.reshape(m, d).contiguous().clone()
+        ds2 = grad_out.reshape(m, d).clone(memory_format=torch.contiguous_format)   # one copy, ours to overwrite
         K.rms_norm_backward(_a(y), _a(rstd2), _a(ds2), _a(ds2))          # d(h1 + mlp)
         d_down = torch.mm(ds2.t(), act) if need_w[3] else None
         dgu = torch.empty_like(gu)
@@ -191,7 +190,7 @@ class _FusedBlock(torch.autograd.Function):
                               _a(dqkv).reshape(b, s, 3 * heads, dim))
         d_qkv = torch.mm(dqkv.t(), x2) if need_w[0] else None
         dx = torch.mm(dqkv, w_qkv).add_(ds1).view(b, s, d) if need_x else None
-        return dx, d_qkv, d_o, d_gu, d_down, None, None, None, None
+        return dx, d_qkv, d_o, d_gu, d_down, None, None, None
 
 
 def block(x: torch.Tensor, weights: tuple[torch.Tensor, ...], rope: tuple[torch.Tensor, torch.Tensor] | None,
@@ -200,8 +199,6 @@ def block(x: torch.Tensor, weights: tuple[torch.Tensor, ...], rope: tuple[torch.
     _match_threads()
     x = x.contiguous()
     if torch.is_grad_enabled() and (x.requires_grad or any(w.requires_grad for w in weights)):
-        cos, sin, _ = _tables(rope)
-        tables = (torch.from_numpy(cos), torch.from_numpy(sin)) if rope is not None else (None, None)
-        return _FusedBlock.apply(x, *weights, *tables, heads, eps)
+        return _FusedBlock.apply(x, *weights, _tables(rope), heads, eps)
     out, _ = _forward(x, weights, _tables(rope), heads, eps, keep=False)
     return out
