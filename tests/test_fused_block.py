@@ -39,13 +39,14 @@ def _block(d: int, heads: int, inner: int, seed: int = 0) -> Block:
 
 
 @pytest.mark.parametrize("rope", [True, False], ids=["rope", "learned-pos"])
-@pytest.mark.parametrize("d,heads,inner", [(64, 2, 256), (128, 2, 512)])
+@pytest.mark.parametrize("d,heads,inner,seq", [(64, 2, 256, 17), (128, 2, 512, 17), (64, 2, 256, 70)],
+                         ids=["d64", "d128", "d64-long"])   # long: more positions than head_dim
 def test_fused_block_forward_and_every_gradient_match_the_plain_ops(rope: bool, d: int, heads: int,
-                                                                     inner: int) -> None:
+                                                                     inner: int, seq: int) -> None:
     block = _block(d, heads, inner)
-    tables = RotaryEmbedding(d // heads, 17, 10000.0, 2 * heads)() if rope else None
-    x = torch.randn(3, 17, d, requires_grad=True)
-    grad_out = torch.randn(3, 17, d)
+    tables = RotaryEmbedding(d // heads, seq, 10000.0, 2 * heads)() if rope else None
+    x = torch.randn(3, seq, d, requires_grad=True)
+    grad_out = torch.randn(3, seq, d)
 
     def run(fused: bool):
         x.grad = None
