@@ -39,10 +39,15 @@ def _block(d: int, heads: int, inner: int, seed: int = 0) -> Block:
 
 
 @pytest.mark.parametrize("rope", [True, False], ids=["rope", "learned-pos"])
-@pytest.mark.parametrize("d,heads,inner,seq", [(64, 2, 256, 17), (128, 2, 512, 17), (64, 2, 256, 70)],
-                         ids=["d64", "d128", "d64-long"])   # long: more positions than head_dim
-def test_fused_block_forward_and_every_gradient_match_the_plain_ops(rope: bool, d: int, heads: int,
-                                                                     inner: int, seq: int) -> None:
+@pytest.mark.parametrize("d,heads,inner,seq,group", [(64, 2, 256, 17, 64), (128, 2, 512, 17, 64),
+                                                     (64, 2, 256, 70, 64), (64, 2, 256, 17, 4)],
+                         ids=["d64", "d128", "d64-long", "d64-grouped"])
+def test_fused_block_forward_and_every_gradient_match_the_plain_ops(rope: bool, d: int, heads: int, inner: int,
+                                                                     seq: int, group: int,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    # long: more positions than head_dim; grouped: attention over (sequence, head) groups of 2 sequences,
+    # the last one short (batch 3)
+    monkeypatch.setattr(fused_block, "ATTENTION_GROUP", group)
     block = _block(d, heads, inner)
     tables = RotaryEmbedding(d // heads, seq, 10000.0, 2 * heads)() if rope else None
     x = torch.randn(3, seq, d, requires_grad=True)
