@@ -116,16 +116,21 @@ def make_step(head, optimizers, data, batch: int, compiled: bool, after_backward
     return step
 
 
-def time_steps(step, device: torch.device, steps: int, repeats: int, warmup: int, peak) -> dict[str, float]:
-    """Best wall and CPU seconds per step over `repeats` runs of `steps` steps; before each run the matmul
-    peak is measured again (`peak()` → (wall, cpu) FLOP/s), so each run also gives a *paired* ratio to
-    the peak of the same moment (the load of a shared machine drifts between seconds)."""
+def time_steps(step, device: torch.device, steps: int, repeats: int, warmup: int, peak,
+               min_seconds: float = 0.0) -> dict[str, float]:
+    """Best wall and CPU seconds per step over `repeats` runs of `steps` steps (more runs, up to 10×, while
+    the timed steps total under `min_seconds`: short configurations get as many chances at a quiet
+    moment as long ones); before each run the matmul peak is measured again (`peak()` → (wall, cpu)
+    FLOP/s), so each run also gives a *paired* ratio to the peak of the same moment (the load of a
+    shared machine drifts between seconds)."""
     for _ in range(warmup):
         step()
     _sync(device)
     out = dict(wall=float("inf"), cpu=float("inf"), peak_wall=0.0, peak_cpu=0.0,
                paired_wall=float("inf"), paired_cpu=float("inf"))
-    for _ in range(repeats):
+    timed, done = 0.0, 0
+    while done < repeats or (timed < min_seconds and done < 10 * repeats):
+        done += 1
         pw, pc = peak()
         w0, c0 = _clocks()
         for _ in range(steps):
@@ -133,6 +138,7 @@ def time_steps(step, device: torch.device, steps: int, repeats: int, warmup: int
         _sync(device)
         w1, c1 = _clocks()
         wall, cpu = (w1 - w0) / steps, (c1 - c0) / steps
+        timed += w1 - w0
         out["wall"], out["cpu"] = min(out["wall"], wall), min(out["cpu"], cpu)
         out["peak_wall"], out["peak_cpu"] = max(out["peak_wall"], pw), max(out["peak_cpu"], pc)
         # seconds per step × peak FLOP/s of the same moment: smaller is better
@@ -147,6 +153,8 @@ def main() -> None:
     p.add_argument("--batch", type=int, nargs="+", default=[32, 64])
     p.add_argument("--steps", type=int, default=2, help="steps per timed repeat")
     p.add_argument("--repeats", type=int, default=4, help="timed repeats per configuration (best is kept)")
+    p.add_argument("--min-seconds", type=float, default=20.0,
+                   help="keep adding timed repeats (up to 10× --repeats) until the timed steps total this long")
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--peak-seconds", type=float, default=1.0, help="matmul peak measured before every timed run")
     p.add_argument("--threads", type=int, help="torch.set_num_threads (default: torch's choice)")
@@ -169,7 +177,8 @@ def main() -> None:
     else:
         hiddens, batches, dtype, mm_dtype = args.hidden, args.batch, "float32", torch.float32
     name = torch.cuda.get_device_name() if args.cuda else f"CPU, {torch.get_num_threads()} threads"
-    print(f"device: {name}; torch {torch.__version__}; compute {dtype}; best of {args.repeats}×{args.steps} steps")
+    print(f"device: {name}; torch {torch.__version__}; compute {dtype}; best of {args.repeats}+ runs of {args.steps} steps "
+          f"(more while a configuration has been timed under {args.min_seconds:g} s)")
 
     modes = ["eager"] + (["plain"] if args.plain else []) + (["compile"] if args.compile else [])
     peak_wall = peak_cpu = 0.0
@@ -187,7 +196,7 @@ def main() -> None:
                 step = make_step(head, opts, data, batch, compiled=mode == "compile")
                 warmup = args.warmup + (2 if mode == "compile" else 0)
                 with fused_block.enabled(mode == "eager"):
-                    r = time_steps(step, device, args.steps, args.repeats, warmup, peak)
+                    r = time_steps(step, device, args.steps, args.repeats, warmup, peak, args.min_seconds)
                 peak_wall, peak_cpu = max(peak_wall, r["peak_wall"]), max(peak_cpu, r["peak_cpu"])
                 flop = flops_per_example(cfg, train=True) * batch
                 rows.append((mode, hidden, batch, batch / r["wall"], flop / r["wall"], flop / r["paired_wall"],
