@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import threading
 
 import numpy as np
 import pytest
@@ -72,6 +73,26 @@ def test_fused_block_forward_and_every_gradient_match_the_plain_ops(rope: bool, 
     assert len(grads) == 5                             # input, qkv, o, gate_up, down
     for g, g_ref in zip(grads, grads_ref):
         torch.testing.assert_close(g, g_ref, rtol=0, atol=2e-5 * g_ref.abs().max().item())
+
+
+@pytest.mark.parametrize("cache_bytes", [0, 1 << 30], ids=["no-cache-info", "fits-in-cache"])
+def test_no_grad_blocks_agree_with_the_grad_forward_in_both_arena_layouts(cache_bytes: int,
+                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    # the no-grad forward writes its intermediates into one arena, laid over each other when they fit in
+    # the cache: it must give exactly the grad-mode forward (fresh tensors) for several geometries in a row
+    monkeypatch.setattr(fused_block, "_CACHE_BYTES", cache_bytes)
+    monkeypatch.setattr(fused_block, "ATTENTION_GROUP", 4)
+    monkeypatch.setattr(fused_block, "_arenas", threading.local())
+    block = _block(64, 2, 256)
+    for batch, seq in [(3, 17), (5, 9), (3, 17)]:
+        tables = RotaryEmbedding(32, seq, 10000.0, 4)()
+        x = torch.randn(batch, seq, 64, requires_grad=True)
+        y = block(x, tables)
+        with torch.no_grad():
+            assert torch.equal(block(x, tables), y)
+            assert torch.equal(block(x, tables), y)        # again, over the arena the first call left
+    h1 = fused_block._arenas.views["h1"]
+    assert (h1.storage_offset() == 0) == (cache_bytes > 0)  # the layout the cache size calls for
 
 
 def test_only_cpu_float32_takes_the_fused_path() -> None:
@@ -156,7 +177,6 @@ def test_kernels_run_on_torch_openmp_pool_and_stay_single_threaded_on_other_laye
 
 def test_two_threads_running_blocks_at_once_get_their_own_results() -> None:
     """No-grad calls reuse scratch buffers; those are per thread, so concurrent models never mix."""
-    import threading
 
     block = _block(64, 2, 256)
     tables = RotaryEmbedding(32, 17, 10000.0, 4)()

@@ -21,6 +21,7 @@ import os
 import threading
 import weakref
 from collections.abc import Iterator
+from pathlib import Path
 
 import numba
 import numpy as np
@@ -50,28 +51,66 @@ def applies(x: torch.Tensor) -> bool:
             and not torch.compiler.is_compiling())
 
 
-_scratch_sets = threading.local()   # per thread: two threads running models never share a buffer
+def _last_level_cache_bytes() -> int:
+    """Size of the largest CPU cache (Linux sysfs; 0 where unknown)."""
+    best = 0
+    for index in Path("/sys/devices/system/cpu/cpu0/cache").glob("index*"):
+        try:
+            text = (index / "size").read_text().strip().upper()
+            scale = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}.get(text[-1], 1)
+            best = max(best, int(text.rstrip("KMG")) * scale)
+        except (OSError, ValueError, IndexError):
+            continue
+    return best
 
 
-def _scratch(shape: tuple[int, ...], slot: int = 0) -> torch.Tensor:
-    """A float32 buffer reused by every no-grad block call of this shape on this thread (`slot` tells
-    apart buffers of one shape that are alive together). Made outside inference mode, so that an eval
-    under torch.inference_mode and a training step can share it."""
-    buffers = getattr(_scratch_sets, "buffers", None)
-    if buffers is None:
-        buffers = _scratch_sets.buffers = {}
-    key = (shape, slot)
-    t = buffers.get(key)
-    if t is None:
-        if len(buffers) >= 32:      # another batch geometry (eval, a new model): drop the old set
-            buffers.clear()
-        with torch.inference_mode(False):
-            t = buffers[key] = torch.empty(shape)
-    return t
+_CACHE_BYTES = _last_level_cache_bytes()
+_arenas = threading.local()   # per thread: two threads running models never share a buffer
 
 
-def _fresh(shape: tuple[int, ...], slot: int = 0) -> torch.Tensor:  # noqa: ARG001 - _scratch's signature
-    return torch.empty(shape)
+def _arena_views(b: int, s: int, d: int, heads: int, dim: int, inner: int, seqs: int) -> dict[str, torch.Tensor]:
+    """This thread's no-grad buffers for one block geometry: views of one arena, reused by every no-grad
+    block call (fresh pages cost a fault and a cache miss each). Made outside inference mode, so that an
+    eval under torch.inference_mode and a training step can share them.
+
+        qkv [m, 3hd] | q, k, v, probs, att_bmm of one attention group | att [m, hd]
+        h1 [m, d] | gu [m, 2I] | act [m, I] | rstd1, rstd2
+
+    When that fits in 3/4 of the last-level cache, h1, gu and act are laid over qkv and the attention
+    buffers (dead by then) instead of after them: each block then writes into floats that were just
+    read and are still cached. Hidden 128, batch 32 (17 MiB instead of 31 on the 32 MiB L3 of the 2-core
+    EPYC): training steps 3.5-6 % faster, alternating in one process. Where it does not fit (hidden 128
+    batch 64, hidden 256 and 512) the overlap measured no faster, or up to 2 % slower."""
+    key = (b, s, d, heads, dim, inner, seqs)
+    if getattr(_arenas, "key", None) == key:
+        return _arenas.views
+    m, hd, g = b * s, heads * dim, seqs * heads
+    shapes = dict(qkv=(m, 3 * hd), q=(seqs, heads, s, dim), k=(seqs, heads, s, dim), v=(seqs, heads, s, dim),
+                  probs=(g, s, s), att_bmm=(g, s, dim), att=(m, hd), h1=(m, d), gu=(m, 2 * inner),
+                  act=(m, inner), rstd1=(m,), rstd2=(m,))
+    sizes = {name: int(np.prod(shape)) for name, shape in shapes.items()}
+    attention_end = sum(sizes[n] for n in ("qkv", "q", "k", "v", "probs", "att_bmm", "att"))
+
+    def place(mlp_start: int) -> dict[str, int]:
+        offsets, start = {}, 0
+        for name in shapes:
+            if name == "h1":
+                start = mlp_start
+            elif name == "rstd1":
+                start = max(start, attention_end)
+            offsets[name] = start
+            start += sizes[name]
+        offsets["end"] = start
+        return offsets
+
+    offsets = place(0)          # h1 over qkv: it must not overlap att, which the o-projection reads
+    if sizes["h1"] > sizes["qkv"] or 4 * offsets["end"] > 0.75 * _CACHE_BYTES:
+        offsets = place(attention_end)
+    with torch.inference_mode(False):
+        arena = torch.empty(offsets["end"])
+    views = {name: arena[offsets[name]: offsets[name] + sizes[name]].view(shape) for name, shape in shapes.items()}
+    _arenas.key, _arenas.views = key, views
+    return views
 
 
 def _a(t: torch.Tensor) -> np.ndarray:
@@ -128,42 +167,46 @@ ATTENTION_GROUP = 64
 
 def _forward(x: torch.Tensor, weights: tuple[torch.Tensor, ...], tables, heads: int, eps: float, keep: bool):
     """Block forward; with `keep` every intermediate is a fresh tensor kept for the backward, without
-    it the intermediates live in reused scratch buffers (fresh pages cost a fault and a cache miss each;
-    reused ones are still mapped and often still cached; the attention's are one group's worth)."""
+    it the intermediates live in this thread's arena (`_arena_views`; the attention's are one group's
+    worth)."""
     w_qkv, w_o, w_gu, w_down = weights
     cos, sin, rotate = tables
     b, s, d = x.shape
     dim = w_qkv.shape[0] // (3 * heads)
     m, bh, inner = b * s, b * heads, w_down.shape[1]
-    buf = _fresh if keep else _scratch
+    seqs = max(1, ATTENTION_GROUP // heads)
     x2 = x.reshape(m, d)
-    qkv = torch.mm(x2, w_qkv.t(), out=buf((m, 3 * heads * dim)))
-    att = buf((m, heads * dim), 1)
     if keep:
         q, k, v = (torch.empty(b, heads, s, dim) for _ in range(3))
         probs = torch.empty(bh, s, s)
-    seqs = max(1, ATTENTION_GROUP // heads)
+        at = dict(qkv=torch.empty(m, 3 * heads * dim), att=torch.empty(m, heads * dim), h1=torch.empty(m, d),
+                  rstd1=torch.empty(m), rstd2=torch.empty(m), gu=torch.empty(m, 2 * inner), act=torch.empty(m, inner))
+    else:
+        at = _arena_views(b, s, d, heads, dim, inner, seqs)
+    qkv = torch.mm(x2, w_qkv.t(), out=at["qkv"])
+    att = at["att"]
     qkv4 = _a(qkv).reshape(b, s, 3 * heads, dim)
     for lo in range(0, b, seqs):
         hi = min(b, lo + seqs)
         n = hi - lo
         if keep:
             qc, kc, vc, pc = q[lo:hi], k[lo:hi], v[lo:hi], probs[lo * heads: hi * heads]
+            ab = torch.empty(n * heads, s, dim)
         else:
-            qc, kc, vc = (_scratch((n, heads, s, dim), i) for i in range(3))
-            pc = _scratch((n * heads, s, s))
+            qc, kc, vc = at["q"][:n], at["k"][:n], at["v"][:n]
+            pc, ab = at["probs"][: n * heads], at["att_bmm"][: n * heads]
         K.rope_split(qkv4[lo:hi], cos, sin, rotate, _a(qc), _a(kc), _a(vc))
         torch.bmm(qc.view(n * heads, s, dim), kc.view(n * heads, s, dim).transpose(1, 2), out=pc)
         K.softmax_(_a(pc).reshape(n * heads * s, s), np.float32(dim ** -0.5))
-        ab = torch.bmm(pc, vc.view(n * heads, s, dim), out=buf((n * heads, s, dim)))
+        torch.bmm(pc, vc.view(n * heads, s, dim), out=ab)
         att[lo * s: hi * s].view(n, s, heads, dim).copy_(ab.view(n, heads, s, dim).transpose(1, 2))
     if not keep:
         q = k = v = probs = None        # nothing of the attention is kept without grad
-    h1 = torch.mm(att, w_o.t(), out=buf((m, d)))
-    rstd1, rstd2 = buf((m,)), buf((m,), 1)
+    h1 = torch.mm(att, w_o.t(), out=at["h1"])
+    rstd1, rstd2 = at["rstd1"], at["rstd2"]
     K.add_rms_norm(_a(x2), _a(h1), _a(h1), _a(rstd1), eps)
-    gu = torch.mm(h1, w_gu.t(), out=buf((m, 2 * inner)))
-    act = buf((m, inner))
+    gu = torch.mm(h1, w_gu.t(), out=at["gu"])
+    act = at["act"]
     K.silu_mul(_a(gu), _a(act))
     y = torch.mm(act, w_down.t())            # the output: always a fresh tensor
     K.add_rms_norm(_a(h1), _a(y), _a(y), _a(rstd2), eps)
