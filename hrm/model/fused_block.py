@@ -68,6 +68,14 @@ _CACHE_BYTES = _last_level_cache_bytes()
 _arenas = threading.local()   # per thread: two threads running models never share a buffer
 
 
+def _shapes(b: int, s: int, d: int, heads: int, dim: int, inner: int, seqs: int) -> dict[str, tuple[int, ...]]:
+    """The intermediates of one block forward; q, k, v, probs and att_bmm hold `seqs` sequences."""
+    m, hd, g = b * s, heads * dim, seqs * heads
+    return dict(qkv=(m, 3 * hd), q=(seqs, heads, s, dim), k=(seqs, heads, s, dim), v=(seqs, heads, s, dim),
+                probs=(g, s, s), att_bmm=(g, s, dim), att=(m, hd), h1=(m, d), gu=(m, 2 * inner),
+                act=(m, inner), rstd1=(m,), rstd2=(m,))
+
+
 def _arena_views(b: int, s: int, d: int, heads: int, dim: int, inner: int, seqs: int) -> dict[str, torch.Tensor]:
     """This thread's no-grad buffers for one block geometry: views of one arena, reused by every no-grad
     block call (fresh pages cost a fault and a cache miss each). Made outside inference mode, so that an
@@ -84,10 +92,7 @@ def _arena_views(b: int, s: int, d: int, heads: int, dim: int, inner: int, seqs:
     key = (b, s, d, heads, dim, inner, seqs)
     if getattr(_arenas, "key", None) == key:
         return _arenas.views
-    m, hd, g = b * s, heads * dim, seqs * heads
-    shapes = dict(qkv=(m, 3 * hd), q=(seqs, heads, s, dim), k=(seqs, heads, s, dim), v=(seqs, heads, s, dim),
-                  probs=(g, s, s), att_bmm=(g, s, dim), att=(m, hd), h1=(m, d), gu=(m, 2 * inner),
-                  act=(m, inner), rstd1=(m,), rstd2=(m,))
+    shapes = _shapes(*key)
     sizes = {name: int(np.prod(shape)) for name, shape in shapes.items()}
     attention_end = sum(sizes[n] for n in ("qkv", "q", "k", "v", "probs", "att_bmm", "att"))
 
@@ -173,35 +178,28 @@ def _forward(x: torch.Tensor, weights: tuple[torch.Tensor, ...], tables, heads: 
     cos, sin, rotate = tables
     b, s, d = x.shape
     dim = w_qkv.shape[0] // (3 * heads)
-    m, bh, inner = b * s, b * heads, w_down.shape[1]
+    m, inner = b * s, w_down.shape[1]
     seqs = max(1, ATTENTION_GROUP // heads)
     x2 = x.reshape(m, d)
-    if keep:
-        q, k, v = (torch.empty(b, heads, s, dim) for _ in range(3))
-        probs = torch.empty(bh, s, s)
-        at = dict(qkv=torch.empty(m, 3 * heads * dim), att=torch.empty(m, heads * dim), h1=torch.empty(m, d),
-                  rstd1=torch.empty(m), rstd2=torch.empty(m), gu=torch.empty(m, 2 * inner), act=torch.empty(m, inner))
-    else:
+    if keep:    # fresh tensors, the whole batch's attention at once (kept for the backward)
+        at = {name: torch.empty(shape) for name, shape in _shapes(b, s, d, heads, dim, inner, b).items()}
+    else:       # the arena, one attention group's worth of q, k, v, probs, att_bmm
         at = _arena_views(b, s, d, heads, dim, inner, seqs)
     qkv = torch.mm(x2, w_qkv.t(), out=at["qkv"])
     att = at["att"]
     qkv4 = _a(qkv).reshape(b, s, 3 * heads, dim)
     for lo in range(0, b, seqs):
-        hi = min(b, lo + seqs)
-        n = hi - lo
-        if keep:
-            qc, kc, vc, pc = q[lo:hi], k[lo:hi], v[lo:hi], probs[lo * heads: hi * heads]
-            ab = torch.empty(n * heads, s, dim)
-        else:
-            qc, kc, vc = at["q"][:n], at["k"][:n], at["v"][:n]
-            pc, ab = at["probs"][: n * heads], at["att_bmm"][: n * heads]
-        K.rope_split(qkv4[lo:hi], cos, sin, rotate, _a(qc), _a(kc), _a(vc))
+        n = min(b, lo + seqs) - lo
+        first = lo if keep else 0       # where this group's sequences sit in q, k, v, probs, att_bmm
+        qc, kc, vc = (at[name][first: first + n] for name in ("q", "k", "v"))
+        pc, ab = (at[name][first * heads: (first + n) * heads] for name in ("probs", "att_bmm"))
+        K.rope_split(qkv4[lo: lo + n], cos, sin, rotate, _a(qc), _a(kc), _a(vc))
         torch.bmm(qc.view(n * heads, s, dim), kc.view(n * heads, s, dim).transpose(1, 2), out=pc)
         K.softmax_(_a(pc).reshape(n * heads * s, s), np.float32(dim ** -0.5))
         torch.bmm(pc, vc.view(n * heads, s, dim), out=ab)
-        att[lo * s: hi * s].view(n, s, heads, dim).copy_(ab.view(n, heads, s, dim).transpose(1, 2))
-    if not keep:
-        q = k = v = probs = None        # nothing of the attention is kept without grad
+        att[lo * s: (lo + n) * s].view(n, s, heads, dim).copy_(ab.view(n, heads, s, dim).transpose(1, 2))
+    # nothing of the attention is kept without grad
+    q, k, v, probs = (at[name] if keep else None for name in ("q", "k", "v", "probs"))
     h1 = torch.mm(att, w_o.t(), out=at["h1"])
     rstd1, rstd2 = at["rstd1"], at["rstd2"]
     K.add_rms_norm(_a(x2), _a(h1), _a(h1), _a(rstd1), eps)
