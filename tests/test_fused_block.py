@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import torch
 
+from hrm.model import c_attention
 from hrm.model import cpu_kernels as K
 from hrm.model import fused_block
 from hrm.model.layers import Block, RotaryEmbedding
@@ -34,6 +35,15 @@ def test_exp_is_within_two_ulp_of_float64_over_the_whole_range() -> None:
     assert np.isfinite(out[:3]).all() and out[0] < 1e-37
 
 
+@pytest.fixture(params=["c-attention", "numba-attention"])
+def attention_path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Both ways the fused block computes its attention: the C kernel and the numba/MKL fallback."""
+    if request.param == "c-attention" and not c_attention.applies(32):
+        pytest.skip(f"C attention unavailable: {c_attention.reason()}")
+    monkeypatch.setattr(c_attention, "ENABLED", request.param == "c-attention")
+    return request.param
+
+
 def _block(d: int, heads: int, inner: int, seed: int = 0) -> Block:
     torch.manual_seed(seed)
     return Block(d, heads, inner, 1e-5)
@@ -44,7 +54,7 @@ def _block(d: int, heads: int, inner: int, seed: int = 0) -> Block:
                                                      (64, 2, 256, 70, 64), (64, 2, 256, 17, 4)],
                          ids=["d64", "d128", "d64-long", "d64-grouped"])
 def test_fused_block_forward_and_every_gradient_match_the_plain_ops(rope: bool, d: int, heads: int, inner: int,
-                                                                     seq: int, group: int,
+                                                                     seq: int, group: int, attention_path: str,
                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
     # long: more positions than head_dim; grouped: attention over (sequence, head) groups of 2 sequences,
     # the last one short (batch 3)
@@ -76,7 +86,7 @@ def test_fused_block_forward_and_every_gradient_match_the_plain_ops(rope: bool, 
 
 
 @pytest.mark.parametrize("cache_bytes", [0, 1 << 30], ids=["no-cache-info", "fits-in-cache"])
-def test_no_grad_blocks_agree_with_the_grad_forward_in_both_arena_layouts(cache_bytes: int,
+def test_no_grad_blocks_agree_with_the_grad_forward_in_both_arena_layouts(cache_bytes: int, attention_path: str,
                                                                           monkeypatch: pytest.MonkeyPatch) -> None:
     # the no-grad forward writes its intermediates into one arena, laid over each other when they fit in
     # the cache: it must give exactly the grad-mode forward (fresh tensors) for several geometries in a row

@@ -27,6 +27,7 @@ import numba
 import numpy as np
 import torch
 
+from hrm.model import c_attention
 from hrm.model import cpu_kernels as K
 
 ENABLED = os.environ.get("HRM_FUSED_CPU", "1") != "0"
@@ -170,22 +171,11 @@ def _tables(rope: tuple[torch.Tensor, torch.Tensor] | None) -> tuple[np.ndarray,
 ATTENTION_GROUP = 64
 
 
-def _forward(x: torch.Tensor, weights: tuple[torch.Tensor, ...], tables, heads: int, eps: float, keep: bool):
-    """Block forward; with `keep` every intermediate is a fresh tensor kept for the backward, without
-    it the intermediates live in this thread's arena (`_arena_views`; the attention's are one group's
-    worth)."""
-    w_qkv, w_o, w_gu, w_down = weights
+def _attention_in_groups(qkv, at, b: int, heads: int, dim: int, seqs: int, tables, keep: bool) -> None:
+    """The numba/MKL attention (where the C kernel is not used): RoPE with the head split, q·kᵀ, softmax
+    and ·v, `seqs` sequences at a time, into at["att"]."""
     cos, sin, rotate = tables
-    b, s, d = x.shape
-    dim = w_qkv.shape[0] // (3 * heads)
-    m, inner = b * s, w_down.shape[1]
-    seqs = max(1, ATTENTION_GROUP // heads)
-    x2 = x.reshape(m, d)
-    if keep:    # fresh tensors, the whole batch's attention at once (kept for the backward)
-        at = {name: torch.empty(shape) for name, shape in _shapes(b, s, d, heads, dim, inner, b).items()}
-    else:       # the arena, one attention group's worth of q, k, v, probs, att_bmm
-        at = _arena_views(b, s, d, heads, dim, inner, seqs)
-    qkv = torch.mm(x2, w_qkv.t(), out=at["qkv"])
+    s = qkv.shape[0] // b
     att = at["att"]
     qkv4 = _a(qkv).reshape(b, s, 3 * heads, dim)
     for lo in range(0, b, seqs):
@@ -198,6 +188,30 @@ def _forward(x: torch.Tensor, weights: tuple[torch.Tensor, ...], tables, heads: 
         K.softmax_(_a(pc).reshape(n * heads * s, s), np.float32(dim ** -0.5))
         torch.bmm(pc, vc.view(n * heads, s, dim), out=ab)
         att[lo * s: (lo + n) * s].view(n, s, heads, dim).copy_(ab.view(n, heads, s, dim).transpose(1, 2))
+
+
+def _forward(x: torch.Tensor, weights: tuple[torch.Tensor, ...], tables, heads: int, eps: float, keep: bool):
+    """Block forward; with `keep` every intermediate is a fresh tensor kept for the backward, without
+    it the intermediates live in this thread's arena (`_arena_views`; the attention's are one group's
+    worth)."""
+    w_qkv, w_o, w_gu, w_down = weights
+    b, s, d = x.shape
+    dim = w_qkv.shape[0] // (3 * heads)
+    m, inner = b * s, w_down.shape[1]
+    in_c = c_attention.applies(dim)
+    seqs = 0 if in_c else max(1, ATTENTION_GROUP // heads)   # the C kernel needs no attention buffers
+    x2 = x.reshape(m, d)
+    if keep:    # fresh tensors, the whole batch's attention at once (kept for the backward)
+        at = {name: torch.empty(shape) for name, shape in _shapes(b, s, d, heads, dim, inner, b).items()}
+    else:       # the arena, one attention group's worth of q, k, v, probs, att_bmm
+        at = _arena_views(b, s, d, heads, dim, inner, seqs)
+    qkv = torch.mm(x2, w_qkv.t(), out=at["qkv"])
+    att = at["att"]
+    if in_c:
+        c_attention.forward(qkv, b, heads, tables, dim ** -0.5, att, _threads.n,
+                            keep=tuple(at[name] for name in ("q", "k", "v", "probs")) if keep else None)
+    else:
+        _attention_in_groups(qkv, at, b, heads, dim, seqs, tables, keep)
     # nothing of the attention is kept without grad
     q, k, v, probs = (at[name] if keep else None for name in ("q", "k", "v", "probs"))
     h1 = torch.mm(att, w_o.t(), out=at["h1"])

@@ -1,0 +1,201 @@
+/* Attention of one post-norm block on CPU float32: RoPE on q and k, softmax(scale·q·kᵀ)·v, for every
+   (sequence, head) pair of a batch, one pair at a time per thread so that its q, kᵀ and scores stay in
+   the core's own cache. Built and loaded by hrm/model/c_attention.py (AVX2 + FMA, OpenMP).
+
+   The matmuls are a broadcast-FMA register tile of 6 rows × 16 columns (12 accumulators), the BLIS
+   shape for AVX2; the exponential is the Cephes-style polynomial of cpu_kernels._exp. */
+#include <immintrin.h>
+#include <omp.h>
+
+static inline __m256 exp8(__m256 x) {
+    x = _mm256_min_ps(_mm256_max_ps(x, _mm256_set1_ps(-87.0f)), _mm256_set1_ps(88.0f));
+    __m256 n = _mm256_floor_ps(_mm256_fmadd_ps(x, _mm256_set1_ps(1.44269504088896341f), _mm256_set1_ps(0.5f)));
+    __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693359375f), x);
+    r = _mm256_fnmadd_ps(n, _mm256_set1_ps(-2.12194440e-4f), r);
+    __m256 p = _mm256_set1_ps(1.9875691500e-4f);
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.3981999507e-3f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(8.3334519073e-3f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(4.1665795894e-2f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.6666665459e-1f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(5.0000001201e-1f));
+    p = _mm256_add_ps(_mm256_fmadd_ps(p, _mm256_mul_ps(r, r), r), _mm256_set1_ps(1.0f));
+    __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
+    return _mm256_mul_ps(p, _mm256_castsi256_ps(e));
+}
+
+/* C[MR][8·NV] = A[MR][K] · B[K][8·NV]; rows `lda`, `ldb`, `ldc` floats apart. Named accumulators: gcc
+   kept an array of them on the stack. MR and NV are constants at every call, so the ifs fold away. */
+#define ACC_DECL(r) __m256 c##r##0 = _mm256_setzero_ps(), c##r##1 = _mm256_setzero_ps();
+#define ACC_STEP(r) if (MR > r) { __m256 a = _mm256_broadcast_ss(A + r * lda + k); \
+        c##r##0 = _mm256_fmadd_ps(a, b0, c##r##0); if (NV == 2) c##r##1 = _mm256_fmadd_ps(a, b1, c##r##1); }
+#define ACC_STORE(r) if (MR > r) { _mm256_storeu_ps(C + r * ldc, c##r##0); \
+        if (NV == 2) _mm256_storeu_ps(C + r * ldc + 8, c##r##1); }
+
+static inline __attribute__((always_inline)) void tile(const int MR, const int NV, int K, const float *A, long lda,
+                                                       const float *B, long ldb, float *C, long ldc) {
+    ACC_DECL(0) ACC_DECL(1) ACC_DECL(2) ACC_DECL(3) ACC_DECL(4) ACC_DECL(5)
+    for (int k = 0; k < K; k++) {
+        __m256 b0 = _mm256_loadu_ps(B + k * ldb);
+        __m256 b1 = NV == 2 ? _mm256_loadu_ps(B + k * ldb + 8) : b0;
+        ACC_STEP(0) ACC_STEP(1) ACC_STEP(2) ACC_STEP(3) ACC_STEP(4) ACC_STEP(5)
+    }
+    ACC_STORE(0) ACC_STORE(1) ACC_STORE(2) ACC_STORE(3) ACC_STORE(4) ACC_STORE(5)
+}
+
+#define TILE_NV(MR) do { if (nv == 2) tile(MR, 2, K, A, lda, B, ldb, C, ldc); \
+                         else tile(MR, 1, K, A, lda, B, ldb, C, ldc); } while (0)
+
+static void tile_rows(int mr, int nv, int K, const float *A, long lda, const float *B, long ldb, float *C, long ldc) {
+    switch (mr) {
+    case 6: TILE_NV(6); break;
+    case 5: TILE_NV(5); break;
+    case 4: TILE_NV(4); break;
+    case 3: TILE_NV(3); break;
+    case 2: TILE_NV(2); break;
+    default: TILE_NV(1); break;
+    }
+}
+
+/* C[M][N] = A[M][K] · B[K][N] for N a multiple of 8. */
+static void gemm(int M, int N, int K, const float *A, long lda, const float *B, long ldb, float *C, long ldc) {
+    for (int n0 = 0; n0 < N; n0 += 16) {
+        int nv = N - n0 >= 16 ? 2 : 1;
+        for (int i0 = 0; i0 < M; i0 += 6)
+            tile_rows(M - i0 < 6 ? M - i0 : 6, nv, K, A + i0 * lda, lda, B + n0, ldb, C + i0 * ldc + n0, ldc);
+    }
+}
+
+static inline float hmax8(__m256 v) {
+    __m128 m = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    m = _mm_max_ps(m, _mm_movehl_ps(m, m));
+    return _mm_cvtss_f32(_mm_max_ss(m, _mm_shuffle_ps(m, m, 1)));
+}
+
+static inline float hsum8(__m256 v) {
+    __m128 m = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    m = _mm_add_ps(m, _mm_movehl_ps(m, m));
+    return _mm_cvtss_f32(_mm_add_ss(m, _mm_shuffle_ps(m, m, 1)));
+}
+
+/* row[0:n] ← softmax(scale·row[0:n]); the row has room for n rounded up to 8 (the tail lanes become 0). */
+static void softmax_row(float *row, int n, float scale) {
+    const int full = n & ~7, rest = n - full;
+    const __m256 tail = _mm256_castsi256_ps(_mm256_cmpgt_epi32(_mm256_set1_epi32(rest),
+                                                               _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7)));
+    const __m256 lowest = _mm256_set1_ps(-3.0e38f);
+    __m256 mx = lowest;
+    for (int j = 0; j < full; j += 8) mx = _mm256_max_ps(mx, _mm256_loadu_ps(row + j));
+    if (rest) mx = _mm256_max_ps(mx, _mm256_blendv_ps(lowest, _mm256_loadu_ps(row + full), tail));
+    const __m256 m = _mm256_set1_ps(hmax8(mx)), s = _mm256_set1_ps(scale);
+    __m256 total = _mm256_setzero_ps();
+    for (int j = 0; j < full; j += 8) {
+        __m256 e = exp8(_mm256_mul_ps(_mm256_sub_ps(_mm256_loadu_ps(row + j), m), s));
+        _mm256_storeu_ps(row + j, e);
+        total = _mm256_add_ps(total, e);
+    }
+    if (rest) {
+        __m256 e = _mm256_and_ps(exp8(_mm256_mul_ps(_mm256_sub_ps(_mm256_loadu_ps(row + full), m), s)), tail);
+        _mm256_storeu_ps(row + full, e);
+        total = _mm256_add_ps(total, e);
+    }
+    const __m256 inv = _mm256_set1_ps(1.0f / hsum8(total));
+    for (int j = 0; j < n; j += 8) _mm256_storeu_ps(row + j, _mm256_mul_ps(_mm256_loadu_ps(row + j), inv));
+}
+
+/* dst[0:dim] ← src rotated (NeoX rotate-half, the sign folded into sin_signed: [−sin, sin] over the two
+   halves), or copied when cos is NULL; dim a multiple of 16. */
+static inline void rotate_row(const float *src, const float *cos, const float *sin_signed, int dim, float *dst) {
+    const int half = dim / 2;
+    for (int j = 0; j < half; j += 8) {
+        const __m256 x1 = _mm256_loadu_ps(src + j), x2 = _mm256_loadu_ps(src + half + j);
+        if (cos) {
+            _mm256_storeu_ps(dst + j, _mm256_fmadd_ps(x2, _mm256_loadu_ps(sin_signed + j),
+                                                      _mm256_mul_ps(x1, _mm256_loadu_ps(cos + j))));
+            _mm256_storeu_ps(dst + half + j, _mm256_fmadd_ps(x1, _mm256_loadu_ps(sin_signed + half + j),
+                                                             _mm256_mul_ps(x2, _mm256_loadu_ps(cos + half + j))));
+        } else {
+            _mm256_storeu_ps(dst + j, x1);
+            _mm256_storeu_ps(dst + half + j, x2);
+        }
+    }
+}
+
+/* out[c][0:8] ← in[0:8][c] for an 8×8 block; rows `ld_in` and `ld_out` floats apart. */
+static inline void transpose8(const float *in, long ld_in, float *out, long ld_out) {
+    __m256 r[8], t[8];
+    for (int i = 0; i < 8; i++) r[i] = _mm256_loadu_ps(in + i * ld_in);
+    for (int i = 0; i < 8; i += 2) {
+        t[i] = _mm256_unpacklo_ps(r[i], r[i + 1]);
+        t[i + 1] = _mm256_unpackhi_ps(r[i], r[i + 1]);
+    }
+    for (int i = 0; i < 8; i += 4) {
+        r[i] = _mm256_shuffle_ps(t[i], t[i + 2], 0x44);
+        r[i + 1] = _mm256_shuffle_ps(t[i], t[i + 2], 0xEE);
+        r[i + 2] = _mm256_shuffle_ps(t[i + 1], t[i + 3], 0x44);
+        r[i + 3] = _mm256_shuffle_ps(t[i + 1], t[i + 3], 0xEE);
+    }
+    for (int i = 0; i < 4; i++) {
+        _mm256_storeu_ps(out + i * ld_out, _mm256_permute2f128_ps(r[i], r[i + 4], 0x20));
+        _mm256_storeu_ps(out + (i + 4) * ld_out, _mm256_permute2f128_ps(r[i], r[i + 4], 0x31));
+    }
+}
+
+static long padded(long n, long to) { return (n + to - 1) / to * to; }
+
+/* Floats of per-thread scratch: q [S][D], v [S][D], 8 rotated k rows [8][D], kᵀ [D][S↑16], scores
+   [S][S↑16] (rows 64-byte aligned). */
+long attention_scratch_floats(int seq, int dim) {
+    const long sp = padded(seq, 16);
+    return 2 * padded((long)seq * dim, 16) + 8L * dim + (long)dim * sp + (long)seq * sp;
+}
+
+/* qkv [B, S, 3H, D] → att [B, S, H, D]. Where q_out, k_out, v_out [B, H, S, D] and probs_out [B·H, S, S]
+   are not NULL (a block that will be differentiated) the rotated q and k, v and the probabilities are
+   also written there. `scratch`: `threads` × attention_scratch_floats(S, D) floats. D is a multiple of 16. */
+void attention_forward(const float *qkv, const float *cos, const float *sin_signed, int rotate, int batch,
+                       int seq, int heads, int dim, float scale, float *att, float *q_out, float *k_out,
+                       float *v_out, float *probs_out, float *scratch, int threads) {
+    const long sp = padded(seq, 16), n_cols = padded(seq, 8), ld_qkv = 3L * heads * dim, ld_att = (long)heads * dim;
+    const long per_thread = attention_scratch_floats(seq, dim), per_pair = (long)seq * dim;
+    #pragma omp parallel for num_threads(threads) schedule(static)
+    for (int pair = 0; pair < batch * heads; pair++) {
+        const int b = pair / heads, h = pair % heads;
+        float *own = scratch + omp_get_thread_num() * per_thread;
+        float *Q = q_out ? q_out + pair * per_pair : own;
+        float *V = v_out ? v_out + pair * per_pair : own + padded(per_pair, 16);
+        float *Krows = own + 2 * padded(per_pair, 16), *KT = Krows + 8L * dim, *P = KT + dim * sp;
+        const float *rows = qkv + (long)b * seq * ld_qkv;
+        /* the next pair's q, k, v rows are fetched into L2 while this one runs (strided rows: the hardware
+           prefetcher alone left the RoPE pass waiting on memory) */
+        const int next = pair + 1 < batch * heads ? pair + 1 : pair;
+        const float *next_rows = qkv + (long)(next / heads) * seq * ld_qkv + (next % heads) * dim;
+        /* q and v rows into their own arrays; k by blocks of 8 rows, each rotated, then transposed into
+           kᵀ (rows past the sequence are zero: they become kᵀ's padding columns) */
+        for (int s0 = 0; s0 < n_cols; s0 += 8) {
+            for (int r = 0; r < 8; r++) {
+                const int s = s0 + r;
+                if (s >= seq) {
+                    for (int j = 0; j < dim; j++) Krows[r * dim + j] = 0.0f;
+                    continue;
+                }
+                const float *q = rows + s * ld_qkv + h * dim, *k = q + (long)heads * dim, *v = k + (long)heads * dim;
+                for (int part = 0; part < 3; part++)
+                    for (int j = 0; j < dim; j += 16)
+                        _mm_prefetch((const char *)(next_rows + s * ld_qkv + (long)part * heads * dim + j), _MM_HINT_T1);
+                const float *c = rotate ? cos + s * dim : 0, *sn = rotate ? sin_signed + s * dim : 0;
+                rotate_row(q, c, sn, dim, Q + s * dim);
+                rotate_row(k, c, sn, dim, Krows + r * dim);
+                if (k_out) rotate_row(Krows + r * dim, 0, 0, dim, k_out + pair * per_pair + s * dim);
+                rotate_row(v, 0, 0, dim, V + s * dim);
+            }
+            for (int j0 = 0; j0 < dim; j0 += 8) transpose8(Krows + j0, dim, KT + j0 * sp + s0, sp);
+        }
+        gemm(seq, (int)n_cols, dim, Q, dim, KT, sp, P, sp);
+        for (int i = 0; i < seq; i++) {
+            softmax_row(P + i * sp, seq, scale);
+            if (probs_out)
+                for (int j = 0; j < seq; j++) probs_out[((long)pair * seq + i) * seq + j] = P[i * sp + j];
+        }
+        gemm(seq, dim, seq, P, sp, V, dim, att + (long)b * seq * ld_att + h * dim, ld_att);
+    }
+}

@@ -1,0 +1,133 @@
+"""The C attention kernel (hrm.model.c_attention, hrm/model/attention.c): its values against a float64
+RoPE attention, what it keeps for the backward, thread-count independence, and how it is built, cached
+and refused (no compiler, a failing compiler) with the block falling back to the numba path."""
+
+from __future__ import annotations
+
+import stat
+import threading
+from pathlib import Path
+
+import pytest
+import torch
+
+from hrm.model import c_attention, fused_block
+from hrm.model.layers import Block, RotaryEmbedding
+
+needs_kernel = pytest.mark.skipif(not c_attention.applies(64), reason=f"C attention unavailable: {c_attention.reason()}")
+
+
+def _reference(qkv: torch.Tensor, batch: int, heads: int, cos: torch.Tensor | None, sin: torch.Tensor | None):
+    """float64 RoPE attention straight from the definition: q, k, v [B, H, S, D], probs, out [B·S, H·D];
+    `sin` carries the rotate-half sign ([−sin, sin], as RotaryEmbedding hands it out)."""
+    seq, dim = qkv.shape[0] // batch, qkv.shape[1] // (3 * heads)
+    q, k, v = qkv.double().view(batch, seq, 3, heads, dim).permute(2, 0, 3, 1, 4)
+    if cos is not None:
+        def rotate(x: torch.Tensor) -> torch.Tensor:
+            x1, x2 = x.chunk(2, dim=-1)
+            return x * cos.double() + torch.cat((x2, x1), dim=-1) * sin.double()
+        q, k = rotate(q), rotate(k)
+    probs = torch.softmax(q @ k.transpose(-1, -2) / dim ** 0.5, dim=-1)
+    out = (probs @ v).transpose(1, 2).reshape(batch * seq, heads * dim)
+    return q, k, v, probs.reshape(batch * heads, seq, seq), out
+
+
+@needs_kernel
+@pytest.mark.parametrize("rope", [True, False], ids=["rope", "no-rope"])
+@pytest.mark.parametrize("batch,seq,heads,dim", [(3, 82, 2, 64), (2, 17, 4, 64), (1, 9, 1, 32), (2, 100, 3, 16),
+                                                 (5, 8, 2, 64), (1, 1, 1, 16)],
+                         ids=["sudoku", "tail-rows", "short", "long-odd-heads", "one-block", "one-position"])
+def test_c_attention_matches_float64_attention_and_keeps_what_the_backward_needs(
+        rope: bool, batch: int, seq: int, heads: int, dim: int) -> None:
+    torch.manual_seed(0)
+    qkv = torch.randn(batch * seq, 3 * heads * dim) * 2
+    emb = RotaryEmbedding(dim, seq, 10000.0, 2 * heads)() if rope else None
+    tables = fused_block._tables(emb)
+    cos, sin = (emb[0][:, 0], emb[1][:, 0]) if rope else (None, None)
+    q_ref, k_ref, v_ref, probs_ref, out_ref = _reference(qkv, batch, heads, cos, sin)
+
+    att = torch.full((batch * seq, heads * dim), float("nan"))
+    c_attention.forward(qkv, batch, heads, tables, dim ** -0.5, att, threads=1)
+    torch.testing.assert_close(att.double(), out_ref, rtol=0, atol=2e-6 * out_ref.abs().max().item())
+
+    keep = (torch.empty(batch, heads, seq, dim), torch.empty(batch, heads, seq, dim),
+            torch.empty(batch, heads, seq, dim), torch.empty(batch * heads, seq, seq))
+    att_kept = torch.empty_like(att)
+    c_attention.forward(qkv, batch, heads, tables, dim ** -0.5, att_kept, threads=1, keep=keep)
+    assert torch.equal(att_kept, att)
+    for got, want in zip(keep, (q_ref, k_ref, v_ref, probs_ref)):
+        torch.testing.assert_close(got.double(), want, rtol=0, atol=2e-6 * want.abs().max().item())
+    torch.testing.assert_close(keep[3].sum(-1), torch.ones(batch * heads, seq), rtol=0, atol=1e-5)
+
+
+@needs_kernel
+def test_c_attention_gives_the_same_bits_on_one_and_two_threads() -> None:
+    # each (sequence, head) pair is computed whole by one thread: resuming with another thread count stays exact
+    qkv = torch.randn(5 * 82, 3 * 2 * 64)
+    tables = fused_block._tables(RotaryEmbedding(64, 82, 10000.0, 4)())
+    outs = []
+    for threads in (1, 2):
+        att = torch.empty(5 * 82, 128)
+        c_attention.forward(qkv, 5, 2, tables, 0.125, att, threads=threads)
+        outs.append(att)
+    assert torch.equal(*outs)
+
+
+@pytest.fixture
+def fresh_kernel_state(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """An empty kernel cache and a module that has not loaded the library yet."""
+    monkeypatch.setenv("HRM_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setattr(c_attention, "_state", {})
+    monkeypatch.setattr(c_attention, "_scratch", threading.local())
+    return tmp_path
+
+
+def _compiler_wrapper(path: Path, log: Path) -> Path:
+    path.write_text(f'#!/bin/sh\necho built >> "{log}"\nexec cc "$@"\n')
+    path.chmod(path.stat().st_mode | stat.S_IXUSR)
+    return path
+
+
+@needs_kernel
+def test_the_kernel_is_built_once_and_then_loaded_from_the_cache(fresh_kernel_state: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    log = fresh_kernel_state / "calls"
+    monkeypatch.setenv("CC", str(_compiler_wrapper(fresh_kernel_state / "cc-wrapper", log)))
+    assert c_attention.applies(64) and c_attention.reason() == ""
+    built = list((fresh_kernel_state / "cache" / "kernels").iterdir())
+    assert len(built) == 1 and built[0].suffix == ".so"          # no partial file left beside it
+    monkeypatch.setattr(c_attention, "_state", {})               # a new process, the same cache
+    assert c_attention.applies(64)
+    assert log.read_text().count("built") == 1
+
+
+@pytest.mark.parametrize("compiler,why", [("/nonexistent/cc", "no C compiler"), ("false", "failed")],
+                         ids=["missing", "failing"])
+def test_without_a_working_compiler_blocks_fall_back_to_the_numba_path(compiler: str, why: str,
+                                                                       fresh_kernel_state: Path,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CC", compiler)
+    assert not c_attention.applies(64)
+    assert why in c_attention.reason()
+    cache = fresh_kernel_state / "cache" / "kernels"
+    assert not cache.exists() or not any(cache.iterdir())        # a failed build leaves nothing to load
+    torch.manual_seed(0)
+    block = Block(64, 2, 256, 1e-5)
+    tables = RotaryEmbedding(32, 11, 10000.0, 4)()
+    x = torch.randn(2, 11, 64)
+    with torch.no_grad():
+        fused = block(x, tables)
+        with fused_block.enabled(False):
+            plain = block(x, tables)
+    torch.testing.assert_close(fused, plain, rtol=0, atol=1e-5)
+
+
+def test_the_switch_turns_the_kernel_off(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(c_attention, "ENABLED", False)
+    assert not c_attention.applies(64)
+    assert c_attention.reason() == "HRM_C_ATTENTION=0"
+
+
+def test_head_dims_the_kernel_cannot_tile_take_the_numba_path() -> None:
+    assert not c_attention.applies(24) and not c_attention.applies(8)
+
