@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from hrm.model import c_attention
+from hrm.model import c_kernels
 from hrm.model import cpu_kernels as K
 from hrm.model import fused_block
 from hrm.model.layers import Block, RotaryEmbedding
@@ -35,12 +35,12 @@ def test_exp_is_within_two_ulp_of_float64_over_the_whole_range() -> None:
     assert np.isfinite(out[:3]).all() and out[0] < 1e-37
 
 
-@pytest.fixture(params=["c-attention", "numba-attention"])
+@pytest.fixture(params=["c-kernels", "numba-kernels"])
 def attention_path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
     """Both ways the fused block computes its attention: the C kernel and the numba/MKL fallback."""
-    if request.param == "c-attention" and not c_attention.applies(32):
-        pytest.skip(f"C attention unavailable: {c_attention.reason()}")
-    monkeypatch.setattr(c_attention, "ENABLED", request.param == "c-attention")
+    if request.param == "c-kernels" and not c_kernels.applies(32, 64, 256):
+        pytest.skip(f"C kernels unavailable: {c_kernels.reason()}")
+    monkeypatch.setattr(c_kernels, "ENABLED", request.param == "c-kernels")
     return request.param
 
 

@@ -3,11 +3,14 @@
 Same arithmetic as `layers.Block` (HRM-SPEC §1.2): qkv → RoPE → softmax(q·kᵀ/√D)·v → o_proj → add+norm →
 gate_up → silu(gate)·up → down → add+norm. What differs is how it is computed on CPU:
 
-* the element-wise work runs in the one-pass kernels of `cpu_kernels` (fast exp, no temporaries);
-* RoPE writes q, k and v straight into the head-major layout, so attention is two batched matmuls and an
-  in-place softmax (the softmax probabilities are kept for the backward instead of recomputing them);
-* the backward is written out (one autograd node per block instead of ~30), reusing the forward's
-  normalised activations and gate/up values.
+* past the qkv projection the forward runs in the C kernels of `c_kernels` where they build (attention
+  per (sequence, head) pair in cache; the o, gate_up and down projections with their add+RMSNorm and
+  SwiGLU endings fused); otherwise in MKL matmuls with the one-pass numba kernels of `cpu_kernels`
+  between them (fast exp, no temporaries), RoPE writing q, k and v straight into the head-major layout
+  so that attention is two batched matmuls and an in-place softmax;
+* the softmax probabilities are kept for the backward instead of recomputed;
+* the backward is written out (one autograd node per block instead of ~30; MKL + numba), reusing the
+  forward's normalised activations and gate/up values.
 
 Results equal the plain ops to float32 rounding (not bitwise: the exponential and the summation order
 differ; tests/test_fused_block.py bounds the difference). Used by `Block` for CPU float32 tensors unless
@@ -27,7 +30,7 @@ import numba
 import numpy as np
 import torch
 
-from hrm.model import c_attention
+from hrm.model import c_kernels
 from hrm.model import cpu_kernels as K
 
 ENABLED = os.environ.get("HRM_FUSED_CPU", "1") != "0"
@@ -69,15 +72,18 @@ _CACHE_BYTES = _last_level_cache_bytes()
 _arenas = threading.local()   # per thread: two threads running models never share a buffer
 
 
-def _shapes(b: int, s: int, d: int, heads: int, dim: int, inner: int, seqs: int) -> dict[str, tuple[int, ...]]:
-    """The intermediates of one block forward; q, k, v, probs and att_bmm hold `seqs` sequences."""
+def _shapes(b: int, s: int, d: int, heads: int, dim: int, inner: int, seqs: int,
+            gu_rows: int) -> dict[str, tuple[int, ...]]:
+    """The intermediates of one block forward; q, k, v, probs and att_bmm hold `seqs` sequences, gu
+    `gu_rows` rows (none where the C kernels go from h1 to silu(gate)·up directly, without grad)."""
     m, hd, g = b * s, heads * dim, seqs * heads
     return dict(qkv=(m, 3 * hd), q=(seqs, heads, s, dim), k=(seqs, heads, s, dim), v=(seqs, heads, s, dim),
-                probs=(g, s, s), att_bmm=(g, s, dim), att=(m, hd), h1=(m, d), gu=(m, 2 * inner),
+                probs=(g, s, s), att_bmm=(g, s, dim), att=(m, hd), h1=(m, d), gu=(gu_rows, 2 * inner),
                 act=(m, inner), rstd1=(m,), rstd2=(m,))
 
 
-def _arena_views(b: int, s: int, d: int, heads: int, dim: int, inner: int, seqs: int) -> dict[str, torch.Tensor]:
+def _arena_views(b: int, s: int, d: int, heads: int, dim: int, inner: int, seqs: int,
+                 gu_rows: int) -> dict[str, torch.Tensor]:
     """This thread's no-grad buffers for one block geometry: views of one arena, reused by every no-grad
     block call (fresh pages cost a fault and a cache miss each). Made outside inference mode, so that an
     eval under torch.inference_mode and a training step can share them.
@@ -85,12 +91,13 @@ def _arena_views(b: int, s: int, d: int, heads: int, dim: int, inner: int, seqs:
         qkv [m, 3hd] | q, k, v, probs, att_bmm of one attention group | att [m, hd]
         h1 [m, d] | gu [m, 2I] | act [m, I] | rstd1, rstd2
 
-    When that fits in 3/4 of the last-level cache, h1, gu and act are laid over qkv and the attention
-    buffers (dead by then) instead of after them: each block then writes into floats that were just
-    read and are still cached. Hidden 128, batch 32 (17 MiB instead of 31 on the 32 MiB L3 of the 2-core
-    EPYC): training steps 3.5-6 % faster, alternating in one process. Where it does not fit (hidden 128
-    batch 64, hidden 256 and 512) the overlap measured no faster, or up to 2 % slower."""
-    key = (b, s, d, heads, dim, inner, seqs)
+    (The C kernels need no attention group buffers and, without grad, no gu.) When that fits in 3/4 of
+    the last-level cache, h1, gu and act are laid over qkv and the attention buffers (dead by then)
+    instead of after them: each block then writes into floats that were just read and are still cached.
+    Numba path, hidden 128, batch 32 (17 MiB instead of 31 on the 32 MiB L3 of the 2-core EPYC):
+    training steps 3.5-6 % faster, alternating in one process; where it did not fit the overlap measured
+    no faster, or up to 2 % slower."""
+    key = (b, s, d, heads, dim, inner, seqs, gu_rows)
     if getattr(_arenas, "key", None) == key:
         return _arenas.views
     shapes = _shapes(*key)
@@ -198,30 +205,34 @@ def _forward(x: torch.Tensor, weights: tuple[torch.Tensor, ...], tables, heads: 
     b, s, d = x.shape
     dim = w_qkv.shape[0] // (3 * heads)
     m, inner = b * s, w_down.shape[1]
-    in_c = c_attention.applies(dim)
-    seqs = 0 if in_c else max(1, ATTENTION_GROUP // heads)   # the C kernel needs no attention buffers
+    in_c = c_kernels.applies(dim, d, inner)
+    seqs = 0 if in_c else max(1, ATTENTION_GROUP // heads)   # the C kernels need no attention buffers
     x2 = x.reshape(m, d)
     if keep:    # fresh tensors, the whole batch's attention at once (kept for the backward)
-        at = {name: torch.empty(shape) for name, shape in _shapes(b, s, d, heads, dim, inner, b).items()}
+        at = {name: torch.empty(shape) for name, shape in _shapes(b, s, d, heads, dim, inner, b, m).items()}
     else:       # the arena, one attention group's worth of q, k, v, probs, att_bmm
-        at = _arena_views(b, s, d, heads, dim, inner, seqs)
+        at = _arena_views(b, s, d, heads, dim, inner, seqs, 0 if in_c else m)
     qkv = torch.mm(x2, w_qkv.t(), out=at["qkv"])
-    att = at["att"]
+    att, h1, act, rstd1, rstd2 = at["att"], at["h1"], at["act"], at["rstd1"], at["rstd2"]
+    gu = at["gu"] if keep or not in_c else None
+    y = torch.empty(m, d)                    # the output: always a fresh tensor
     if in_c:
-        c_attention.forward(qkv, b, heads, tables, dim ** -0.5, att, _threads.n,
+        n = _threads.n
+        c_kernels.attention(qkv, b, heads, tables, dim ** -0.5, att, n,
                             keep=tuple(at[name] for name in ("q", "k", "v", "probs")) if keep else None)
+        c_kernels.linear(att, w_o, h1, n, residual=x2, rstd=rstd1, eps=eps)
+        c_kernels.linear(h1, w_gu, act, n, swiglu=True, gu=gu)
+        c_kernels.linear(act, w_down, y, n, residual=h1, rstd=rstd2, eps=eps)
     else:
         _attention_in_groups(qkv, at, b, heads, dim, seqs, tables, keep)
+        torch.mm(att, w_o.t(), out=h1)
+        K.add_rms_norm(_a(x2), _a(h1), _a(h1), _a(rstd1), eps)
+        torch.mm(h1, w_gu.t(), out=gu)
+        K.silu_mul(_a(gu), _a(act))
+        torch.mm(act, w_down.t(), out=y)
+        K.add_rms_norm(_a(h1), _a(y), _a(y), _a(rstd2), eps)
     # nothing of the attention is kept without grad
     q, k, v, probs = (at[name] if keep else None for name in ("q", "k", "v", "probs"))
-    h1 = torch.mm(att, w_o.t(), out=at["h1"])
-    rstd1, rstd2 = at["rstd1"], at["rstd2"]
-    K.add_rms_norm(_a(x2), _a(h1), _a(h1), _a(rstd1), eps)
-    gu = torch.mm(h1, w_gu.t(), out=at["gu"])
-    act = at["act"]
-    K.silu_mul(_a(gu), _a(act))
-    y = torch.mm(act, w_down.t())            # the output: always a fresh tensor
-    K.add_rms_norm(_a(h1), _a(y), _a(y), _a(rstd2), eps)
     return y.view(b, s, d), (x2, q, k, v, probs, att, h1, rstd1, gu, act, y, rstd2)
 
 

@@ -1,10 +1,17 @@
-/* Attention of one post-norm block on CPU float32: RoPE on q and k, softmax(scale·q·kᵀ)·v, for every
-   (sequence, head) pair of a batch, one pair at a time per thread so that its q, kᵀ and scores stay in
-   the core's own cache. Built and loaded by hrm/model/c_attention.py (AVX2 + FMA, OpenMP).
+/* The post-norm block's forward on CPU float32, past the qkv projection (built and loaded by
+   hrm/model/c_kernels.py; AVX2 + FMA, OpenMP):
 
-   The matmuls are a broadcast-FMA register tile of 6 rows × 16 columns (12 accumulators), the BLIS
-   shape for AVX2; the exponential is the Cephes-style polynomial of cpu_kernels._exp. */
+   * attention_forward: RoPE on q and k, softmax(scale·q·kᵀ)·v for every (sequence, head) pair, one pair
+     at a time per thread so that its q, kᵀ and scores stay in the core's own cache;
+   * linear_forward: x·Wᵀ against weights packed by pack_weight, with the work that follows each matmul
+     done while its rows are still in cache: residual add + RMSNorm (o and down projections) or
+     silu(gate)·up (gate_up projection, whose gate and up columns are packed side by side).
+
+   Every matmul is a broadcast-FMA register tile of 6 rows × 16 columns (12 accumulators), the BLIS shape
+   for AVX2; the exponential is the Cephes-style polynomial of cpu_kernels._exp. Each output row is
+   computed by one thread in a fixed order: results do not depend on the thread count. */
 #include <immintrin.h>
+#include <math.h>
 #include <omp.h>
 
 static inline __m256 exp8(__m256 x) {
@@ -24,15 +31,25 @@ static inline __m256 exp8(__m256 x) {
 }
 
 /* C[MR][8·NV] = A[MR][K] · B[K][8·NV]; rows `lda`, `ldb`, `ldc` floats apart. Named accumulators: gcc
-   kept an array of them on the stack. MR and NV are constants at every call, so the ifs fold away. */
+   kept an array of them on the stack. MR, NV and SWIGLU are constants at every call, so the ifs fold
+   away. With SWIGLU (NV = 2: 8 gate columns, then the 8 up columns of the same units) C receives
+   silu(gate)·up, 8 floats a row, and G (when not NULL) the gate at G[0:8] and the up values at
+   G[up:up+8]. */
 #define ACC_DECL(r) __m256 c##r##0 = _mm256_setzero_ps(), c##r##1 = _mm256_setzero_ps();
 #define ACC_STEP(r) if (MR > r) { __m256 a = _mm256_broadcast_ss(A + r * lda + k); \
         c##r##0 = _mm256_fmadd_ps(a, b0, c##r##0); if (NV == 2) c##r##1 = _mm256_fmadd_ps(a, b1, c##r##1); }
-#define ACC_STORE(r) if (MR > r) { _mm256_storeu_ps(C + r * ldc, c##r##0); \
-        if (NV == 2) _mm256_storeu_ps(C + r * ldc + 8, c##r##1); }
+#define ACC_STORE(r) if (MR > r) { \
+        if (SWIGLU) { \
+            if (G) { _mm256_storeu_ps(G + r * ldc2, c##r##0); _mm256_storeu_ps(G + r * ldc2 + up, c##r##1); } \
+            _mm256_storeu_ps(C + r * ldc, _mm256_mul_ps(_mm256_div_ps(c##r##0, \
+                _mm256_add_ps(one, exp8(_mm256_sub_ps(_mm256_setzero_ps(), c##r##0)))), c##r##1)); \
+        } else { \
+            _mm256_storeu_ps(C + r * ldc, c##r##0); if (NV == 2) _mm256_storeu_ps(C + r * ldc + 8, c##r##1); } }
 
-static inline __attribute__((always_inline)) void tile(const int MR, const int NV, int K, const float *A, long lda,
-                                                       const float *B, long ldb, float *C, long ldc) {
+static inline __attribute__((always_inline)) void tile(const int MR, const int NV, const int SWIGLU, int K,
+                                                       const float *A, long lda, const float *B, long ldb, float *C,
+                                                       long ldc, float *G, long ldc2, long up) {
+    const __m256 one = _mm256_set1_ps(1.0f);
     ACC_DECL(0) ACC_DECL(1) ACC_DECL(2) ACC_DECL(3) ACC_DECL(4) ACC_DECL(5)
     for (int k = 0; k < K; k++) {
         __m256 b0 = _mm256_loadu_ps(B + k * ldb);
@@ -40,19 +57,23 @@ static inline __attribute__((always_inline)) void tile(const int MR, const int N
         ACC_STEP(0) ACC_STEP(1) ACC_STEP(2) ACC_STEP(3) ACC_STEP(4) ACC_STEP(5)
     }
     ACC_STORE(0) ACC_STORE(1) ACC_STORE(2) ACC_STORE(3) ACC_STORE(4) ACC_STORE(5)
+    (void)one;
 }
 
-#define TILE_NV(MR) do { if (nv == 2) tile(MR, 2, K, A, lda, B, ldb, C, ldc); \
-                         else tile(MR, 1, K, A, lda, B, ldb, C, ldc); } while (0)
+#define TILE_MODES(MR) do { \
+        if (swiglu) tile(MR, 2, 1, K, A, lda, B, ldb, C, ldc, G, ldc2, up); \
+        else if (nv == 2) tile(MR, 2, 0, K, A, lda, B, ldb, C, ldc, 0, 0, 0); \
+        else tile(MR, 1, 0, K, A, lda, B, ldb, C, ldc, 0, 0, 0); } while (0)
 
-static void tile_rows(int mr, int nv, int K, const float *A, long lda, const float *B, long ldb, float *C, long ldc) {
+static void tile_rows(int mr, int nv, int swiglu, int K, const float *A, long lda, const float *B, long ldb,
+                      float *C, long ldc, float *G, long ldc2, long up) {
     switch (mr) {
-    case 6: TILE_NV(6); break;
-    case 5: TILE_NV(5); break;
-    case 4: TILE_NV(4); break;
-    case 3: TILE_NV(3); break;
-    case 2: TILE_NV(2); break;
-    default: TILE_NV(1); break;
+    case 6: TILE_MODES(6); break;
+    case 5: TILE_MODES(5); break;
+    case 4: TILE_MODES(4); break;
+    case 3: TILE_MODES(3); break;
+    case 2: TILE_MODES(2); break;
+    default: TILE_MODES(1); break;
     }
 }
 
@@ -61,7 +82,8 @@ static void gemm(int M, int N, int K, const float *A, long lda, const float *B, 
     for (int n0 = 0; n0 < N; n0 += 16) {
         int nv = N - n0 >= 16 ? 2 : 1;
         for (int i0 = 0; i0 < M; i0 += 6)
-            tile_rows(M - i0 < 6 ? M - i0 : 6, nv, K, A + i0 * lda, lda, B + n0, ldb, C + i0 * ldc + n0, ldc);
+            tile_rows(M - i0 < 6 ? M - i0 : 6, nv, 0, K, A + i0 * lda, lda, B + n0, ldb, C + i0 * ldc + n0, ldc,
+                      0, 0, 0);
     }
 }
 
@@ -197,5 +219,65 @@ void attention_forward(const float *qkv, const float *cos, const float *sin_sign
                 for (int j = 0; j < seq; j++) probs_out[((long)pair * seq + i) * seq + j] = P[i * sp + j];
         }
         gemm(seq, dim, seq, P, sp, V, dim, att + (long)b * seq * ld_att + h * dim, ld_att);
+    }
+}
+
+/* Bp ← W [N, K] as N/16 panels of [K][16] (Wᵀ, 16 output columns at a time). With swiglu (N = 2·I, the
+   gate rows first, then the up rows) panel p holds gate units 8p..8p+7 and then up units 8p..8p+7. */
+void pack_weight(const float *W, int N, int K, int swiglu, float *Bp, int threads) {
+    const int half = N / 2;
+    #pragma omp parallel for num_threads(threads) schedule(static)
+    for (int p = 0; p < N / 16; p++)
+        for (int c = 0; c < 16; c++) {
+            const int row = swiglu ? (c < 8 ? 8 * p + c : half + 8 * p + c - 8) : 16 * p + c;
+            for (int k = 0; k < K; k++) Bp[((long)p * K + k) * 16 + c] = W[(long)row * K + k];
+        }
+}
+
+/* out[r] ← (residual[r] + out[r])·rstd[r], rstd[r] = (mean((residual[r] + out[r])²) + eps)^(-1/2) */
+static void add_rms_norm_rows(const float *residual, float *out, float *rstd, int rows, int d, float eps) {
+    for (int r = 0; r < rows; r++) {
+        const float *h = residual + (long)r * d;
+        float *o = out + (long)r * d;
+        __m256 acc = _mm256_setzero_ps();
+        for (int j = 0; j < d; j += 8) {
+            const __m256 v = _mm256_add_ps(_mm256_loadu_ps(h + j), _mm256_loadu_ps(o + j));
+            _mm256_storeu_ps(o + j, v);
+            acc = _mm256_fmadd_ps(v, v, acc);
+        }
+        const float inv = 1.0f / sqrtf(hsum8(acc) / d + eps);
+        rstd[r] = inv;
+        const __m256 iv = _mm256_set1_ps(inv);
+        for (int j = 0; j < d; j += 8) _mm256_storeu_ps(o + j, _mm256_mul_ps(_mm256_loadu_ps(o + j), iv));
+    }
+}
+
+/* x [M, K] · Wᵀ with Bp = pack_weight(W [N, K]); N a multiple of 16, K any.
+   plain:    out [M, N] = x·Wᵀ, then, where residual [M, N] is given, out ← add+RMSNorm(residual, out)
+             with rstd [M];
+   swiglu:   out [M, N/2] = silu(gate)·up, and where gu is given, gu [M, N] = x·Wᵀ (gate | up).
+   Rows go in blocks (up to 96) to threads; a block's norm runs as soon as its rows are complete. */
+void linear_forward(const float *x, int M, int K, const float *Bp, int N, int swiglu, float *out, float *gu,
+                    const float *residual, float *rstd, float eps, int threads) {
+    int block = (M + threads - 1) / threads;
+    block = block > 96 ? 96 : (block + 5) / 6 * 6;
+    const int blocks = (M + block - 1) / block;
+    const long ld_out = swiglu ? N / 2 : N;
+    #pragma omp parallel for num_threads(threads) schedule(static)
+    for (int blk = 0; blk < blocks; blk++) {
+        const int lo = blk * block, hi = lo + block < M ? lo + block : M;
+        for (int p = 0; p < N / 16; p++) {
+            const float *B = Bp + (long)p * K * 16;
+            for (int i0 = lo; i0 < hi; i0 += 6) {
+                const int mr = hi - i0 < 6 ? hi - i0 : 6;
+                if (swiglu)
+                    tile_rows(mr, 2, 1, K, x + (long)i0 * K, K, B, 16, out + i0 * ld_out + 8 * p, ld_out,
+                              gu ? gu + (long)i0 * N + 8 * p : 0, N, N / 2);
+                else
+                    tile_rows(mr, 2, 0, K, x + (long)i0 * K, K, B, 16, out + i0 * ld_out + 16 * p, ld_out, 0, 0, 0);
+            }
+        }
+        if (residual && !swiglu)
+            add_rms_norm_rows(residual + (long)lo * N, out + (long)lo * N, rstd + lo, hi - lo, N, eps);
     }
 }

@@ -1,6 +1,7 @@
-"""The C attention kernel (hrm.model.c_attention, hrm/model/attention.c): its values against a float64
-RoPE attention, what it keeps for the backward, thread-count independence, and how it is built, cached
-and refused (no compiler, a failing compiler) with the block falling back to the numba path."""
+"""The C kernels of the block (hrm.model.c_kernels, hrm/model/cpu_block.c): attention against a float64
+RoPE attention and what it keeps for the backward; the linear layers with their add+RMSNorm and SwiGLU
+endings against float64; thread-count independence; and how the library is built, cached and refused
+(no compiler, a failing compiler) with the block falling back to the numba path."""
 
 from __future__ import annotations
 
@@ -11,10 +12,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from hrm.model import c_attention, fused_block
+from hrm.model import c_kernels, fused_block
 from hrm.model.layers import Block, RotaryEmbedding
 
-needs_kernel = pytest.mark.skipif(not c_attention.applies(64), reason=f"C attention unavailable: {c_attention.reason()}")
+needs_kernel = pytest.mark.skipif(not c_kernels.applies(64), reason=f"C kernels unavailable: {c_kernels.reason()}")
 
 
 def _reference(qkv: torch.Tensor, batch: int, heads: int, cos: torch.Tensor | None, sin: torch.Tensor | None):
@@ -37,7 +38,7 @@ def _reference(qkv: torch.Tensor, batch: int, heads: int, cos: torch.Tensor | No
 @pytest.mark.parametrize("batch,seq,heads,dim", [(3, 82, 2, 64), (2, 17, 4, 64), (1, 9, 1, 32), (2, 100, 3, 16),
                                                  (5, 8, 2, 64), (1, 1, 1, 16)],
                          ids=["sudoku", "tail-rows", "short", "long-odd-heads", "one-block", "one-position"])
-def test_c_attention_matches_float64_attention_and_keeps_what_the_backward_needs(
+def test_c_kernels_matches_float64_attention_and_keeps_what_the_backward_needs(
         rope: bool, batch: int, seq: int, heads: int, dim: int) -> None:
     torch.manual_seed(0)
     qkv = torch.randn(batch * seq, 3 * heads * dim) * 2
@@ -47,13 +48,13 @@ def test_c_attention_matches_float64_attention_and_keeps_what_the_backward_needs
     q_ref, k_ref, v_ref, probs_ref, out_ref = _reference(qkv, batch, heads, cos, sin)
 
     att = torch.full((batch * seq, heads * dim), float("nan"))
-    c_attention.forward(qkv, batch, heads, tables, dim ** -0.5, att, threads=1)
+    c_kernels.attention(qkv, batch, heads, tables, dim ** -0.5, att, threads=1)
     torch.testing.assert_close(att.double(), out_ref, rtol=0, atol=2e-6 * out_ref.abs().max().item())
 
     keep = (torch.empty(batch, heads, seq, dim), torch.empty(batch, heads, seq, dim),
             torch.empty(batch, heads, seq, dim), torch.empty(batch * heads, seq, seq))
     att_kept = torch.empty_like(att)
-    c_attention.forward(qkv, batch, heads, tables, dim ** -0.5, att_kept, threads=1, keep=keep)
+    c_kernels.attention(qkv, batch, heads, tables, dim ** -0.5, att_kept, threads=1, keep=keep)
     assert torch.equal(att_kept, att)
     for got, want in zip(keep, (q_ref, k_ref, v_ref, probs_ref)):
         torch.testing.assert_close(got.double(), want, rtol=0, atol=2e-6 * want.abs().max().item())
@@ -61,24 +62,76 @@ def test_c_attention_matches_float64_attention_and_keeps_what_the_backward_needs
 
 
 @needs_kernel
-def test_c_attention_gives_the_same_bits_on_one_and_two_threads() -> None:
+def test_c_kernels_gives_the_same_bits_on_one_and_two_threads() -> None:
     # each (sequence, head) pair is computed whole by one thread: resuming with another thread count stays exact
     qkv = torch.randn(5 * 82, 3 * 2 * 64)
     tables = fused_block._tables(RotaryEmbedding(64, 82, 10000.0, 4)())
     outs = []
     for threads in (1, 2):
         att = torch.empty(5 * 82, 128)
-        c_attention.forward(qkv, 5, 2, tables, 0.125, att, threads=threads)
+        c_kernels.attention(qkv, 5, 2, tables, 0.125, att, threads=threads)
         outs.append(att)
     assert torch.equal(*outs)
+
+
+def _norm64(h: torch.Tensor, eps: float) -> tuple[torch.Tensor, torch.Tensor]:
+    rstd = (h.square().mean(-1) + eps).rsqrt()
+    return h * rstd[:, None], rstd
+
+
+@needs_kernel
+@pytest.mark.parametrize("m,k,n", [(2624, 128, 128), (97, 37, 48), (5, 256, 16), (1, 16, 32)],
+                         ids=["sudoku-o-proj", "odd-rows-and-depth", "fewer-rows-than-a-tile", "one-row"])
+def test_linear_and_its_add_norm_ending_match_float64(m: int, k: int, n: int) -> None:
+    torch.manual_seed(0)
+    x, w, residual = torch.randn(m, k), torch.randn(n, k) / k ** 0.5, torch.randn(m, n)
+    exact = x.double() @ w.double().t()
+    out = torch.full((m, n), float("nan"))
+    c_kernels.linear(x, w, out, threads=2)
+    torch.testing.assert_close(out.double(), exact, rtol=0, atol=1e-5 * exact.abs().max().item())
+    rstd = torch.empty(m)
+    c_kernels.linear(x, w, out, threads=2, residual=residual, rstd=rstd, eps=1e-5)
+    normed, rstd_exact = _norm64(residual.double() + exact, 1e-5)
+    torch.testing.assert_close(out.double(), normed, rtol=0, atol=2e-6 * normed.abs().max().item())
+    torch.testing.assert_close(rstd.double(), rstd_exact, rtol=1e-5, atol=0)
+
+
+@needs_kernel
+@pytest.mark.parametrize("m,k,inner", [(2624, 128, 512), (13, 40, 8)], ids=["sudoku", "small"])
+def test_swiglu_linear_gives_silu_gate_times_up_and_the_gate_up_values(m: int, k: int, inner: int) -> None:
+    torch.manual_seed(0)
+    x, w = torch.randn(m, k), torch.randn(2 * inner, k) / k ** 0.5 * 3
+    exact = x.double() @ w.double().t()
+    gate, up = exact[:, :inner], exact[:, inner:]
+    act_exact = torch.nn.functional.silu(gate) * up
+    act, gu = torch.empty(m, inner), torch.empty(m, 2 * inner)
+    c_kernels.linear(x, w, act, threads=2, swiglu=True, gu=gu)
+    torch.testing.assert_close(gu.double(), exact, rtol=0, atol=1e-5 * exact.abs().max().item())
+    torch.testing.assert_close(act.double(), act_exact, rtol=0, atol=2e-5 * act_exact.abs().max().item())
+    act_only = torch.empty(m, inner)
+    c_kernels.linear(x, w, act_only, threads=2, swiglu=True)          # without grad: no gate_up output
+    assert torch.equal(act_only, act)
+
+
+@needs_kernel
+def test_linear_gives_the_same_bits_on_one_and_two_threads() -> None:
+    # the row blocks differ with the thread count; each row's sums do not
+    x, w, residual = torch.randn(301, 128), torch.randn(256, 128), torch.randn(301, 256)
+    outs = []
+    for threads in (1, 2):
+        out, rstd, act = torch.empty(301, 256), torch.empty(301), torch.empty(301, 128)
+        c_kernels.linear(x, w, out, threads, residual=residual, rstd=rstd, eps=1e-5)
+        c_kernels.linear(x, w, act, threads, swiglu=True)
+        outs.append((out, rstd, act))
+    assert all(torch.equal(a, b) for a, b in zip(*outs))
 
 
 @pytest.fixture
 def fresh_kernel_state(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     """An empty kernel cache and a module that has not loaded the library yet."""
     monkeypatch.setenv("HRM_CACHE_DIR", str(tmp_path / "cache"))
-    monkeypatch.setattr(c_attention, "_state", {})
-    monkeypatch.setattr(c_attention, "_scratch", threading.local())
+    monkeypatch.setattr(c_kernels, "_state", {})
+    monkeypatch.setattr(c_kernels, "_scratch", threading.local())
     return tmp_path
 
 
@@ -93,11 +146,11 @@ def test_the_kernel_is_built_once_and_then_loaded_from_the_cache(fresh_kernel_st
                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
     log = fresh_kernel_state / "calls"
     monkeypatch.setenv("CC", str(_compiler_wrapper(fresh_kernel_state / "cc-wrapper", log)))
-    assert c_attention.applies(64) and c_attention.reason() == ""
+    assert c_kernels.applies(64) and c_kernels.reason() == ""
     built = list((fresh_kernel_state / "cache" / "kernels").iterdir())
     assert len(built) == 1 and built[0].suffix == ".so"          # no partial file left beside it
-    monkeypatch.setattr(c_attention, "_state", {})               # a new process, the same cache
-    assert c_attention.applies(64)
+    monkeypatch.setattr(c_kernels, "_state", {})               # a new process, the same cache
+    assert c_kernels.applies(64)
     assert log.read_text().count("built") == 1
 
 
@@ -107,8 +160,8 @@ def test_without_a_working_compiler_blocks_fall_back_to_the_numba_path(compiler:
                                                                        fresh_kernel_state: Path,
                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("CC", compiler)
-    assert not c_attention.applies(64)
-    assert why in c_attention.reason()
+    assert not c_kernels.applies(64)
+    assert why in c_kernels.reason()
     cache = fresh_kernel_state / "cache" / "kernels"
     assert not cache.exists() or not any(cache.iterdir())        # a failed build leaves nothing to load
     torch.manual_seed(0)
@@ -123,11 +176,11 @@ def test_without_a_working_compiler_blocks_fall_back_to_the_numba_path(compiler:
 
 
 def test_the_switch_turns_the_kernel_off(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(c_attention, "ENABLED", False)
-    assert not c_attention.applies(64)
-    assert c_attention.reason() == "HRM_C_ATTENTION=0"
+    monkeypatch.setattr(c_kernels, "ENABLED", False)
+    assert not c_kernels.applies(64)
+    assert c_kernels.reason() == "HRM_C_KERNELS=0"
 
 
-def test_head_dims_the_kernel_cannot_tile_take_the_numba_path() -> None:
-    assert not c_attention.applies(24) and not c_attention.applies(8)
+def test_sizes_the_kernels_cannot_tile_take_the_numba_path() -> None:
+    assert not c_kernels.applies(24) and not c_kernels.applies(64, 8) and not c_kernels.applies(64, 128, 100)
 

@@ -1,0 +1,176 @@
+"""The block's forward past the qkv projection in C (hrm/model/cpu_block.c), built on first use with the
+system C compiler and loaded through ctypes; fused_block's numba + MKL path stays as the fallback.
+
+Why C: what kept a CPU training step from the matmul peak was the memory traffic between the matmuls.
+* Attention: per (sequence, head) two 82×82×64 matmuls and a softmax. As batched MKL calls with numba
+  kernels between them, q, k, v, the scores and the output streamed through memory (hidden 128, batch
+  32: ~7 MiB per block); here one pair's q, kᵀ and scores stay in the core's cache from RoPE to the
+  output, which is written straight into the o-projection's input layout.
+* Linear layers: the same register tile, against weights packed per call (a transpose of the weight:
+  nothing cached that an optimizer step could leave stale), with the element-wise work that follows
+  done on rows still in cache: add + RMSNorm after the o and down projections, silu(gate)·up after
+  gate_up (gate and up packed side by side, so a tile holds both and the [M, 2I] gate_up output is
+  never written without grad). On the 2-core EPYC these tiles ran the block's shapes as fast as MKL.
+
+Used when all of these hold (otherwise `reason()` says which did not): Linux x86-64 with AVX2 and FMA, a
+C compiler (`$CC`, else `cc`) that builds the library, torch's OpenMP runtime loaded first (one thread
+pool, see cpu_kernels), head and hidden sizes multiples of 16, and HRM_C_KERNELS is not "0". It is
+cached per source and flags under $HRM_CACHE_DIR (default ~/.cache/hrm-tui); a build is written to a
+temporary name and renamed, so ranks starting together never load a half-written file.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import os
+import platform
+import shutil
+import subprocess
+import tempfile
+import threading
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from hrm.model import cpu_kernels  # noqa: F401 - loads torch's libgomp first: the kernel shares its pool
+
+SOURCE = Path(__file__).with_name("cpu_block.c")
+FLAGS = ["-O3", "-mavx2", "-mfma", "-fopenmp", "-fPIC", "-shared"]
+ENABLED = os.environ.get("HRM_C_KERNELS", "1") != "0"
+_P = ctypes.c_void_p
+_I, _F = ctypes.c_int, ctypes.c_float
+_SIGNATURES = {
+    "attention_scratch_floats": (ctypes.c_long, [_I, _I]),
+    "attention_forward": (None, [_P, _P, _P, _I, _I, _I, _I, _I, _F, _P, _P, _P, _P, _P, _P, _I]),
+    "pack_weight": (None, [_P, _I, _I, _I, _P, _I]),
+    "linear_forward": (None, [_P, _I, _I, _P, _I, _I, _P, _P, _P, _P, _F, _I]),
+}
+
+_lock = threading.Lock()
+_state: dict[str, object] = {}
+_scratch = threading.local()
+
+
+def _cache_dir() -> Path:
+    root = os.environ.get("HRM_CACHE_DIR") or os.path.join(os.environ.get("XDG_CACHE_HOME") or
+                                                            os.path.expanduser("~/.cache"), "hrm-tui")
+    return Path(root) / "kernels"
+
+
+def _cpu_has_avx2_fma() -> bool:
+    from llvmlite import binding   # numba's LLVM: the host's features without parsing /proc/cpuinfo
+
+    features = binding.get_host_cpu_features()
+    return bool(features.get("avx2") and features.get("fma"))
+
+
+def _build(compiler: str) -> Path:
+    """The cached library for this source and these flags, compiled now if it is not there yet."""
+    source = SOURCE.read_bytes()
+    key = hashlib.sha256(source + " ".join([compiler, *FLAGS]).encode()).hexdigest()[:16]
+    target = _cache_dir() / f"cpu_block-{key}.so"
+    if target.exists():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, partial = tempfile.mkstemp(prefix=target.name, suffix=".part", dir=target.parent)
+    os.close(fd)
+    try:
+        done = subprocess.run([compiler, *FLAGS, "-o", partial, str(SOURCE), "-lm"], capture_output=True,
+                              text=True, timeout=120)
+        if done.returncode != 0:
+            raise RuntimeError(f"{compiler} failed: {done.stderr.strip()[-400:]}")
+        os.replace(partial, target)
+    finally:
+        if os.path.exists(partial):
+            os.unlink(partial)
+    return target
+
+
+def _load() -> ctypes.CDLL | None:
+    """The kernel library, or None with `_state["reason"]` saying why it is not used."""
+    with _lock:
+        if "lib" in _state:
+            return _state["lib"]   # type: ignore[return-value]
+        lib, reason = None, ""
+        compiler = os.environ.get("CC") or "cc"
+        if not (platform.system() == "Linux" and platform.machine() in ("x86_64", "AMD64")):
+            reason = f"needs Linux on x86-64 (this is {platform.system()} on {platform.machine()})"
+        elif not _cpu_has_avx2_fma():
+            reason = "the CPU has no AVX2/FMA"
+        elif shutil.which(compiler) is None:
+            reason = f"no C compiler ({compiler!r} is not on PATH; set CC)"
+        else:
+            try:
+                lib = ctypes.CDLL(str(_build(compiler)))
+                for name, (restype, argtypes) in _SIGNATURES.items():
+                    getattr(lib, name).restype, getattr(lib, name).argtypes = restype, argtypes
+            except (OSError, AttributeError, RuntimeError, subprocess.SubprocessError) as exc:
+                lib, reason = None, f"building {SOURCE.name} failed: {exc}"
+        _state["lib"], _state["reason"] = lib, reason
+        return lib
+
+
+def reason() -> str:
+    """Why the C kernels are not used ("" when they are)."""
+    if not ENABLED:
+        return "HRM_C_KERNELS=0"
+    _load()
+    return str(_state["reason"])
+
+
+def applies(*sizes: int) -> bool:
+    """True when the C kernels will run a block with these head, hidden and inner sizes (multiples of 16:
+    RoPE halves are whole 8-float vectors, outputs whole 16-column tiles)."""
+    return ENABLED and all(n % 16 == 0 for n in sizes) and _load() is not None
+
+
+def _scratch_for(name: str, floats: int) -> torch.Tensor:
+    """This thread's scratch buffer `name` of at least `floats` floats (kept: fresh pages cost faults)."""
+    buffer = getattr(_scratch, name, None)
+    if buffer is None or buffer.numel() < floats:
+        with torch.inference_mode(False):
+            buffer = torch.empty(floats)
+        setattr(_scratch, name, buffer)
+    return buffer
+
+
+def _ptr(t: torch.Tensor | np.ndarray | None) -> int | None:
+    if t is None:
+        return None
+    return t.ctypes.data if isinstance(t, np.ndarray) else t.data_ptr()
+
+
+def attention(qkv: torch.Tensor, batch: int, heads: int, tables: tuple[np.ndarray, np.ndarray, bool], scale: float,
+            att: torch.Tensor, threads: int, keep: tuple[torch.Tensor, ...] | None = None) -> None:
+    """att [B·S, H·D] ← the attention of qkv [B·S, 3·H·D] (RoPE per `tables`, see fused_block._tables), on
+    `threads` threads. With `keep` = (q, k, v, probs) ([B, H, S, D] three times and [B·H, S, S]) those are
+    filled too, for the backward."""
+    lib = _load()
+    assert lib is not None, "c_kernels.attention called where applies() is False"
+    for t in (qkv, att, *(keep or ())):
+        assert t.is_contiguous() and t.dtype == torch.float32, "the C attention takes contiguous float32 tensors"
+    cos, sin, rotate = tables
+    seq, dim = qkv.shape[0] // batch, qkv.shape[1] // (3 * heads)
+    q, k, v, probs = keep if keep is not None else (None,) * 4
+    scratch = _scratch_for("attention", threads * lib.attention_scratch_floats(seq, dim))
+    lib.attention_forward(_ptr(qkv), _ptr(cos), _ptr(sin), int(rotate), batch, seq, heads, dim, scale, _ptr(att),
+                          _ptr(q), _ptr(k), _ptr(v), _ptr(probs), _ptr(scratch), threads)
+
+
+def linear(x: torch.Tensor, weight: torch.Tensor, out: torch.Tensor, threads: int, *, swiglu: bool = False,
+           gu: torch.Tensor | None = None, residual: torch.Tensor | None = None, rstd: torch.Tensor | None = None,
+           eps: float = 0.0) -> None:
+    """out ← x [M, K] · weightᵀ ([N, K]), then add + RMSNorm with `residual` [M, N] (rstd [M] filled);
+    or, with `swiglu` (weight = [gate; up] rows), out [M, N/2] ← silu(gate)·up and `gu` [M, N] (if given)
+    ← the gate_up values."""
+    lib = _load()
+    assert lib is not None, "c_kernels.linear called where applies() is False"
+    for t in (x, weight, out, gu, residual, rstd):
+        assert t is None or (t.is_contiguous() and t.dtype == torch.float32), "contiguous float32 tensors only"
+    (m, k), n = x.shape, weight.shape[0]
+    packed = _scratch_for("weight", n * k)
+    lib.pack_weight(_ptr(weight), n, k, int(swiglu), _ptr(packed), threads)
+    lib.linear_forward(_ptr(x), m, k, _ptr(packed), n, int(swiglu), _ptr(out), _ptr(gu), _ptr(residual), _ptr(rstd),
+                       eps, threads)
