@@ -66,12 +66,16 @@ def test_c_kernels_gives_the_same_bits_on_one_and_two_threads() -> None:
     # each (sequence, head) pair is computed whole by one thread: resuming with another thread count stays exact
     qkv = torch.randn(5 * 82, 3 * 2 * 64)
     tables = fused_block._tables(RotaryEmbedding(64, 82, 10000.0, 4)())
+    datt = torch.randn(5 * 82, 128)
     outs = []
     for threads in (1, 2):
-        att = torch.empty(5 * 82, 128)
-        c_kernels.attention(qkv, 5, 2, tables, 0.125, att, threads=threads)
-        outs.append(att)
-    assert torch.equal(*outs)
+        att, dqkv = torch.empty(5 * 82, 128), torch.empty_like(qkv)
+        keep = (torch.empty(5, 2, 82, 64), torch.empty(5, 2, 82, 64), torch.empty(5, 2, 82, 64),
+                torch.empty(10, 82, 82))
+        c_kernels.attention(qkv, 5, 2, tables, 0.125, att, threads=threads, keep=keep)
+        c_kernels.attention_backward(datt, keep, 5, 2, tables, 0.125, dqkv, threads=threads)
+        outs.append((att, dqkv, *keep))
+    assert all(torch.equal(a, b) for a, b in zip(*outs))
 
 
 def _norm64(h: torch.Tensor, eps: float) -> tuple[torch.Tensor, torch.Tensor]:
@@ -90,7 +94,7 @@ def test_linear_and_its_add_norm_ending_match_float64(m: int, k: int, n: int) ->
     c_kernels.linear(x, w, out, threads=2)
     torch.testing.assert_close(out.double(), exact, rtol=0, atol=1e-5 * exact.abs().max().item())
     rstd = torch.empty(m)
-    c_kernels.linear(x, w, out, threads=2, residual=residual, rstd=rstd, eps=1e-5)
+    c_kernels.linear(x, w, out, threads=2, ending="add_norm", residual=residual, rstd=rstd, eps=1e-5)
     normed, rstd_exact = _norm64(residual.double() + exact, 1e-5)
     torch.testing.assert_close(out.double(), normed, rtol=0, atol=2e-6 * normed.abs().max().item())
     torch.testing.assert_close(rstd.double(), rstd_exact, rtol=1e-5, atol=0)
@@ -105,12 +109,42 @@ def test_swiglu_linear_gives_silu_gate_times_up_and_the_gate_up_values(m: int, k
     gate, up = exact[:, :inner], exact[:, inner:]
     act_exact = torch.nn.functional.silu(gate) * up
     act, gu = torch.empty(m, inner), torch.empty(m, 2 * inner)
-    c_kernels.linear(x, w, act, threads=2, swiglu=True, gu=gu)
+    c_kernels.linear(x, w, act, threads=2, tail="swiglu", gu=gu)
     torch.testing.assert_close(gu.double(), exact, rtol=0, atol=1e-5 * exact.abs().max().item())
     torch.testing.assert_close(act.double(), act_exact, rtol=0, atol=2e-5 * act_exact.abs().max().item())
     act_only = torch.empty(m, inner)
-    c_kernels.linear(x, w, act_only, threads=2, swiglu=True)          # without grad: no gate_up output
+    c_kernels.linear(x, w, act_only, threads=2, tail="swiglu")          # without grad: no gate_up output
     assert torch.equal(act_only, act)
+
+
+@needs_kernel
+def test_the_backward_endings_match_float64_gradients() -> None:
+    """x·W (weights as stored) with the SwiGLU gradient, the RMSNorm gradient and the residual add."""
+    torch.manual_seed(2)
+    m, d, inner = 301, 64, 96
+    exact = lambda t: t.double()  # noqa: E731
+    # swiglu_backward: dgu from ds2 · w_down and the forward's gate | up
+    ds2, w_down, gu = torch.randn(m, d), torch.randn(d, inner) / d ** 0.5, torch.randn(m, 2 * inner) * 2
+    g = exact(gu).requires_grad_()
+    (torch.nn.functional.silu(g[:, :inner]) * g[:, inner:]).backward(exact(ds2) @ exact(w_down))
+    dgu = torch.empty(m, 2 * inner)
+    c_kernels.linear(ds2, w_down, dgu, 2, weight_is="in_out", tail="swiglu_backward", gu=gu)
+    torch.testing.assert_close(exact(dgu), g.grad, rtol=0, atol=1e-5 * g.grad.abs().max().item())
+    # add_norm_backward: the gradient through y = RMSNorm(h) of dgu · w_gu + ds2
+    w_gu, pre = torch.randn(2 * inner, d) / inner ** 0.5, torch.randn(m, d) * 3
+    h = exact(pre).requires_grad_()
+    y, rstd = _norm64(h, 1e-5)
+    y.backward(exact(dgu) @ exact(w_gu) + exact(ds2))
+    ds1 = torch.empty(m, d)
+    c_kernels.linear(dgu, w_gu, ds1, 2, weight_is="in_out", ending="add_norm_backward", residual=ds2,
+                     normed=y.detach().float(), rstd=rstd.float())
+    torch.testing.assert_close(exact(ds1), h.grad, rtol=0, atol=1e-5 * h.grad.abs().max().item())
+    # add: dx = dqkv · w_qkv + ds1
+    dqkv, w_qkv = torch.randn(m, 3 * d), torch.randn(3 * d, d)
+    dx = torch.empty(m, d)
+    c_kernels.linear(dqkv, w_qkv, dx, 2, weight_is="in_out", ending="add", residual=ds1)
+    want = exact(dqkv) @ exact(w_qkv) + exact(ds1)
+    torch.testing.assert_close(exact(dx), want, rtol=0, atol=1e-5 * want.abs().max().item())
 
 
 @needs_kernel
@@ -120,8 +154,8 @@ def test_linear_gives_the_same_bits_on_one_and_two_threads() -> None:
     outs = []
     for threads in (1, 2):
         out, rstd, act = torch.empty(301, 256), torch.empty(301), torch.empty(301, 128)
-        c_kernels.linear(x, w, out, threads, residual=residual, rstd=rstd, eps=1e-5)
-        c_kernels.linear(x, w, act, threads, swiglu=True)
+        c_kernels.linear(x, w, out, threads, ending="add_norm", residual=residual, rstd=rstd, eps=1e-5)
+        c_kernels.linear(x, w, act, threads, tail="swiglu")
         outs.append((out, rstd, act))
     assert all(torch.equal(a, b) for a, b in zip(*outs))
 

@@ -44,8 +44,10 @@ _I, _F = ctypes.c_int, ctypes.c_float
 _SIGNATURES = {
     "attention_scratch_floats": (ctypes.c_long, [_I, _I]),
     "attention_forward": (None, [_P, _P, _P, _I, _I, _I, _I, _I, _F, _P, _P, _P, _P, _P, _P, _I]),
+    "attention_backward_scratch_floats": (ctypes.c_long, [_I, _I]),
+    "attention_backward": (None, [_P, _P, _P, _P, _P, _P, _P, _I, _I, _I, _I, _I, _F, _P, _P, _I]),
     "pack_weight": (None, [_P, _I, _I, _I, _P, _I]),
-    "linear_forward": (None, [_P, _I, _I, _P, _I, _I, _P, _P, _P, _P, _F, _I]),
+    "linear": (None, [_P, _I, _I, _P, _I, _I, _I, _P, _P, _P, _P, _P, _F, _I]),
 }
 
 _lock = threading.Lock()
@@ -159,18 +161,47 @@ def attention(qkv: torch.Tensor, batch: int, heads: int, tables: tuple[np.ndarra
                           _ptr(q), _ptr(k), _ptr(v), _ptr(probs), _ptr(scratch), threads)
 
 
-def linear(x: torch.Tensor, weight: torch.Tensor, out: torch.Tensor, threads: int, *, swiglu: bool = False,
-           gu: torch.Tensor | None = None, residual: torch.Tensor | None = None, rstd: torch.Tensor | None = None,
-           eps: float = 0.0) -> None:
-    """out ← x [M, K] · weightᵀ ([N, K]), then add + RMSNorm with `residual` [M, N] (rstd [M] filled);
-    or, with `swiglu` (weight = [gate; up] rows), out [M, N/2] ← silu(gate)·up and `gu` [M, N] (if given)
-    ← the gate_up values."""
+def attention_backward(datt: torch.Tensor, kept: tuple[torch.Tensor, ...], batch: int, heads: int,
+                       tables: tuple[np.ndarray, np.ndarray, bool], scale: float, dqkv: torch.Tensor,
+                       threads: int) -> None:
+    """dqkv [B·S, 3·H·D] ← the gradient of `attention` from datt [B·S, H·D] and what it kept (q, k, v,
+    probs)."""
+    lib = _load()
+    assert lib is not None, "c_kernels.attention_backward called where applies() is False"
+    for t in (datt, dqkv, *kept):
+        assert t.is_contiguous() and t.dtype == torch.float32, "the C attention takes contiguous float32 tensors"
+    cos, sin, rotate = tables
+    seq, dim = datt.shape[0] // batch, datt.shape[1] // heads
+    scratch = _scratch_for("attention_backward", threads * lib.attention_backward_scratch_floats(seq, dim))
+    lib.attention_backward(_ptr(datt), *(_ptr(t) for t in kept), _ptr(cos), _ptr(sin), int(rotate), batch, seq, heads,
+                           dim, scale, _ptr(dqkv), _ptr(scratch), threads)
+
+
+_TAILS = {"plain": 0, "swiglu": 1, "swiglu_backward": 2}
+_ENDINGS = {None: 0, "add_norm": 1, "add": 2, "add_norm_backward": 3}
+
+
+def linear(x: torch.Tensor, weight: torch.Tensor, out: torch.Tensor, threads: int, *, weight_is: str = "out_in",
+           tail: str = "plain", ending: str | None = None, gu: torch.Tensor | None = None,
+           residual: torch.Tensor | None = None, normed: torch.Tensor | None = None,
+           rstd: torch.Tensor | None = None, eps: float = 0.0) -> None:
+    """A matmul of x [M, K] with `weight` (x·Wᵀ for W [N, K] "out_in", x·W for W [K, N] "in_out") and what
+    follows it, on rows still in cache:
+
+    * tail "plain": out [M, N] ← the product, then `ending` — "add_norm": out ← RMSNorm(residual + out)
+      with rstd [M] filled; "add": out ← out + residual; "add_norm_backward": out ← the gradient through
+      an RMSNorm whose output was `normed` (rstd given) of the gradient out + residual;
+    * tail "swiglu" (W = [gate; up] rows): out [M, N/2] ← silu(gate)·up, gu [M, N] ← gate | up if given;
+    * tail "swiglu_backward" (the product is dh [M, N]): out [M, 2N] ← d gate | d up, from gu [M, 2N]."""
     lib = _load()
     assert lib is not None, "c_kernels.linear called where applies() is False"
-    for t in (x, weight, out, gu, residual, rstd):
+    for t in (x, weight, out, gu, residual, normed, rstd):
         assert t is None or (t.is_contiguous() and t.dtype == torch.float32), "contiguous float32 tensors only"
-    (m, k), n = x.shape, weight.shape[0]
+    m, k = x.shape
+    n = weight.shape[0] if weight_is == "out_in" else weight.shape[1]
+    assert weight.shape[1 if weight_is == "out_in" else 0] == k, "weight does not match x"
+    layout = 2 if weight_is == "in_out" else 1 if tail == "swiglu" else 0
     packed = _scratch_for("weight", n * k)
-    lib.pack_weight(_ptr(weight), n, k, int(swiglu), _ptr(packed), threads)
-    lib.linear_forward(_ptr(x), m, k, _ptr(packed), n, int(swiglu), _ptr(out), _ptr(gu), _ptr(residual), _ptr(rstd),
-                       eps, threads)
+    lib.pack_weight(_ptr(weight), n, k, layout, _ptr(packed), threads)
+    lib.linear(_ptr(x), m, k, _ptr(packed), n, _TAILS[tail], _ENDINGS[ending], _ptr(out), _ptr(gu), _ptr(residual),
+               _ptr(normed), _ptr(rstd), eps, threads)

@@ -1,11 +1,12 @@
-/* The post-norm block's forward on CPU float32, past the qkv projection (built and loaded by
+/* The post-norm block on CPU float32 past the qkv projection, and most of its backward (built and loaded by
    hrm/model/c_kernels.py; AVX2 + FMA, OpenMP):
 
    * attention_forward: RoPE on q and k, softmax(scale·q·kᵀ)·v for every (sequence, head) pair, one pair
      at a time per thread so that its q, kᵀ and scores stay in the core's own cache;
-   * linear_forward: x·Wᵀ against weights packed by pack_weight, with the work that follows each matmul
-     done while its rows are still in cache: residual add + RMSNorm (o and down projections) or
-     silu(gate)·up (gate_up projection, whose gate and up columns are packed side by side).
+   * linear: x·Wᵀ (or x·W in the backward) against weights packed by pack_weight, with the work that
+     follows each matmul done while its rows are still in cache: residual add + RMSNorm (o and down
+     projections) or silu(gate)·up (gate_up, whose gate and up columns are packed side by side); in the
+     backward the SwiGLU and RMSNorm gradients, and the residual add.
 
    Every matmul is a broadcast-FMA register tile of 6 rows × 16 columns (12 accumulators), the BLIS shape
    for AVX2; the exponential is the Cephes-style polynomial of cpu_kernels._exp. Each output row is
@@ -31,25 +32,45 @@ static inline __m256 exp8(__m256 x) {
 }
 
 /* C[MR][8·NV] = A[MR][K] · B[K][8·NV]; rows `lda`, `ldb`, `ldc` floats apart. Named accumulators: gcc
-   kept an array of them on the stack. MR, NV and SWIGLU are constants at every call, so the ifs fold
-   away. With SWIGLU (NV = 2: 8 gate columns, then the 8 up columns of the same units) C receives
-   silu(gate)·up, 8 floats a row, and G (when not NULL) the gate at G[0:8] and the up values at
-   G[up:up+8]. */
+   kept an array of them on the stack. MR, NV and TAIL are constants at every call, so the ifs fold away.
+   What the tile stores (TAIL), NV = 2 for the two SwiGLU ones:
+     PLAIN     the products;
+     SWIGLU    8 gate columns then the 8 up columns of the same units: C ← silu(gate)·up (8 floats a row),
+               and where G is not NULL G[0:8] ← gate, G[up:up+8] ← up;
+     SWIGLU_BW 16 columns of dh = d(silu(gate)·up) with G = gate_up [·, 2I]: C[0:16] ← d gate and
+               C[up:up+16] ← d up. */
+enum { PLAIN = 0, SWIGLU = 1, SWIGLU_BW = 2 };
+
+static inline __m256 sigmoid8(__m256 g) {
+    const __m256 one = _mm256_set1_ps(1.0f);
+    return _mm256_div_ps(one, _mm256_add_ps(one, exp8(_mm256_sub_ps(_mm256_setzero_ps(), g))));
+}
+
+static inline void swiglu_backward8(__m256 dh, const float *G, long up, float *C) {
+    const __m256 g = _mm256_loadu_ps(G), u = _mm256_loadu_ps(G + up), s = sigmoid8(g);
+    const __m256 one = _mm256_set1_ps(1.0f);
+    /* d gate = dh·u·σ(g)·(1 + g·(1 − σ(g))), d up = dh·g·σ(g) */
+    _mm256_storeu_ps(C, _mm256_mul_ps(_mm256_mul_ps(_mm256_mul_ps(dh, u), s),
+                                      _mm256_fmadd_ps(g, _mm256_sub_ps(one, s), one)));
+    _mm256_storeu_ps(C + up, _mm256_mul_ps(_mm256_mul_ps(dh, g), s));
+}
+
 #define ACC_DECL(r) __m256 c##r##0 = _mm256_setzero_ps(), c##r##1 = _mm256_setzero_ps();
 #define ACC_STEP(r) if (MR > r) { __m256 a = _mm256_broadcast_ss(A + r * lda + k); \
         c##r##0 = _mm256_fmadd_ps(a, b0, c##r##0); if (NV == 2) c##r##1 = _mm256_fmadd_ps(a, b1, c##r##1); }
 #define ACC_STORE(r) if (MR > r) { \
-        if (SWIGLU) { \
-            if (G) { _mm256_storeu_ps(G + r * ldc2, c##r##0); _mm256_storeu_ps(G + r * ldc2 + up, c##r##1); } \
-            _mm256_storeu_ps(C + r * ldc, _mm256_mul_ps(_mm256_div_ps(c##r##0, \
-                _mm256_add_ps(one, exp8(_mm256_sub_ps(_mm256_setzero_ps(), c##r##0)))), c##r##1)); \
+        if (TAIL == SWIGLU) { \
+            if (G) { _mm256_storeu_ps(G + r * ldg, c##r##0); _mm256_storeu_ps(G + r * ldg + up, c##r##1); } \
+            _mm256_storeu_ps(C + r * ldc, _mm256_mul_ps(_mm256_mul_ps(c##r##0, sigmoid8(c##r##0)), c##r##1)); \
+        } else if (TAIL == SWIGLU_BW) { \
+            swiglu_backward8(c##r##0, G + r * ldg, up, C + r * ldc); \
+            swiglu_backward8(c##r##1, G + r * ldg + 8, up, C + r * ldc + 8); \
         } else { \
             _mm256_storeu_ps(C + r * ldc, c##r##0); if (NV == 2) _mm256_storeu_ps(C + r * ldc + 8, c##r##1); } }
 
-static inline __attribute__((always_inline)) void tile(const int MR, const int NV, const int SWIGLU, int K,
+static inline __attribute__((always_inline)) void tile(const int MR, const int NV, const int TAIL, int K,
                                                        const float *A, long lda, const float *B, long ldb, float *C,
-                                                       long ldc, float *G, long ldc2, long up) {
-    const __m256 one = _mm256_set1_ps(1.0f);
+                                                       long ldc, float *G, long ldg, long up) {
     ACC_DECL(0) ACC_DECL(1) ACC_DECL(2) ACC_DECL(3) ACC_DECL(4) ACC_DECL(5)
     for (int k = 0; k < K; k++) {
         __m256 b0 = _mm256_loadu_ps(B + k * ldb);
@@ -57,23 +78,23 @@ static inline __attribute__((always_inline)) void tile(const int MR, const int N
         ACC_STEP(0) ACC_STEP(1) ACC_STEP(2) ACC_STEP(3) ACC_STEP(4) ACC_STEP(5)
     }
     ACC_STORE(0) ACC_STORE(1) ACC_STORE(2) ACC_STORE(3) ACC_STORE(4) ACC_STORE(5)
-    (void)one;
 }
 
-#define TILE_MODES(MR) do { \
-        if (swiglu) tile(MR, 2, 1, K, A, lda, B, ldb, C, ldc, G, ldc2, up); \
-        else if (nv == 2) tile(MR, 2, 0, K, A, lda, B, ldb, C, ldc, 0, 0, 0); \
-        else tile(MR, 1, 0, K, A, lda, B, ldb, C, ldc, 0, 0, 0); } while (0)
+#define TILE_TAILS(MR) do { \
+        if (tail == SWIGLU) tile(MR, 2, SWIGLU, K, A, lda, B, ldb, C, ldc, G, ldg, up); \
+        else if (tail == SWIGLU_BW) tile(MR, 2, SWIGLU_BW, K, A, lda, B, ldb, C, ldc, G, ldg, up); \
+        else if (nv == 2) tile(MR, 2, PLAIN, K, A, lda, B, ldb, C, ldc, 0, 0, 0); \
+        else tile(MR, 1, PLAIN, K, A, lda, B, ldb, C, ldc, 0, 0, 0); } while (0)
 
-static void tile_rows(int mr, int nv, int swiglu, int K, const float *A, long lda, const float *B, long ldb,
-                      float *C, long ldc, float *G, long ldc2, long up) {
+static void tile_rows(int mr, int nv, int tail, int K, const float *A, long lda, const float *B, long ldb,
+                      float *C, long ldc, float *G, long ldg, long up) {
     switch (mr) {
-    case 6: TILE_MODES(6); break;
-    case 5: TILE_MODES(5); break;
-    case 4: TILE_MODES(4); break;
-    case 3: TILE_MODES(3); break;
-    case 2: TILE_MODES(2); break;
-    default: TILE_MODES(1); break;
+    case 6: TILE_TAILS(6); break;
+    case 5: TILE_TAILS(5); break;
+    case 4: TILE_TAILS(4); break;
+    case 3: TILE_TAILS(3); break;
+    case 2: TILE_TAILS(2); break;
+    default: TILE_TAILS(1); break;
     }
 }
 
@@ -222,47 +243,145 @@ void attention_forward(const float *qkv, const float *cos, const float *sin_sign
     }
 }
 
-/* Bp ← W [N, K] as N/16 panels of [K][16] (Wᵀ, 16 output columns at a time). With swiglu (N = 2·I, the
-   gate rows first, then the up rows) panel p holds gate units 8p..8p+7 and then up units 8p..8p+7. */
-void pack_weight(const float *W, int N, int K, int swiglu, float *Bp, int threads) {
-    const int half = N / 2;
-    #pragma omp parallel for num_threads(threads) schedule(static)
-    for (int p = 0; p < N / 16; p++)
-        for (int c = 0; c < 16; c++) {
-            const int row = swiglu ? (c < 8 ? 8 * p + c : half + 8 * p + c - 8) : 16 * p + c;
-            for (int k = 0; k < K; k++) Bp[((long)p * K + k) * 16 + c] = W[(long)row * K + k];
-        }
+/* out[c][r] ← in[r][c] for a rows × cols block (rows `ld_in`, `ld_out` floats apart): 8×8 tiles, the
+   edges one by one. */
+static void transpose(const float *in, long ld_in, int rows, int cols, float *out, long ld_out) {
+    const int r8 = rows & ~7, c8 = cols & ~7;
+    for (int r = 0; r < r8; r += 8)
+        for (int c = 0; c < c8; c += 8) transpose8(in + r * ld_in + c, ld_in, out + c * ld_out + r, ld_out);
+    for (int r = 0; r < rows; r++)
+        for (int c = r < r8 ? c8 : 0; c < cols; c++) out[c * ld_out + r] = in[r * ld_in + c];
 }
 
-/* out[r] ← (residual[r] + out[r])·rstd[r], rstd[r] = (mean((residual[r] + out[r])²) + eps)^(-1/2) */
-static void add_rms_norm_rows(const float *residual, float *out, float *rstd, int rows, int d, float eps) {
+/* src rotated back (the transpose of rotate_row: the gradient of its input) into dst; cos NULL: a copy */
+static inline void unrotate_row(const float *src, const float *cos, const float *sin_signed, int dim, float *dst) {
+    const int half = dim / 2;
+    for (int j = 0; j < half; j += 8) {
+        const __m256 x1 = _mm256_loadu_ps(src + j), x2 = _mm256_loadu_ps(src + half + j);
+        if (cos) {
+            _mm256_storeu_ps(dst + j, _mm256_fmadd_ps(x2, _mm256_loadu_ps(sin_signed + half + j),
+                                                      _mm256_mul_ps(x1, _mm256_loadu_ps(cos + j))));
+            _mm256_storeu_ps(dst + half + j, _mm256_fmadd_ps(x1, _mm256_loadu_ps(sin_signed + j),
+                                                             _mm256_mul_ps(x2, _mm256_loadu_ps(cos + half + j))));
+        } else {
+            _mm256_storeu_ps(dst + j, x1);
+            _mm256_storeu_ps(dst + half + j, x2);
+        }
+    }
+}
+
+/* Floats of per-thread scratch for attention_backward: probsᵀ, dscores, dscoresᵀ [S][S↑16], vᵀ
+   [D][S↑16], dq, dk [S][D]. */
+long attention_backward_scratch_floats(int seq, int dim) {
+    const long sp = padded(seq, 16);
+    return 3L * seq * sp + (long)dim * sp + 2 * padded((long)seq * dim, 16);
+}
+
+/* The gradient of attention_forward: from d att [B, S, H, D] and what the forward kept (rotated q, k and v
+   [B, H, S, D], probs [B·H, S, S]) to dqkv [B, S, 3H, D], one (sequence, head) pair per thread:
+   dv = pᵀ·datt, dp = datt·vᵀ, ds = scale·p⊙(dp − Σ p⊙dp), dq = ds·k, dk = dsᵀ·q, then RoPE undone. */
+void attention_backward(const float *datt, const float *q, const float *k, const float *v, const float *probs,
+                        const float *cos, const float *sin_signed, int rotate, int batch, int seq, int heads,
+                        int dim, float scale, float *dqkv, float *scratch, int threads) {
+    const long sp = padded(seq, 16), n_cols = padded(seq, 8), ld_qkv = 3L * heads * dim, ld_att = (long)heads * dim;
+    const long per_thread = attention_backward_scratch_floats(seq, dim), per_pair = (long)seq * dim;
+    #pragma omp parallel for num_threads(threads) schedule(static)
+    for (int pair = 0; pair < batch * heads; pair++) {
+        const int b = pair / heads, h = pair % heads;
+        float *PT = scratch + omp_get_thread_num() * per_thread, *dS = PT + seq * sp, *dST = dS + seq * sp;
+        float *VT = dST + seq * sp, *dQ = VT + dim * sp, *dK = dQ + padded(per_pair, 16);
+        const float *P = probs + (long)pair * seq * seq, *dO = datt + (long)b * seq * ld_att + h * dim;
+        const float *Q = q + pair * per_pair, *Kr = k + pair * per_pair, *V = v + pair * per_pair;
+        float *rows = dqkv + (long)b * seq * ld_qkv;
+        transpose(P, seq, seq, seq, PT, sp);
+        transpose(V, dim, seq, dim, VT, sp);
+        for (int j = 0; j < dim; j++)
+            for (long c = seq; c < n_cols; c++) VT[j * sp + c] = 0.0f;
+        /* dv straight into dqkv's v rows */
+        gemm(seq, dim, seq, PT, sp, dO, ld_att, rows + 2L * heads * dim + h * dim, ld_qkv);
+        gemm(seq, (int)n_cols, dim, dO, ld_att, VT, sp, dS, sp);
+        for (int i = 0; i < seq; i++) {
+            const float *p = P + (long)i * seq;
+            float *ds = dS + i * sp, t = 0.0f;
+            for (int j = 0; j < seq; j++) t += p[j] * ds[j];
+            for (int j = 0; j < seq; j++) ds[j] = scale * p[j] * (ds[j] - t);
+        }
+        transpose(dS, sp, seq, seq, dST, sp);
+        gemm(seq, dim, seq, dS, sp, Kr, dim, dQ, dim);
+        gemm(seq, dim, seq, dST, sp, Q, dim, dK, dim);
+        for (int s = 0; s < seq; s++) {
+            const float *c = rotate ? cos + s * dim : 0, *sn = rotate ? sin_signed + s * dim : 0;
+            unrotate_row(dQ + s * dim, c, sn, dim, rows + s * ld_qkv + h * dim);
+            unrotate_row(dK + s * dim, c, sn, dim, rows + s * ld_qkv + (long)(heads + h) * dim);
+        }
+    }
+}
+
+/* Bp ← the weight as N/16 panels of [K][16] (16 output columns at a time), for x·Wᵀ or x·W:
+     layout 0: W [N, K] (x·Wᵀ);
+     layout 1: W [N, K] with N = 2·I, gate rows then up rows (x·Wᵀ): panel p holds gate units 8p..8p+7,
+               then up units 8p..8p+7, for the SWIGLU tile;
+     layout 2: W [K, N] (x·W, the backward's input gradients). */
+void pack_weight(const float *W, int N, int K, int layout, float *Bp, int threads) {
+    const int half = N / 2;
+    #pragma omp parallel for num_threads(threads) schedule(static)
+    for (int p = 0; p < N / 16; p++) {
+        if (layout == 2) {
+            for (int k = 0; k < K; k++)
+                for (int c = 0; c < 16; c++) Bp[((long)p * K + k) * 16 + c] = W[(long)k * N + 16 * p + c];
+            continue;
+        }
+        for (int c = 0; c < 16; c++) {
+            const int row = layout == 1 ? (c < 8 ? 8 * p + c : half + 8 * p + c - 8) : 16 * p + c;
+            for (int k = 0; k < K; k++) Bp[((long)p * K + k) * 16 + c] = W[(long)row * K + k];
+        }
+    }
+}
+
+/* What linear() does with a block of complete rows `out` [rows, d] (`residual`, `normed` the same rows):
+     ADD_NORM     out ← (residual + out)·rstd, rstd = (mean((residual + out)²) + eps)^(-1/2) (stored);
+     ADD          out ← out + residual;
+     ADD_NORM_BW  g = out + residual is the gradient at the output y = normed of an RMSNorm:
+                  out ← rstd·(g − y·mean(g·y)). */
+enum { ROWS_AS_IS = 0, ADD_NORM = 1, ADD = 2, ADD_NORM_BW = 3 };
+
+static void finish_rows(int ending, const float *residual, const float *normed, float *out, float *rstd, int rows,
+                        int d, float eps) {
     for (int r = 0; r < rows; r++) {
-        const float *h = residual + (long)r * d;
+        const float *h = residual + (long)r * d, *y = normed ? normed + (long)r * d : 0;
         float *o = out + (long)r * d;
         __m256 acc = _mm256_setzero_ps();
         for (int j = 0; j < d; j += 8) {
             const __m256 v = _mm256_add_ps(_mm256_loadu_ps(h + j), _mm256_loadu_ps(o + j));
             _mm256_storeu_ps(o + j, v);
-            acc = _mm256_fmadd_ps(v, v, acc);
+            if (ending == ADD_NORM) acc = _mm256_fmadd_ps(v, v, acc);
+            else if (ending == ADD_NORM_BW) acc = _mm256_fmadd_ps(v, _mm256_loadu_ps(y + j), acc);
         }
-        const float inv = 1.0f / sqrtf(hsum8(acc) / d + eps);
-        rstd[r] = inv;
-        const __m256 iv = _mm256_set1_ps(inv);
-        for (int j = 0; j < d; j += 8) _mm256_storeu_ps(o + j, _mm256_mul_ps(_mm256_loadu_ps(o + j), iv));
+        if (ending == ADD_NORM) {
+            const float inv = 1.0f / sqrtf(hsum8(acc) / d + eps);
+            rstd[r] = inv;
+            const __m256 iv = _mm256_set1_ps(inv);
+            for (int j = 0; j < d; j += 8) _mm256_storeu_ps(o + j, _mm256_mul_ps(_mm256_loadu_ps(o + j), iv));
+        } else if (ending == ADD_NORM_BW) {
+            const __m256 t = _mm256_set1_ps(hsum8(acc) / d), rs = _mm256_set1_ps(rstd[r]);
+            for (int j = 0; j < d; j += 8)
+                _mm256_storeu_ps(o + j, _mm256_mul_ps(rs, _mm256_fnmadd_ps(_mm256_loadu_ps(y + j), t,
+                                                                          _mm256_loadu_ps(o + j))));
+        }
     }
 }
 
-/* x [M, K] · Wᵀ with Bp = pack_weight(W [N, K]); N a multiple of 16, K any.
-   plain:    out [M, N] = x·Wᵀ, then, where residual [M, N] is given, out ← add+RMSNorm(residual, out)
-             with rstd [M];
-   swiglu:   out [M, N/2] = silu(gate)·up, and where gu is given, gu [M, N] = x·Wᵀ (gate | up).
-   Rows go in blocks (up to 96) to threads; a block's norm runs as soon as its rows are complete. */
-void linear_forward(const float *x, int M, int K, const float *Bp, int N, int swiglu, float *out, float *gu,
-                    const float *residual, float *rstd, float eps, int threads) {
+/* x [M, K] times the packed weight (N output columns; N a multiple of 16, K any), then:
+     tail PLAIN      out [M, N], then `ending` on each block of complete rows (residual, normed, rstd [M]);
+     tail SWIGLU     out [M, N/2] = silu(gate)·up; gu [M, N] ← gate | up where gu is not NULL;
+     tail SWIGLU_BW  the products are dh [M, N]; with gu [M, 2N] (gate | up) out [M, 2N] ← d gate | d up.
+   Rows go in blocks (up to 96) to threads; a block's ending runs as soon as its rows are complete. */
+void linear(const float *x, int M, int K, const float *Bp, int N, int tail, int ending, float *out, float *gu,
+            const float *residual, const float *normed, float *rstd, float eps, int threads) {
     int block = (M + threads - 1) / threads;
     block = block > 96 ? 96 : (block + 5) / 6 * 6;
     const int blocks = (M + block - 1) / block;
-    const long ld_out = swiglu ? N / 2 : N;
+    const long ld_out = tail == SWIGLU ? N / 2 : tail == SWIGLU_BW ? 2L * N : N;
     #pragma omp parallel for num_threads(threads) schedule(static)
     for (int blk = 0; blk < blocks; blk++) {
         const int lo = blk * block, hi = lo + block < M ? lo + block : M;
@@ -270,14 +389,19 @@ void linear_forward(const float *x, int M, int K, const float *Bp, int N, int sw
             const float *B = Bp + (long)p * K * 16;
             for (int i0 = lo; i0 < hi; i0 += 6) {
                 const int mr = hi - i0 < 6 ? hi - i0 : 6;
-                if (swiglu)
-                    tile_rows(mr, 2, 1, K, x + (long)i0 * K, K, B, 16, out + i0 * ld_out + 8 * p, ld_out,
+                const float *A = x + (long)i0 * K;
+                if (tail == SWIGLU)
+                    tile_rows(mr, 2, SWIGLU, K, A, K, B, 16, out + i0 * ld_out + 8 * p, ld_out,
                               gu ? gu + (long)i0 * N + 8 * p : 0, N, N / 2);
+                else if (tail == SWIGLU_BW)
+                    tile_rows(mr, 2, SWIGLU_BW, K, A, K, B, 16, out + i0 * ld_out + 16 * p, ld_out,
+                              gu + i0 * ld_out + 16 * p, ld_out, N);
                 else
-                    tile_rows(mr, 2, 0, K, x + (long)i0 * K, K, B, 16, out + i0 * ld_out + 16 * p, ld_out, 0, 0, 0);
+                    tile_rows(mr, 2, PLAIN, K, A, K, B, 16, out + i0 * ld_out + 16 * p, ld_out, 0, 0, 0);
             }
         }
-        if (residual && !swiglu)
-            add_rms_norm_rows(residual + (long)lo * N, out + (long)lo * N, rstd + lo, hi - lo, N, eps);
+        if (tail == PLAIN && ending != ROWS_AS_IS)
+            finish_rows(ending, residual + (long)lo * N, normed ? normed + (long)lo * N : 0, out + (long)lo * N,
+                        rstd ? rstd + lo : 0, hi - lo, N, eps);
     }
 }

@@ -220,9 +220,9 @@ def _forward(x: torch.Tensor, weights: tuple[torch.Tensor, ...], tables, heads: 
         n = _threads.n
         c_kernels.attention(qkv, b, heads, tables, dim ** -0.5, att, n,
                             keep=tuple(at[name] for name in ("q", "k", "v", "probs")) if keep else None)
-        c_kernels.linear(att, w_o, h1, n, residual=x2, rstd=rstd1, eps=eps)
-        c_kernels.linear(h1, w_gu, act, n, swiglu=True, gu=gu)
-        c_kernels.linear(act, w_down, y, n, residual=h1, rstd=rstd2, eps=eps)
+        c_kernels.linear(att, w_o, h1, n, ending="add_norm", residual=x2, rstd=rstd1, eps=eps)
+        c_kernels.linear(h1, w_gu, act, n, tail="swiglu", gu=gu)
+        c_kernels.linear(act, w_down, y, n, ending="add_norm", residual=h1, rstd=rstd2, eps=eps)
     else:
         _attention_in_groups(qkv, at, b, heads, dim, seqs, tables, keep)
         torch.mm(att, w_o.t(), out=h1)
@@ -255,28 +255,50 @@ class _FusedBlock(torch.autograd.Function):
         m, bh = b * s, b * heads
         need_x, *need_w = ctx.needs_input_grad[:5]
 
+        in_c, n = c_kernels.applies(dim, d, gu.shape[1] // 2), _threads.n
+
+        def times_weight(x: torch.Tensor, w: torch.Tensor, **ending) -> torch.Tensor:
+            """x·w for the input gradients (w [out, in] as stored), with the C kernels' `ending`."""
+            out = torch.empty(x.shape[0], w.shape[1] if ending.get("tail") != "swiglu_backward" else 2 * w.shape[1])
+            c_kernels.linear(x, w, out, n, weight_is="in_out", **ending)
+            return out
+
         ds2 = grad_out.reshape(m, d).clone(memory_format=torch.contiguous_format)   # one copy, ours to overwrite
         K.rms_norm_backward(_a(y), _a(rstd2), _a(ds2), _a(ds2))          # d(h1 + mlp)
         d_down = torch.mm(ds2.t(), act) if need_w[3] else None
-        dgu = torch.empty_like(gu)
-        K.silu_mul_backward(_a(gu), _a(torch.mm(ds2, w_down)), _a(dgu))
+        if in_c:
+            dgu = times_weight(ds2, w_down, tail="swiglu_backward", gu=gu)
+        else:
+            dgu = torch.empty_like(gu)
+            K.silu_mul_backward(_a(gu), _a(torch.mm(ds2, w_down)), _a(dgu))
         d_gu = torch.mm(dgu.t(), h1) if need_w[2] else None
-        ds1 = torch.mm(dgu, w_gu).add_(ds2)
+        if in_c:                                                          # d(x + attn)
+            ds1 = times_weight(dgu, w_gu, ending="add_norm_backward", residual=ds2, normed=h1, rstd=rstd1)
+        else:
+            ds1 = torch.mm(dgu, w_gu).add_(ds2)
+            K.rms_norm_backward(_a(h1), _a(rstd1), _a(ds1), _a(ds1))
         del dgu
-        K.rms_norm_backward(_a(h1), _a(rstd1), _a(ds1), _a(ds1))           # d(x + attn)
         d_o = torch.mm(ds1.t(), att) if need_w[1] else None
-        datt = torch.mm(ds1, w_o).view(b, s, heads, dim).transpose(1, 2).reshape(bh, s, dim)
-        dv = torch.bmm(probs.transpose(1, 2), datt)
-        dprobs = torch.bmm(datt, v.view(bh, s, dim).transpose(1, 2))
-        K.softmax_backward_(_a(probs).reshape(bh * s, s), _a(dprobs).reshape(bh * s, s), np.float32(dim ** -0.5))
-        dq = torch.bmm(dprobs, k.view(bh, s, dim))
-        dk = torch.bmm(dprobs.transpose(1, 2), q.view(bh, s, dim))
-        del dprobs
         dqkv = torch.empty(m, 3 * heads * dim)
-        K.rope_merge_backward(*(_a(t).reshape(b, heads, s, dim) for t in (dq, dk, dv)), cos, sin, rotate,
-                              _a(dqkv).reshape(b, s, 3 * heads, dim))
+        if in_c:
+            c_kernels.attention_backward(times_weight(ds1, w_o), (q, k, v, probs), b, heads, ctx.tables,
+                                         dim ** -0.5, dqkv, n)
+        else:
+            datt = torch.mm(ds1, w_o).view(b, s, heads, dim).transpose(1, 2).reshape(bh, s, dim)
+            dv = torch.bmm(probs.transpose(1, 2), datt)
+            dprobs = torch.bmm(datt, v.view(bh, s, dim).transpose(1, 2))
+            K.softmax_backward_(_a(probs).reshape(bh * s, s), _a(dprobs).reshape(bh * s, s),
+                                np.float32(dim ** -0.5))
+            dq = torch.bmm(dprobs, k.view(bh, s, dim))
+            dk = torch.bmm(dprobs.transpose(1, 2), q.view(bh, s, dim))
+            del dprobs
+            K.rope_merge_backward(*(_a(t).reshape(b, heads, s, dim) for t in (dq, dk, dv)), cos, sin, rotate,
+                                  _a(dqkv).reshape(b, s, 3 * heads, dim))
         d_qkv = torch.mm(dqkv.t(), x2) if need_w[0] else None
-        dx = torch.mm(dqkv, w_qkv).add_(ds1).view(b, s, d) if need_x else None
+        dx = None
+        if need_x:
+            dx = (times_weight(dqkv, w_qkv, ending="add", residual=ds1) if in_c
+                  else torch.mm(dqkv, w_qkv).add_(ds1)).view(b, s, d)
         return dx, d_qkv, d_o, d_gu, d_down, None, None, None
 
 
