@@ -181,6 +181,7 @@ def test_the_kernel_is_built_once_and_then_loaded_from_the_cache(fresh_kernel_st
     log = fresh_kernel_state / "calls"
     monkeypatch.setenv("CC", str(_compiler_wrapper(fresh_kernel_state / "cc-wrapper", log)))
     assert c_kernels.applies(64) and c_kernels.reason() == ""
+    assert fused_block.describe() == "fused, C kernels"
     built = list((fresh_kernel_state / "cache" / "kernels").iterdir())
     assert len(built) == 1 and built[0].suffix == ".so"          # no partial file left beside it
     monkeypatch.setattr(c_kernels, "_state", {})               # a new process, the same cache
@@ -196,6 +197,7 @@ def test_without_a_working_compiler_blocks_fall_back_to_the_numba_path(compiler:
     monkeypatch.setenv("CC", compiler)
     assert not c_kernels.applies(64)
     assert why in c_kernels.reason()
+    assert fused_block.describe().startswith("fused, numba kernels (C kernels not used: ")
     cache = fresh_kernel_state / "cache" / "kernels"
     assert not cache.exists() or not any(cache.iterdir())        # a failed build leaves nothing to load
     torch.manual_seed(0)

@@ -49,6 +49,14 @@ def enabled(on: bool) -> Iterator[None]:
         ENABLED = before
 
 
+def describe() -> str:
+    """Which path CPU float32 blocks take here, for the trainer's log (builds the C kernels if need be)."""
+    if not ENABLED:
+        return "plain torch ops (HRM_FUSED_CPU=0)"
+    why = c_kernels.reason()
+    return "fused, C kernels" if not why else f"fused, numba kernels (C kernels not used: {why})"
+
+
 def applies(x: torch.Tensor) -> bool:
     """True when `x` is a CPU float32 activation and the fused path is on (never under torch.compile)."""
     return (ENABLED and x.device.type == "cpu" and x.dtype == torch.float32
