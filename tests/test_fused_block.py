@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from hrm.model import c_kernels
+from hrm.model import block_arena, c_kernels
 from hrm.model import cpu_kernels as K
 from hrm.model import fused_block
 from hrm.model.layers import Block, RotaryEmbedding
@@ -90,9 +90,9 @@ def test_no_grad_blocks_agree_with_the_grad_forward_in_both_arena_layouts(cache_
                                                                           monkeypatch: pytest.MonkeyPatch) -> None:
     # the no-grad forward writes its intermediates into one arena, laid over each other when they fit in
     # the cache: it must give exactly the grad-mode forward (fresh tensors) for several geometries in a row
-    monkeypatch.setattr(fused_block, "_CACHE_BYTES", cache_bytes)
+    monkeypatch.setattr(block_arena, "CACHE_BYTES", cache_bytes)
     monkeypatch.setattr(fused_block, "ATTENTION_GROUP", 4)
-    monkeypatch.setattr(fused_block, "_arenas", threading.local())
+    monkeypatch.setattr(block_arena, "_arenas", threading.local())
     block = _block(64, 2, 256)
     for batch, seq in [(3, 17), (5, 9), (3, 17)]:
         tables = RotaryEmbedding(32, seq, 10000.0, 4)()
@@ -101,7 +101,7 @@ def test_no_grad_blocks_agree_with_the_grad_forward_in_both_arena_layouts(cache_
         with torch.no_grad():
             assert torch.equal(block(x, tables), y)
             assert torch.equal(block(x, tables), y)        # again, over the arena the first call left
-    h1 = fused_block._arenas.views["h1"]
+    h1 = block_arena._arenas.views["h1"]
     assert (h1.storage_offset() == 0) == (cache_bytes > 0)  # the layout the cache size calls for
 
 

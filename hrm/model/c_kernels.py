@@ -37,6 +37,7 @@ import torch
 from hrm.model import cpu_kernels  # noqa: F401 - loads torch's libgomp first: the kernel shares its pool
 
 SOURCE = Path(__file__).with_name("cpu_block.c")
+HEADERS = [Path(__file__).with_name("cpu_tile.h")]   # included by SOURCE: part of the cache key
 FLAGS = ["-O3", "-mavx2", "-mfma", "-fopenmp", "-fPIC", "-shared"]
 ENABLED = os.environ.get("HRM_C_KERNELS", "1") != "0"
 _P = ctypes.c_void_p
@@ -70,7 +71,7 @@ def _cpu_has_avx2_fma() -> bool:
 
 def _build(compiler: str) -> Path:
     """The cached library for this source and these flags, compiled now if it is not there yet."""
-    source = SOURCE.read_bytes()
+    source = b"".join(path.read_bytes() for path in (SOURCE, *HEADERS))
     key = hashlib.sha256(source + " ".join([compiler, *FLAGS]).encode()).hexdigest()[:16]
     target = _cache_dir() / f"cpu_block-{key}.so"
     if target.exists():
