@@ -189,6 +189,27 @@ def test_the_kernel_is_built_once_and_then_loaded_from_the_cache(fresh_kernel_st
     assert log.read_text().count("built") == 1
 
 
+@needs_kernel
+def test_a_corrupt_cached_library_is_built_again(fresh_kernel_state: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # (a file never loaded by this process: writing over a loaded library would crash it)
+    monkeypatch.delenv("CC", raising=False)
+    cached = c_kernels._library_path("cc")
+    cached.parent.mkdir(parents=True)
+    cached.write_bytes(b"not a shared object")                  # e.g. a copy cut short by a full disk
+    assert c_kernels.applies(64) and c_kernels.reason() == ""
+    assert cached.read_bytes()[:4] == b"\x7fELF"
+
+
+@needs_kernel
+def test_a_read_only_cache_names_the_directory_and_the_fix(fresh_kernel_state: Path,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    blocked = fresh_kernel_state / "read-only"
+    blocked.write_text("a file where the cache directory should be")
+    monkeypatch.setenv("HRM_CACHE_DIR", str(blocked))
+    assert not c_kernels.applies(64)
+    assert str(blocked / "kernels") in c_kernels.reason() and "HRM_CACHE_DIR" in c_kernels.reason()
+
+
 @pytest.mark.parametrize("compiler,why", [("/nonexistent/cc", "no C compiler"), ("false", "failed")],
                          ids=["missing", "failing"])
 def test_without_a_working_compiler_blocks_fall_back_to_the_numba_path(compiler: str, why: str,

@@ -69,13 +69,14 @@ def _cpu_has_avx2_fma() -> bool:
     return bool(features.get("avx2") and features.get("fma"))
 
 
-def _build(compiler: str) -> Path:
-    """The cached library for this source and these flags, compiled now if it is not there yet."""
+def _library_path(compiler: str) -> Path:
+    """Where the library for this source, this compiler and these flags is cached."""
     source = b"".join(path.read_bytes() for path in (SOURCE, *HEADERS))
     key = hashlib.sha256(source + " ".join([compiler, *FLAGS]).encode()).hexdigest()[:16]
-    target = _cache_dir() / f"cpu_block-{key}.so"
-    if target.exists():
-        return target
+    return _cache_dir() / f"cpu_block-{key}.so"
+
+
+def _compile(compiler: str, target: Path) -> None:
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, partial = tempfile.mkstemp(prefix=target.name, suffix=".part", dir=target.parent)
     os.close(fd)
@@ -88,11 +89,18 @@ def _build(compiler: str) -> Path:
     finally:
         if os.path.exists(partial):
             os.unlink(partial)
-    return target
+
+
+def _open(path: Path) -> ctypes.CDLL:
+    lib = ctypes.CDLL(str(path))
+    for name, (restype, argtypes) in _SIGNATURES.items():
+        getattr(lib, name).restype, getattr(lib, name).argtypes = restype, argtypes
+    return lib
 
 
 def _load() -> ctypes.CDLL | None:
-    """The kernel library, or None with `_state["reason"]` saying why it is not used."""
+    """The kernel library, or None with `_state["reason"]` saying why it is not used. A cached file that
+    does not load (truncated, foreign) is built again."""
     with _lock:
         if "lib" in _state:
             return _state["lib"]   # type: ignore[return-value]
@@ -102,15 +110,23 @@ def _load() -> ctypes.CDLL | None:
             reason = f"needs Linux on x86-64 (this is {platform.system()} on {platform.machine()})"
         elif not _cpu_has_avx2_fma():
             reason = "the CPU has no AVX2/FMA"
-        elif shutil.which(compiler) is None:
-            reason = f"no C compiler ({compiler!r} is not on PATH; set CC)"
         else:
+            target = _library_path(compiler)
             try:
-                lib = ctypes.CDLL(str(_build(compiler)))
-                for name, (restype, argtypes) in _SIGNATURES.items():
-                    getattr(lib, name).restype, getattr(lib, name).argtypes = restype, argtypes
+                if target.exists():
+                    try:
+                        lib = _open(target)
+                    except (OSError, AttributeError):
+                        target.unlink()
+                if lib is None and shutil.which(compiler) is None:
+                    reason = f"no C compiler ({compiler!r} is not on PATH; set CC)"
+                elif lib is None:
+                    _compile(compiler, target)
+                    lib = _open(target)
             except (OSError, AttributeError, RuntimeError, subprocess.SubprocessError) as exc:
-                lib, reason = None, f"building {SOURCE.name} failed: {exc}"
+                lib, reason = None, f"building {SOURCE.name} into {target.parent} failed: {exc}"
+                if isinstance(exc, OSError):
+                    reason += " (set HRM_CACHE_DIR to a writable directory)"
         _state["lib"], _state["reason"] = lib, reason
         return lib
 
