@@ -15,7 +15,8 @@ FLOP count (model FLOPs from the shapes, `hrm.model.config.flops_per_example`):
   Element-wise work (norms, RoPE, softmax, SiLU) and the optimizers count zero FLOPs: they are overhead.
 
 Modes: `eager` is what the trainer runs — on CPU float32 the fused block of hrm/model/fused_block.py
-(numba kernels, one autograd node per block); `plain` (--plain) the same step through the plain torch
+(the C kernels of hrm/model/cpu_block.c where they build, else numba kernels; one autograd node per
+block; HRM_C_KERNELS=0 times the numba path); `plain` (--plain) the same step through the plain torch
 ops (what HRM_FUSED_CPU=0, CUDA and bf16 run); `compile` (--compile) the plain ops torch.compile'd.
 
 Peak: torch.mm of 2048×2048 float32 matrices repeated for a few seconds, measured in the same process,
@@ -179,6 +180,8 @@ def main() -> None:
     name = torch.cuda.get_device_name() if args.cuda else f"CPU, {torch.get_num_threads()} threads"
     print(f"device: {name}; torch {torch.__version__}; compute {dtype}; best of {args.repeats}+ runs of {args.steps} steps "
           f"(more while a configuration has been timed under {args.min_seconds:g} s)")
+    if device.type == "cpu":
+        print(f"eager CPU float32 blocks: {fused_block.describe()}")
 
     modes = ["eager"] + (["plain"] if args.plain else []) + (["compile"] if args.compile else [])
     peak_wall = peak_cpu = 0.0
