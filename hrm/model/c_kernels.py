@@ -1,5 +1,6 @@
-"""The block's forward past the qkv projection in C (hrm/model/cpu_block.c), built on first use with the
-system C compiler and loaded through ctypes; fused_block's numba + MKL path stays as the fallback.
+"""The fused block's C kernels (hrm/model/cpu_block.c): the forward past the qkv projection and the
+input-gradient half of the backward, built on first use with the system C compiler and loaded through
+ctypes; fused_block's numba + MKL path stays as the fallback.
 
 Why C: what kept a CPU training step from the matmul peak was the memory traffic between the matmuls.
 * Attention: per (sequence, head) two 82×82×64 matmuls and a softmax. As batched MKL calls with numba
@@ -15,8 +16,8 @@ Why C: what kept a CPU training step from the matmul peak was the memory traffic
 Used when all of these hold (otherwise `reason()` says which did not): Linux x86-64 with AVX2 and FMA, a
 C compiler (`$CC`, else `cc`) that builds the library, torch's OpenMP runtime loaded first (one thread
 pool, see cpu_kernels), head and hidden sizes multiples of 16, and HRM_C_KERNELS is not "0". It is
-cached per source and flags under $HRM_CACHE_DIR (default ~/.cache/hrm-tui); a build is written to a
-temporary name and renamed, so ranks starting together never load a half-written file.
+cached per source and flags under $HRM_CACHE_DIR/kernels (default ~/.cache/hrm-tui/kernels); a build is
+written to a temporary name and renamed, so ranks starting together never load a half-written file.
 """
 
 from __future__ import annotations

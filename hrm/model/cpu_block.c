@@ -54,7 +54,8 @@ void attention_forward(const float *qkv, const float *cos, const float *sin_sign
                 const float *q = rows + s * ld_qkv + h * dim, *k = q + (long)heads * dim, *v = k + (long)heads * dim;
                 for (int part = 0; part < 3; part++)
                     for (int j = 0; j < dim; j += 16)
-                        _mm_prefetch((const char *)(next_rows + s * ld_qkv + (long)part * heads * dim + j), _MM_HINT_T1);
+                        _mm_prefetch((const char *)(next_rows + s * ld_qkv + (long)part * heads * dim + j),
+                                     _MM_HINT_T1);
                 const float *c = rotate ? cos + s * dim : 0, *sn = rotate ? sin_signed + s * dim : 0;
                 rotate_row(q, c, sn, dim, Q + s * dim);
                 rotate_row(k, c, sn, dim, Krows + r * dim);
