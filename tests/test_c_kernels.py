@@ -36,8 +36,9 @@ def _reference(qkv: torch.Tensor, batch: int, heads: int, cos: torch.Tensor | No
 @needs_kernel
 @pytest.mark.parametrize("rope", [True, False], ids=["rope", "no-rope"])
 @pytest.mark.parametrize("batch,seq,heads,dim", [(3, 82, 2, 64), (2, 17, 4, 64), (1, 9, 1, 32), (2, 100, 3, 16),
-                                                 (5, 8, 2, 64), (1, 1, 1, 16)],
-                         ids=["sudoku", "tail-rows", "short", "long-odd-heads", "one-block", "one-position"])
+                                                 (5, 8, 2, 64), (1, 1, 1, 16), (1, 901, 1, 16)],
+                         ids=["sudoku", "tail-rows", "short", "long-odd-heads", "one-block", "one-position",
+                              "maze-length"])
 def test_c_kernels_matches_float64_attention_and_keeps_what_the_backward_needs(
         rope: bool, batch: int, seq: int, heads: int, dim: int) -> None:
     torch.manual_seed(0)
