@@ -57,10 +57,10 @@ void attention_forward(const float *qkv, const float *cos, const float *sin_sign
                         _mm_prefetch((const char *)(next_rows + s * ld_qkv + (long)part * heads * dim + j),
                                      _MM_HINT_T1);
                 const float *c = rotate ? cos + s * dim : 0, *sn = rotate ? sin_signed + s * dim : 0;
-                rotate_row(q, c, sn, dim, Q + s * dim);
-                rotate_row(k, c, sn, dim, Krows + r * dim);
-                if (k_out) rotate_row(Krows + r * dim, 0, 0, dim, k_out + pair * per_pair + s * dim);
-                rotate_row(v, 0, 0, dim, V + s * dim);
+                rotate_row(q, c, sn, 0, dim, Q + s * dim);
+                rotate_row(k, c, sn, 0, dim, Krows + r * dim);
+                if (k_out) rotate_row(Krows + r * dim, 0, 0, 0, dim, k_out + pair * per_pair + s * dim);
+                rotate_row(v, 0, 0, 0, dim, V + s * dim);
             }
             for (int j0 = 0; j0 < dim; j0 += 8) transpose8(Krows + j0, dim, KT + j0 * sp + s0, sp);
         }
@@ -115,8 +115,8 @@ void attention_backward(const float *datt, const float *q, const float *k, const
         gemm(seq, dim, seq, dST, sp, Q, dim, dK, dim);
         for (int s = 0; s < seq; s++) {
             const float *c = rotate ? cos + s * dim : 0, *sn = rotate ? sin_signed + s * dim : 0;
-            unrotate_row(dQ + s * dim, c, sn, dim, rows + s * ld_qkv + h * dim);
-            unrotate_row(dK + s * dim, c, sn, dim, rows + s * ld_qkv + (long)(heads + h) * dim);
+            rotate_row(dQ + s * dim, c, sn, 1, dim, rows + s * ld_qkv + h * dim);
+            rotate_row(dK + s * dim, c, sn, 1, dim, rows + s * ld_qkv + (long)(heads + h) * dim);
         }
     }
 }

@@ -133,15 +133,22 @@ static void softmax_row(float *row, int n, float scale) {
 }
 
 /* dst[0:dim] ← src rotated (NeoX rotate-half, the sign folded into sin_signed: [−sin, sin] over the two
-   halves), or copied when cos is NULL; dim a multiple of 16. */
-static inline void rotate_row(const float *src, const float *cos, const float *sin_signed, int dim, float *dst) {
+   halves), or with `inverse` rotated back (the transpose: the gradient of the rotation's input, which
+   takes the other half of sin_signed), or copied when cos is NULL; dim a multiple of 16. */
+static inline void rotate_row(const float *src, const float *cos, const float *sin_signed, int inverse, int dim,
+                              float *dst) {
     const int half = dim / 2;
+    const float *sin_lo = 0, *sin_hi = 0;
+    if (cos) {
+        sin_lo = inverse ? sin_signed + half : sin_signed;
+        sin_hi = inverse ? sin_signed : sin_signed + half;
+    }
     for (int j = 0; j < half; j += 8) {
         const __m256 x1 = _mm256_loadu_ps(src + j), x2 = _mm256_loadu_ps(src + half + j);
         if (cos) {
-            _mm256_storeu_ps(dst + j, _mm256_fmadd_ps(x2, _mm256_loadu_ps(sin_signed + j),
+            _mm256_storeu_ps(dst + j, _mm256_fmadd_ps(x2, _mm256_loadu_ps(sin_lo + j),
                                                       _mm256_mul_ps(x1, _mm256_loadu_ps(cos + j))));
-            _mm256_storeu_ps(dst + half + j, _mm256_fmadd_ps(x1, _mm256_loadu_ps(sin_signed + half + j),
+            _mm256_storeu_ps(dst + half + j, _mm256_fmadd_ps(x1, _mm256_loadu_ps(sin_hi + j),
                                                              _mm256_mul_ps(x2, _mm256_loadu_ps(cos + half + j))));
         } else {
             _mm256_storeu_ps(dst + j, x1);
@@ -182,19 +189,3 @@ static void transpose(const float *in, long ld_in, int rows, int cols, float *ou
         for (int c = r < r8 ? c8 : 0; c < cols; c++) out[c * ld_out + r] = in[r * ld_in + c];
 }
 
-/* src rotated back (the transpose of rotate_row: the gradient of its input) into dst; cos NULL: a copy */
-static inline void unrotate_row(const float *src, const float *cos, const float *sin_signed, int dim, float *dst) {
-    const int half = dim / 2;
-    for (int j = 0; j < half; j += 8) {
-        const __m256 x1 = _mm256_loadu_ps(src + j), x2 = _mm256_loadu_ps(src + half + j);
-        if (cos) {
-            _mm256_storeu_ps(dst + j, _mm256_fmadd_ps(x2, _mm256_loadu_ps(sin_signed + half + j),
-                                                      _mm256_mul_ps(x1, _mm256_loadu_ps(cos + j))));
-            _mm256_storeu_ps(dst + half + j, _mm256_fmadd_ps(x1, _mm256_loadu_ps(sin_signed + j),
-                                                             _mm256_mul_ps(x2, _mm256_loadu_ps(cos + half + j))));
-        } else {
-            _mm256_storeu_ps(dst + j, x1);
-            _mm256_storeu_ps(dst + half + j, x2);
-        }
-    }
-}
