@@ -9,8 +9,9 @@ gate_up → silu(gate)·up → down → add+norm. What differs is how it is comp
   between them (fast exp, no temporaries), RoPE writing q, k and v straight into the head-major layout
   so that attention is two batched matmuls and an in-place softmax;
 * the softmax probabilities are kept for the backward instead of recomputed;
-* the backward is written out (one autograd node per block instead of ~30; MKL + numba), reusing the
-  forward's normalised activations and gate/up values.
+* the backward is written out (one autograd node per block instead of ~30; its input gradients and
+  attention in the C kernels where they build, the weight gradients on MKL), reusing the forward's
+  normalised activations and gate/up values.
 
 Results equal the plain ops to float32 rounding (not bitwise: the exponential and the summation order
 differ; tests/test_fused_block.py bounds the difference). Used by `Block` for CPU float32 tensors unless
