@@ -25,8 +25,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from hrm.train.control import send_command  # noqa: E402  (torch-free)
-from hrm.train.events import EventTailer  # noqa: E402
+from hrm.run.control import send_command  # noqa: E402  (torch-free)
+from hrm.run.events import EventTailer  # noqa: E402
 
 TARGETS = {"sudoku": (0.95, 0.50), "maze": (0.90, 0.50)}
 METRIC = {"sudoku": "blank acc", "maze": "path recall"}

@@ -26,7 +26,7 @@ sys.path.insert(0, str(REPO))
 import torch  # noqa: E402
 
 from hrm.train import distributed as D  # noqa: E402
-from hrm.train.config import load_preset  # noqa: E402
+from hrm.run.config import load_preset  # noqa: E402
 from hrm.train.session import Session  # noqa: E402
 from hrm.train.step import METRIC_KEYS, pack, unpack  # noqa: E402
 from hrm.train.trainer import Trainer  # noqa: E402
@@ -96,7 +96,7 @@ def step_overhead(preset: str, blocks: int, block_steps: int) -> None:
         b, f = statistics.median(b_), statistics.median(f_)
         print(f"{name} time per step, {preset} (median of {blocks} blocks x {block_steps} steps): "
               f"bare {b * 1e3:.1f} ms, trainer {f * 1e3:.1f} ms, overhead {100 * (f - b) / b:+.2f} % (target < 2 %)")
-        print(f"  per-block bare/trainer ms: " + "  ".join(f"{x * 1e3:.0f}/{y * 1e3:.0f}" for x, y in zip(b_, f_)))
+        print("  per-block bare/trainer ms: " + "  ".join(f"{x * 1e3:.0f}/{y * 1e3:.0f}" for x, y in zip(b_, f_)))
 
 
 def checkpoint_stall(preset: str, saves: int) -> None:

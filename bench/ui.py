@@ -52,7 +52,7 @@ def stop_app() -> None:
 
 
 def _dumps(obj: dict) -> str:
-    return json.dumps(obj, separators=(",", ":"))  # as hrm.train.events.EventWriter writes
+    return json.dumps(obj, separators=(",", ":"))  # as hrm.run.events.EventWriter writes
 
 
 def write_big_run(run: Path, lines: int) -> None:
@@ -91,8 +91,8 @@ def writer_proc(run: Path, rate: float, seconds: float) -> subprocess.Popen:
     code = f"""
 import time, math
 from pathlib import Path
-from hrm.train.events import EventWriter
-from hrm.train.pidfile import write_pidfile
+from hrm.run.events import EventWriter
+from hrm.run.lock import write_pidfile
 run = Path({str(run)!r})
 write_pidfile(run)
 w = EventWriter(run / "events.jsonl")

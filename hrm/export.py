@@ -20,6 +20,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from hrm.run.layout import events_path
+
 __all__ = ["main", "event_rows", "flatten_event", "write_csv", "write_parquet"]
 
 _BASE = ("kind", "step", "t")
@@ -55,7 +57,7 @@ def flatten_event(event: dict[str, Any]) -> dict[str, Any]:
 
 def event_rows(events_path: str | Path, kinds: set[str] | None = None) -> tuple[list[str], list[dict[str, Any]]]:
     """(columns, rows) of the run's events, superseded steps dropped, filtered by kind."""
-    from hrm.train.events import drop_superseded, read_events
+    from hrm.run.events import drop_superseded, read_events
 
     rows = [flatten_event(e) for e in drop_superseded(read_events(events_path))
             if kinds is None or e.get("kind") in kinds]
@@ -107,7 +109,7 @@ def write_parquet(path: str | Path, columns: list[str], rows: list[dict[str, Any
 def _events_file(run: str) -> Path:
     p = Path(run)
     if p.is_dir():
-        p = p / "events.jsonl"
+        p = events_path(p)
     if not p.is_file():
         raise FileNotFoundError(f"no events file at {p}: give a run directory (runs/<run-id>) or its events.jsonl")
     return p

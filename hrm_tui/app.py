@@ -101,7 +101,7 @@ def _default_sampler() -> dict[str, Any]:
     initialised on the first call, in the sampler thread, not at start-up)."""
     global _sysmon
     if _sysmon is None:
-        from hrm.train.sysmon import SystemSampler as Sysmon
+        from hrm.run.sysmon import SystemSampler as Sysmon
 
         _sysmon = Sysmon()
     return _sysmon.sample_once()

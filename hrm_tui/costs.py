@@ -1,6 +1,6 @@
 """Rough cost of a preset before it runs: memory and time per step (no torch, no dataset).
 
-Time: FLOPs per step (hrm.train.config.describe) over a sustained throughput. For the CPU that is
+Time: FLOPs per step (hrm.run.config.describe) over a sustained throughput. For the CPU that is
 measured here once (a few float32 numpy matmuls, ~50 ms) at an efficiency typical of small
 transformer steps; for CUDA a nominal figure. Shown with "≈": it tells presets apart, nothing more.
 """

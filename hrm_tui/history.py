@@ -14,7 +14,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from hrm.train.events import parse_event_lines
+from hrm.run.events import parse_event_lines
 from hrm_tui.runstate import RunState
 
 CHUNK = 512 * 1024  # bytes parsed per step: short GIL holds keep the UI responsive

@@ -11,16 +11,16 @@ import os
 import shutil
 import subprocess
 import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from hrm.train.events import parse_event_lines
+from hrm.run import layout
+from hrm.run.events import parse_event_lines
 from hrm_tui.runstate import LIVE_STATES
 
-EVENTS = "events.jsonl"
-TRAINER_LOG = "trainer.log"
+EVENTS = layout.EVENTS_FILE
+TRAINER_LOG = layout.LOG_FILE
 _TAIL_BYTES = 64 * 1024
 # Trainers launched by this app, by run directory: polled so they never linger as zombies, and
 # counted as alive while they start (before the trainer has written its pid file).
@@ -48,9 +48,9 @@ class LaunchError(Exception):
 
 # ---- reading a run directory cheaply ------------------------------------------------------------
 def trainer_alive(run_dir: Path) -> bool:
-    """The run's trainer lives: its pid file names a living process (hrm.train.pidfile), or it is a
+    """The run's trainer lives: its pid file names a living process (hrm.run.lock), or it is a
     process this app launched that has not exited yet."""
-    from hrm.train.pidfile import trainer_alive as _alive
+    from hrm.run.lock import trainer_alive as _alive
 
     reap_children()
     return Path(run_dir).resolve() in _children or bool(_alive(run_dir))
@@ -126,7 +126,7 @@ def list_runs(runs_root: Path) -> list[RunInfo]:
         return []
     infos = []
     for d in runs_root.iterdir():
-        if d.is_dir() and ((d / EVENTS).exists() or (d / "config.yaml").exists() or (d / TRAINER_LOG).exists()):
+        if d.is_dir() and ((d / EVENTS).exists() or (d / layout.CONFIG_FILE).exists() or (d / TRAINER_LOG).exists()):
             infos.append(run_info(d))
     infos.sort(key=lambda r: (not r.alive, -(r.last_t or _mtime(r.path))))
     return infos
@@ -151,9 +151,9 @@ def log_tail(run_dir: Path, lines: int = 12) -> list[str]:
 
 
 def list_checkpoints(run_dir: Path) -> list[Any]:
-    """Complete checkpoints (hrm.train.ckpt_index.CheckpointInfo: path, step, size, mtime, score,
+    """Complete checkpoints (hrm.run.ckpt_index.CheckpointInfo: path, step, size, mtime, score,
     best), newest step first. Torch-free: file names and the index only."""
-    from hrm.train.ckpt_index import list_checkpoints as _list
+    from hrm.run.ckpt_index import list_checkpoints as _list
 
     return sorted(_list(run_dir), key=lambda c: c.step, reverse=True)
 
@@ -161,7 +161,7 @@ def list_checkpoints(run_dir: Path) -> list[Any]:
 # ---- starting trainers ----------------------------------------------------------------------------
 def new_run_dir(runs_root: Path, preset: str, name: str | None = None, now: float | None = None) -> Path:
     if name:
-        from hrm.train.config import validate_run_name
+        from hrm.run.config import validate_run_name
 
         try:
             run_id = validate_run_name(name)
@@ -169,7 +169,7 @@ def new_run_dir(runs_root: Path, preset: str, name: str | None = None, now: floa
             raise LaunchError(str(exc)) from None
     else:
         stem = Path(preset).stem if preset.endswith((".yaml", ".yml")) else preset
-        run_id = f"{stem}-{time.strftime('%Y%m%d-%H%M%S', time.gmtime(now))}"
+        run_id = layout.run_id(stem, now)
     path = runs_root / run_id
     if path.exists():
         raise LaunchError(f"run directory {path} already exists: pick another run name")
@@ -221,9 +221,9 @@ def run_gpus(run_dir: Path) -> int:
     """How many processes the run trains on (its config.yaml's train.gpus; 1 when unreadable), so a
     resume continues a torchrun run under torchrun."""
     try:
-        from hrm.train.config import load_config
+        from hrm.run.config import load_config
 
-        return int(load_config(run_dir / "config.yaml").train.gpus)
+        return int(load_config(layout.config_path(run_dir)).train.gpus)
     except (OSError, ValueError):
         return 1
 

@@ -15,7 +15,7 @@ from typing import Any, Callable
 from textual.message import Message
 from textual.message_pump import MessagePump
 
-from hrm.train.events import EventTailer
+from hrm.run.events import EventTailer
 from hrm_tui import history, runs
 from hrm_tui.messages import EventsRead, Liveness, SystemSampled
 from hrm_tui.runstate import RunState

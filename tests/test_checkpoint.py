@@ -161,7 +161,7 @@ def test_killed_writer_leaves_only_complete_checkpoints(tmp_path: Path) -> None:
 
 
 def test_list_and_latest_are_torch_free() -> None:
-    code = ("import sys; from hrm.train.ckpt_index import list_checkpoints, latest_checkpoint; "
+    code = ("import sys; from hrm.run.ckpt_index import list_checkpoints, latest_checkpoint; "
             "sys.exit(1 if 'torch' in sys.modules else 0)")
     assert subprocess.run([sys.executable, "-c", code], timeout=60).returncode == 0
 

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from hrm.train.config import (Config, ConfigError, apply_overrides, describe, load_config, load_preset,
+from hrm.run.config import (Config, ConfigError, apply_overrides, describe, load_config, load_preset,
                               parse_overrides, resolve_total_steps, save_config)
 
 
@@ -23,7 +23,7 @@ def test_defaults_are_the_reference_settings() -> None:
 
 
 def test_every_field_has_a_description() -> None:
-    from hrm.train import config as c
+    from hrm.run import config as c
 
     for section in (c.ModelConfig, c.DataConfig, c.OptimConfig, c.TrainConfig, c.RunConfig, c.SinksConfig,
                     c.Config):

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from hrm.train.control import ControlServer, send_command
+from hrm.run.control import ControlServer, send_command
 
 
 class _Trainer(threading.Thread):
@@ -72,7 +72,7 @@ def test_client_in_another_process_with_long_path(long_run_dir: Path) -> None:
     trainer = _Trainer(server)
     trainer.start()
     try:
-        code = ("import json, sys; from hrm.train.control import send_command; "
+        code = ("import json, sys; from hrm.run.control import send_command; "
                 "print(json.dumps(send_command(sys.argv[1], 'pause', timeout=20)))")
         proc = subprocess.run([sys.executable, "-c", code, str(long_run_dir)],
                               capture_output=True, text=True, timeout=60)
@@ -174,7 +174,7 @@ def test_client_times_out_when_trainer_does_not_reply(tmp_path: Path) -> None:
 
 
 def test_long_path_without_proc_uses_a_short_symlink(long_run_dir: Path, monkeypatch) -> None:
-    import hrm.train.control as control
+    import hrm.run.control as control
 
     real_isdir = os.path.isdir
     monkeypatch.setattr(control.os.path, "isdir",
@@ -190,7 +190,7 @@ def test_long_path_without_proc_uses_a_short_symlink(long_run_dir: Path, monkeyp
 
 
 def test_a_second_server_on_a_live_socket_is_refused(tmp_path: Path) -> None:
-    from hrm.train.control import ControlError
+    from hrm.run.control import ControlError
 
     with ControlServer(tmp_path):
         with pytest.raises(ControlError, match="another process is listening"):

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from hrm.train.pidfile import (PIDFILE_NAME, TrainerAlreadyRunning, acquire, read_pidfile, release,
+from hrm.run.lock import (PIDFILE_NAME, TrainerAlreadyRunning, acquire, read_pidfile, release,
                                trainer_alive, write_pidfile)
 
 
@@ -75,7 +75,7 @@ def test_acquire_refuses_a_second_live_trainer(tmp_path: Path) -> None:
 
 def test_acquire_in_subprocess_refused_while_we_hold_it(tmp_path: Path) -> None:
     acquire(tmp_path)
-    code = ("import sys; from hrm.train.pidfile import acquire, TrainerAlreadyRunning\n"
+    code = ("import sys; from hrm.run.lock import acquire, TrainerAlreadyRunning\n"
             "try:\n    acquire(sys.argv[1])\nexcept TrainerAlreadyRunning as e:\n    print(e); sys.exit(3)\n")
     proc = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True, text=True,
                           timeout=60)

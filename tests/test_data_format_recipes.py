@@ -11,7 +11,7 @@ import pytest
 
 import hrm.data
 from hrm.data.format import DatasetError, load_split, read_metadata
-from hrm.data.recipes import dataset_dir, ensure_dataset, is_built, recipe_key
+from hrm.run.recipes import dataset_dir, ensure_dataset, is_built, recipe_key
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 
@@ -49,7 +49,7 @@ def test_ensure_builds_once_into_the_cache(tmp_path):
 
 def test_missing_csv_folder_falls_back_to_generated_data(tmp_path, caplog):
     recipe = _maze(from_csv=str(tmp_path / "no-such-folder"))
-    with caplog.at_level(logging.WARNING, logger="hrm.data.recipes"):
+    with caplog.at_level(logging.WARNING, logger="hrm.run.recipes"):
         root = ensure_dataset(recipe, tmp_path / "cache", progress=False)
     assert "not found; generating maze data instead" in caplog.text
     assert recipe_key(recipe) == recipe_key(_maze())  # the same dataset as the plain generated recipe
@@ -102,7 +102,7 @@ def test_sudoku_recipes_go_to_the_sudoku_builder(tmp_path, monkeypatch):
 
 def test_concurrent_processes_build_once(tmp_path):
     code = ("import logging, sys; logging.basicConfig(level=logging.INFO, stream=sys.stdout);"
-            "from hrm.data.recipes import ensure_dataset;"
+            "from hrm.run.recipes import ensure_dataset;"
             f"print(ensure_dataset(dict(task='maze', level='easy', size=9, train=40, test=5, seed=3), {str(tmp_path)!r},"
             " progress=False))")
     procs = [subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True) for _ in range(2)]
@@ -113,5 +113,5 @@ def test_concurrent_processes_build_once(tmp_path):
 
 
 def test_recipes_module_does_not_import_torch():
-    code = "import sys, hrm.data.recipes; assert 'torch' not in sys.modules"
+    code = "import sys, hrm.run.recipes; assert 'torch' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True)

@@ -96,7 +96,7 @@ def _rank_lines(text: str, what: str) -> dict[str, int]:
 
 
 def test_two_nodes_obey_commands_at_the_same_step(tmp_path: Path) -> None:
-    from hrm.train.control import send_command
+    from hrm.run.control import send_command
 
     d = tmp_path / "run"
     port = free_port()

@@ -7,7 +7,7 @@ import sys
 import time
 from pathlib import Path
 
-from hrm.train.events import EventTailer, EventWriter, drop_superseded, read_events
+from hrm.run.events import EventTailer, EventWriter, drop_superseded, read_events
 
 
 def test_writer_stamps_and_reads_back(tmp_path: Path) -> None:
@@ -134,10 +134,10 @@ def test_drop_superseded_on_resume() -> None:
 
 
 def test_viewer_modules_do_not_import_torch() -> None:
-    code = ("import sys, hrm.train.events, hrm.train.control, hrm.train.pidfile, hrm.train.config, "
-            "hrm.train.sysmon, hrm.train.ckpt_index; "
-            "hrm.train.config.describe(hrm.train.config.load_preset('tiny')); "
-            "hrm.train.sysmon.SystemSampler().sample_once(); "
+    code = ("import sys, hrm.run.events, hrm.run.control, hrm.run.lock, hrm.run.config, "
+            "hrm.run.sysmon, hrm.run.ckpt_index; "
+            "hrm.run.config.describe(hrm.run.config.load_preset('tiny')); "
+            "hrm.run.sysmon.SystemSampler().sample_once(); "
             "bad = [m for m in ('torch',) if m in sys.modules]; print(bad); sys.exit(1 if bad else 0)")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stdout + proc.stderr

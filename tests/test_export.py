@@ -8,7 +8,7 @@ import sys
 import pytest
 
 from hrm.export import flatten_event, main
-from hrm.train.events import EventWriter, drop_superseded, read_events
+from hrm.run.events import EventWriter, drop_superseded, read_events
 
 
 def make_run(run_dir):

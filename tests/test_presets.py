@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from hrm.train.config import describe, list_presets, load_preset, presets_dir, resolve_total_steps
+from hrm.run.config import describe, list_presets, load_preset, presets_dir, resolve_total_steps
 
 PRESETS = list_presets()
 NAMES = {p.stem for p in PRESETS}

@@ -92,7 +92,7 @@ def test_checkpoint_that_does_not_fit_names_tensor_and_shapes(straight: Path, tm
                                                                capsys: pytest.CaptureFixture[str]) -> None:
     from hrm.train.cli import main
 
-    from hrm.train.config import load_preset
+    from hrm.run.config import load_preset
 
     h = load_preset("tiny").model.hidden_size
     ck = latest_ckpt(straight)

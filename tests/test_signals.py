@@ -16,7 +16,7 @@ LONG = [*TINY, "train.total_steps=100000", "train.eval_interval=100000", "train.
 
 
 def _ctl(run_dir: Path, cmd: str) -> dict:
-    from hrm.train.control import send_command
+    from hrm.run.control import send_command
 
     return send_command(run_dir, cmd, timeout=60)
 
@@ -104,7 +104,7 @@ def test_signals(tmp_path: Path) -> None:
 
 
 def test_stale_pidfile_is_detected(tmp_path: Path) -> None:
-    from hrm.train.pidfile import read_pidfile, trainer_alive
+    from hrm.run.lock import read_pidfile, trainer_alive
 
     d = tmp_path / "run"
     d.mkdir()

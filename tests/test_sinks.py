@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from hrm.train.events import EventWriter, read_events
+from hrm.run.events import EventWriter, read_events
 from hrm.train.sinks import (
     FanOutSink, NullSink, TensorBoardSink, WandbSink, build_sinks, event_scalars, replay,
 )
@@ -123,7 +123,7 @@ def test_fan_out_drops_a_failing_sink_and_keeps_the_rest(caplog):
 
 
 def test_build_sinks_from_the_run_config(tmp_path):
-    from hrm.train.config import SinksConfig
+    from hrm.run.config import SinksConfig
 
     assert isinstance(build_sinks(SinksConfig(), tmp_path), NullSink)
     sink = build_sinks(SinksConfig(tensorboard=True), tmp_path)

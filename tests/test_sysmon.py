@@ -5,7 +5,7 @@ import sys
 import threading
 from types import SimpleNamespace
 
-from hrm.train.sysmon import SystemSampler
+from hrm.run.sysmon import SystemSampler
 
 
 class FakeNVMLError(Exception):
@@ -155,5 +155,5 @@ def test_a_failing_callback_does_not_kill_the_thread() -> None:
 
 
 def test_sysmon_does_not_import_torch() -> None:
-    code = "import sys, hrm.train.sysmon; sys.exit(1 if 'torch' in sys.modules else 0)"
+    code = "import sys, hrm.run.sysmon; sys.exit(1 if 'torch' in sys.modules else 0)"
     assert subprocess.run([sys.executable, "-c", code], timeout=60).returncode == 0

@@ -62,7 +62,7 @@ def test_nonfinite_loss_stops_and_keeps_last_good_checkpoint(tmp_path: Path) -> 
 
 
 def test_nonfinite_loss_pauses_when_asked(tmp_path: Path) -> None:
-    from hrm.train.control import send_command
+    from hrm.run.control import send_command
 
     d, log = tmp_path / "run", tmp_path / "log"
     p = start(train_cmd(*TINY, *EXPLODE, "train.total_steps=100", "train.on_nonfinite=pause", "--run-dir", str(d)), log)
@@ -131,7 +131,7 @@ def test_loader_walks_eval_interval_epochs_per_iterator_start(tmp_path: Path) ->
     # last short batch of that stretch is dropped, not one per epoch.
     from hrm.data.format import groups_to_arrays, PuzzleDatasetMetadata, write_split
     from hrm.train.build import DataInfo, build_loader
-    from hrm.train.config import load_preset
+    from hrm.run.config import load_preset
     from hrm.train.distributed import DistEnv
     import numpy as np
 
@@ -151,7 +151,7 @@ def test_train_compile_wraps_the_same_module_and_is_off_by_default() -> None:
     """train.compile hands the step a torch.compile wrapper of the very head whose parameters the
     optimizers and checkpoints hold (compiling itself is lazy and is not run here: ~1 min on CPU)."""
     from hrm.train import build as B
-    from hrm.train.config import apply_overrides, load_preset
+    from hrm.run.config import apply_overrides, load_preset
 
     cfg = load_preset("tiny")
     head = torch.nn.Linear(2, 2)

@@ -43,7 +43,7 @@ def start(cmd: list[str], log: Path, **kw: Any) -> subprocess.Popen:
 
 
 def events(run_dir: Path) -> list[dict[str, Any]]:
-    from hrm.train.events import read_events
+    from hrm.run.events import read_events
 
     p = run_dir / "events.jsonl"
     return read_events(p) if p.is_file() else []

@@ -43,7 +43,7 @@ def live_run(tmp_path: Path):
     import subprocess
     import sys
 
-    from hrm.train.pidfile import write_pidfile
+    from hrm.run.lock import write_pidfile
 
     run = write_run(tmp_path / "runs", "looks-live", run_events(30, status="running"))
     proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
@@ -66,7 +66,7 @@ async def test_startup_picks_picker_without_runs(tmp_path: Path) -> None:
         names = [r["preset"] for r in app.screen.rows]
         assert {"tiny", "sudoku-cpu", "maze-cpu"} <= set(names)
         tiny = next(r for r in app.screen.rows if r["preset"] == "tiny")
-        from hrm.train.config import load_preset
+        from hrm.run.config import load_preset
 
         assert tiny["task_label"].startswith("Sudoku 9×9")
         assert tiny["model"].startswith(f"h{load_preset('tiny').model.hidden_size} · ")

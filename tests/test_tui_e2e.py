@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from hrm.train.config import list_presets
+from hrm.run.config import list_presets
 from hrm_tui import runs
 
 pytestmark = [pytest.mark.slow, pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux is not installed")]
@@ -122,6 +122,6 @@ def test_tmux_launch_pause_checkpoint_quit_kill_reattach_stop(tmp_path: Path) ->
     finally:
         tmux("kill-server")
         if run.exists() and runs.trainer_alive(run):
-            from hrm.train.control import send_command
+            from hrm.run.control import send_command
 
             send_command(run, "stop", timeout=60)

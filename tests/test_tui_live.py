@@ -109,7 +109,7 @@ async def test_live_run_every_control_key(tmp_path: Path) -> None:
             await wait_for(pilot, lambda: not runs.trainer_alive(run_dir), STEP_S, "the trainer to exit")
     finally:
         if run_dir is not None and runs.trainer_alive(run_dir):  # never leave a trainer behind
-            from hrm.train.control import send_command
+            from hrm.run.control import send_command
 
             send_command(run_dir, "stop", timeout=60)
 

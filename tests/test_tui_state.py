@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from hrm.train.events import EventTailer, EventWriter
-from hrm.train.pidfile import write_pidfile
+from hrm.run.events import EventTailer, EventWriter
+from hrm.run.lock import write_pidfile
 from hrm_tui import runs
 from hrm_tui.plotting import Series, braille_plot, sample_indices, sparkline
 from hrm_tui.puzzles import render_sample
@@ -63,7 +63,7 @@ def test_resume_drops_superseded_steps() -> None:
     assert [e["step"] for e in st.evals] == [100] and [c["step"] for c in st.checkpoints] == [100]
     assert st.step == 105
     # Same answer as the library's own rule, so the app and scripts agree on history.
-    from hrm.train.events import drop_superseded
+    from hrm.run.events import drop_superseded
 
     kept = [e["step"] for e in drop_superseded(_events(lines) + [resumed] + after) if e["kind"] == "train"]
     assert kept == list(st.steps)
@@ -156,7 +156,7 @@ def test_train_command_single_and_multi_gpu(tmp_path: Path) -> None:
 
 
 def test_resume_of_a_torchrun_run_uses_torchrun(tmp_path: Path) -> None:
-    from hrm.train.config import apply_overrides, load_preset, save_config
+    from hrm.run.config import apply_overrides, load_preset, save_config
 
     run = tmp_path / "r"
     run.mkdir()
@@ -270,7 +270,7 @@ def test_cli_attach_to_a_missing_run_says_what_to_give(tmp_path: Path, capsys: p
 
 
 def test_cost_estimates_order_presets() -> None:
-    from hrm.train.config import describe, load_preset
+    from hrm.run.config import describe, load_preset
     from hrm_tui.costs import estimate
 
     def est(name: str) -> tuple[float, float]:

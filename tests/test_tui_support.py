@@ -109,7 +109,7 @@ class FakeNvmlError(Exception):
 
 class FakeNvml:
     """pynvml's call names and units (bytes, percent, °C, milliwatts) for `gpus` fixed devices, for
-    hrm.train.sysmon.SystemSampler(nvml=...). Fields named in `missing` raise as an unsupported
+    hrm.run.sysmon.SystemSampler(nvml=...). Fields named in `missing` raise as an unsupported
     query does on a real driver; `util` can be changed between samples (a moving sparkline)."""
 
     def __init__(self, gpus: int = 1, util: int = 97, missing: tuple[str, ...] = ()) -> None:
@@ -163,8 +163,8 @@ FIXED_HOST = {"cpu_percent": 34.0, "rss": 3_000_000_000, "host_mem_used": 13_207
 
 
 def fixed_sampler(nvml: Any) -> Any:
-    """The app's sampler (hrm.train.sysmon over the given NVML module) with the host pinned."""
-    from hrm.train.sysmon import SystemSampler
+    """The app's sampler (hrm.run.sysmon over the given NVML module) with the host pinned."""
+    from hrm.run.sysmon import SystemSampler
 
     sysmon = SystemSampler(nvml=nvml)
 

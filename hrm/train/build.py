@@ -42,7 +42,7 @@ def _section(cfg: Any, name: str) -> dict[str, Any]:
 def prepare_dataset(cfg: Any, env: D.DistEnv) -> DataInfo:
     """Rank 0 builds the dataset if needed (progress goes to trainer.log); the others wait for
     its path, then check it exists on their own host and build it there if it does not."""
-    from hrm.data.recipes import ensure_dataset
+    from hrm.run.recipes import ensure_dataset
 
     recipe = _section(cfg, "data")
     root: Path | None = None
@@ -71,7 +71,7 @@ def read_data_info(root: Path, task: str) -> DataInfo:
 
 def total_steps(cfg: Any, data: DataInfo) -> int:
     """train.total_steps if set, else the reference's int(epochs · groups · mean examples / batch)."""
-    from hrm.train.config import resolve_total_steps
+    from hrm.run.config import resolve_total_steps
 
     return resolve_total_steps(cfg, data.total_groups * data.mean_puzzle_examples)
 

@@ -18,8 +18,10 @@ from typing import Any, Callable
 
 import torch
 
-from hrm.train.ckpt_index import (CKPT_DIR, INDEX_NAME, best_checkpoint, checkpoint_name, checkpoints_dir,
-                                  latest_checkpoint, list_checkpoints, parse_step, read_index)
+from hrm.run.ckpt_index import (best_checkpoint, checkpoints_dir, latest_checkpoint, list_checkpoints, parse_step,
+                                read_index)
+from hrm.run.layout import CKPT_DIR, checkpoint_name
+from hrm.run.layout import CKPT_INDEX_FILE as INDEX_NAME
 
 __all__ = ["CheckpointWriter", "CheckpointCorrupt", "load_checkpoint", "to_cpu", "snapshot", "latest_checkpoint",
            "list_checkpoints", "best_checkpoint", "checkpoint_name", "checkpoints_dir"]

@@ -14,12 +14,13 @@ import json
 import logging
 import os
 import sys
-from datetime import datetime, timezone
 from pathlib import Path
+
+from hrm.run.layout import COMMANDS, QUERIES, CONFIG_FILE, CKPT_DIR, EVENTS_FILE, run_id
 
 log = logging.getLogger("hrm.train")
 
-CTL_COMMANDS = ("pause", "resume", "checkpoint", "stop", "eval", "status")
+CTL_COMMANDS = COMMANDS + QUERIES
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
 
@@ -58,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
     if argv[:1] == ["ctl"]:
         return ctl_main(argv[1:])
     args = _train_parser().parse_intermixed_args(argv)
-    from hrm.train.config import ConfigError
+    from hrm.run.config import ConfigError
 
     try:
         cfg, run_dir, fresh = resolve_run(args)
@@ -76,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def resolve_run(args: argparse.Namespace):
     """(config, run directory, fresh?) from the arguments; errors name the fix."""
-    from hrm.train.config import apply_overrides, load_config, load_preset, validate_run_name
+    from hrm.run.config import apply_overrides, load_config, load_preset, validate_run_name
 
     preset, overrides = None, []
     for a in args.args:
@@ -89,7 +90,7 @@ def resolve_run(args: argparse.Namespace):
     if preset is None:
         if args.run_dir is None:
             raise ValueError("give a preset (e.g. hrm-train sudoku-cpu) or an existing --run-dir to continue")
-        cfg_path = args.run_dir / "config.yaml"
+        cfg_path = args.run_dir / CONFIG_FILE
         if not cfg_path.is_file():
             raise FileNotFoundError(f"{cfg_path} does not exist: give a preset to start a new run in {args.run_dir}")
         cfg = apply_overrides(load_config(cfg_path), overrides)
@@ -100,7 +101,7 @@ def resolve_run(args: argparse.Namespace):
     if args.run_dir is not None:
         run_dir = args.run_dir
     else:
-        name = cfg.run.name or f"{cfg.run.preset or Path(preset).stem}-{datetime.now(timezone.utc):%Y%m%d-%H%M%S}"
+        name = cfg.run.name or run_id(cfg.run.preset or Path(preset).stem)
         run_dir = _runs_root(args.runs_root) / validate_run_name(name)
     if _has_history(run_dir) and not args.resume:
         raise FileExistsError(f"{run_dir} already holds a run; continue it with --resume latest, "
@@ -109,7 +110,7 @@ def resolve_run(args: argparse.Namespace):
 
 
 def _has_history(run_dir: Path) -> bool:
-    return (run_dir / "events.jsonl").is_file() or any((run_dir / "checkpoints").glob("*.pt"))
+    return (run_dir / EVENTS_FILE).is_file() or any((run_dir / CKPT_DIR).glob("*.pt"))
 
 
 def ctl_main(argv: list[str]) -> int:
@@ -120,7 +121,7 @@ def ctl_main(argv: list[str]) -> int:
     if not run.is_dir():
         print(f"hrm-train ctl: no run directory {args.run!r} (looked at {run})", file=sys.stderr)
         return EXIT_USAGE
-    from hrm.train.control import send_command
+    from hrm.run.control import send_command
 
     reply = send_command(run, args.cmd, timeout=args.timeout)
     if not reply.get("ok") and args.cmd == "status":
@@ -131,9 +132,9 @@ def ctl_main(argv: list[str]) -> int:
 
 def _offline_status(run: Path, reply: dict) -> dict:
     """No live trainer: report the last status the run recorded."""
-    from hrm.train.events import read_events
+    from hrm.run.events import read_events
 
-    events = read_events(run / "events.jsonl") if (run / "events.jsonl").is_file() else []
+    events = read_events(run / EVENTS_FILE) if (run / EVENTS_FILE).is_file() else []
     last = next((e for e in reversed(events) if e.get("kind") == "status"), None)
     if last is None:
         return reply

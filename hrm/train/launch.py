@@ -9,6 +9,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from hrm.run.layout import config_path, log_path
+
 log = logging.getLogger("hrm.train")
 
 
@@ -22,7 +24,7 @@ def setup_logging(run_dir: Path | None, rank: int) -> None:
     fmt = logging.Formatter(f"%(asctime)s {'' if rank == 0 else f'[rank {rank}] '}%(levelname)s %(name)s: %(message)s")
     handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
     if rank == 0 and run_dir is not None:
-        path = run_dir / "trainer.log"
+        path = log_path(run_dir)
         if not _same_file(sys.stderr, path):
             handlers.append(logging.FileHandler(path, encoding="utf-8"))
     for h in handlers:
@@ -42,8 +44,8 @@ def _same_file(stream: Any, path: Path) -> bool:
 
 def launch(cfg: Any, run_dir: Path, *, fresh: bool, resume: str | None, stop_at_step: int | None) -> int:
     from hrm.train import distributed as D
-    from hrm.train.config import config_from_dict, load_config, save_config
-    from hrm.train.pidfile import TrainerAlreadyRunning, read_pidfile, trainer_alive
+    from hrm.run.config import config_from_dict, load_config, save_config
+    from hrm.run.lock import TrainerAlreadyRunning, read_pidfile, trainer_alive
     from hrm.train.session import Session
     from hrm.train.state import CheckpointError
     from hrm.train.trainer import run_training
@@ -66,7 +68,7 @@ def launch(cfg: Any, run_dir: Path, *, fresh: bool, resume: str | None, stop_at_
             return 2
         if env.is_main:
             run_dir.mkdir(parents=True, exist_ok=True)
-            cfg_path = run_dir / "config.yaml"
+            cfg_path = config_path(run_dir)
             if fresh or not cfg_path.is_file():
                 save_config(cfg, cfg_path)
             elif load_config(cfg_path).to_dict() != cfg.to_dict():

@@ -11,6 +11,7 @@ from typing import Any
 
 import torch
 
+from hrm.run.layout import checkpoint_path, checkpoints_dir
 from hrm.train import state as S
 
 log = logging.getLogger(__name__)
@@ -20,7 +21,7 @@ def find_latest(run_dir: Path) -> Path:
     """The newest complete checkpoint of a run directory (temp files never count)."""
     from hrm.train.checkpoint import latest_checkpoint
 
-    path = latest_checkpoint(Path(run_dir) / "checkpoints")
+    path = latest_checkpoint(checkpoints_dir(run_dir))
     if path is None:
         raise S.CheckpointError(f"--resume latest: no checkpoint in {Path(run_dir) / 'checkpoints'}; "
                                 "start without --resume or name a checkpoint file")
@@ -126,7 +127,7 @@ def _writer(s: Any) -> Any:
         def failed(info: dict[str, Any]) -> None:
             s.log_event("error", f"checkpoint at step {info['step']} not written: {info['error']}")
 
-        s.writer = CheckpointWriter(s.run_dir / "checkpoints", keep_last=int(s.cfg.train.keep_last),
+        s.writer = CheckpointWriter(checkpoints_dir(s.run_dir), keep_last=int(s.cfg.train.keep_last),
                                     on_error=failed)
     return s.writer
 
@@ -137,7 +138,7 @@ def write_checkpoint(s: Any, step: int, carry: Any, metrics: dict[str, Any], wai
     if ckpt is None:
         return None
     score = (metrics.get("eval") or {}).get("exact_accuracy")
-    path = Path(s.run_dir) / "checkpoints" / f"step-{step:08d}.pt"
+    path = checkpoint_path(s.run_dir, step)
     stall = time.perf_counter() - t0
 
     def done(info: dict[str, Any]) -> None:

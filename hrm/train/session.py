@@ -17,7 +17,9 @@ import torch
 from hrm.train import build as B
 from hrm.train import distributed as D
 from hrm.train import resume as R
-from hrm.train.steering import COMMANDS, Steering
+from hrm.run.layout import COMMANDS as LAYOUT_COMMANDS
+from hrm.run.layout import QUERIES, checkpoints_dir, events_path
+from hrm.train.steering import Steering
 
 log = logging.getLogger(__name__)
 
@@ -68,14 +70,14 @@ class Session:
     def _open_run_dir(self) -> None:
         if not self.env.is_main:
             return
-        from hrm.train.events import EventWriter
-        from hrm.train.pidfile import acquire
+        from hrm.run.events import EventWriter
+        from hrm.run.lock import acquire
 
         self.run_dir.mkdir(parents=True, exist_ok=True)
         acquire(self.run_dir)
         self._pid_held = True
-        (self.run_dir / "checkpoints").mkdir(exist_ok=True)
-        self.events = EventWriter(self.run_dir / "events.jsonl")
+        checkpoints_dir(self.run_dir).mkdir(exist_ok=True)
+        self.events = EventWriter(events_path(self.run_dir))
         if self.cfg.sinks.tensorboard or self.cfg.sinks.wandb:
             from hrm.train.sinks import build_sinks
 
@@ -84,9 +86,9 @@ class Session:
 
     def _open_control(self) -> None:
         if self.env.is_main:
-            from hrm.train.control import ControlServer
+            from hrm.run.control import ControlServer
 
-            self.server = ControlServer(self.run_dir, commands=tuple(sorted(COMMANDS)) + ("status",))
+            self.server = ControlServer(self.run_dir, commands=LAYOUT_COMMANDS + QUERIES)
             self.steering = Steering(0, self.server, status_fn=self._status_fields)
         self.steering.install_signals()
 
@@ -108,7 +110,7 @@ class Session:
         if not self.env.is_main:
             return
         try:
-            from hrm.train.sysmon import SystemSampler
+            from hrm.run.sysmon import SystemSampler
         except ImportError as e:
             log.warning("system sampler unavailable: %s", e)
             return
@@ -182,11 +184,11 @@ class Session:
             log.error("could not write the failed status: %s", e)
 
     def _adopt_events(self) -> None:
-        from hrm.train.events import EventWriter
+        from hrm.run.events import EventWriter
 
         live = [r for r in range(self.env.world_size) if r not in D.dead_ranks(self.env)]
-        if live and live[0] == self.env.rank and (self.run_dir / "events.jsonl").is_file():
-            self.events = EventWriter(self.run_dir / "events.jsonl")
+        if live and live[0] == self.env.rank and events_path(self.run_dir).is_file():
+            self.events = EventWriter(events_path(self.run_dir))
         if self.cfg.sinks.tensorboard or self.cfg.sinks.wandb:
             from hrm.train.sinks import build_sinks
 
@@ -212,7 +214,7 @@ class Session:
             self.events.close()
             self.events = None
         if self._pid_held:
-            from hrm.train.pidfile import release
+            from hrm.run.lock import release
 
             release(self.run_dir)
             self._pid_held = False

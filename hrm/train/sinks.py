@@ -264,7 +264,7 @@ def build_sinks(
 def replay(events_path: str | os.PathLike[str], sink: MetricSink, kinds: Iterable[str] | None = None) -> int:
     """Send every event of an existing run to `sink` (superseded steps of a resume left out).
     Returns how many events were sent. The caller closes the sink."""
-    from hrm.train.events import drop_superseded, read_events
+    from hrm.run.events import drop_superseded, read_events
 
     wanted = set(kinds) if kinds is not None else None
     sent = 0

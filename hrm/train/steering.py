@@ -16,10 +16,12 @@ from typing import Any, Callable
 
 import torch
 
+from hrm.run.layout import COMMANDS as COMMANDS_LIST
+
 log = logging.getLogger(__name__)
 
 # Slots of the flag vector, in a fixed order shared by all ranks.
-FLAGS = ("pause", "resume", "checkpoint", "stop", "eval")
+FLAGS = COMMANDS_LIST
 COMMANDS = frozenset(FLAGS)
 
 
@@ -45,7 +47,7 @@ class Steering:
     def __init__(self, rank: int, server: Any | None = None,
                  status_fn: Callable[[], dict[str, Any]] | None = None) -> None:
         self.rank = rank
-        self.server = server  # hrm.train.control.ControlServer on rank 0, else None
+        self.server = server  # hrm.run.control.ControlServer on rank 0, else None
         self.status_fn = status_fn or (lambda: {})
         # Re-entrant: Python runs signal handlers in the main thread between bytecodes, possibly while
         # that thread is inside `with self._lock` below; a plain Lock would deadlock the trainer.

@@ -315,7 +315,7 @@ class DashboardScreen(Screen):
     def _send_worker(self, run_dir: Path, cmd: str) -> None:
         reply: dict[str, Any]
         try:
-            from hrm.train.control import send_command
+            from hrm.run.control import send_command
 
             reply = send_command(run_dir, cmd, timeout=30.0)
         except Exception as exc:  # socket gone, timeout, trainer died: show it, never crash

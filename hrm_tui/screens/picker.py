@@ -31,7 +31,7 @@ def user_preset_dirs() -> list[Path]:
 
 
 def preset_files() -> list[Path]:
-    from hrm.train.config import list_presets
+    from hrm.run.config import list_presets
 
     files = list(list_presets())
     for d in user_preset_dirs():
@@ -42,7 +42,7 @@ def preset_files() -> list[Path]:
 
 def describe_preset(path: Path) -> dict[str, Any]:
     """One picker row; errors in a user's file become a row that says what is wrong."""
-    from hrm.train.config import describe, load_preset
+    from hrm.run.config import describe, load_preset
 
     try:
         cfg = load_preset(path)
@@ -54,7 +54,7 @@ def describe_preset(path: Path) -> dict[str, Any]:
     info["layers"] = cfg.model.H_layers + cfg.model.L_layers
     info["mem"], info["step_est"] = estimate(info)
     try:
-        from hrm.data.recipes import is_built
+        from hrm.run.recipes import is_built
 
         info["built"] = "built" if is_built(info["dataset"]) else "not built"
     except ImportError:
@@ -169,7 +169,7 @@ class PickerScreen(Screen):
             return
         try:
             name, overrides, gpus = self.overrides()
-            from hrm.train.config import load_preset
+            from hrm.run.config import load_preset
 
             load_preset(row["path"], overrides)  # bad overrides: one clear message here, not a dead run
             preset = row["preset"] if Path(row["path"]).parent == _shipped_dir() else str(row["path"])
@@ -183,6 +183,6 @@ class PickerScreen(Screen):
 
 
 def _shipped_dir() -> Path:
-    from hrm.train.config import presets_dir
+    from hrm.run.config import presets_dir
 
     return presets_dir()

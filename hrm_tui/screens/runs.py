@@ -59,7 +59,7 @@ class RunsScreen(Screen):
     @dataclass
     class CheckpointsListed(Message):
         run_dir: Path
-        checkpoints: list[Any]  # hrm.train.ckpt_index.CheckpointInfo, newest first
+        checkpoints: list[Any]  # hrm.run.ckpt_index.CheckpointInfo, newest first
 
     def __init__(self) -> None:
         super().__init__()

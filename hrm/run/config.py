@@ -14,8 +14,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from hrm.train._config_errors import ConfigError, translate_validation_error
-from hrm.train._config_yaml import load_yaml, parse_overrides
+from hrm.run._config_errors import ConfigError, translate_validation_error
+from hrm.run._config_yaml import load_yaml, parse_overrides
 
 __all__ = [
     "Config", "ModelConfig", "DataConfig", "OptimConfig", "TrainConfig", "RunConfig", "SinksConfig",
@@ -25,7 +25,7 @@ __all__ = [
 ]
 
 
-# Maze side when data.size is null, per level (as hrm.data.recipes / hrm.data.maze_gen define it).
+# Maze side when data.size is null, per level (as hrm.run.recipes / hrm.data.maze_gen define it).
 MAZE_DEFAULT_SIZE = {"easy": 9, "medium": 15, "hard": 30}
 
 
@@ -66,7 +66,7 @@ class ModelConfig(_Section):
 
 
 class DataConfig(_Section):
-    """The dataset recipe (its model_dump is the recipe dict of hrm.data.recipes)."""
+    """The dataset recipe (its model_dump is the recipe dict of hrm.run.recipes)."""
 
     task: Literal["sudoku", "maze"] = Field("sudoku", description="Puzzle family.")
     path: str | None = Field(None, description="A dataset already built in the reference format; skips building.")

@@ -14,15 +14,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from hrm.run.layout import CKPT_DIR
+from hrm.run.layout import CKPT_INDEX_FILE as INDEX_NAME
+
 log = logging.getLogger(__name__)
 
-CKPT_DIR = "checkpoints"
-INDEX_NAME = "index.json"
 _CKPT_RE = re.compile(r"^step-(\d{8,})\.pt$")
-
-
-def checkpoint_name(step: int) -> str:
-    return f"step-{step:08d}.pt"
 
 
 def parse_step(name: str) -> int | None:

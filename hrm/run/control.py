@@ -26,10 +26,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
+from hrm.run.layout import COMMANDS
+from hrm.run.layout import SOCKET_FILE as SOCKET_NAME
+
 log = logging.getLogger(__name__)
 
-SOCKET_NAME = "control.sock"
-COMMANDS = ("pause", "resume", "checkpoint", "stop", "eval")
 _MAX_SUN_PATH = 100  # 108 bytes in sockaddr_un minus the NUL, with a margin
 _MAX_REQUEST = 64 * 1024
 _STALE_CLIENT_S = 30.0  # a client that never finishes its line is dropped after this

@@ -7,7 +7,7 @@ from typing import Any
 
 import yaml
 
-from hrm.train._config_errors import ConfigError
+from hrm.run._config_errors import ConfigError
 
 
 class _Loader(yaml.SafeLoader):

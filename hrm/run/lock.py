@@ -17,7 +17,7 @@ from pathlib import Path
 
 import psutil
 
-PIDFILE_NAME = "trainer.pid"
+from hrm.run.layout import PID_FILE as PIDFILE_NAME
 # psutil's create_time is a float derived from boot time + ticks: allow for rounding in the JSON.
 _CREATE_TIME_TOLERANCE_S = 0.05
 
