@@ -49,28 +49,40 @@ def symmetric_ratings(puzzles: np.ndarray, seed: int) -> list[int]:
 
 
 def _row(name: str, stats: dict, seconds: float) -> str:
-    return (f"{name:26s} {stats['n']:6d} {stats['min']:6d} {stats['p10']:7d} {stats['median']:8g} {stats['p90']:7d} "
-            f"{stats['max']:8d} {stats['zero_guess_fraction']:6.3f} {seconds:7.1f}s")
+    return (
+        f"{name:26s} {stats['n']:6d} {stats['min']:6d} {stats['p10']:7d} {stats['median']:8g} {stats['p90']:7d} "
+        f"{stats['max']:8d} {stats['zero_guess_fraction']:6.3f} {seconds:7.1f}s"
+    )
 
 
 def sudoku_bench(n: int, seed: int, workers: int | None, sym_seeds: list[int]) -> dict:
     warm_up()  # a fresh checkout compiles here once (~20 s); the workers then load the cache
     t0 = time.perf_counter()
-    puzzles, _ = generate(n, "extreme", seed, workers=workers,
-                          progress=lambda k: print(f"\r  generated {k}/{n}", end="", flush=True))
+    puzzles, _ = generate(
+        n, "extreme", seed, workers=workers, progress=lambda k: print(f"\r  generated {k}/{n}", end="", flush=True)
+    )
     gen_s = time.perf_counter() - t0
     w = workers or min(os.cpu_count() or 1, 8)  # generate()'s default for n >= 32
-    print(f"\nextreme: {n} puzzles in {gen_s:.1f}s ({n / gen_s * 60:.0f}/min, workers={w}, "
-          f"{n / gen_s * 60 / w:.0f}/min per worker)")
+    print(
+        f"\nextreme: {n} puzzles in {gen_s:.1f}s ({n / gen_s * 60:.0f}/min, workers={w}, "
+        f"{n / gen_s * 60 / w:.0f}/min per worker)"
+    )
     sets = {"generated extreme": puzzles}
     for name, rel in REAL_SUDOKU.items():
         if (SHARED / rel).is_file():
             sets[name] = _read(SHARED / rel)
-    result: dict = {"n": n, "workers": w, "seconds": round(gen_s, 1), "per_minute": round(n / gen_s * 60, 1),
-                    "ratings": {}}
+    result: dict = {
+        "n": n,
+        "workers": w,
+        "seconds": round(gen_s, 1),
+        "per_minute": round(n / gen_s * 60, 1),
+        "ratings": {},
+    }
     for s in sym_seeds:
         print(f"\nrating after one random symmetry (seed {s})")
-        print(f"{'set':26s} {'n':>6s} {'min':>6s} {'p10':>7s} {'median':>8s} {'p90':>7s} {'max':>8s} {'zero':>6s}  rate time")
+        print(
+            f"{'set':26s} {'n':>6s} {'min':>6s} {'p10':>7s} {'median':>8s} {'p90':>7s} {'max':>8s} {'zero':>6s}  rate time"
+        )
         for name, arr in sets.items():
             t = time.perf_counter()
             stats = rating_stats(symmetric_ratings(arr, s))

@@ -47,8 +47,9 @@ def run_task(task: str, preset: str, minutes: float, overrides: list[str], root:
     stopped_at: float | None = None
     curve: list[dict] = []
     last_train: dict = {}
-    print(f"{'min':>6} {'step':>7} {'train exact':>11} {METRIC[task]:>12} {'eval exact':>10} {'act steps':>9}",
-          flush=True)
+    print(
+        f"{'min':>6} {'step':>7} {'train exact':>11} {METRIC[task]:>12} {'eval exact':>10} {'act steps':>9}", flush=True
+    )
     try:
         while p.poll() is None:
             for e in tail.read():
@@ -57,14 +58,21 @@ def run_task(task: str, preset: str, minutes: float, overrides: list[str], root:
                 elif e["kind"] == "train":
                     last_train = e
                 elif e["kind"] == "eval" and t_start is not None:
-                    row = {"minutes": ((stopped_at or time.monotonic()) - t_start) / 60, "step": e["step"],
-                           "train_exact": last_train.get("exact_accuracy"),
-                           "changed_accuracy": e.get("changed_accuracy"), "exact_accuracy": e["exact_accuracy"],
-                           "act_steps": e.get("act_steps_hist")}
+                    row = {
+                        "minutes": ((stopped_at or time.monotonic()) - t_start) / 60,
+                        "step": e["step"],
+                        "train_exact": last_train.get("exact_accuracy"),
+                        "changed_accuracy": e.get("changed_accuracy"),
+                        "exact_accuracy": e["exact_accuracy"],
+                        "act_steps": e.get("act_steps_hist"),
+                    }
                     curve.append(row)
-                    print(f"{row['minutes']:6.1f} {row['step']:7d} {_pct(row['train_exact']):>11} "
-                          f"{_pct(row['changed_accuracy']):>12} {_pct(row['exact_accuracy']):>10} "
-                          f"{_mean_hist(e.get('act_steps_hist')):>9}", flush=True)
+                    print(
+                        f"{row['minutes']:6.1f} {row['step']:7d} {_pct(row['train_exact']):>11} "
+                        f"{_pct(row['changed_accuracy']):>12} {_pct(row['exact_accuracy']):>10} "
+                        f"{_mean_hist(e.get('act_steps_hist')):>9}",
+                        flush=True,
+                    )
             if t_start is not None and stopped_at is None and time.monotonic() - t_start > minutes * 60:
                 stopped_at = time.monotonic()
                 send_command(run_dir, "eval", timeout=600)
@@ -72,8 +80,15 @@ def run_task(task: str, preset: str, minutes: float, overrides: list[str], root:
             time.sleep(1.0)
         for e in tail.read():
             if e["kind"] == "eval":
-                curve.append({"minutes": minutes, "step": e["step"], "changed_accuracy": e.get("changed_accuracy"),
-                              "exact_accuracy": e["exact_accuracy"], "train_exact": last_train.get("exact_accuracy")})
+                curve.append(
+                    {
+                        "minutes": minutes,
+                        "step": e["step"],
+                        "changed_accuracy": e.get("changed_accuracy"),
+                        "exact_accuracy": e["exact_accuracy"],
+                        "train_exact": last_train.get("exact_accuracy"),
+                    }
+                )
     finally:
         if p.poll() is None:
             os.killpg(p.pid, signal.SIGTERM)
@@ -109,14 +124,16 @@ def main() -> int:
     for task in args.tasks.split(","):
         preset = args.sudoku_preset if task == "sudoku" else args.maze_preset
         results.append(run_task(task, preset, args.minutes, args.set, args.runs_root, args.threads))
-    print("\n== summary (machine: %d CPU cores, %s)" % (os.cpu_count() or 0, os.uname().nodename))
+    print(f"\n== summary (machine: {os.cpu_count() or 0} CPU cores, {os.uname().nodename})")
     for r in results:
         b = r["best"]
         need_cells, need_exact = TARGETS[r["task"]]
         ok = (b.get("changed_accuracy") or 0) >= need_cells and (b.get("exact_accuracy") or 0) >= need_exact
-        print(f"{r['task']:7} {METRIC[r['task']]} {_pct(b.get('changed_accuracy'))}  exact {_pct(b.get('exact_accuracy'))}"
-              f"  at step {b.get('step')}  ({b.get('minutes', 0):.1f} min)  target {'met' if ok else 'NOT met'}"
-              f"  [{r['run_dir']}]")
+        print(
+            f"{r['task']:7} {METRIC[r['task']]} {_pct(b.get('changed_accuracy'))}  exact {_pct(b.get('exact_accuracy'))}"
+            f"  at step {b.get('step')}  ({b.get('minutes', 0):.1f} min)  target {'met' if ok else 'NOT met'}"
+            f"  [{r['run_dir']}]"
+        )
     if args.json:
         args.json.write_text(json.dumps(results, indent=1))
     return 0

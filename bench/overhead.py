@@ -25,19 +25,28 @@ sys.path.insert(0, str(REPO))
 
 import torch  # noqa: E402
 
-from hrm.train import distributed as D  # noqa: E402
 from hrm.run.config import load_preset  # noqa: E402
+from hrm.train import distributed as D  # noqa: E402
 from hrm.train.session import Session  # noqa: E402
 from hrm.train.step import METRIC_KEYS, pack, unpack  # noqa: E402
 from hrm.train.trainer import Trainer  # noqa: E402
 
-PAPER = ["model.hidden_size=512", "model.num_heads=8", "model.H_layers=4", "model.L_layers=4",
-         "model.H_cycles=2", "model.L_cycles=2", "model.puzzle_emb_ndim=512"]
+PAPER = [
+    "model.hidden_size=512",
+    "model.num_heads=8",
+    "model.H_layers=4",
+    "model.L_layers=4",
+    "model.H_cycles=2",
+    "model.L_cycles=2",
+    "model.puzzle_emb_ndim=512",
+]
 
 
 def open_session(preset: str, overrides: list[str], run_dir: Path) -> Session:
-    cfg = load_preset(preset, ["train.total_steps=1000000", "train.eval_interval=1000000",
-                               "train.checkpoint_interval=1000000", *overrides])
+    cfg = load_preset(
+        preset,
+        ["train.total_steps=1000000", "train.eval_interval=1000000", "train.checkpoint_interval=1000000", *overrides],
+    )
     return Session.open(cfg, run_dir, D.init_distributed("cpu"))
 
 
@@ -84,18 +93,25 @@ def step_overhead(preset: str, blocks: int, block_steps: int) -> None:
             for i in range(reps):
                 res = unpack(D.all_reduce_sum(s.env, pack(s.env, loss, metrics, loss, s.steering.local_flags())), 64)
                 s.steering.decide(res.flags)
-                s.event("train", i, **dict(res.metrics, lr=1e-3, grad_norm=1.0, step_time_s=1.0, examples_per_s=1.0,
-                                           epoch=0.0))
+                s.event(
+                    "train",
+                    i,
+                    **dict(res.metrics, lr=1e-3, grad_norm=1.0, step_time_s=1.0, examples_per_s=1.0, epoch=0.0),
+                )
                 s.events_tick()
             own = (time.process_time() - c0) / reps
         finally:
             s.close()
-    print(f"trainer bookkeeping alone: {own * 1e3:.3f} ms CPU per step = {100 * own / statistics.median(bare):.3f} % "
-          f"of a bare step (the system sampler thread wakes every 1.5 s; its CPU time is in the block numbers)")
+    print(
+        f"trainer bookkeeping alone: {own * 1e3:.3f} ms CPU per step = {100 * own / statistics.median(bare):.3f} % "
+        f"of a bare step (the system sampler thread wakes every 1.5 s; its CPU time is in the block numbers)"
+    )
     for name, b_, f_ in (("CPU", bare, full), ("wall", bare_w, full_w)):
         b, f = statistics.median(b_), statistics.median(f_)
-        print(f"{name} time per step, {preset} (median of {blocks} blocks x {block_steps} steps): "
-              f"bare {b * 1e3:.1f} ms, trainer {f * 1e3:.1f} ms, overhead {100 * (f - b) / b:+.2f} % (target < 2 %)")
+        print(
+            f"{name} time per step, {preset} (median of {blocks} blocks x {block_steps} steps): "
+            f"bare {b * 1e3:.1f} ms, trainer {f * 1e3:.1f} ms, overhead {100 * (f - b) / b:+.2f} % (target < 2 %)"
+        )
         print("  per-block bare/trainer ms: " + "  ".join(f"{x * 1e3:.0f}/{y * 1e3:.0f}" for x, y in zip(b_, f_)))
 
 
@@ -119,9 +135,11 @@ def checkpoint_stall(preset: str, saves: int) -> None:
             size = max(p.stat().st_size for p in (Path(tmp) / "run" / "checkpoints").glob("step-*.pt"))
         finally:
             s.close()
-    print(f"checkpoint at paper size ({n / 1e6:.1f}M params, {size / 2**20:.0f} MiB file): loop stall "
-          f"first {stalls[0]:.3f} s, then median {statistics.median(stalls[1:] or stalls):.3f} s "
-          f"(target < 0.2 s); background write {statistics.median(writes):.2f} s")
+    print(
+        f"checkpoint at paper size ({n / 1e6:.1f}M params, {size / 2**20:.0f} MiB file): loop stall "
+        f"first {stalls[0]:.3f} s, then median {statistics.median(stalls[1:] or stalls):.3f} s "
+        f"(target < 0.2 s); background write {statistics.median(writes):.2f} s"
+    )
 
 
 def main() -> int:

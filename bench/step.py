@@ -73,27 +73,37 @@ def matmul_peak(device: torch.device, dtype: torch.dtype, seconds: float, n: int
             if time.perf_counter() - w0 > 0.3:
                 break
         w1, c1 = _clocks()
-        best_wall = max(best_wall, 2 * n ** 3 * reps / (w1 - w0))
-        best_cpu = max(best_cpu, 2 * n ** 3 * reps / max(c1 - c0, 1e-9))
+        best_wall = max(best_wall, 2 * n**3 * reps / (w1 - w0))
+        best_cpu = max(best_cpu, 2 * n**3 * reps / max(c1 - c0, 1e-9))
     return best_wall, best_cpu
 
 
 def build(hidden: int, batch: int, device: torch.device, dtype: str, seed: int = 0, world_size: int = 1):
     """Model, loss head, both optimizers and a random batch of `batch` rows (one rank's share)."""
-    cfg = HRMConfig(batch_size=batch, seq_len=81, vocab_size=11, puzzle_emb_ndim=hidden,
-                    num_puzzle_identifiers=1, hidden_size=hidden, num_heads=max(1, hidden // 64),
-                    forward_dtype=dtype)
+    cfg = HRMConfig(
+        batch_size=batch,
+        seq_len=81,
+        vocab_size=11,
+        puzzle_emb_ndim=hidden,
+        num_puzzle_identifiers=1,
+        hidden_size=hidden,
+        num_heads=max(1, hidden // 64),
+        forward_dtype=dtype,
+    )
     torch.manual_seed(seed)
     with torch.device(device):
         head = ACTLossHead(HierarchicalReasoningModel_ACTV1(cfg))
     head.train()
-    sparse = CastedSparseEmbeddingSignSGD_Distributed(head.model.puzzle_emb.buffers(), world_size=world_size,
-                                                      lr=1e-4, weight_decay=0.1)
+    sparse = CastedSparseEmbeddingSignSGD_Distributed(
+        head.model.puzzle_emb.buffers(), world_size=world_size, lr=1e-4, weight_decay=0.1
+    )
     adam = AdamATan2(head.parameters(), lr=1e-4, betas=(0.9, 0.95), weight_decay=0.1)
     g = torch.Generator().manual_seed(seed)
-    data = dict(inputs=torch.randint(1, 11, (batch, 81), generator=g, dtype=torch.int32),
-                labels=torch.randint(2, 11, (batch, 81), generator=g, dtype=torch.int32),
-                puzzle_identifiers=torch.zeros(batch, dtype=torch.int32))
+    data = dict(
+        inputs=torch.randint(1, 11, (batch, 81), generator=g, dtype=torch.int32),
+        labels=torch.randint(2, 11, (batch, 81), generator=g, dtype=torch.int32),
+        puzzle_identifiers=torch.zeros(batch, dtype=torch.int32),
+    )
     data = {k: v.to(device) for k, v in data.items()}
     return cfg, head, (sparse, adam), data
 
@@ -109,7 +119,7 @@ def make_step(head, optimizers, data, batch: int, compiled: bool, after_backward
         (loss / batch).backward()
         if after_backward is not None:
             after_backward()
-        for opt in optimizers:   # sparse SignSGD first, then AdamATan2 (the reference order)
+        for opt in optimizers:  # sparse SignSGD first, then AdamATan2 (the reference order)
             opt.step()
             opt.zero_grad()
         state["carry"] = carry
@@ -117,8 +127,9 @@ def make_step(head, optimizers, data, batch: int, compiled: bool, after_backward
     return step
 
 
-def time_steps(step, device: torch.device, steps: int, repeats: int, warmup: int, peak,
-               min_seconds: float = 0.0) -> dict[str, float]:
+def time_steps(
+    step, device: torch.device, steps: int, repeats: int, warmup: int, peak, min_seconds: float = 0.0
+) -> dict[str, float]:
     """Best wall and CPU seconds per step over `repeats` runs of `steps` steps (more runs, up to 10×, while
     the timed steps total under `min_seconds`: short configurations get as many chances at a quiet
     moment as long ones); before each run the matmul peak is measured again (`peak()` → (wall, cpu)
@@ -127,8 +138,14 @@ def time_steps(step, device: torch.device, steps: int, repeats: int, warmup: int
     for _ in range(warmup):
         step()
     _sync(device)
-    out = dict(wall=float("inf"), cpu=float("inf"), peak_wall=0.0, peak_cpu=0.0,
-               paired_wall=float("inf"), paired_cpu=float("inf"))
+    out = dict(
+        wall=float("inf"),
+        cpu=float("inf"),
+        peak_wall=0.0,
+        peak_cpu=0.0,
+        paired_wall=float("inf"),
+        paired_cpu=float("inf"),
+    )
     timed, done = 0.0, 0
     while done < repeats or (timed < min_seconds and done < 10 * repeats):
         done += 1
@@ -154,13 +171,20 @@ def main() -> None:
     p.add_argument("--batch", type=int, nargs="+", default=[32, 64])
     p.add_argument("--steps", type=int, default=2, help="steps per timed repeat")
     p.add_argument("--repeats", type=int, default=4, help="timed repeats per configuration (best is kept)")
-    p.add_argument("--min-seconds", type=float, default=20.0,
-                   help="keep adding timed repeats (up to 10× --repeats) until the timed steps total this long")
+    p.add_argument(
+        "--min-seconds",
+        type=float,
+        default=20.0,
+        help="keep adding timed repeats (up to 10× --repeats) until the timed steps total this long",
+    )
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--peak-seconds", type=float, default=1.0, help="matmul peak measured before every timed run")
     p.add_argument("--threads", type=int, help="torch.set_num_threads (default: torch's choice)")
-    p.add_argument("--plain", action="store_true",
-                   help="also time the plain torch ops (HRM_FUSED_CPU=0) beside the fused CPU block")
+    p.add_argument(
+        "--plain",
+        action="store_true",
+        help="also time the plain torch ops (HRM_FUSED_CPU=0) beside the fused CPU block",
+    )
     p.add_argument("--compile", action="store_true", help="also time torch.compile'd steps (opt-in)")
     p.add_argument("--cuda", action="store_true", help="GPU, bf16, paper config: hidden 512, batch 768")
     args = p.parse_args()
@@ -169,7 +193,7 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     device = torch.device("cuda" if args.cuda else "cpu")
     if device.type == "cpu":
-        keep_freed_memory()   # as the trainer does on CPU
+        keep_freed_memory()  # as the trainer does on CPU
     if args.cuda:
         if not torch.cuda.is_available():
             raise SystemExit("--cuda: torch sees no CUDA device")
@@ -178,16 +202,20 @@ def main() -> None:
     else:
         hiddens, batches, dtype, mm_dtype = args.hidden, args.batch, "float32", torch.float32
     name = torch.cuda.get_device_name() if args.cuda else f"CPU, {torch.get_num_threads()} threads"
-    print(f"device: {name}; torch {torch.__version__}; compute {dtype}; best of {args.repeats}+ runs of {args.steps} steps "
-          f"(more while a configuration has been timed under {args.min_seconds:g} s)")
+    print(
+        f"device: {name}; torch {torch.__version__}; compute {dtype}; best of {args.repeats}+ runs of {args.steps} steps "
+        f"(more while a configuration has been timed under {args.min_seconds:g} s)"
+    )
     if device.type == "cpu":
         print(f"eager CPU float32 blocks: {fused_block.describe()}")
 
     modes = ["eager"] + (["plain"] if args.plain else []) + (["compile"] if args.compile else [])
     peak_wall = peak_cpu = 0.0
     rows = []
-    print(f"{'mode':<8}{'hidden':>7}{'batch':>6}{'step s':>8}{'ex/s':>7}{'GFLOP/s':>9}{'MFU':>7}{'paired':>8}"
-          f"{'cpu s':>8}{'MFU(cpu)':>9}{'paired':>8}")
+    print(
+        f"{'mode':<8}{'hidden':>7}{'batch':>6}{'step s':>8}{'ex/s':>7}{'GFLOP/s':>9}{'MFU':>7}{'paired':>8}"
+        f"{'cpu s':>8}{'MFU(cpu)':>9}{'paired':>8}"
+    )
 
     def peak() -> tuple[float, float]:
         return matmul_peak(device, mm_dtype, args.peak_seconds)
@@ -202,20 +230,39 @@ def main() -> None:
                     r = time_steps(step, device, args.steps, args.repeats, warmup, peak, args.min_seconds)
                 peak_wall, peak_cpu = max(peak_wall, r["peak_wall"]), max(peak_cpu, r["peak_cpu"])
                 flop = flops_per_example(cfg, train=True) * batch
-                rows.append((mode, hidden, batch, batch / r["wall"], flop / r["wall"], flop / r["paired_wall"],
-                             flop / r["cpu"], flop / r["paired_cpu"]))
-                print(f"{mode:<8}{hidden:>7}{batch:>6}{r['wall']:>8.2f}{batch / r['wall']:>7.1f}"
-                      f"{flop / r['wall'] / 1e9:>9.1f}{flop / r['wall'] / peak_wall:>7.1%}{flop / r['paired_wall']:>8.1%}"
-                      f"{r['cpu']:>8.2f}{flop / r['cpu'] / peak_cpu:>9.1%}{flop / r['paired_cpu']:>8.1%}", flush=True)
-    print(f"\npeak ({mm_dtype}, 2048² mm, best window of the run): {peak_wall / 1e9:.1f} GFLOP/s wall, "
-          f"{peak_cpu / 1e9:.1f} GFLOP per CPU-second")
-    print("MFU: best step FLOP/s ÷ best peak of the whole run (conservative). paired: per timed run, ÷ the peak\n"
-          "measured just before it (best run kept). (cpu): CPU seconds of this process instead of wall seconds,\n"
-          "which removes the time other processes held the cores (exact with --threads 1).")
+                rows.append(
+                    (
+                        mode,
+                        hidden,
+                        batch,
+                        batch / r["wall"],
+                        flop / r["wall"],
+                        flop / r["paired_wall"],
+                        flop / r["cpu"],
+                        flop / r["paired_cpu"],
+                    )
+                )
+                print(
+                    f"{mode:<8}{hidden:>7}{batch:>6}{r['wall']:>8.2f}{batch / r['wall']:>7.1f}"
+                    f"{flop / r['wall'] / 1e9:>9.1f}{flop / r['wall'] / peak_wall:>7.1%}{flop / r['paired_wall']:>8.1%}"
+                    f"{r['cpu']:>8.2f}{flop / r['cpu'] / peak_cpu:>9.1%}{flop / r['paired_cpu']:>8.1%}",
+                    flush=True,
+                )
+    print(
+        f"\npeak ({mm_dtype}, 2048² mm, best window of the run): {peak_wall / 1e9:.1f} GFLOP/s wall, "
+        f"{peak_cpu / 1e9:.1f} GFLOP per CPU-second"
+    )
+    print(
+        "MFU: best step FLOP/s ÷ best peak of the whole run (conservative). paired: per timed run, ÷ the peak\n"
+        "measured just before it (best run kept). (cpu): CPU seconds of this process instead of wall seconds,\n"
+        "which removes the time other processes held the cores (exact with --threads 1)."
+    )
     print("\nfinal (MFU, paired, MFU(cpu), paired(cpu)):")
     for mode, hidden, batch, exs, fw, fpw, fc, fpc in rows:
-        print(f"  {mode:<8} hidden {hidden:>4} batch {batch:>4}: {exs:6.1f} ex/s  {fw / 1e9:6.1f} GFLOP/s  "
-              f"{fw / peak_wall:6.1%} {fpw:6.1%} {fc / peak_cpu:6.1%} {fpc:6.1%}")
+        print(
+            f"  {mode:<8} hidden {hidden:>4} batch {batch:>4}: {exs:6.1f} ex/s  {fw / 1e9:6.1f} GFLOP/s  "
+            f"{fw / peak_wall:6.1%} {fpw:6.1%} {fc / peak_cpu:6.1%} {fpc:6.1%}"
+        )
 
 
 if __name__ == "__main__":

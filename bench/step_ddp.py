@@ -44,17 +44,19 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _rank_main(rank: int, world: int, port: int, hidden: int, batch: int, args: argparse.Namespace,
-               out: "mp.Queue") -> None:
+def _rank_main(
+    rank: int, world: int, port: int, hidden: int, batch: int, args: argparse.Namespace, out: mp.Queue
+) -> None:
     torch.set_num_threads(args.threads_per_rank)
-    keep_freed_memory()   # as the trainer does on CPU
+    keep_freed_memory()  # as the trainer does on CPU
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     dist.init_process_group("gloo", rank=rank, world_size=world)
     env = D.DistEnv(rank=rank, world_size=world, backend="gloo")
     _cfg, head, opts, data = build(hidden, batch // world, torch.device("cpu"), "float32", world_size=world)
     params = [p for p in head.parameters() if p.requires_grad]
-    step = make_step(head, opts, data, batch, compiled=args.compile,
-                     after_backward=lambda: D.all_reduce_grads(env, params))
+    step = make_step(
+        head, opts, data, batch, compiled=args.compile, after_backward=lambda: D.all_reduce_grads(env, params)
+    )
     for _ in range(args.warmup + (2 if args.compile else 0)):
         step()
     best_wall = best_cpu = float("inf")
@@ -75,8 +77,11 @@ def run_config(hidden: int, batch: int, args: argparse.Namespace) -> tuple[float
     """Best (wall, rank-0 CPU) seconds per global step of `args.procs` ranks."""
     ctx = mp.get_context("spawn")
     out = ctx.Queue()
-    procs = [ctx.Process(target=_rank_main, args=(r, args.procs, port, hidden, batch, args, out))
-             for port in [_free_port()] for r in range(args.procs)]
+    procs = [
+        ctx.Process(target=_rank_main, args=(r, args.procs, port, hidden, batch, args, out))
+        for port in [_free_port()]
+        for r in range(args.procs)
+    ]
     for p in procs:
         p.start()
     try:
@@ -102,8 +107,10 @@ def main() -> None:
     p.add_argument("--compile", action="store_true")
     args = p.parse_args()
 
-    print(f"CPU, {args.procs} ranks × {args.threads_per_rank} thread(s), gloo; torch {torch.__version__}; "
-          f"{'compiled' if args.compile else 'eager'}; best of {args.repeats}×{args.steps} steps")
+    print(
+        f"CPU, {args.procs} ranks × {args.threads_per_rank} thread(s), gloo; torch {torch.__version__}; "
+        f"{'compiled' if args.compile else 'eager'}; best of {args.repeats}×{args.steps} steps"
+    )
     print(f"{'hidden':>7}{'batch':>6}{'step s':>8}{'ex/s':>7}{'GFLOP/s':>9}{'MFU':>7}{'paired':>8}")
     best_peak, rows = 0.0, []
     for hidden in args.hidden:
@@ -114,14 +121,21 @@ def main() -> None:
             cfg, *_ = build(hidden, batch, torch.device("cpu"), "float32")
             flop = flops_per_example(cfg, train=True) * batch
             rows.append((hidden, batch, wall, flop))
-            print(f"{hidden:>7}{batch:>6}{wall:>8.2f}{batch / wall:>7.1f}{flop / wall / 1e9:>9.1f}"
-                  f"{flop / wall / best_peak:>7.1%}{flop / wall / peak_now:>8.1%}", flush=True)
-    print(f"\npeak (float32, 2048² mm, {torch.get_num_threads()} threads, best window of the run): "
-          f"{best_peak / 1e9:.1f} GFLOP/s")
+            print(
+                f"{hidden:>7}{batch:>6}{wall:>8.2f}{batch / wall:>7.1f}{flop / wall / 1e9:>9.1f}"
+                f"{flop / wall / best_peak:>7.1%}{flop / wall / peak_now:>8.1%}",
+                flush=True,
+            )
+    print(
+        f"\npeak (float32, 2048² mm, {torch.get_num_threads()} threads, best window of the run): "
+        f"{best_peak / 1e9:.1f} GFLOP/s"
+    )
     print("final MFU (÷ best peak of the whole run):")
     for hidden, batch, wall, flop in rows:
-        print(f"  hidden {hidden:>4} batch {batch:>4}: {batch / wall:6.1f} ex/s  {flop / wall / 1e9:6.1f} GFLOP/s  "
-              f"{flop / wall / best_peak:6.1%}")
+        print(
+            f"  hidden {hidden:>4} batch {batch:>4}: {batch / wall:6.1f} ex/s  {flop / wall / 1e9:6.1f} GFLOP/s  "
+            f"{flop / wall / best_peak:6.1%}"
+        )
 
 
 if __name__ == "__main__":

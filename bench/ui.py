@@ -62,27 +62,87 @@ def write_big_run(run: Path, lines: int) -> None:
     t0 = 1_764_057_600.0
     sample = {"input": [1] * 81, "prediction": [2] * 81, "label": [2] * 81}
     with open(run / "events.jsonl", "w") as f:
-        f.write(_dumps({"v": 1, "t": t0, "kind": "run", "step": 0, "task": "sudoku", "grid": [9, 9],
-                            "total_steps": 10**6, "resumed_from": None}) + "\n")
+        f.write(
+            _dumps(
+                {
+                    "v": 1,
+                    "t": t0,
+                    "kind": "run",
+                    "step": 0,
+                    "task": "sudoku",
+                    "grid": [9, 9],
+                    "total_steps": 10**6,
+                    "resumed_from": None,
+                }
+            )
+            + "\n"
+        )
         n, step = 1, 0
         while n < lines:
             step += 1
             t = t0 + step * 0.1
-            f.write(_dumps({"v": 1, "t": t, "kind": "train", "step": step, "lr": 1e-4,
-                                "loss": 2 * math.exp(-step / 50000) + 0.1, "lm_loss": 1.0, "q_halt_loss": 0.1,
-                                "q_continue_loss": 0.1, "accuracy": 0.5, "exact_accuracy": 0.1,
-                                "q_halt_accuracy": 0.8, "act_steps_mean": 4.0, "halted_frac": 0.3,
-                                "examples_per_s": 400.0, "step_time_s": 0.1, "grad_norm": 1.0,
-                                "epoch": step / 100, "count": 1}) + "\n")
+            f.write(
+                _dumps(
+                    {
+                        "v": 1,
+                        "t": t,
+                        "kind": "train",
+                        "step": step,
+                        "lr": 1e-4,
+                        "loss": 2 * math.exp(-step / 50000) + 0.1,
+                        "lm_loss": 1.0,
+                        "q_halt_loss": 0.1,
+                        "q_continue_loss": 0.1,
+                        "accuracy": 0.5,
+                        "exact_accuracy": 0.1,
+                        "q_halt_accuracy": 0.8,
+                        "act_steps_mean": 4.0,
+                        "halted_frac": 0.3,
+                        "examples_per_s": 400.0,
+                        "step_time_s": 0.1,
+                        "grad_norm": 1.0,
+                        "epoch": step / 100,
+                        "count": 1,
+                    }
+                )
+                + "\n"
+            )
             n += 1
             if step % 10 == 0:
-                f.write(_dumps({"v": 1, "t": t, "kind": "system", "step": step, "gpus": [], "nvml": "none",
-                                    "cpu_percent": 50.0, "host_mem_used": 1e9, "host_mem_total": 8e9}) + "\n")
+                f.write(
+                    _dumps(
+                        {
+                            "v": 1,
+                            "t": t,
+                            "kind": "system",
+                            "step": step,
+                            "gpus": [],
+                            "nvml": "none",
+                            "cpu_percent": 50.0,
+                            "host_mem_used": 1e9,
+                            "host_mem_total": 8e9,
+                        }
+                    )
+                    + "\n"
+                )
                 n += 1
             if step % 1000 == 0:
-                f.write(_dumps({"v": 1, "t": t, "kind": "eval", "step": step, "loss": 1.0, "accuracy": 0.5,
-                                    "exact_accuracy": 0.1, "act_steps_hist": [1] * 16,
-                                    "samples": [sample] * 8}) + "\n")
+                f.write(
+                    _dumps(
+                        {
+                            "v": 1,
+                            "t": t,
+                            "kind": "eval",
+                            "step": step,
+                            "loss": 1.0,
+                            "accuracy": 0.5,
+                            "exact_accuracy": 0.1,
+                            "act_steps_hist": [1] * 16,
+                            "samples": [sample] * 8,
+                        }
+                    )
+                    + "\n"
+                )
                 n += 1
     return None
 
@@ -132,8 +192,10 @@ def main(argv: list[str] | None = None) -> int:
         big = tmp / "runs" / "big"
         t = time.perf_counter()
         write_big_run(big, args.lines)
-        print(f"wrote {args.lines:,} lines ({(big / 'events.jsonl').stat().st_size / 1e6:.0f} MB) "
-              f"in {time.perf_counter() - t:.1f} s")
+        print(
+            f"wrote {args.lines:,} lines ({(big / 'events.jsonl').stat().st_size / 1e6:.0f} MB) "
+            f"in {time.perf_counter() - t:.1f} s"
+        )
         last_step = sum(1 for line in open(big / "events.jsonl") if '"kind":"train"' in line)
         t0, pid = start_app(["attach", str(big)], tmp)
         results["attach_s"] = wait_screen(f"step {last_step:,}") - t0
@@ -164,10 +226,21 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         stop_app()
         shutil.rmtree(tmp, ignore_errors=True)
-    targets = {"first_paint_s": 1.5, "attach_s": 2.0, "cpu_percent_of_core": 10.0, "rss_peak_mb": 200.0,
-               "attached_rss_mb": 200.0}
+    targets = {
+        "first_paint_s": 1.5,
+        "attach_s": 2.0,
+        "cpu_percent_of_core": 10.0,
+        "rss_peak_mb": 200.0,
+        "attached_rss_mb": 200.0,
+    }
     for k, v in results.items():
-        verdict = f"target < {targets[k]:g}   {'ok' if v < targets[k] else 'MISSED'}" if k in targets else "(process CPU time)" if k.endswith("cpu_s") else ""
+        verdict = (
+            f"target < {targets[k]:g}   {'ok' if v < targets[k] else 'MISSED'}"
+            if k in targets
+            else "(process CPU time)"
+            if k.endswith("cpu_s")
+            else ""
+        )
         print(f"{k:22s} {v:8.2f}   {verdict}")
     print(f"machine: {os.cpu_count()} cores, load {os.getloadavg()[0]:.1f}")
     return 0

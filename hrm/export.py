@@ -59,8 +59,9 @@ def event_rows(events_path: str | Path, kinds: set[str] | None = None) -> tuple[
     """(columns, rows) of the run's events, superseded steps dropped, filtered by kind."""
     from hrm.run.events import drop_superseded, read_events
 
-    rows = [flatten_event(e) for e in drop_superseded(read_events(events_path))
-            if kinds is None or e.get("kind") in kinds]
+    rows = [
+        flatten_event(e) for e in drop_superseded(read_events(events_path)) if kinds is None or e.get("kind") in kinds
+    ]
     columns: dict[str, None] = dict.fromkeys(_BASE)
     for row in rows:
         columns.update(dict.fromkeys(row))
@@ -116,16 +117,18 @@ def _events_file(run: str) -> Path:
 
 
 def _parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="hrm-export", description="Export a run's metrics as a table, or mirror them "
-                                 "to TensorBoard / W&B.")
+    ap = argparse.ArgumentParser(
+        prog="hrm-export", description="Export a run's metrics as a table, or mirror them to TensorBoard / W&B."
+    )
     ap.add_argument("run", help="run directory (or its events.jsonl)")
     out = ap.add_mutually_exclusive_group(required=True)
     out.add_argument("--csv", metavar="OUT", help="write a CSV table")
     out.add_argument("--parquet", metavar="OUT", help="write a Parquet table (needs pyarrow)")
     out.add_argument("--tensorboard", metavar="DIR", help="write TensorBoard event files into DIR")
     out.add_argument("--wandb", metavar="DIR", help="write an offline W&B run under DIR (sync with `wandb sync`)")
-    ap.add_argument("--kinds", default="train,eval",
-                    help="event kinds to export, comma-separated, or 'all' (default: train,eval)")
+    ap.add_argument(
+        "--kinds", default="train,eval", help="event kinds to export, comma-separated, or 'all' (default: train,eval)"
+    )
     return ap
 
 
@@ -134,16 +137,22 @@ def main(argv: list[str] | None = None) -> int:
     kinds = None if args.kinds.strip() == "all" else {k.strip() for k in args.kinds.split(",") if k.strip()}
     unknown = sorted((kinds or set()) - set(KINDS))
     if unknown or kinds == set():
-        print(f"hrm-export: --kinds {args.kinds!r}: unknown kind {', '.join(unknown) or '(none given)'}; "
-              f"use a comma-separated subset of {','.join(KINDS)} or 'all'", file=sys.stderr)
+        print(
+            f"hrm-export: --kinds {args.kinds!r}: unknown kind {', '.join(unknown) or '(none given)'}; "
+            f"use a comma-separated subset of {','.join(KINDS)} or 'all'",
+            file=sys.stderr,
+        )
         return 2
     try:
         events = _events_file(args.run)
         if args.tensorboard or args.wandb:
             from hrm.train.sinks import TensorBoardSink, WandbSink, replay
 
-            sink = TensorBoardSink(args.tensorboard) if args.tensorboard else WandbSink(
-                args.wandb, name=events.parent.name)
+            sink = (
+                TensorBoardSink(args.tensorboard)
+                if args.tensorboard
+                else WandbSink(args.wandb, name=events.parent.name)
+            )
             try:
                 n = replay(events, sink, kinds)
             finally:

@@ -10,8 +10,12 @@ from pathlib import Path
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="hrm-tui", description="Launch, watch and steer HRM training runs.")
-    parser.add_argument("--runs-root", type=Path, default=Path(os.environ.get("HRM_RUNS_ROOT", "runs")),
-                        help="where runs live (default: $HRM_RUNS_ROOT or ./runs, as hrm-train)")
+    parser.add_argument(
+        "--runs-root",
+        type=Path,
+        default=Path(os.environ.get("HRM_RUNS_ROOT", "runs")),
+        help="where runs live (default: $HRM_RUNS_ROOT or ./runs, as hrm-train)",
+    )
     parser.add_argument("--readonly", action="store_true", help="watch only: hide every control")
     sub = parser.add_subparsers(dest="command")
     attach = sub.add_parser("attach", help="open one run directory directly")
@@ -26,8 +30,11 @@ def main(argv: list[str] | None = None) -> None:
     if args.command == "attach":
         run_dir = args.run if args.run.is_dir() else args.runs_root / args.run
         if not run_dir.is_dir():
-            print(f"hrm-tui: no run directory {args.run} (nor {run_dir}): give a path to a run "
-                  f"directory, or a run id under --runs-root", file=sys.stderr)
+            print(
+                f"hrm-tui: no run directory {args.run} (nor {run_dir}): give a path to a run "
+                f"directory, or a run id under --runs-root",
+                file=sys.stderr,
+            )
             sys.exit(2)
         run_dir = run_dir.resolve()
     from hrm_tui.app import HrmApp  # after argument errors: they need no Textual start-up

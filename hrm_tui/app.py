@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from textual.app import App
 from textual.binding import Binding
@@ -26,10 +27,17 @@ class HrmApp(App[int]):
         Binding("q", "quit", "Quit (the run continues)"),
     ]
 
-    def __init__(self, runs_root: Path = Path("runs"), *, attach: Path | None = None, readonly: bool = False,
-                 sampler: Callable[[], dict[str, Any]] | None = None, sample_system: bool = True,
-                 clock: Callable[[], float] = time.time,
-                 child_env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        runs_root: Path = Path("runs"),
+        *,
+        attach: Path | None = None,
+        readonly: bool = False,
+        sampler: Callable[[], dict[str, Any]] | None = None,
+        sample_system: bool = True,
+        clock: Callable[[], float] = time.time,
+        child_env: dict[str, str] | None = None,
+    ) -> None:
         super().__init__()
         self.runs_root = runs_root
         self.readonly = readonly
@@ -88,8 +96,13 @@ class HrmApp(App[int]):
                 assert isinstance(binding, Binding)  # we declare every key as a Binding
                 name, _, rest = binding.action.partition("(")
                 params = tuple(p.strip("'\" )") for p in rest.split(",") if p.strip("'\" )"))
-                rows.append((self.get_key_display(binding), binding.description or name,
-                             node.check_action(name, params) is True))
+                rows.append(
+                    (
+                        self.get_key_display(binding),
+                        binding.description or name,
+                        node.check_action(name, params) is True,
+                    )
+                )
         self.push_screen(HelpScreen(type(screen).__name__.removesuffix("Screen"), rows))
 
 

@@ -53,7 +53,7 @@ def replay(path: Path, size: int, *, stride: int = 1, stop: threading.Event | No
             if end < 0:
                 pending = data
                 continue
-            lines, pending = data[:end].split(b"\n"), data[end + 1:]
+            lines, pending = data[:end].split(b"\n"), data[end + 1 :]
             if offset < thin_before:
                 kept = []
                 for line in lines:
@@ -69,6 +69,9 @@ def replay(path: Path, size: int, *, stride: int = 1, stop: threading.Event | No
             state.apply(events)
             offset += end + 1
     if thinned_step is not None:
-        state.add_log(state.first_t or 0.0, "info", f"history: train points before step {thinned_step:,} "
-                      f"kept 1 in {stride} (plots sample them anyway)")
+        state.add_log(
+            state.first_t or 0.0,
+            "info",
+            f"history: train points before step {thinned_step:,} kept 1 in {stride} (plots sample them anyway)",
+        )
     return state, offset

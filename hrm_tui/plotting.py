@@ -7,8 +7,8 @@ a few times a second from 200k points (we sample at most a few hundred), and has
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 from rich.text import Text
 
@@ -52,8 +52,9 @@ def format_tick(v: float) -> str:
     return f"{v:.3f}"
 
 
-def braille_plot(series: list[Series], width: int, height: int, *, log_y: bool = False,
-                 y_range: tuple[float, float] | None = None) -> list[Text]:
+def braille_plot(
+    series: list[Series], width: int, height: int, *, log_y: bool = False, y_range: tuple[float, float] | None = None
+) -> list[Text]:
     """`height` lines of `width` cells: a y-axis gutter, then the braille canvas."""
     gutter = 8
     cols = max(1, width - gutter)
@@ -61,8 +62,7 @@ def braille_plot(series: list[Series], width: int, height: int, *, log_y: bool =
     ty = (lambda v: math.log10(v)) if log_y else (lambda v: v)
     pts: list[tuple[list[tuple[float, float]], Series]] = []
     for s in series:
-        p = [(float(x), ty(float(y))) for x, y in zip(s.xs, s.ys)
-             if _finite(y) and _finite(x) and (not log_y or y > 0)]
+        p = [(float(x), ty(float(y))) for x, y in zip(s.xs, s.ys) if _finite(y) and _finite(x) and (not log_y or y > 0)]
         pts.append((p, s))
     all_pts = [q for p, _ in pts for q in p]
     if not all_pts:
@@ -106,7 +106,7 @@ def braille_plot(series: list[Series], width: int, height: int, *, log_y: bool =
             else:
                 _line(prev, cur, lambda a, b, st=s.style: dot(a, b, st))
             prev = cur
-    inv = (lambda v: 10 ** v) if log_y else (lambda v: v)
+    inv = (lambda v: 10**v) if log_y else (lambda v: v)
     lines: list[Text] = []
     for r in range(rows):
         label = ""

@@ -80,8 +80,9 @@ def sudoku_text(sample: dict, grid: list[int] | None = None, styles: PuzzleStyle
     return out, wrong
 
 
-def maze_text(sample: dict, grid: list[int] | None = None, styles: PuzzleStyles = PuzzleStyles(),
-              wide: bool = False) -> tuple[Text, int]:
+def maze_text(
+    sample: dict, grid: list[int] | None = None, styles: PuzzleStyles = PuzzleStyles(), wide: bool = False
+) -> tuple[Text, int]:
     """Walls as blocks, S/G letters, the model's path (•), the label's path where they differ (·);
     `wide` draws each cell two columns wide (square-looking). Returns the drawing and the number of
     cells where the model's path differs from the label's."""
@@ -117,8 +118,9 @@ def maze_text(sample: dict, grid: list[int] | None = None, styles: PuzzleStyles 
     return out, wrong
 
 
-def render_sample(task: str, sample: dict, grid: list[int] | None = None,
-                  styles: PuzzleStyles = PuzzleStyles(), width: int = 0) -> tuple[Text, str, str]:
+def render_sample(
+    task: str, sample: dict, grid: list[int] | None = None, styles: PuzzleStyles = PuzzleStyles(), width: int = 0
+) -> tuple[Text, str, str]:
     """(drawing, legend, verdict); mazes are drawn two columns per cell when `width` allows."""
     if task == "maze":
         cols = _side(list(sample.get("input") or []), grid)[1]

@@ -91,7 +91,9 @@ def run_info(run_dir: Path) -> RunInfo:
     events_path = run_dir / EVENTS
     tail = _tail_events(events_path)
     state, reason, step, total, last_t = "unknown", None, 0, None, None
-    run_ev: dict[str, Any] = next((e for e in reversed(tail) if e.get("kind") == "run"), {}) or _first_event(events_path)
+    run_ev: dict[str, Any] = next((e for e in reversed(tail) if e.get("kind") == "run"), {}) or _first_event(
+        events_path
+    )
     if run_ev.get("kind") == "run":
         total = run_ev.get("total_steps")
     for ev in tail:
@@ -179,8 +181,15 @@ def new_run_dir(runs_root: Path, preset: str, name: str | None = None, now: floa
 def train_command(preset: str | None, run_dir: Path, overrides: list[str], gpus: int = 1) -> list[str]:
     """`python -m hrm.train`, or torchrun of it for gpus > 1; no preset: the run's own config.yaml."""
     if gpus > 1:
-        head = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={gpus}",
-                "-m", "hrm.train"]
+        head = [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            f"--nproc_per_node={gpus}",
+            "-m",
+            "hrm.train",
+        ]
     else:
         head = [sys.executable, "-m", "hrm.train"]
     return head + ([preset] if preset else []) + ["--run-dir", str(run_dir), *overrides]
@@ -193,22 +202,36 @@ def _spawn(argv: list[str], run_dir: Path, env: dict[str, str] | None = None) ->
     with open(run_dir / TRAINER_LOG, "ab") as log:
         log.write(f"$ {' '.join(argv)}\n".encode())
         log.flush()
-        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                                start_new_session=True, close_fds=True, env=env, cwd=os.getcwd())
+        proc = subprocess.Popen(
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            close_fds=True,
+            env=env,
+            cwd=os.getcwd(),
+        )
     _children[run_dir.resolve()] = proc
     return proc
 
 
-def launch(preset: str, runs_root: Path, *, name: str | None = None, overrides: list[str] | None = None,
-           gpus: int = 1, env: dict[str, str] | None = None) -> tuple[Path, subprocess.Popen]:
+def launch(
+    preset: str,
+    runs_root: Path,
+    *,
+    name: str | None = None,
+    overrides: list[str] | None = None,
+    gpus: int = 1,
+    env: dict[str, str] | None = None,
+) -> tuple[Path, subprocess.Popen]:
     run_dir = new_run_dir(runs_root, preset, name)
     if gpus > 1:
         overrides = [*(overrides or []), f"train.gpus={gpus}"]
     return run_dir, _spawn(train_command(preset, run_dir, list(overrides or []), gpus), run_dir, env)
 
 
-def resume(run_dir: Path, checkpoint: Path, *, gpus: int = 1,
-           env: dict[str, str] | None = None) -> subprocess.Popen:
+def resume(run_dir: Path, checkpoint: Path, *, gpus: int = 1, env: dict[str, str] | None = None) -> subprocess.Popen:
     """Continue a stopped/finished/failed run from one of its checkpoints, in the same directory."""
     if trainer_alive(run_dir):
         raise LaunchError(f"{run_dir.name} is still running: stop it before resuming from a checkpoint")

@@ -124,8 +124,13 @@ class RunState:
             self.step = step
             self._log(ev, "info", f"resumed at step {_n(step)} from {resumed}")
         else:
-            self._log(ev, "info", f"run started · {ev.get('num_params', '?'):,} parameters"
-                      if isinstance(ev.get("num_params"), int) else "run started")
+            self._log(
+                ev,
+                "info",
+                f"run started · {ev.get('num_params', '?'):,} parameters"
+                if isinstance(ev.get("num_params"), int)
+                else "run started",
+            )
         self.changed.update({"plots", "act", "puzzle", "system"})
 
     def _on_system(self, ev: dict[str, Any]) -> None:

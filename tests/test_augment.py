@@ -6,8 +6,14 @@ import random
 
 import numpy as np
 
-from hrm.data.augment import (apply_transform, augment, augment_all, numbered_transform, random_symmetry,
-                              random_transform)
+from hrm.data.augment import (
+    apply_transform,
+    augment,
+    augment_all,
+    numbered_transform,
+    random_symmetry,
+    random_transform,
+)
 from hrm.data.sudoku_gen import _random_grid, _reduce
 from hrm.data.sudoku_solver import count_solutions, is_valid_solution, solve
 
@@ -63,7 +69,7 @@ def test_augment_all_groups_and_seeding():
     assert [len(g) for g in a] == [5, 5, 5]
     for k, g in enumerate(a):
         assert np.array_equal(g[0][0], puzzles[k])  # copy 0 is the original, in its own group
-        for p, s in g:  # every copy keeps its original's solution up to relabelling
+        for _p, s in g:  # every copy keeps its original's solution up to relabelling
             assert sorted(np.bincount(s, minlength=10)[1:]) == [9] * 9
     flat = lambda gs: np.concatenate([np.stack([p for p, _ in g]) for g in gs])  # noqa: E731
     assert np.array_equal(flat(a), flat(b))
@@ -84,10 +90,12 @@ def test_random_symmetry_keeps_validity():
 
 def _decode(code: int) -> tuple[np.ndarray, bool, np.ndarray, np.ndarray]:
     """The documented mixed radix, by hand: digits (Lehmer), transpose, band/rows, stack/columns."""
+
     def take(pool: list[int]) -> int:
         nonlocal code
         code, k = divmod(code, len(pool))
         return pool.pop(k)
+
     pool = list(range(1, 10))
     digits = [0] + [take(pool) for _ in range(9)]
     transpose = bool(code & 1)
@@ -120,4 +128,3 @@ def test_numbered_transform_is_the_augmentation_family():
         assert is_valid_solution(out)
         transposed += transpose
     assert 70 < transposed < 130
-

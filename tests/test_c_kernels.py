@@ -24,23 +24,27 @@ def _reference(qkv: torch.Tensor, batch: int, heads: int, cos: torch.Tensor | No
     seq, dim = qkv.shape[0] // batch, qkv.shape[1] // (3 * heads)
     q, k, v = qkv.double().view(batch, seq, 3, heads, dim).permute(2, 0, 3, 1, 4)
     if cos is not None:
+
         def rotate(x: torch.Tensor) -> torch.Tensor:
             x1, x2 = x.chunk(2, dim=-1)
             return x * cos.double() + torch.cat((x2, x1), dim=-1) * sin.double()
+
         q, k = rotate(q), rotate(k)
-    probs = torch.softmax(q @ k.transpose(-1, -2) / dim ** 0.5, dim=-1)
+    probs = torch.softmax(q @ k.transpose(-1, -2) / dim**0.5, dim=-1)
     out = (probs @ v).transpose(1, 2).reshape(batch * seq, heads * dim)
     return q, k, v, probs.reshape(batch * heads, seq, seq), out
 
 
 @needs_kernel
 @pytest.mark.parametrize("rope", [True, False], ids=["rope", "no-rope"])
-@pytest.mark.parametrize("batch,seq,heads,dim", [(3, 82, 2, 64), (2, 17, 4, 64), (1, 9, 1, 32), (2, 100, 3, 16),
-                                                 (5, 8, 2, 64), (1, 1, 1, 16), (1, 901, 1, 16)],
-                         ids=["sudoku", "tail-rows", "short", "long-odd-heads", "one-block", "one-position",
-                              "maze-length"])
+@pytest.mark.parametrize(
+    "batch,seq,heads,dim",
+    [(3, 82, 2, 64), (2, 17, 4, 64), (1, 9, 1, 32), (2, 100, 3, 16), (5, 8, 2, 64), (1, 1, 1, 16), (1, 901, 1, 16)],
+    ids=["sudoku", "tail-rows", "short", "long-odd-heads", "one-block", "one-position", "maze-length"],
+)
 def test_c_kernels_matches_float64_attention_and_keeps_what_the_backward_needs(
-        rope: bool, batch: int, seq: int, heads: int, dim: int) -> None:
+    rope: bool, batch: int, seq: int, heads: int, dim: int
+) -> None:
     torch.manual_seed(0)
     qkv = torch.randn(batch * seq, 3 * heads * dim) * 2
     emb = RotaryEmbedding(dim, seq, 10000.0, 2 * heads)() if rope else None
@@ -49,13 +53,17 @@ def test_c_kernels_matches_float64_attention_and_keeps_what_the_backward_needs(
     q_ref, k_ref, v_ref, probs_ref, out_ref = _reference(qkv, batch, heads, cos, sin)
 
     att = torch.full((batch * seq, heads * dim), float("nan"))
-    c_kernels.attention(qkv, batch, heads, tables, dim ** -0.5, att, threads=1)
+    c_kernels.attention(qkv, batch, heads, tables, dim**-0.5, att, threads=1)
     torch.testing.assert_close(att.double(), out_ref, rtol=0, atol=2e-6 * out_ref.abs().max().item())
 
-    keep = (torch.empty(batch, heads, seq, dim), torch.empty(batch, heads, seq, dim),
-            torch.empty(batch, heads, seq, dim), torch.empty(batch * heads, seq, seq))
+    keep = (
+        torch.empty(batch, heads, seq, dim),
+        torch.empty(batch, heads, seq, dim),
+        torch.empty(batch, heads, seq, dim),
+        torch.empty(batch * heads, seq, seq),
+    )
     att_kept = torch.empty_like(att)
-    c_kernels.attention(qkv, batch, heads, tables, dim ** -0.5, att_kept, threads=1, keep=keep)
+    c_kernels.attention(qkv, batch, heads, tables, dim**-0.5, att_kept, threads=1, keep=keep)
     assert torch.equal(att_kept, att)
     for got, want in zip(keep, (q_ref, k_ref, v_ref, probs_ref)):
         torch.testing.assert_close(got.double(), want, rtol=0, atol=2e-6 * want.abs().max().item())
@@ -71,8 +79,12 @@ def test_c_kernels_gives_the_same_bits_on_one_and_two_threads() -> None:
     outs = []
     for threads in (1, 2):
         att, dqkv = torch.empty(5 * 82, 128), torch.empty_like(qkv)
-        keep = (torch.empty(5, 2, 82, 64), torch.empty(5, 2, 82, 64), torch.empty(5, 2, 82, 64),
-                torch.empty(10, 82, 82))
+        keep = (
+            torch.empty(5, 2, 82, 64),
+            torch.empty(5, 2, 82, 64),
+            torch.empty(5, 2, 82, 64),
+            torch.empty(10, 82, 82),
+        )
         c_kernels.attention(qkv, 5, 2, tables, 0.125, att, threads=threads, keep=keep)
         c_kernels.attention_backward(datt, keep, 5, 2, tables, 0.125, dqkv, threads=threads)
         outs.append((att, dqkv, *keep))
@@ -85,11 +97,14 @@ def _norm64(h: torch.Tensor, eps: float) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 @needs_kernel
-@pytest.mark.parametrize("m,k,n", [(2624, 128, 128), (97, 37, 48), (5, 256, 16), (1, 16, 32)],
-                         ids=["sudoku-o-proj", "odd-rows-and-depth", "fewer-rows-than-a-tile", "one-row"])
+@pytest.mark.parametrize(
+    "m,k,n",
+    [(2624, 128, 128), (97, 37, 48), (5, 256, 16), (1, 16, 32)],
+    ids=["sudoku-o-proj", "odd-rows-and-depth", "fewer-rows-than-a-tile", "one-row"],
+)
 def test_linear_and_its_add_norm_ending_match_float64(m: int, k: int, n: int) -> None:
     torch.manual_seed(0)
-    x, w, residual = torch.randn(m, k), torch.randn(n, k) / k ** 0.5, torch.randn(m, n)
+    x, w, residual = torch.randn(m, k), torch.randn(n, k) / k**0.5, torch.randn(m, n)
     exact = x.double() @ w.double().t()
     out = torch.full((m, n), float("nan"))
     c_kernels.linear(x, w, out, threads=2)
@@ -105,7 +120,7 @@ def test_linear_and_its_add_norm_ending_match_float64(m: int, k: int, n: int) ->
 @pytest.mark.parametrize("m,k,inner", [(2624, 128, 512), (13, 40, 8)], ids=["sudoku", "small"])
 def test_swiglu_linear_gives_silu_gate_times_up_and_the_gate_up_values(m: int, k: int, inner: int) -> None:
     torch.manual_seed(0)
-    x, w = torch.randn(m, k), torch.randn(2 * inner, k) / k ** 0.5 * 3
+    x, w = torch.randn(m, k), torch.randn(2 * inner, k) / k**0.5 * 3
     exact = x.double() @ w.double().t()
     gate, up = exact[:, :inner], exact[:, inner:]
     act_exact = torch.nn.functional.silu(gate) * up
@@ -114,7 +129,7 @@ def test_swiglu_linear_gives_silu_gate_times_up_and_the_gate_up_values(m: int, k
     torch.testing.assert_close(gu.double(), exact, rtol=0, atol=1e-5 * exact.abs().max().item())
     torch.testing.assert_close(act.double(), act_exact, rtol=0, atol=2e-5 * act_exact.abs().max().item())
     act_only = torch.empty(m, inner)
-    c_kernels.linear(x, w, act_only, threads=2, tail="swiglu")          # without grad: no gate_up output
+    c_kernels.linear(x, w, act_only, threads=2, tail="swiglu")  # without grad: no gate_up output
     assert torch.equal(act_only, act)
 
 
@@ -125,20 +140,29 @@ def test_the_backward_endings_match_float64_gradients() -> None:
     m, d, inner = 301, 64, 96
     exact = lambda t: t.double()  # noqa: E731
     # swiglu_backward: dgu from ds2 · w_down and the forward's gate | up
-    ds2, w_down, gu = torch.randn(m, d), torch.randn(d, inner) / d ** 0.5, torch.randn(m, 2 * inner) * 2
+    ds2, w_down, gu = torch.randn(m, d), torch.randn(d, inner) / d**0.5, torch.randn(m, 2 * inner) * 2
     g = exact(gu).requires_grad_()
     (torch.nn.functional.silu(g[:, :inner]) * g[:, inner:]).backward(exact(ds2) @ exact(w_down))
     dgu = torch.empty(m, 2 * inner)
     c_kernels.linear(ds2, w_down, dgu, 2, weight_is="in_out", tail="swiglu_backward", gu=gu)
     torch.testing.assert_close(exact(dgu), g.grad, rtol=0, atol=1e-5 * g.grad.abs().max().item())
     # add_norm_backward: the gradient through y = RMSNorm(h) of dgu · w_gu + ds2
-    w_gu, pre = torch.randn(2 * inner, d) / inner ** 0.5, torch.randn(m, d) * 3
+    w_gu, pre = torch.randn(2 * inner, d) / inner**0.5, torch.randn(m, d) * 3
     h = exact(pre).requires_grad_()
     y, rstd = _norm64(h, 1e-5)
     y.backward(exact(dgu) @ exact(w_gu) + exact(ds2))
     ds1 = torch.empty(m, d)
-    c_kernels.linear(dgu, w_gu, ds1, 2, weight_is="in_out", ending="add_norm_backward", residual=ds2,
-                     normed=y.detach().float(), rstd=rstd.float())
+    c_kernels.linear(
+        dgu,
+        w_gu,
+        ds1,
+        2,
+        weight_is="in_out",
+        ending="add_norm_backward",
+        residual=ds2,
+        normed=y.detach().float(),
+        rstd=rstd.float(),
+    )
     torch.testing.assert_close(exact(ds1), h.grad, rtol=0, atol=1e-5 * h.grad.abs().max().item())
     # add: dx = dqkv · w_qkv + ds1
     dqkv, w_qkv = torch.randn(m, 3 * d), torch.randn(3 * d, d)
@@ -177,15 +201,16 @@ def _compiler_wrapper(path: Path, log: Path) -> Path:
 
 
 @needs_kernel
-def test_the_kernel_is_built_once_and_then_loaded_from_the_cache(fresh_kernel_state: Path,
-                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_kernel_is_built_once_and_then_loaded_from_the_cache(
+    fresh_kernel_state: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     log = fresh_kernel_state / "calls"
     monkeypatch.setenv("CC", str(_compiler_wrapper(fresh_kernel_state / "cc-wrapper", log)))
     assert c_kernels.applies(64) and c_kernels.reason() == ""
     assert fused_block.describe() == "fused, C kernels"
     built = list((fresh_kernel_state / "cache" / "kernels").iterdir())
-    assert len(built) == 1 and built[0].suffix == ".so"          # no partial file left beside it
-    monkeypatch.setattr(c_kernels, "_state", {})               # a new process, the same cache
+    assert len(built) == 1 and built[0].suffix == ".so"  # no partial file left beside it
+    monkeypatch.setattr(c_kernels, "_state", {})  # a new process, the same cache
     assert c_kernels.applies(64)
     assert log.read_text().count("built") == 1
 
@@ -196,14 +221,15 @@ def test_a_corrupt_cached_library_is_built_again(fresh_kernel_state: Path, monke
     monkeypatch.delenv("CC", raising=False)
     cached = c_kernels._library_path("cc")
     cached.parent.mkdir(parents=True)
-    cached.write_bytes(b"not a shared object")                  # e.g. a copy cut short by a full disk
+    cached.write_bytes(b"not a shared object")  # e.g. a copy cut short by a full disk
     assert c_kernels.applies(64) and c_kernels.reason() == ""
     assert cached.read_bytes()[:4] == b"\x7fELF"
 
 
 @needs_kernel
-def test_a_read_only_cache_names_the_directory_and_the_fix(fresh_kernel_state: Path,
-                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_read_only_cache_names_the_directory_and_the_fix(
+    fresh_kernel_state: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     blocked = fresh_kernel_state / "read-only"
     blocked.write_text("a file where the cache directory should be")
     monkeypatch.setenv("HRM_CACHE_DIR", str(blocked))
@@ -211,17 +237,18 @@ def test_a_read_only_cache_names_the_directory_and_the_fix(fresh_kernel_state: P
     assert str(blocked / "kernels") in c_kernels.reason() and "HRM_CACHE_DIR" in c_kernels.reason()
 
 
-@pytest.mark.parametrize("compiler,why", [("/nonexistent/cc", "no C compiler"), ("false", "failed")],
-                         ids=["missing", "failing"])
-def test_without_a_working_compiler_blocks_fall_back_to_the_numba_path(compiler: str, why: str,
-                                                                       fresh_kernel_state: Path,
-                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize(
+    "compiler,why", [("/nonexistent/cc", "no C compiler"), ("false", "failed")], ids=["missing", "failing"]
+)
+def test_without_a_working_compiler_blocks_fall_back_to_the_numba_path(
+    compiler: str, why: str, fresh_kernel_state: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("CC", compiler)
     assert not c_kernels.applies(64)
     assert why in c_kernels.reason()
     assert fused_block.describe().startswith("fused, numba kernels (C kernels not used: ")
     cache = fresh_kernel_state / "cache" / "kernels"
-    assert not cache.exists() or not any(cache.iterdir())        # a failed build leaves nothing to load
+    assert not cache.exists() or not any(cache.iterdir())  # a failed build leaves nothing to load
     torch.manual_seed(0)
     block = Block(64, 2, 256, 1e-5)
     tables = RotaryEmbedding(32, 11, 10000.0, 4)()
@@ -241,4 +268,3 @@ def test_the_switch_turns_the_kernel_off(monkeypatch: pytest.MonkeyPatch) -> Non
 
 def test_sizes_the_kernels_cannot_tile_take_the_numba_path() -> None:
     assert not c_kernels.applies(24) and not c_kernels.applies(64, 8) and not c_kernels.applies(64, 128, 100)
-

@@ -13,15 +13,26 @@ import pytest
 import torch
 
 from hrm.train import checkpoint as ckpt_mod
-from hrm.train.checkpoint import (CheckpointCorrupt, CheckpointWriter, best_checkpoint, latest_checkpoint,
-                                  list_checkpoints, load_checkpoint)
+from hrm.train.checkpoint import (
+    CheckpointCorrupt,
+    CheckpointWriter,
+    best_checkpoint,
+    latest_checkpoint,
+    list_checkpoints,
+    load_checkpoint,
+)
 
 
 def _state(step: int) -> dict:
     torch.manual_seed(step)
-    return {"step": step, "model": OrderedDict(w=torch.randn(64, 64), b=torch.zeros(64)),
-            "optimizers": [{"exp_avg": torch.randn(8)}], "loader": {"epoch": 3, "order": [1, 2, 3]},
-            "rng": {"torch": torch.get_rng_state()}, "config": {"train": {"total_steps": 10}}}
+    return {
+        "step": step,
+        "model": OrderedDict(w=torch.randn(64, 64), b=torch.zeros(64)),
+        "optimizers": [{"exp_avg": torch.randn(8)}],
+        "loader": {"epoch": 3, "order": [1, 2, 3]},
+        "rng": {"torch": torch.get_rng_state()},
+        "config": {"train": {"total_steps": 10}},
+    }
 
 
 def test_save_is_atomic_and_loads_back(tmp_path: Path) -> None:
@@ -34,8 +45,9 @@ def test_save_is_atomic_and_loads_back(tmp_path: Path) -> None:
     assert [p.name for p in (tmp_path / "checkpoints").iterdir() if p.name != "index.json"] == [path.name]
     loaded = load_checkpoint(path)
     assert torch.equal(loaded["model"]["w"], state["model"]["w"]) and loaded["loader"] == state["loader"]
-    assert done == [{"path": str(path), "step": 1000, "size": path.stat().st_size,
-                     "seconds": done[0]["seconds"], "score": None}]
+    assert done == [
+        {"path": str(path), "step": 1000, "size": path.stat().st_size, "seconds": done[0]["seconds"], "score": None}
+    ]
     assert done[0]["seconds"] >= 0
 
 
@@ -161,8 +173,10 @@ def test_killed_writer_leaves_only_complete_checkpoints(tmp_path: Path) -> None:
 
 
 def test_list_and_latest_are_torch_free() -> None:
-    code = ("import sys; from hrm.run.ckpt_index import list_checkpoints, latest_checkpoint; "
-            "sys.exit(1 if 'torch' in sys.modules else 0)")
+    code = (
+        "import sys; from hrm.run.ckpt_index import list_checkpoints, latest_checkpoint; "
+        "sys.exit(1 if 'torch' in sys.modules else 0)"
+    )
     assert subprocess.run([sys.executable, "-c", code], timeout=60).returncode == 0
 
 

@@ -4,8 +4,17 @@ from pathlib import Path
 
 import pytest
 
-from hrm.run.config import (Config, ConfigError, apply_overrides, describe, load_config, load_preset,
-                              parse_overrides, resolve_total_steps, save_config)
+from hrm.run.config import (
+    Config,
+    ConfigError,
+    apply_overrides,
+    describe,
+    load_config,
+    load_preset,
+    parse_overrides,
+    resolve_total_steps,
+    save_config,
+)
 
 
 def _write(path: Path, text: str) -> Path:
@@ -25,15 +34,23 @@ def test_defaults_are_the_reference_settings() -> None:
 def test_every_field_has_a_description() -> None:
     from hrm.run import config as c
 
-    for section in (c.ModelConfig, c.DataConfig, c.OptimConfig, c.TrainConfig, c.RunConfig, c.SinksConfig,
-                    c.Config):
+    for section in (c.ModelConfig, c.DataConfig, c.OptimConfig, c.TrainConfig, c.RunConfig, c.SinksConfig, c.Config):
         for name, info in section.model_fields.items():
             assert info.description, f"{section.__name__}.{name} has no description"
 
 
 def test_overrides_dotted_paths_and_yaml_scalars() -> None:
-    cfg = apply_overrides(Config(), ["optim.lr=3e-4", "train.total_steps=100", "data.blanks=[30, 40]",
-                                     "sinks.tensorboard=true", "train.eval_interval=null", "run.name=exp1"])
+    cfg = apply_overrides(
+        Config(),
+        [
+            "optim.lr=3e-4",
+            "train.total_steps=100",
+            "data.blanks=[30, 40]",
+            "sinks.tensorboard=true",
+            "train.eval_interval=null",
+            "run.name=exp1",
+        ],
+    )
     assert cfg.optim.lr == pytest.approx(3e-4)
     assert cfg.train.total_steps == 100 and cfg.train.epochs is None  # naming one clears the other
     assert cfg.data.blanks == (30, 40) and cfg.sinks.tensorboard is True
@@ -43,26 +60,32 @@ def test_overrides_dotted_paths_and_yaml_scalars() -> None:
     assert parse_overrides(["a.b.c=1", "a.b.d=x"]) == {"a": {"b": {"c": 1, "d": "x"}}}
 
 
-@pytest.mark.parametrize("override, expected", [
-    ("train.lr=1e-3", "unknown key 'train.lr'; did you mean 'optim.lr'?"),
-    ("train.batch_size=32", "did you mean 'train.global_batch_size'?"),
-    ("model.hiden_size=64", "did you mean 'model.hidden_size'?"),
-    ("trian.seed=1", "unknown key 'trian'; did you mean 'train'?"),
-])
+@pytest.mark.parametrize(
+    "override, expected",
+    [
+        ("train.lr=1e-3", "unknown key 'train.lr'; did you mean 'optim.lr'?"),
+        ("train.batch_size=32", "did you mean 'train.global_batch_size'?"),
+        ("model.hiden_size=64", "did you mean 'model.hidden_size'?"),
+        ("trian.seed=1", "unknown key 'trian'; did you mean 'train'?"),
+    ],
+)
 def test_unknown_key_names_it_and_the_nearest_valid_key(override: str, expected: str) -> None:
     with pytest.raises(ConfigError) as err:
         apply_overrides(Config(), [override])
     assert expected in str(err.value)
 
 
-@pytest.mark.parametrize("override, field, expected", [
-    ("train.global_batch_size=lots", "train.global_batch_size", "expected an integer"),
-    ("train.global_batch_size=1.5", "train.global_batch_size", "expected an integer"),
-    ("optim.lr=fast", "optim.lr", "expected a number"),
-    ("model.pos_encodings=sinus", "model.pos_encodings", "expected one of 'rope', 'learned'"),
-    ("sinks.wandb=maybe", "sinks.wandb", "expected true/false"),
-    ("train.total_steps=abc", "train.total_steps", "expected an integer or null"),
-])
+@pytest.mark.parametrize(
+    "override, field, expected",
+    [
+        ("train.global_batch_size=lots", "train.global_batch_size", "expected an integer"),
+        ("train.global_batch_size=1.5", "train.global_batch_size", "expected an integer"),
+        ("optim.lr=fast", "optim.lr", "expected a number"),
+        ("model.pos_encodings=sinus", "model.pos_encodings", "expected one of 'rope', 'learned'"),
+        ("sinks.wandb=maybe", "sinks.wandb", "expected true/false"),
+        ("train.total_steps=abc", "train.total_steps", "expected an integer or null"),
+    ],
+)
 def test_wrong_type_names_field_and_expected_type(override: str, field: str, expected: str) -> None:
     with pytest.raises(ConfigError) as err:
         apply_overrides(Config(), [override])
@@ -70,14 +93,17 @@ def test_wrong_type_names_field_and_expected_type(override: str, field: str, exp
     assert msg.startswith(f"overrides: {field}:") and expected in msg
 
 
-@pytest.mark.parametrize("override, expected", [
-    ("model.hidden_size=100", "divisible by model.num_heads"),
-    ("data.blanks=[50, 40]", "data.blanks must be [min, max]"),
-    ("run.name=../escape", "not allowed"),
-    ("run.name=.hidden", "not allowed"),
-    ("train.keep_last=0", "train.keep_last"),
-    ("no_equals_sign", "section.key=value"),
-])
+@pytest.mark.parametrize(
+    "override, expected",
+    [
+        ("model.hidden_size=100", "divisible by model.num_heads"),
+        ("data.blanks=[50, 40]", "data.blanks must be [min, max]"),
+        ("run.name=../escape", "not allowed"),
+        ("run.name=.hidden", "not allowed"),
+        ("train.keep_last=0", "train.keep_last"),
+        ("no_equals_sign", "section.key=value"),
+    ],
+)
 def test_invalid_values_are_refused_with_the_reason(override: str, expected: str) -> None:
     with pytest.raises(ConfigError, match=None) as err:
         apply_overrides(Config(), [override])

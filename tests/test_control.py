@@ -72,10 +72,13 @@ def test_client_in_another_process_with_long_path(long_run_dir: Path) -> None:
     trainer = _Trainer(server)
     trainer.start()
     try:
-        code = ("import json, sys; from hrm.run.control import send_command; "
-                "print(json.dumps(send_command(sys.argv[1], 'pause', timeout=20)))")
-        proc = subprocess.run([sys.executable, "-c", code, str(long_run_dir)],
-                              capture_output=True, text=True, timeout=60)
+        code = (
+            "import json, sys; from hrm.run.control import send_command; "
+            "print(json.dumps(send_command(sys.argv[1], 'pause', timeout=20)))"
+        )
+        proc = subprocess.run(
+            [sys.executable, "-c", code, str(long_run_dir)], capture_output=True, text=True, timeout=60
+        )
         reply = json.loads(proc.stdout.strip().splitlines()[-1])
         assert reply["ok"] is True and reply["cmd"] == "pause"
     finally:
@@ -177,8 +180,9 @@ def test_long_path_without_proc_uses_a_short_symlink(long_run_dir: Path, monkeyp
     import hrm.run.control as control
 
     real_isdir = os.path.isdir
-    monkeypatch.setattr(control.os.path, "isdir",
-                        lambda p: False if str(p).startswith("/proc/self/fd/") else real_isdir(p))
+    monkeypatch.setattr(
+        control.os.path, "isdir", lambda p: False if str(p).startswith("/proc/self/fd/") else real_isdir(p)
+    )
     with ControlServer(long_run_dir) as server:
         trainer = _Trainer(server)
         trainer.start()

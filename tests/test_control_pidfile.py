@@ -8,8 +8,15 @@ from pathlib import Path
 
 import pytest
 
-from hrm.run.lock import (PIDFILE_NAME, TrainerAlreadyRunning, acquire, read_pidfile, release,
-                               trainer_alive, write_pidfile)
+from hrm.run.lock import (
+    PIDFILE_NAME,
+    TrainerAlreadyRunning,
+    acquire,
+    read_pidfile,
+    release,
+    trainer_alive,
+    write_pidfile,
+)
 
 
 def _sleeper() -> subprocess.Popen:
@@ -75,9 +82,10 @@ def test_acquire_refuses_a_second_live_trainer(tmp_path: Path) -> None:
 
 def test_acquire_in_subprocess_refused_while_we_hold_it(tmp_path: Path) -> None:
     acquire(tmp_path)
-    code = ("import sys; from hrm.run.lock import acquire, TrainerAlreadyRunning\n"
-            "try:\n    acquire(sys.argv[1])\nexcept TrainerAlreadyRunning as e:\n    print(e); sys.exit(3)\n")
-    proc = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True, text=True,
-                          timeout=60)
+    code = (
+        "import sys; from hrm.run.lock import acquire, TrainerAlreadyRunning\n"
+        "try:\n    acquire(sys.argv[1])\nexcept TrainerAlreadyRunning as e:\n    print(e); sys.exit(3)\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 3 and "in use by a live trainer" in proc.stdout
     assert read_pidfile(tmp_path).pid == os.getpid()

@@ -27,10 +27,23 @@ def _hrm_data() -> list[str]:
 
 def test_maze_build_end_to_end_in_a_subprocess(tmp_path):
     out = tmp_path / "mazes"
-    cmd = _hrm_data() + ["maze", "--out", str(out), "--level", "medium", "--size", "11", "--train", "12",
-                         "--test", "4", "--aug", "--seed", "2"]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120,
-                          env={**os.environ, "COLUMNS": "120"})
+    cmd = _hrm_data() + [
+        "maze",
+        "--out",
+        str(out),
+        "--level",
+        "medium",
+        "--size",
+        "11",
+        "--train",
+        "12",
+        "--test",
+        "4",
+        "--aug",
+        "--seed",
+        "2",
+    ]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120, env={**os.environ, "COLUMNS": "120"})
     assert proc.returncode == 0, proc.stderr
     assert "maze dataset" in proc.stdout and "moves_median" in proc.stdout and "seconds" in proc.stdout
     assert "ETA" in proc.stderr  # the progress bar
@@ -40,8 +53,9 @@ def test_maze_build_end_to_end_in_a_subprocess(tmp_path):
     # an existing output is refused without --force, and replaced with it
     again = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
     assert again.returncode == 2 and "--force" in again.stderr and "Traceback" not in again.stderr
-    assert main(["maze", "--out", str(out), "--level", "easy", "--train", "3", "--test", "2", "--quiet",
-                 "--force"]) == 0
+    assert (
+        main(["maze", "--out", str(out), "--level", "easy", "--train", "3", "--test", "2", "--quiet", "--force"]) == 0
+    )
     assert load_split(out, "train")["inputs"].shape == (3, 81)
 
 
@@ -69,8 +83,25 @@ def test_malformed_csv_row_is_reported_with_file_and_line(tmp_path, capsys):
 
 
 def test_bad_arguments_get_one_line(tmp_path, capsys):
-    assert main(["maze", "--out", str(tmp_path / "o"), "--level", "hard", "--size", "6", "--quiet",
-                 "--train", "1", "--test", "1"]) == 2
+    assert (
+        main(
+            [
+                "maze",
+                "--out",
+                str(tmp_path / "o"),
+                "--level",
+                "hard",
+                "--size",
+                "6",
+                "--quiet",
+                "--train",
+                "1",
+                "--test",
+                "1",
+            ]
+        )
+        == 2
+    )
     assert "larger --size" in capsys.readouterr().err
     assert main(["maze", "--out", str(tmp_path / "o"), "--num-aug", "3", "--quiet"]) == 2
     assert "--aug" in capsys.readouterr().err
@@ -86,8 +117,9 @@ def _plain(renderable) -> str:
 
 
 def test_show_draws_a_maze_with_walls_start_goal_and_path(tmp_path, capsys):
-    assert main(["maze", "--out", str(tmp_path / "m"), "--level", "easy", "--train", "2", "--test", "1",
-                 "--quiet"]) == 0
+    assert (
+        main(["maze", "--out", str(tmp_path / "m"), "--level", "easy", "--train", "2", "--test", "1", "--quiet"]) == 0
+    )
     capsys.readouterr()
     assert main(["show", str(tmp_path / "m"), "--split", "test", "--index", "0"]) == 0
     assert "test example 0 of 1" in capsys.readouterr().out
@@ -95,7 +127,7 @@ def test_show_draws_a_maze_with_walls_start_goal_and_path(tmp_path, capsys):
     lab = np.asarray(load_split(tmp_path / "m", "test")["labels"][0]).reshape(9, 9)
     grid = text.splitlines()[2:11]
     cells = {"██": 1, "  ": 2, "S ": 3, "G ": 4, "··": 5}
-    assert [[cells[row[2 * c:2 * c + 2]] for c in range(9)] for row in grid] == lab.tolist()
+    assert [[cells[row[2 * c : 2 * c + 2]] for c in range(9)] for row in grid] == lab.tolist()
     assert f"shortest path ({int((lab == 5).sum()) + 1} moves)" in text
     assert main(["show", str(tmp_path / "m"), "--index", "7"]) == 2
     assert "out of range" in capsys.readouterr().err
@@ -120,19 +152,61 @@ def test_show_draws_a_sudoku_puzzle_and_its_solution():
 
 def test_sudoku_arguments_reach_the_sudoku_builder(tmp_path, monkeypatch, capsys):
     calls = []
-    fake = types.SimpleNamespace(build_dataset=lambda out, **kw: calls.append((out, kw)) or
-                                 {"task": "sudoku", "train": {"puzzles": 7}, "test": {"puzzles": 2}, "seconds": 1.0})
+    fake = types.SimpleNamespace(
+        build_dataset=lambda out, **kw: (
+            calls.append((out, kw))
+            or {"task": "sudoku", "train": {"puzzles": 7}, "test": {"puzzles": 2}, "seconds": 1.0}
+        )
+    )
     monkeypatch.setitem(sys.modules, "hrm.data.sudoku", fake)
     monkeypatch.setattr(hrm.data, "sudoku", fake, raising=False)
-    rc = main(["sudoku", "--out", str(tmp_path / "s"), "--train", "7", "--test", "2", "--level", "easy",
-               "--blanks", "30", "40", "--num-aug", "3", "--min-rating", "5", "--seed", "4", "--quiet"])
+    rc = main(
+        [
+            "sudoku",
+            "--out",
+            str(tmp_path / "s"),
+            "--train",
+            "7",
+            "--test",
+            "2",
+            "--level",
+            "easy",
+            "--blanks",
+            "30",
+            "40",
+            "--num-aug",
+            "3",
+            "--min-rating",
+            "5",
+            "--seed",
+            "4",
+            "--quiet",
+        ]
+    )
     assert rc == 0 and "sudoku dataset" in capsys.readouterr().out
-    assert calls == [(tmp_path / "s", dict(train=7, test=2, level="easy", seed=4, from_csv=None,
-                                           subsample_size=None, force=False, progress=False, num_aug=3,
-                                           blanks=(30, 40), min_rating=5))]
+    assert calls == [
+        (
+            tmp_path / "s",
+            dict(
+                train=7,
+                test=2,
+                level="easy",
+                seed=4,
+                from_csv=None,
+                subsample_size=None,
+                force=False,
+                progress=False,
+                num_aug=3,
+                blanks=(30, 40),
+                min_rating=5,
+            ),
+        )
+    ]
 
 
-@pytest.mark.skipif(importlib.util.find_spec("hrm.data.sudoku") is None, reason="hrm.data.sudoku (area D2) not there yet")
+@pytest.mark.skipif(
+    importlib.util.find_spec("hrm.data.sudoku") is None, reason="hrm.data.sudoku (area D2) not there yet"
+)
 def test_sudoku_from_real_csvs_round_trips(tmp_path):
     src = SHARED / "tdoku-magictour-top1465" / "magictour_top1465.hrm.csv"
     if not src.is_file():
@@ -155,8 +229,12 @@ def test_interrupted_build_leaves_nothing_behind(tmp_path):
     import time
 
     out = tmp_path / "never"
-    proc = subprocess.Popen(_hrm_data() + ["maze", "--out", str(out), "--level", "hard", "--train", "1000"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        _hrm_data() + ["maze", "--out", str(out), "--level", "hard", "--train", "1000"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     time.sleep(3)
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=60)
@@ -168,8 +246,15 @@ def test_summary_lays_out_per_split_numbers_in_columns():
     from hrm.data.cli import print_summary
 
     console = Console(width=100, record=True, color_system=None, file=open(os.devnull, "w"))
-    print_summary({"task": "sudoku", "rating": {"train": {"median": 7}, "test": {"median": 5}},
-                   "train_examples": 60, "build_seconds": 0.5}, console)
+    print_summary(
+        {
+            "task": "sudoku",
+            "rating": {"train": {"median": 7}, "test": {"median": 5}},
+            "train_examples": 60,
+            "build_seconds": 0.5,
+        },
+        console,
+    )
     text = console.export_text()
     row = next(line for line in text.splitlines() if "rating median" in line)
     assert [c.strip() for c in row.split("│")[2:4]] == ["7", "5"]

@@ -30,9 +30,18 @@ needs_shared = pytest.mark.skipif(not SHARED.is_dir(), reason="../shared/data (r
 
 
 def _meta(seq_len: int, groups: int, **kw) -> PuzzleDatasetMetadata:
-    return PuzzleDatasetMetadata(pad_id=0, ignore_label_id=0, blank_identifier_id=0, vocab_size=6, seq_len=seq_len,
-                                 num_puzzle_identifiers=1, total_groups=groups, mean_puzzle_examples=1.0,
-                                 sets=["all"], **kw)
+    return PuzzleDatasetMetadata(
+        pad_id=0,
+        ignore_label_id=0,
+        blank_identifier_id=0,
+        vocab_size=6,
+        seq_len=seq_len,
+        num_puzzle_identifiers=1,
+        total_groups=groups,
+        mean_puzzle_examples=1.0,
+        sets=["all"],
+        **kw,
+    )
 
 
 @needs_shared

@@ -17,8 +17,20 @@ SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 
 
 def _maze(**kw) -> dict:
-    r = dict(task="maze", path=None, from_csv=None, level="easy", size=9, train=6, test=3, num_aug=0, blanks=None,
-             min_rating=None, aug=False, seed=0)
+    r = dict(
+        task="maze",
+        path=None,
+        from_csv=None,
+        level="easy",
+        size=9,
+        train=6,
+        test=3,
+        num_aug=0,
+        blanks=None,
+        min_rating=None,
+        aug=False,
+        seed=0,
+    )
     r.update(kw)
     return r
 
@@ -89,11 +101,35 @@ def test_sudoku_recipes_go_to_the_sudoku_builder(tmp_path, monkeypatch):
     fake = types.SimpleNamespace(build_dataset=fake_build)
     monkeypatch.setitem(sys.modules, "hrm.data.sudoku", fake)
     monkeypatch.setattr(hrm.data, "sudoku", fake, raising=False)
-    recipe = dict(task="sudoku", path=None, from_csv=str(tmp_path / "absent"), level="extreme", size=None,
-                  train=10, test=4, num_aug=3, blanks=[30, 40], min_rating=2, aug=False, seed=9)
+    recipe = dict(
+        task="sudoku",
+        path=None,
+        from_csv=str(tmp_path / "absent"),
+        level="extreme",
+        size=None,
+        train=10,
+        test=4,
+        num_aug=3,
+        blanks=[30, 40],
+        min_rating=2,
+        aug=False,
+        seed=9,
+    )
     ensure_dataset(recipe, tmp_path / "cache", progress=False)
-    assert calls == [dict(train=10, test=4, level="extreme", seed=9, from_csv=None, force=False, progress=False,
-                          num_aug=3, blanks=[30, 40], min_rating=2)]
+    assert calls == [
+        dict(
+            train=10,
+            test=4,
+            level="extreme",
+            seed=9,
+            from_csv=None,
+            force=False,
+            progress=False,
+            num_aug=3,
+            blanks=[30, 40],
+            min_rating=2,
+        )
+    ]
     csv_dir = tmp_path / "csvs"
     csv_dir.mkdir()
     ensure_dataset({**recipe, "from_csv": str(csv_dir)}, tmp_path / "cache", progress=False)
@@ -101,10 +137,12 @@ def test_sudoku_recipes_go_to_the_sudoku_builder(tmp_path, monkeypatch):
 
 
 def test_concurrent_processes_build_once(tmp_path):
-    code = ("import logging, sys; logging.basicConfig(level=logging.INFO, stream=sys.stdout);"
-            "from hrm.run.recipes import ensure_dataset;"
-            f"print(ensure_dataset(dict(task='maze', level='easy', size=9, train=40, test=5, seed=3), {str(tmp_path)!r},"
-            " progress=False))")
+    code = (
+        "import logging, sys; logging.basicConfig(level=logging.INFO, stream=sys.stdout);"
+        "from hrm.run.recipes import ensure_dataset;"
+        f"print(ensure_dataset(dict(task='maze', level='easy', size=9, train=40, test=5, seed=3), {str(tmp_path)!r},"
+        " progress=False))"
+    )
     procs = [subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True) for _ in range(2)]
     outs = [p.communicate(timeout=120)[0] for p in procs]
     assert all(p.returncode == 0 for p in procs)

@@ -17,14 +17,33 @@ from pathlib import Path
 import psutil
 import pytest
 import torch
-
-from test_train_helpers import (REPO, TINY, TORCHRUN, effective, events, free_port, kill_group,
-                                last_train_step, latest_ckpt, model_of, proc_env, show, start, statuses,
-                                wait_for, wait_state)
+from test_train_helpers import (
+    REPO,
+    TINY,
+    TORCHRUN,
+    effective,
+    events,
+    free_port,
+    kill_group,
+    last_train_step,
+    latest_ckpt,
+    model_of,
+    proc_env,
+    show,
+    start,
+    statuses,
+    wait_for,
+    wait_state,
+)
 
 STEPS = 20
-SAME = [*TINY, "model.halt_exploration_prob=0", f"train.total_steps={STEPS}", "train.eval_interval=10",
-        "train.checkpoint_interval=10"]
+SAME = [
+    *TINY,
+    "model.halt_exploration_prob=0",
+    f"train.total_steps={STEPS}",
+    "train.eval_interval=10",
+    "train.checkpoint_interval=10",
+]
 LONG = [*TINY, "train.total_steps=100000", "train.eval_interval=100000", "train.checkpoint_interval=100000"]
 
 
@@ -39,8 +58,15 @@ def one_and_two(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     base = tmp_path_factory.mktemp("dist")
     one, two = base / "one", base / "two"
     # Both at once: the 1-rank run in this process while torchrun starts its two.
-    p2 = subprocess.Popen(torchrun(*SAME, "--run-dir", str(two)), cwd=REPO, env=proc_env(),
-                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    p2 = subprocess.Popen(
+        torchrun(*SAME, "--run-dir", str(two)),
+        cwd=REPO,
+        env=proc_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
     try:
         assert main([*SAME, "--run-dir", str(one)]) == 0
         out2, _ = p2.communicate(timeout=180)
@@ -100,8 +126,19 @@ def test_two_nodes_obey_commands_at_the_same_step(tmp_path: Path) -> None:
 
     d = tmp_path / "run"
     port = free_port()
-    common = [TORCHRUN, "--nnodes=2", "--nproc_per_node=1", "--rdzv-backend=c10d",
-              f"--rdzv-endpoint=127.0.0.1:{port}", "--rdzv-id=t2", "-m", "hrm.train", *LONG, "--run-dir", str(d)]
+    common = [
+        TORCHRUN,
+        "--nnodes=2",
+        "--nproc_per_node=1",
+        "--rdzv-backend=c10d",
+        f"--rdzv-endpoint=127.0.0.1:{port}",
+        "--rdzv-id=t2",
+        "-m",
+        "hrm.train",
+        *LONG,
+        "--run-dir",
+        str(d),
+    ]
     logs = [tmp_path / "node0.log", tmp_path / "node1.log"]
     nodes = [start(common, logs[0]), start(common, logs[1])]
     try:
@@ -135,8 +172,7 @@ def test_killed_rank_fails_the_run_quickly(tmp_path: Path) -> None:
     try:
         wait_state(d, "running", 150)
         wait_for(lambda: last_train_step(d) >= 2, 60, "steps")
-        workers = [c for c in psutil.Process(p.pid).children(recursive=True)
-                   if c.environ().get("RANK") == "1"]
+        workers = [c for c in psutil.Process(p.pid).children(recursive=True) if c.environ().get("RANK") == "1"]
         assert len(workers) == 1
         t0 = time.monotonic()
         os.kill(workers[0].pid, signal.SIGKILL)

@@ -107,8 +107,19 @@ def test_tailer_restarts_when_file_replaced(tmp_path: Path) -> None:
 
 def test_tailer_reads_200k_lines_fast(tmp_path: Path) -> None:
     path = tmp_path / "events.jsonl"
-    line = json.dumps({"v": 1, "t": 1.0, "kind": "train", "step": 0, "loss": 0.5, "lr": 1e-4,
-                       "accuracy": 0.9, "exact_accuracy": 0.1, "act_steps_mean": 3.2})
+    line = json.dumps(
+        {
+            "v": 1,
+            "t": 1.0,
+            "kind": "train",
+            "step": 0,
+            "loss": 0.5,
+            "lr": 1e-4,
+            "accuracy": 0.9,
+            "exact_accuracy": 0.1,
+            "act_steps_mean": 3.2,
+        }
+    )
     path.write_text((line + "\n") * 200_000)
     # CPU time, not wall time: other jobs share the cores. The figure itself (0.6–1.2 s on these
     # VMs, which vary ±30 %) is measured by bench/ui.py (attach to a 200k-line run); this bound only
@@ -123,21 +134,24 @@ def test_tailer_reads_200k_lines_fast(tmp_path: Path) -> None:
 def test_drop_superseded_on_resume() -> None:
     events = [
         {"kind": "run", "step": 0, "resumed_from": None},
-        {"kind": "train", "step": 1}, {"kind": "train", "step": 2}, {"kind": "train", "step": 3},
+        {"kind": "train", "step": 1},
+        {"kind": "train", "step": 2},
+        {"kind": "train", "step": 3},
         {"kind": "eval", "step": 3},
         {"kind": "run", "step": 2, "resumed_from": "checkpoints/step-00000002.pt"},
         {"kind": "train", "step": 3},
     ]
     kept = drop_superseded(events)
-    assert [(e["kind"], e["step"]) for e in kept] == [
-        ("run", 0), ("train", 1), ("train", 2), ("run", 2), ("train", 3)]
+    assert [(e["kind"], e["step"]) for e in kept] == [("run", 0), ("train", 1), ("train", 2), ("run", 2), ("train", 3)]
 
 
 def test_viewer_modules_do_not_import_torch() -> None:
-    code = ("import sys, hrm.run.events, hrm.run.control, hrm.run.lock, hrm.run.config, "
-            "hrm.run.sysmon, hrm.run.ckpt_index; "
-            "hrm.run.config.describe(hrm.run.config.load_preset('tiny')); "
-            "hrm.run.sysmon.SystemSampler().sample_once(); "
-            "bad = [m for m in ('torch',) if m in sys.modules]; print(bad); sys.exit(1 if bad else 0)")
+    code = (
+        "import sys, hrm.run.events, hrm.run.control, hrm.run.lock, hrm.run.config, "
+        "hrm.run.sysmon, hrm.run.ckpt_index; "
+        "hrm.run.config.describe(hrm.run.config.load_preset('tiny')); "
+        "hrm.run.sysmon.SystemSampler().sample_once(); "
+        "bad = [m for m in ('torch',) if m in sys.modules]; print(bad); sys.exit(1 if bad else 0)"
+    )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stdout + proc.stderr

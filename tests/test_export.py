@@ -17,15 +17,32 @@ def make_run(run_dir):
         w.write("run", 0, config={"train": {"seed": 0}}, num_params=1000, resumed_from=None)
         for s in range(1, 5):
             w.write("train", s, loss=1.0 / s, lr=1e-4 * s, accuracy=0.1 * s, count=32, epoch=s / 3)
-        w.write("eval", 4, exact_accuracy=0.5, accuracy=0.9, split="test", num_examples=64,
-                act_steps_hist=[1, 2, 61], samples=[{"input": [1] * 81, "prediction": [2] * 81, "label": [2] * 81}])
+        w.write(
+            "eval",
+            4,
+            exact_accuracy=0.5,
+            accuracy=0.9,
+            split="test",
+            num_examples=64,
+            act_steps_hist=[1, 2, 61],
+            samples=[{"input": [1] * 81, "prediction": [2] * 81, "label": [2] * 81}],
+        )
         w.write("system", 4, cpu_percent=50.0, rss=10**9, gpus=[{"index": 0, "gpu_util": None}])
         w.write("run", 2, config={"train": {"seed": 0}}, num_params=1000, resumed_from="checkpoints/step-00000002.pt")
         for s in (3, 4):
-            w.write("train", s, loss=10.0 + s, lr=1e-4 * s, accuracy=0.2 * s, count=32, epoch=s / 3,
-                    grad_norm=float("nan"))
-        w.write("eval", 4, exact_accuracy=0.75, accuracy=0.95, split="test", num_examples=64, act_steps_hist=[0, 0, 64],
-                samples=[{"input": [1, 2], "prediction": [2, 2], "label": [2, 2]}])
+            w.write(
+                "train", s, loss=10.0 + s, lr=1e-4 * s, accuracy=0.2 * s, count=32, epoch=s / 3, grad_norm=float("nan")
+            )
+        w.write(
+            "eval",
+            4,
+            exact_accuracy=0.75,
+            accuracy=0.95,
+            split="test",
+            num_examples=64,
+            act_steps_hist=[0, 0, 64],
+            samples=[{"input": [1, 2], "prediction": [2, 2], "label": [2, 2]}],
+        )
     return run_dir / "events.jsonl"
 
 

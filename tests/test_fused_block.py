@@ -12,22 +12,25 @@ import numpy as np
 import pytest
 import torch
 
-from hrm.model import block_arena, c_kernels
+from hrm.model import block_arena, c_kernels, fused_block
 from hrm.model import cpu_kernels as K
-from hrm.model import fused_block
 from hrm.model.layers import Block, RotaryEmbedding
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def test_exp_is_within_two_ulp_of_float64_over_the_whole_range() -> None:
-    x = np.concatenate([np.linspace(-87, 88, 200_001, dtype=np.float32),
-                        np.random.default_rng(0).normal(0, 3, 100_000).astype(np.float32)])
+    x = np.concatenate(
+        [
+            np.linspace(-87, 88, 200_001, dtype=np.float32),
+            np.random.default_rng(0).normal(0, 3, 100_000).astype(np.float32),
+        ]
+    )
     out = np.empty_like(x)
     K.exp(x, out)
     exact = np.exp(x.astype(np.float64))
     rel = np.abs(out - exact) / exact
-    assert rel.max() < 2 * 2.0 ** -23
+    assert rel.max() < 2 * 2.0**-23
     assert np.isfinite(out).all()
     # clamped outside the float32 range instead of overflowing
     big = np.array([-200.0, 100.0, 1e30], dtype=np.float32)
@@ -50,12 +53,21 @@ def _block(d: int, heads: int, inner: int, seed: int = 0) -> Block:
 
 
 @pytest.mark.parametrize("rope", [True, False], ids=["rope", "learned-pos"])
-@pytest.mark.parametrize("d,heads,inner,seq,group", [(64, 2, 256, 17, 64), (128, 2, 512, 17, 64),
-                                                     (64, 2, 256, 70, 64), (64, 2, 256, 17, 4)],
-                         ids=["d64", "d128", "d64-long", "d64-grouped"])
-def test_fused_block_forward_and_every_gradient_match_the_plain_ops(rope: bool, d: int, heads: int, inner: int,
-                                                                     seq: int, group: int, attention_path: str,
-                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize(
+    "d,heads,inner,seq,group",
+    [(64, 2, 256, 17, 64), (128, 2, 512, 17, 64), (64, 2, 256, 70, 64), (64, 2, 256, 17, 4)],
+    ids=["d64", "d128", "d64-long", "d64-grouped"],
+)
+def test_fused_block_forward_and_every_gradient_match_the_plain_ops(
+    rope: bool,
+    d: int,
+    heads: int,
+    inner: int,
+    seq: int,
+    group: int,
+    attention_path: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     # long: more positions than head_dim; grouped: attention over (sequence, head) groups of 2 sequences,
     # the last one short (batch 3)
     monkeypatch.setattr(fused_block, "ATTENTION_GROUP", group)
@@ -76,18 +88,19 @@ def test_fused_block_forward_and_every_gradient_match_the_plain_ops(rope: bool, 
 
     y_ref, y_ref_ng, grads_ref = run(False)
     y, y_ng, grads = run(True)
-    assert not torch.equal(y, y_ref)                   # the fused path ran
+    assert not torch.equal(y, y_ref)  # the fused path ran
     torch.testing.assert_close(y, y_ref, rtol=0, atol=1e-5)
     torch.testing.assert_close(y_ng, y_ref_ng, rtol=0, atol=1e-5)
-    assert torch.equal(y, y_ng)                        # grad and no-grad fused forwards agree exactly
-    assert len(grads) == 5                             # input, qkv, o, gate_up, down
+    assert torch.equal(y, y_ng)  # grad and no-grad fused forwards agree exactly
+    assert len(grads) == 5  # input, qkv, o, gate_up, down
     for g, g_ref in zip(grads, grads_ref):
         torch.testing.assert_close(g, g_ref, rtol=0, atol=2e-5 * g_ref.abs().max().item())
 
 
 @pytest.mark.parametrize("cache_bytes", [0, 1 << 30], ids=["no-cache-info", "fits-in-cache"])
-def test_no_grad_blocks_agree_with_the_grad_forward_in_both_arena_layouts(cache_bytes: int, attention_path: str,
-                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+def test_no_grad_blocks_agree_with_the_grad_forward_in_both_arena_layouts(
+    cache_bytes: int, attention_path: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     # the no-grad forward writes its intermediates into one arena, laid over each other when they fit in
     # the cache: it must give exactly the grad-mode forward (fresh tensors) for several geometries in a row
     monkeypatch.setattr(block_arena, "CACHE_BYTES", cache_bytes)
@@ -100,7 +113,7 @@ def test_no_grad_blocks_agree_with_the_grad_forward_in_both_arena_layouts(cache_
         y = block(x, tables)
         with torch.no_grad():
             assert torch.equal(block(x, tables), y)
-            assert torch.equal(block(x, tables), y)        # again, over the arena the first call left
+            assert torch.equal(block(x, tables), y)  # again, over the arena the first call left
     h1 = block_arena._arenas.views["h1"]
     assert (h1.storage_offset() == 0) == (cache_bytes > 0)  # the layout the cache size calls for
 
@@ -118,7 +131,7 @@ def test_a_bf16_block_still_runs_the_plain_ops() -> None:
     tables = RotaryEmbedding(32, 9, 10000.0, 4)()
     x = torch.randn(2, 9, 64)
     with torch.no_grad():
-        y16 = block.to(torch.float32)(x.bfloat16(), tables)   # CastedLinear casts weights to bf16
+        y16 = block.to(torch.float32)(x.bfloat16(), tables)  # CastedLinear casts weights to bf16
     assert y16.dtype == torch.bfloat16
     torch.testing.assert_close(y16.float(), block(x, tables).detach(), rtol=0, atol=0.1)
 
@@ -170,18 +183,26 @@ def test_rope_tables_are_reread_when_the_buffers_change() -> None:
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="torch's bundled libgomp is a Linux wheel detail")
 def test_kernels_run_on_torch_openmp_pool_and_stay_single_threaded_on_other_layers() -> None:
-    probe = ("import torch, numba\nfrom hrm.model import fused_block as FB\n"
-             "torch.set_num_threads(2)\nFB._match_threads()\n"
-             "print(numba.threading_layer(), numba.get_num_threads())\n")
+    probe = (
+        "import torch, numba\nfrom hrm.model import fused_block as FB\n"
+        "torch.set_num_threads(2)\nFB._match_threads()\n"
+        "print(numba.threading_layer(), numba.get_num_threads())\n"
+    )
+
     def run(**env: str) -> list[str]:
-        return subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True,
-                              env={**os.environ, "NUMBA_NUM_THREADS": "2", **env}).stdout.split()
+        return subprocess.run(
+            [sys.executable, "-c", probe],
+            capture_output=True,
+            text=True,
+            check=True,
+            env={**os.environ, "NUMBA_NUM_THREADS": "2", **env},
+        ).stdout.split()
 
     try:
         import numba.np.ufunc.omppool  # noqa: F401
     except ImportError:
         pytest.skip("numba's OpenMP layer cannot load here (no libgomp)")
-    assert run() == ["omp", "2"]                                    # torch's pool, torch's thread count
+    assert run() == ["omp", "2"]  # torch's pool, torch's thread count
     assert run(NUMBA_THREADING_LAYER="workqueue") == ["workqueue", "1"]
 
 

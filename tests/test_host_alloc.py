@@ -8,7 +8,6 @@ import sys
 
 import pytest
 
-
 _PROBE = """
 import resource, sys
 import numpy as np
@@ -40,5 +39,5 @@ def test_freed_blocks_are_reused_without_page_faults() -> None:
         return int(out.stdout.strip())
 
     default, kept = faults("off"), faults("on")
-    assert default > 10_000             # glibc's defaults: the freed blocks are unmapped, faulted in again
-    assert kept < 500                   # kept mapped: next to nothing
+    assert default > 10_000  # glibc's defaults: the freed blocks are unmapped, faulted in again
+    assert kept < 500  # kept mapped: next to nothing

@@ -12,21 +12,33 @@ from hrm.data.loader import TrainLoader, iter_test_batches
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 
 
-def _dataset(root: Path, puzzles_per_group: list[int], examples_per_puzzle: int = 1, seq_len: int = 6,
-             split: str = "train") -> dict[str, np.ndarray]:
+def _dataset(
+    root: Path, puzzles_per_group: list[int], examples_per_puzzle: int = 1, seq_len: int = 6, split: str = "train"
+) -> dict[str, np.ndarray]:
     """A dataset whose example e has inputs [e+1, ...] (so examples are identifiable) and label 0 on cell 0."""
     n_puzzles = sum(puzzles_per_group)
     n_ex = n_puzzles * examples_per_puzzle
     inputs = (np.arange(n_ex)[:, None] + 1 + np.zeros(seq_len, int)).astype(np.int32)
     labels = np.full((n_ex, seq_len), 3, dtype=np.int32)
     labels[:, 0] = 0  # ignore_label_id: must come out as -100
-    arrays = dict(inputs=inputs, labels=labels, puzzle_identifiers=np.arange(n_puzzles, dtype=np.int32) + 1,
-                  puzzle_indices=np.arange(n_puzzles + 1, dtype=np.int32) * examples_per_puzzle,
-                  group_indices=np.concatenate([[0], np.cumsum(puzzles_per_group)]).astype(np.int32))
-    meta = PuzzleDatasetMetadata(pad_id=0, ignore_label_id=0, blank_identifier_id=0, vocab_size=n_ex + 2,
-                                 seq_len=seq_len, num_puzzle_identifiers=n_puzzles + 1,
-                                 total_groups=len(puzzles_per_group), mean_puzzle_examples=examples_per_puzzle,
-                                 sets=["all"])
+    arrays = dict(
+        inputs=inputs,
+        labels=labels,
+        puzzle_identifiers=np.arange(n_puzzles, dtype=np.int32) + 1,
+        puzzle_indices=np.arange(n_puzzles + 1, dtype=np.int32) * examples_per_puzzle,
+        group_indices=np.concatenate([[0], np.cumsum(puzzles_per_group)]).astype(np.int32),
+    )
+    meta = PuzzleDatasetMetadata(
+        pad_id=0,
+        ignore_label_id=0,
+        blank_identifier_id=0,
+        vocab_size=n_ex + 2,
+        seq_len=seq_len,
+        num_puzzle_identifiers=n_puzzles + 1,
+        total_groups=len(puzzles_per_group),
+        mean_puzzle_examples=examples_per_puzzle,
+        sets=["all"],
+    )
     write_split(root, split, {"all": arrays}, meta)
     return arrays
 
@@ -121,7 +133,7 @@ def test_test_batches_are_sequential_sliced_and_padded(tmp_path):
     for world in (1, 2):
         got, effs = [], []
         for rank in range(world):
-            for set_name, batch, eff in iter_test_batches(tmp_path, 4, rank=rank, world_size=world):
+            for _set_name, batch, eff in iter_test_batches(tmp_path, 4, rank=rank, world_size=world):
                 assert batch["inputs"].shape == (4 // world, 6)
                 real = batch["puzzle_identifiers"] != 0
                 pad = ~real
@@ -130,7 +142,7 @@ def test_test_batches_are_sequential_sliced_and_padded(tmp_path):
                 got += _example_ids({"inputs": batch["inputs"][real]})
                 effs.append(eff)
         assert sorted(got) == list(range(10))
-        assert effs[: 3] == [4, 4, 2]
+        assert effs[:3] == [4, 4, 2]
     firsts = [b for _, b, _ in iter_test_batches(tmp_path, 4, max_examples=5)]
     assert [int((b["puzzle_identifiers"] != 0).sum()) for b in firsts] == [4, 1]
 

@@ -15,7 +15,9 @@ from hrm.model.losses import ACTLossHead, log_stablemax, softmax_cross_entropy, 
 def test_stablemax_hand_computed() -> None:
     # s(2)=3, s(−1)=1/2, s(0)=1 → p = [3, 0.5, 1] / 4.5
     logits = torch.tensor([[[2.0, -1.0, 0.0]]])
-    assert torch.allclose(log_stablemax(logits.double()), torch.log(torch.tensor([3, 0.5, 1], dtype=torch.float64) / 4.5))
+    assert torch.allclose(
+        log_stablemax(logits.double()), torch.log(torch.tensor([3, 0.5, 1], dtype=torch.float64) / 4.5)
+    )
     loss = stablemax_cross_entropy(logits, torch.tensor([[0]]))
     assert loss.dtype == torch.float64
     assert loss.item() == pytest.approx(-math.log(3 / 4.5), rel=1e-15)
@@ -60,34 +62,43 @@ class _Fixed(nn.Module):
 
 
 def _one_hot_logits(pred: list[list[int]], vocab: int = 4) -> torch.Tensor:
-    return torch.nn.functional.one_hot(torch.tensor(pred), vocab).float() * 2.0   # argmax = pred
+    return torch.nn.functional.one_hot(torch.tensor(pred), vocab).float() * 2.0  # argmax = pred
 
 
 def test_loss_head_sums_on_a_hand_made_batch() -> None:
-    labels = torch.tensor([[1, 2, 3],          # all correct, halted
-                           [1, 2, -100],       # one wrong of 2 valid, halted
-                           [-100, -100, -100],  # no labels (padding), halted → not counted
-                           [3, 3, 3]])         # correct but not halted → not counted
+    labels = torch.tensor(
+        [
+            [1, 2, 3],  # all correct, halted
+            [1, 2, -100],  # one wrong of 2 valid, halted
+            [-100, -100, -100],  # no labels (padding), halted → not counted
+            [3, 3, 3],
+        ]
+    )  # correct but not halted → not counted
     pred = [[1, 2, 3], [1, 0, 0], [0, 0, 0], [3, 3, 3]]
     halted = torch.tensor([True, True, True, False])
     steps = torch.tensor([3, 2, 4, 1], dtype=torch.int32)
     q_halt = torch.tensor([1.0, 1.0, -1.0, -2.0])
     q_cont = torch.tensor([0.5, -0.5, 0.0, 0.0])
     target = torch.tensor([0.25, 0.75, 0.5, 1.0])
-    carry = Carry(InnerCarry(torch.zeros(4, 1, 1), torch.zeros(4, 1, 1)), steps, halted,
-                  {"labels": labels, "inputs": labels.clone(), "puzzle_identifiers": torch.zeros(4, dtype=torch.int32)})
+    carry = Carry(
+        InnerCarry(torch.zeros(4, 1, 1), torch.zeros(4, 1, 1)),
+        steps,
+        halted,
+        {"labels": labels, "inputs": labels.clone(), "puzzle_identifiers": torch.zeros(4, dtype=torch.int32)},
+    )
     logits = _one_hot_logits(pred)
-    head = ACTLossHead(_Fixed(carry, dict(logits=logits, q_halt_logits=q_halt, q_continue_logits=q_cont,
-                                          target_q_continue=target)))
+    head = ACTLossHead(
+        _Fixed(carry, dict(logits=logits, q_halt_logits=q_halt, q_continue_logits=q_cont, target_q_continue=target))
+    )
     # the fed batch's labels are all ignored: the head must read the carry's
     fed = {"labels": torch.full_like(labels, -100)}
     new_carry, loss, m, out, all_halted = head(carry, fed, return_keys=("logits", "missing"))
 
-    seq_correct = torch.tensor([1.0, 0.0, 1.0, 1.0])   # padding row counts as "correct"
+    seq_correct = torch.tensor([1.0, 0.0, 1.0, 1.0])  # padding row counts as "correct"
     assert int(m["count"]) == 2
     assert m["accuracy"].item() == pytest.approx(1.0 + 0.5)
     assert int(m["exact_accuracy"]) == 1
-    assert int(m["q_halt_accuracy"]) == 1            # row 0: q≥0 and correct; row 1: q≥0 but wrong
+    assert int(m["q_halt_accuracy"]) == 1  # row 0: q≥0 and correct; row 1: q≥0 but wrong
     assert int(m["steps"]) == 3 + 2
 
     per_token = stablemax_cross_entropy(logits, labels)
@@ -105,8 +116,12 @@ def test_loss_head_sums_on_a_hand_made_batch() -> None:
 
 def test_no_q_continue_term_without_target() -> None:
     labels = torch.tensor([[1, 2]])
-    carry = Carry(InnerCarry(torch.zeros(1, 1, 1), torch.zeros(1, 1, 1)), torch.ones(1, dtype=torch.int32),
-                  torch.ones(1, dtype=torch.bool), {"labels": labels})
+    carry = Carry(
+        InnerCarry(torch.zeros(1, 1, 1), torch.zeros(1, 1, 1)),
+        torch.ones(1, dtype=torch.int32),
+        torch.ones(1, dtype=torch.bool),
+        {"labels": labels},
+    )
     q = torch.tensor([0.0])
     head = ACTLossHead(_Fixed(carry, dict(logits=_one_hot_logits([[1, 2]]), q_halt_logits=q, q_continue_logits=q)))
     _, loss, m, _, all_halted = head(carry, {})

@@ -10,8 +10,7 @@ import torch.nn.functional as F
 
 from hrm.model import fused_block
 from hrm.model.config import HRMConfig
-from hrm.model.hrm_act import (HierarchicalReasoningModel_ACTV1, InnerCarry, carry_from_state_dict,
-                               carry_state_dict)
+from hrm.model.hrm_act import HierarchicalReasoningModel_ACTV1, InnerCarry, carry_from_state_dict, carry_state_dict
 from hrm.model.init import trunc_normal_, truncated_normal_scale
 from hrm.model.losses import ACTLossHead
 
@@ -22,8 +21,18 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def tiny(**kw) -> HRMConfig:
-    base = dict(batch_size=B, seq_len=S, vocab_size=V, puzzle_emb_ndim=32, hidden_size=32, num_heads=2,
-                H_layers=2, L_layers=2, halt_max_steps=4, expansion=2.0)
+    base = dict(
+        batch_size=B,
+        seq_len=S,
+        vocab_size=V,
+        puzzle_emb_ndim=32,
+        hidden_size=32,
+        num_heads=2,
+        H_layers=2,
+        L_layers=2,
+        halt_max_steps=4,
+        expansion=2.0,
+    )
     return HRMConfig(**{**base, **kw})
 
 
@@ -34,9 +43,11 @@ def make(seed: int = 0, **kw) -> HierarchicalReasoningModel_ACTV1:
 
 def batch(seed: int) -> dict[str, torch.Tensor]:
     g = torch.Generator().manual_seed(seed)
-    return dict(inputs=torch.randint(0, V, (B, S), generator=g, dtype=torch.int32),
-                labels=torch.randint(1, V, (B, S), generator=g, dtype=torch.int32),
-                puzzle_identifiers=torch.zeros(B, dtype=torch.int32))
+    return dict(
+        inputs=torch.randint(0, V, (B, S), generator=g, dtype=torch.int32),
+        labels=torch.randint(1, V, (B, S), generator=g, dtype=torch.int32),
+        puzzle_identifiers=torch.zeros(B, dtype=torch.int32),
+    )
 
 
 # --- initialisation ----------------------------------------------------------------------------------------
@@ -48,7 +59,7 @@ def test_truncated_normal_has_std_sigma_and_bound(std: float) -> None:
     assert truncated_normal_scale() == pytest.approx(1.13685, abs=1e-5)
     assert x.std().item() == pytest.approx(std, rel=0.01)
     assert x.abs().max().item() <= bound * (1 + 1e-6)
-    assert x.abs().max().item() > 0.99 * bound            # really truncated at ±2σ_c, not at ±2σ
+    assert x.abs().max().item() > 0.99 * bound  # really truncated at ±2σ_c, not at ±2σ
     assert torch.count_nonzero(trunc_normal_(torch.ones(10), std=0)) == 0
 
 
@@ -75,7 +86,8 @@ def test_only_last_L_and_H_updates_carry_gradient() -> None:
     calls: list[tuple[str, bool]] = []
     for name in ("L_level", "H_level"):
         getattr(inner, name).register_forward_hook(
-            lambda m, a, o, name=name: calls.append((name[0], torch.is_grad_enabled())))
+            lambda m, a, o, name=name: calls.append((name[0], torch.is_grad_enabled()))
+        )
     carry = head.initial_carry(batch(0))
     carry, loss, *_ = head(carry, batch(0))
     # segment (H_cycles=L_cycles=2): L L H L | L H, only the last L and H with grad; then the Q-target pass
@@ -103,7 +115,11 @@ def _naive_inner(inner, carry: InnerCarry, data: dict) -> tuple[torch.Tensor, to
     def block(blk, x):
         b, s, _ = x.shape
         qkv = F.linear(x, blk.self_attn.qkv_proj.weight).view(b, s, 3 * cfg.num_heads, cfg.head_dim)
-        q, k, v = qkv[:, :, :cfg.num_heads], qkv[:, :, cfg.num_heads:2 * cfg.num_heads], qkv[:, :, 2 * cfg.num_heads:]
+        q, k, v = (
+            qkv[:, :, : cfg.num_heads],
+            qkv[:, :, cfg.num_heads : 2 * cfg.num_heads],
+            qkv[:, :, 2 * cfg.num_heads :],
+        )
         q = q * cos.unsqueeze(-2) + rot(q) * sin.unsqueeze(-2)
         k = k * cos.unsqueeze(-2) + rot(k) * sin.unsqueeze(-2)
         a = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2))
@@ -121,8 +137,8 @@ def _naive_inner(inner, carry: InnerCarry, data: dict) -> tuple[torch.Tensor, to
     emb = torch.cat((inner.puzzle_emb.weights[data["puzzle_identifiers"]].view(-1, 1, cfg.hidden_size), emb), 1)
     x = math.sqrt(cfg.hidden_size) * emb
     z_H, z_L = carry.z_H, carry.z_L
-    for h in range(cfg.H_cycles):
-        for l_ in range(cfg.L_cycles):
+    for _h in range(cfg.H_cycles):
+        for _l in range(cfg.L_cycles):
             z_L = level(inner.L_level, z_L, z_H + x)
         z_H = level(inner.H_level, z_H, z_L)
     return F.linear(z_H, inner.lm_head.weight)[:, 1:], F.linear(z_H[:, 0], inner.q_head.weight, inner.q_head.bias)
@@ -132,7 +148,7 @@ def _inner_vs_naive(grad: bool):
     model = make(3).eval()
     with torch.no_grad():
         model.inner.puzzle_emb.weights.normal_()
-        model.inner.q_head.weight.normal_(std=0.1)   # zero at init: make the Q values depend on z_H
+        model.inner.q_head.weight.normal_(std=0.1)  # zero at init: make the Q values depend on z_H
     data = batch(1)
     carry = model.inner.reset_carry(torch.ones(B, dtype=torch.bool), model.inner.empty_carry(B))
     with torch.set_grad_enabled(grad):
@@ -157,7 +173,7 @@ def test_fused_cpu_path_equals_the_plain_reference_ops_to_float32_rounding(grad:
     block applications the logits agree to a few float32 ulps of their scale."""
     with fused_block.enabled(True):
         logits, q_halt, q_cont, ref_logits, ref_q = _inner_vs_naive(grad)
-    assert not torch.equal(logits, ref_logits)      # it did take the fused path
+    assert not torch.equal(logits, ref_logits)  # it did take the fused path
     torch.testing.assert_close(logits, ref_logits, rtol=0, atol=2e-5 * ref_logits.abs().max().item())
     torch.testing.assert_close(torch.stack([q_halt, q_cont], -1), ref_q, rtol=0, atol=1e-5)
 
@@ -197,7 +213,7 @@ def test_carry_semantics_halted_rows_reset_others_keep_state_and_data() -> None:
     assert torch.equal(new.steps, torch.tensor([1, 2, 1, 2], dtype=torch.int32))
     for k in b1:
         assert torch.equal(new.current_data[k][fresh], b2[k][fresh])
-        assert torch.equal(new.current_data[k][keep], b1[k][keep])   # fed rows in kept slots are discarded
+        assert torch.equal(new.current_data[k][keep], b1[k][keep])  # fed rows in kept slots are discarded
     assert torch.equal(reset.z_H[fresh], model.inner.H_init.expand(2, S + 1, 32))
     assert torch.equal(reset.z_L[fresh], model.inner.L_init.expand(2, S + 1, 32))
     assert torch.equal(reset.z_H[keep], old["z_H"][keep]) and torch.equal(reset.z_L[keep], old["z_L"][keep])
@@ -212,7 +228,7 @@ def test_labels_come_from_the_carry_not_the_fed_batch() -> None:
     head = ACTLossHead(make(4, halt_exploration_prob=0.0)).train()
     b1, b2 = batch(1), batch(2)
     carry, *_ = head(head.initial_carry(b1), b1)
-    carry.halted = torch.zeros(B, dtype=torch.bool)                    # nobody halted: keep b1 everywhere
+    carry.halted = torch.zeros(B, dtype=torch.bool)  # nobody halted: keep b1 everywhere
     _, loss_a, *_ = head(carry, b2)
     _, loss_b, *_ = head(carry, {**b2, "labels": torch.full_like(b2["labels"], -100)})
     assert torch.equal(loss_a, loss_b)
@@ -225,10 +241,10 @@ def _force_q(model, halt: float, cont: float) -> None:
 
 def test_halting_by_q_strict_and_by_max_steps() -> None:
     model = make(5, halt_exploration_prob=0.0).train()
-    _force_q(model, 1.0, -1.0)                      # q_halt > q_continue → halt after one segment
+    _force_q(model, 1.0, -1.0)  # q_halt > q_continue → halt after one segment
     carry, _ = model(model.initial_carry(batch(0)), batch(0))
     assert carry.halted.all()
-    _force_q(model, 0.5, 0.5)                       # equal: strict '>' does not halt
+    _force_q(model, 0.5, 0.5)  # equal: strict '>' does not halt
     carry, _ = model(model.initial_carry(batch(0)), batch(0))
     assert not carry.halted.any()
     for _ in range(3):
@@ -240,7 +256,7 @@ def test_exploration_only_delays_halting() -> None:
     model = make(5, halt_exploration_prob=1.0).train()
     _force_q(model, 1.0, -1.0)
     carry, _ = model(model.initial_carry(batch(0)), batch(0))
-    assert not carry.halted.any()                   # every row drew a minimum of 2..4 segments
+    assert not carry.halted.any()  # every row drew a minimum of 2..4 segments
 
 
 def test_two_exploration_draws_on_every_train_call() -> None:
@@ -267,7 +283,7 @@ def test_q_target_is_the_next_segment_from_the_new_carry() -> None:
 
 def test_eval_runs_exactly_halt_max_steps_segments() -> None:
     head = ACTLossHead(make(9)).eval()
-    _force_q(head.model, 5.0, -5.0)                 # would halt at once in training
+    _force_q(head.model, 5.0, -5.0)  # would halt at once in training
     b = batch(0)
     carry, calls = head.initial_carry(b), 0
     with torch.inference_mode():
@@ -295,7 +311,7 @@ def test_train_batch_must_fill_the_puzzle_embedding_buffer() -> None:
     small = {k: v[:2] for k, v in batch(0).items()}
     with pytest.raises(ValueError, match="batch_size=4"):
         model(model.initial_carry(small), small)
-    model.eval()                                      # eval reads the table: any batch size
+    model.eval()  # eval reads the table: any batch size
     model(model.initial_carry(small), small)
 
 
@@ -304,7 +320,9 @@ def test_learned_positions_and_no_puzzle_embedding_variants_run() -> None:
         head = ACTLossHead(make(0, **kw)).train()
         carry, loss, *_ = head(head.initial_carry(batch(0)), batch(0))
         loss.backward()
-        assert torch.isfinite(loss) and carry.inner_carry.z_H.shape[1] == S + (1 if kw.get("puzzle_emb_ndim", 32) else 0)
+        assert torch.isfinite(loss) and carry.inner_carry.z_H.shape[1] == S + (
+            1 if kw.get("puzzle_emb_ndim", 32) else 0
+        )
 
 
 def test_bfloat16_forward_dtype_path() -> None:
@@ -325,7 +343,7 @@ def test_bfloat16_forward_dtype_path() -> None:
 
 def test_puzzle_embedding_grad_buffer_stays_a_leaf_after_module_moves() -> None:
     emb = make(0).inner.puzzle_emb
-    emb._apply(lambda t: t.clone())        # what .to(device) does to buffers: outside no_grad
+    emb._apply(lambda t: t.clone())  # what .to(device) does to buffers: outside no_grad
     assert emb.local_weights.is_leaf and emb.local_weights.requires_grad
     emb.train()(torch.zeros(B, dtype=torch.int32)).sum().backward()
     assert torch.equal(emb.local_weights.grad, torch.ones(B, 32))
@@ -340,4 +358,4 @@ def test_resolve_forward_dtype() -> None:
     assert resolve_forward_dtype("bfloat16", "cpu") == torch.bfloat16
     with pytest.raises(ValueError, match="forward_dtype"):
         resolve_forward_dtype("int8", "cpu")
-    assert make(0, forward_dtype="auto").inner.forward_dtype == torch.float32   # built on the CPU
+    assert make(0, forward_dtype="auto").inner.forward_dtype == torch.float32  # built on the CPU

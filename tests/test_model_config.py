@@ -33,11 +33,14 @@ def test_paper_parameter_counts(fields: dict, expected: int) -> None:
     assert cfg.mlp_inner == 1536 and block_parameters(cfg) == 3_407_872
 
 
-@pytest.mark.parametrize("extra", [
-    dict(hidden_size=128, num_heads=2, expansion=4.0),
-    dict(hidden_size=96, num_heads=3, expansion=2.5, H_layers=1, L_layers=3, pos_encodings="learned"),
-    dict(hidden_size=64, num_heads=1, puzzle_emb_ndim=0),
-])
+@pytest.mark.parametrize(
+    "extra",
+    [
+        dict(hidden_size=128, num_heads=2, expansion=4.0),
+        dict(hidden_size=96, num_heads=3, expansion=2.5, H_layers=1, L_layers=3, pos_encodings="learned"),
+        dict(hidden_size=64, num_heads=1, puzzle_emb_ndim=0),
+    ],
+)
 def test_closed_form_matches_real_small_models(extra: dict) -> None:
     cfg = HRMConfig(**{**SUDOKU, "batch_size": 2, "puzzle_emb_ndim": 64, **extra})
     torch.manual_seed(0)
@@ -49,8 +52,8 @@ def test_closed_form_matches_real_small_models(extra: dict) -> None:
 
 def test_swiglu_inner_rounding() -> None:
     assert HRMConfig(**SUDOKU, hidden_size=64, num_heads=1).mlp_inner == 256
-    assert HRMConfig(**SUDOKU, hidden_size=128, num_heads=2).mlp_inner == 512       # round(341.3)=341 → 512
-    assert HRMConfig(**SUDOKU, hidden_size=384, num_heads=6).mlp_inner == 1024      # 1024 exactly
+    assert HRMConfig(**SUDOKU, hidden_size=128, num_heads=2).mlp_inner == 512  # round(341.3)=341 → 512
+    assert HRMConfig(**SUDOKU, hidden_size=384, num_heads=6).mlp_inner == 1024  # 1024 exactly
 
 
 def test_flops_per_example_paper_config() -> None:
@@ -61,24 +64,32 @@ def test_flops_per_example_paper_config() -> None:
     lm, q = 2 * 512 * 11 * tokens, 2 * 512 * 2
     assert flops_per_example(cfg, train=False) == 24 * per_layer + lm + q
     # train: forward + Q-target forward (no lm_head) + backward 2× the 8 grad layers and the heads
-    assert flops_per_example(cfg, train=True) == (24 * per_layer + lm + q) + (24 * per_layer + q) \
-        + 2 * (8 * per_layer + lm + q)
+    assert flops_per_example(cfg, train=True) == (24 * per_layer + lm + q) + (24 * per_layer + q) + 2 * (
+        8 * per_layer + lm + q
+    )
 
 
-@pytest.mark.parametrize("bad, message", [
-    (dict(hidden_size=100, num_heads=3), "divisible"),
-    (dict(pos_encodings="alibi"), "pos_encodings"),
-    (dict(forward_dtype="float8"), "forward_dtype"),
-    (dict(batch_size=0), "batch_size"),
-])
+@pytest.mark.parametrize(
+    "bad, message",
+    [
+        (dict(hidden_size=100, num_heads=3), "divisible"),
+        (dict(pos_encodings="alibi"), "pos_encodings"),
+        (dict(forward_dtype="float8"), "forward_dtype"),
+        (dict(batch_size=0), "batch_size"),
+    ],
+)
 def test_invalid_configs_name_the_field(bad: dict, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         HRMConfig(**{**SUDOKU, **bad})
 
 
 def test_from_dict_ignores_foreign_keys_and_requires_data_fields() -> None:
-    cfg = HRMConfig.from_dict({"hidden_size": 64, "num_heads": 2, "loss": {"name": "x"}, "name": "hrm@X"},
-                              batch_size=4, seq_len=9, vocab_size=5)
+    cfg = HRMConfig.from_dict(
+        {"hidden_size": 64, "num_heads": 2, "loss": {"name": "x"}, "name": "hrm@X"},
+        batch_size=4,
+        seq_len=9,
+        vocab_size=5,
+    )
     assert (cfg.hidden_size, cfg.seq_len, cfg.total_seq_len) == (64, 9, 9)
     with pytest.raises(ValueError, match="seq_len"):
         HRMConfig.from_dict({"hidden_size": 64}, batch_size=4, vocab_size=5)

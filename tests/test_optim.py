@@ -80,8 +80,8 @@ def test_adam_atan2_matches_elementwise_loop(dtype, tol):
         opt.step()
     for j, p in enumerate(params):
         expect = loop_adam_atan2(
-            start[j].flatten().tolist(), [grads[k][j].flatten().tolist() for k in range(steps)],
-            lrs, 0.9, 0.95, 0.1)
+            start[j].flatten().tolist(), [grads[k][j].flatten().tolist() for k in range(steps)], lrs, 0.9, 0.95, 0.1
+        )
         got = p.detach().flatten().tolist()
         assert max(abs(a - b) for a, b in zip(got, expect)) < tol
         assert p.detach().flatten().tolist() != start[j].flatten().tolist()
@@ -212,15 +212,16 @@ def test_sign_sgd_without_grad_is_a_no_op_and_needs_three_buffers():
 def _gloo_worker(rank: int, world: int, init_file: str, out_dir: str) -> None:
     import torch.distributed as dist
 
-    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world,
-                            timeout=datetime.timedelta(seconds=60))  # a lost peer fails, never hangs
+    dist.init_process_group(
+        "gloo", init_method=f"file://{init_file}", rank=rank, world_size=world, timeout=datetime.timedelta(seconds=60)
+    )  # a lost peer fails, never hangs
     try:
         ids, grads = _gather_case()
         per = ids.shape[0] // world
         emb = SparseEmb(num_ids=10, dim=3, batch=per, seed=7)
         opt = CastedSparseEmbeddingSignSGD_Distributed(emb.buffers(), world_size=world, lr=0.05, weight_decay=0.2)
-        emb(ids[rank * per:(rank + 1) * per])
-        emb.local_weights.grad = grads[rank * per:(rank + 1) * per].clone()
+        emb(ids[rank * per : (rank + 1) * per])
+        emb.local_weights.grad = grads[rank * per : (rank + 1) * per].clone()
         opt.step()
         torch.save(emb.weights.clone(), os.path.join(out_dir, f"rank{rank}.pt"))
     finally:
@@ -244,8 +245,9 @@ def test_sign_sgd_two_rank_gloo_equals_single_process(tmp_path):
     opt.step()
 
     # fork: the children need no fresh interpreter (a spawn re-imports torch, seconds on 2 cores)
-    mp.start_processes(_gloo_worker, args=(2, str(tmp_path / "pg-init"), str(tmp_path)), nprocs=2,
-                       join=True, start_method="fork")
+    mp.start_processes(
+        _gloo_worker, args=(2, str(tmp_path / "pg-init"), str(tmp_path)), nprocs=2, join=True, start_method="fork"
+    )
     for rank in range(2):
         got = torch.load(tmp_path / f"rank{rank}.pt", weights_only=True)
         assert torch.equal(got, single.weights), f"rank {rank} differs from the single-process update"
@@ -284,8 +286,17 @@ def test_schedule_warmup_middle_end():
 # ---------------------------------------------------------------- OptimizerSet
 def _make_set(model: nn.Module) -> OptimizerSet:
     return build_optimizer_set(
-        model, lr=1e-2, beta1=0.9, beta2=0.95, weight_decay=0.1, puzzle_emb_lr=1e-1,
-        puzzle_emb_weight_decay=0.1, warmup_steps=2, total_steps=10, min_ratio=0.5)
+        model,
+        lr=1e-2,
+        beta1=0.9,
+        beta2=0.95,
+        weight_decay=0.1,
+        puzzle_emb_lr=1e-1,
+        puzzle_emb_weight_decay=0.1,
+        warmup_steps=2,
+        total_steps=10,
+        min_ratio=0.5,
+    )
 
 
 def test_grouping_order_and_per_optimizer_lr(caplog):
@@ -350,20 +361,42 @@ def test_optimizer_set_on_the_real_hrm_model_steps_like_the_reference():
     from hrm.model.losses import ACTLossHead
 
     torch.manual_seed(0)
-    cfg = HRMConfig(batch_size=4, seq_len=8, vocab_size=6, puzzle_emb_ndim=16, num_puzzle_identifiers=5,
-                    H_cycles=1, L_cycles=1, H_layers=1, L_layers=1, hidden_size=16, num_heads=2,
-                    halt_max_steps=2)
+    cfg = HRMConfig(
+        batch_size=4,
+        seq_len=8,
+        vocab_size=6,
+        puzzle_emb_ndim=16,
+        num_puzzle_identifiers=5,
+        H_cycles=1,
+        L_cycles=1,
+        H_layers=1,
+        L_layers=1,
+        hidden_size=16,
+        num_heads=2,
+        halt_max_steps=2,
+    )
     head = ACTLossHead(HierarchicalReasoningModel_ACTV1(cfg))
     head.train()
-    opts = build_optimizer_set(head, lr=1e-3, beta1=0.9, beta2=0.95, weight_decay=0.1, puzzle_emb_lr=1e-2,
-                               puzzle_emb_weight_decay=0.1, warmup_steps=1, total_steps=10)
+    opts = build_optimizer_set(
+        head,
+        lr=1e-3,
+        beta1=0.9,
+        beta2=0.95,
+        weight_decay=0.1,
+        puzzle_emb_lr=1e-2,
+        puzzle_emb_weight_decay=0.1,
+        warmup_steps=1,
+        total_steps=10,
+    )
     assert opts.names == ["puzzle_emb_sign_sgd", "adam_atan2"]
     adam_params = opts.optimizers[1].param_groups[0]["params"]
     assert sum(p.numel() for p in adam_params) == sum(p.numel() for p in head.parameters())
     gen = torch.Generator().manual_seed(1)
-    batch = {"inputs": torch.randint(1, 6, (4, 8), generator=gen, dtype=torch.int32),
-             "labels": torch.randint(1, 6, (4, 8), generator=gen, dtype=torch.int32),
-             "puzzle_identifiers": torch.tensor([1, 3, 3, 1], dtype=torch.int32)}
+    batch = {
+        "inputs": torch.randint(1, 6, (4, 8), generator=gen, dtype=torch.int32),
+        "labels": torch.randint(1, 6, (4, 8), generator=gen, dtype=torch.int32),
+        "puzzle_identifiers": torch.tensor([1, 3, 3, 1], dtype=torch.int32),
+    }
     table = head.model.inner.puzzle_emb.weights
     before_table, before = table.clone(), [p.detach().clone() for p in adam_params]
     carry = head.initial_carry(batch)

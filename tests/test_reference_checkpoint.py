@@ -11,11 +11,25 @@ import yaml
 from hrm.model.config import HRMConfig
 from hrm.model.hrm_act import HierarchicalReasoningModel_ACTV1
 from hrm.model.losses import ACTLossHead
-from hrm.model.reference import (CheckpointError, CheckpointMismatch, config_from_reference_yaml,
-                                 load_any_checkpoint, load_model_weights)
+from hrm.model.reference import (
+    CheckpointError,
+    CheckpointMismatch,
+    config_from_reference_yaml,
+    load_any_checkpoint,
+    load_model_weights,
+)
 
-FIELDS = dict(batch_size=4, seq_len=9, vocab_size=6, puzzle_emb_ndim=32, hidden_size=32, num_heads=2,
-              H_layers=1, L_layers=2, halt_max_steps=4)
+FIELDS = dict(
+    batch_size=4,
+    seq_len=9,
+    vocab_size=6,
+    puzzle_emb_ndim=32,
+    hidden_size=32,
+    num_heads=2,
+    H_layers=1,
+    L_layers=2,
+    halt_max_steps=4,
+)
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -53,12 +67,24 @@ def test_loads_reference_state_dicts_with_each_prefix(prefix: str, tmp_path: Pat
 
 def test_state_dict_names_and_order_are_the_references() -> None:
     keys = list(_head(0).state_dict())
-    assert keys[:7] == ["model.inner.H_init", "model.inner.L_init", "model.inner.embed_tokens.embedding_weight",
-                        "model.inner.lm_head.weight", "model.inner.q_head.weight", "model.inner.q_head.bias",
-                        "model.inner.puzzle_emb.weights"]
-    assert keys[7:11] == [f"model.inner.H_level.layers.0.{n}" for n in
-                          ("self_attn.qkv_proj.weight", "self_attn.o_proj.weight", "mlp.gate_up_proj.weight",
-                           "mlp.down_proj.weight")]
+    assert keys[:7] == [
+        "model.inner.H_init",
+        "model.inner.L_init",
+        "model.inner.embed_tokens.embedding_weight",
+        "model.inner.lm_head.weight",
+        "model.inner.q_head.weight",
+        "model.inner.q_head.bias",
+        "model.inner.puzzle_emb.weights",
+    ]
+    assert keys[7:11] == [
+        f"model.inner.H_level.layers.0.{n}"
+        for n in (
+            "self_attn.qkv_proj.weight",
+            "self_attn.o_proj.weight",
+            "mlp.gate_up_proj.weight",
+            "mlp.down_proj.weight",
+        )
+    ]
     assert keys[-1] == "model.inner.L_level.layers.1.mlp.down_proj.weight"
     assert not any("local_" in k or "rotary" in k for k in keys)
     learned = list(_head(0, pos_encodings="learned").state_dict())
@@ -85,13 +111,21 @@ def _write_reference_run(tmp_path: Path, head: ACTLossHead) -> Path:
     run = tmp_path / "ckpt"
     run.mkdir()
     torch.save(_reference_state_dict(head, "_orig_mod."), run / "step_52083")
-    arch = {k: FIELDS[k] for k in ("hidden_size", "num_heads", "H_layers", "L_layers", "halt_max_steps",
-                                   "puzzle_emb_ndim")}
-    arch.update(H_cycles=2, L_cycles=2, expansion=4, halt_exploration_prob=0.1, pos_encodings="rope",
-                name="hrm.hrm_act_v1@HierarchicalReasoningModel_ACTV1",
-                loss={"name": "losses@ACTLossHead", "loss_type": "softmax_cross_entropy"})
-    (run / "all_config.yaml").write_text(yaml.safe_dump({"arch": arch, "global_batch_size": 384,
-                                                          "data_path": str(tmp_path / "nodata"), "lr": 7e-5}))
+    arch = {
+        k: FIELDS[k] for k in ("hidden_size", "num_heads", "H_layers", "L_layers", "halt_max_steps", "puzzle_emb_ndim")
+    }
+    arch.update(
+        H_cycles=2,
+        L_cycles=2,
+        expansion=4,
+        halt_exploration_prob=0.1,
+        pos_encodings="rope",
+        name="hrm.hrm_act_v1@HierarchicalReasoningModel_ACTV1",
+        loss={"name": "losses@ACTLossHead", "loss_type": "softmax_cross_entropy"},
+    )
+    (run / "all_config.yaml").write_text(
+        yaml.safe_dump({"arch": arch, "global_batch_size": 384, "data_path": str(tmp_path / "nodata"), "lr": 7e-5})
+    )
     return run
 
 
@@ -115,9 +149,18 @@ def test_our_trainer_checkpoint_format(tmp_path: Path) -> None:
     src = _head(6)
     path = tmp_path / "step-00000010.pt"
     model_fields = {k: v for k, v in FIELDS.items() if k not in ("batch_size", "seq_len", "vocab_size")}
-    torch.save({"format": "hrm-tui-checkpoint", "step": 10, "model": src.model.state_dict(),
-                "config": {"model": {**model_fields, "loss_type": "stablemax_cross_entropy"},
-                           "train": {"global_batch_size": 4}}}, path)
+    torch.save(
+        {
+            "format": "hrm-tui-checkpoint",
+            "step": 10,
+            "model": src.model.state_dict(),
+            "config": {
+                "model": {**model_fields, "loss_type": "stablemax_cross_entropy"},
+                "train": {"global_batch_size": 4},
+            },
+        },
+        path,
+    )
     ck = load_any_checkpoint(path)
     assert (ck.kind, ck.step, ck.batch_size) == ("hrm-tui", 10, 4)
     cfg = ck.build_config(seq_len=9)

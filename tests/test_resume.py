@@ -10,9 +10,18 @@ from pathlib import Path
 
 import pytest
 import torch
-
-from test_train_helpers import (TINY, effective, events, kill_group, latest_ckpt, model_of, show, start,
-                                train_cmd, wait_for)
+from test_train_helpers import (
+    TINY,
+    effective,
+    events,
+    kill_group,
+    latest_ckpt,
+    model_of,
+    show,
+    start,
+    train_cmd,
+    wait_for,
+)
 
 TOTAL = 8
 ARGS = [*TINY, f"train.total_steps={TOTAL}", "train.eval_interval=4", "train.checkpoint_interval=2"]
@@ -73,8 +82,11 @@ def test_sigkill_right_after_checkpoint_then_resume(straight: Path, tmp_path: Pa
     # Slow enough that the kill lands mid-run: many steps, one checkpoint every 2.
     p = start(train_cmd(*ARGS, "--run-dir", str(d)), log)
     try:
-        ck = wait_for(lambda: next((e for e in events(d) if e["kind"] == "checkpoint" and e["step"] >= 2), None),
-                      90, "the first checkpoint")
+        ck = wait_for(
+            lambda: next((e for e in events(d) if e["kind"] == "checkpoint" and e["step"] >= 2), None),
+            90,
+            "the first checkpoint",
+        )
         os.kill(p.pid, signal.SIGKILL)
         p.wait(10)
     finally:
@@ -88,11 +100,11 @@ def test_sigkill_right_after_checkpoint_then_resume(straight: Path, tmp_path: Pa
     _same_run(straight, d)
 
 
-def test_checkpoint_that_does_not_fit_names_tensor_and_shapes(straight: Path, tmp_path: Path,
-                                                               capsys: pytest.CaptureFixture[str]) -> None:
-    from hrm.train.cli import main
-
+def test_checkpoint_that_does_not_fit_names_tensor_and_shapes(
+    straight: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     from hrm.run.config import load_preset
+    from hrm.train.cli import main
 
     h = load_preset("tiny").model.hidden_size
     ck = latest_ckpt(straight)
@@ -105,8 +117,9 @@ def test_checkpoint_that_does_not_fit_names_tensor_and_shapes(straight: Path, tm
     assert not any(e["kind"] == "train" for e in events(tmp_path / "r"))
 
 
-def test_truncated_checkpoint_is_reported_not_loaded(straight: Path, tmp_path: Path,
-                                                     capsys: pytest.CaptureFixture[str]) -> None:
+def test_truncated_checkpoint_is_reported_not_loaded(
+    straight: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     from hrm.train.cli import main
 
     ck = latest_ckpt(straight)

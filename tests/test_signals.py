@@ -9,8 +9,20 @@ import signal
 import time
 from pathlib import Path
 
-from test_train_helpers import (TINY, effective, events, kill_group, last_train_step, run, show, start,
-                                statuses, train_cmd, wait_for, wait_state)
+from test_train_helpers import (
+    TINY,
+    effective,
+    events,
+    kill_group,
+    last_train_step,
+    run,
+    show,
+    start,
+    statuses,
+    train_cmd,
+    wait_for,
+    wait_state,
+)
 
 LONG = [*TINY, "train.total_steps=100000", "train.eval_interval=100000", "train.checkpoint_interval=100000"]
 
@@ -109,8 +121,9 @@ def test_stale_pidfile_is_detected(tmp_path: Path) -> None:
     d = tmp_path / "run"
     d.mkdir()
     # A pid file left by a crashed trainer: the pid may even be reused, the start time is not.
-    (d / "trainer.pid").write_text(json.dumps({"pid": os.getpid(), "create_time": 1.0, "hostname": os.uname().nodename,
-                                                "argv": ["hrm-train"]}))
+    (d / "trainer.pid").write_text(
+        json.dumps({"pid": os.getpid(), "create_time": 1.0, "hostname": os.uname().nodename, "argv": ["hrm-train"]})
+    )
     assert not trainer_alive(d)
     from hrm.train.cli import main
 
@@ -127,15 +140,15 @@ def test_a_signal_during_the_optimizer_step_is_kept_for_the_next_step() -> None:
     steering = Steering(rank=0)
     steering.install_signals()
     try:
-        folded = steering.local_flags()              # nothing pending yet
-        os.kill(os.getpid(), signal.SIGUSR1)          # arrives "during the optimizer step"
+        folded = steering.local_flags()  # nothing pending yet
+        os.kill(os.getpid(), signal.SIGUSR1)  # arrives "during the optimizer step"
         os.kill(os.getpid(), signal.SIGTERM)
-        time.sleep(0.05)                              # the handlers run in this thread
+        time.sleep(0.05)  # the handlers run in this thread
         d = steering.decide(folded)
         assert not d.checkpoint and not d.stop
-        d = steering.decide(steering.local_flags())   # the next step acts on both
+        d = steering.decide(steering.local_flags())  # the next step acts on both
         assert d.checkpoint and d.stop and d.stop_reason == "signal SIGTERM"
-        assert not steering.decide(steering.local_flags()).any()   # and consumes them
+        assert not steering.decide(steering.local_flags()).any()  # and consumes them
     finally:
         steering.restore_signals()
 
@@ -146,9 +159,9 @@ def test_a_signal_while_steering_holds_its_lock_does_not_deadlock() -> None:
     steering = Steering(rank=0)
     steering.install_signals()
     try:
-        with steering._lock:                          # the main thread inside local_flags/decide
+        with steering._lock:  # the main thread inside local_flags/decide
             os.kill(os.getpid(), signal.SIGUSR1)
-            time.sleep(0.05)                          # handler runs here, re-entering the lock
+            time.sleep(0.05)  # handler runs here, re-entering the lock
         assert steering.decide(steering.local_flags()).checkpoint
     finally:
         steering.restore_signals()

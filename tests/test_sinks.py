@@ -10,21 +10,55 @@ import pytest
 
 from hrm.run.events import EventWriter, read_events
 from hrm.train.sinks import (
-    FanOutSink, NullSink, TensorBoardSink, WandbSink, build_sinks, event_scalars, replay,
+    FanOutSink,
+    NullSink,
+    TensorBoardSink,
+    WandbSink,
+    build_sinks,
+    event_scalars,
+    replay,
 )
 
 
 def train_event(step: int, loss: float, **extra) -> dict:
-    return {"v": 1, "t": 1700000000.0 + step, "kind": "train", "step": step, "loss": loss,
-            "lm_loss": loss * 0.9, "lr": 1e-4 * step, "accuracy": 0.01 * step, "count": 32, **extra}
+    return {
+        "v": 1,
+        "t": 1700000000.0 + step,
+        "kind": "train",
+        "step": step,
+        "loss": loss,
+        "lm_loss": loss * 0.9,
+        "lr": 1e-4 * step,
+        "accuracy": 0.01 * step,
+        "count": 32,
+        **extra,
+    }
 
 
-SYSTEM = {"v": 1, "t": 1.0, "kind": "system", "step": 2, "cpu_percent": 55.5, "rss": 123456789,
-          "torch_alloc": None, "nvml": "NVML not available: no driver",
-          "gpus": [{"index": 0, "name": "H100", "gpu_util": 97.0, "mem_used": 1e9, "temp_c": None}]}
-EVAL = {"v": 1, "t": 2.0, "kind": "eval", "step": 2, "exact_accuracy": 0.25, "accuracy": 0.8,
-        "split": "test", "num_examples": 100, "act_steps_hist": [0, 3, 97], "samples": [{"input": [1, 2]}],
-        "healthy": True}
+SYSTEM = {
+    "v": 1,
+    "t": 1.0,
+    "kind": "system",
+    "step": 2,
+    "cpu_percent": 55.5,
+    "rss": 123456789,
+    "torch_alloc": None,
+    "nvml": "NVML not available: no driver",
+    "gpus": [{"index": 0, "name": "H100", "gpu_util": 97.0, "mem_used": 1e9, "temp_c": None}],
+}
+EVAL = {
+    "v": 1,
+    "t": 2.0,
+    "kind": "eval",
+    "step": 2,
+    "exact_accuracy": 0.25,
+    "accuracy": 0.8,
+    "split": "test",
+    "num_examples": 100,
+    "act_steps_hist": [0, 3, 97],
+    "samples": [{"input": [1, 2]}],
+    "healthy": True,
+}
 
 
 def load_scalars(log_dir) -> dict[str, list[tuple[int, float]]]:
@@ -37,13 +71,20 @@ def load_scalars(log_dir) -> dict[str, list[tuple[int, float]]]:
 
 def test_event_scalars_tags_and_leaves_out_non_scalars():
     assert event_scalars(train_event(3, 0.5)) == {
-        "train/loss": 0.5, "train/lm_loss": 0.45, "train/lr": pytest.approx(3e-4), "train/accuracy": 0.03,
-        "train/count": 32.0}
+        "train/loss": 0.5,
+        "train/lm_loss": 0.45,
+        "train/lr": pytest.approx(3e-4),
+        "train/accuracy": 0.03,
+        "train/count": 32.0,
+    }
     assert event_scalars(EVAL) == {"eval/exact_accuracy": 0.25, "eval/accuracy": 0.8, "eval/num_examples": 100.0}
-    assert event_scalars(SYSTEM) == {"system/cpu_percent": 55.5, "system/rss": 123456789.0,
-                                     "system/gpu0/gpu_util": 97.0, "system/gpu0/mem_used": 1e9}
-    run = {"kind": "run", "step": 0, "num_params": 27275266, "world_size": 2, "config": {"a": 1},
-           "resumed_from": None}
+    assert event_scalars(SYSTEM) == {
+        "system/cpu_percent": 55.5,
+        "system/rss": 123456789.0,
+        "system/gpu0/gpu_util": 97.0,
+        "system/gpu0/mem_used": 1e9,
+    }
+    run = {"kind": "run", "step": 0, "num_params": 27275266, "world_size": 2, "config": {"a": 1}, "resumed_from": None}
     assert event_scalars(run) == {"run/num_params": 27275266.0, "run/world_size": 2.0}
     assert event_scalars({"kind": "status", "step": 5, "state": "paused"}) == {}
     assert event_scalars(train_event(1, float("nan"))).get("train/loss") is None
@@ -152,8 +193,8 @@ def read_wandb_records(path):
         if block - pos % block < 7:  # a block tail too short for a header is padding
             pos += block - pos % block
             continue
-        _crc, length, kind = struct.unpack("<IHB", data[pos:pos + 7])
-        payload += data[pos + 7:pos + 7 + length]
+        _crc, length, kind = struct.unpack("<IHB", data[pos : pos + 7])
+        payload += data[pos + 7 : pos + 7 + length]
         pos += 7 + length
         if kind in (1, 4):  # FULL or LAST
             rec = wandb_internal_pb2.Record()

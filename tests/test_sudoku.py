@@ -48,8 +48,11 @@ def test_rating_reproduces_sources_md_collection_stats():
 def test_rating_matches_per_puzzle_csv_ratings():
     # The *.hrm.csv rating column is the same guess count; check every cheap row of three collections.
     checked = 0
-    for rel in ("norvig-top95/top95.hrm.csv", "sudoku-extreme-train-1k/sudoku_extreme_train1k.hrm.csv",
-                "tdoku-forum-hardest-1106/forum_hardest_1106.hrm.csv"):
+    for rel in (
+        "norvig-top95/top95.hrm.csv",
+        "sudoku-extreme-train-1k/sudoku_extreme_train1k.hrm.csv",
+        "tdoku-forum-hardest-1106/forum_hardest_1106.hrm.csv",
+    ):
         rows = [r for r in _csv_rows(_shared(rel)) if int(r["rating"]) <= 600][:60]
         for r in rows:
             assert rate(_digits(r["question"])) == int(r["rating"]), (rel, r["source"])
@@ -153,12 +156,21 @@ def test_from_csv_round_trips_through_the_format(tmp_path):
     firsts = tr["inputs"][tr["group_indices"][:-1]]
     want = np.array([[1 + d for d in _digits(r["question"])] for r in rows], dtype=np.uint8)
     assert np.array_equal(firsts, want)
-    assert np.array_equal(tr["labels"][tr["group_indices"][:-1]],
-                          np.array([[1 + int(c) for c in r["answer"]] for r in rows], dtype=np.uint8))
+    assert np.array_equal(
+        tr["labels"][tr["group_indices"][:-1]],
+        np.array([[1 + int(c) for c in r["answer"]] for r in rows], dtype=np.uint8),
+    )
     assert len(te["inputs"]) == 12 and np.array_equal(te["group_indices"], np.arange(13))
     meta = fmt.read_metadata(out, "train")
-    assert (meta.vocab_size, meta.seq_len, meta.pad_id, meta.ignore_label_id, meta.num_puzzle_identifiers,
-            meta.total_groups, meta.sets) == (11, 81, 0, 0, 1, 95, ["all"])
+    assert (
+        meta.vocab_size,
+        meta.seq_len,
+        meta.pad_id,
+        meta.ignore_label_id,
+        meta.num_puzzle_identifiers,
+        meta.total_groups,
+        meta.sets,
+    ) == (11, 81, 0, 0, 1, 95, ["all"])
     assert tr["inputs"].min() >= 1 and tr["labels"].min() >= 2 and tr["labels"].max() <= 10
     with pytest.raises(fmt.OutputExistsError):
         build_dataset(out, train=0, test=0, level="extreme", num_aug=0, seed=1, from_csv=folder, progress=False)
@@ -167,8 +179,18 @@ def test_from_csv_round_trips_through_the_format(tmp_path):
 def test_from_csv_min_rating_and_subsample(tmp_path):
     folder = _csv_folder(tmp_path)
     out = tmp_path / "ds"
-    build_dataset(out, train=0, test=0, level="extreme", num_aug=0, seed=4, from_csv=folder,
-                  min_rating=200, subsample_size=10, progress=False)
+    build_dataset(
+        out,
+        train=0,
+        test=0,
+        level="extreme",
+        num_aug=0,
+        seed=4,
+        from_csv=folder,
+        min_rating=200,
+        subsample_size=10,
+        progress=False,
+    )
     tr = fmt.load_split(out, "train")
     keep = {r["question"] for r in _csv_rows(folder / "train.csv") if int(r["rating"]) >= 200}
     got = {"".join("." if t == 1 else str(t - 1) for t in row) for row in tr["inputs"]}

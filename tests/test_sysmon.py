@@ -66,8 +66,9 @@ class FakeNVML:
         return self._gpu(h, "limit")["limit_mw"]
 
 
-H100 = dict(name="NVIDIA H100 80GB HBM3", util=97, used=14 << 30, total=80 << 30, temp=71,
-            power_mw=412_000, limit_mw=700_000)
+H100 = dict(
+    name="NVIDIA H100 80GB HBM3", util=97, used=14 << 30, total=80 << 30, temp=71, power_mw=412_000, limit_mw=700_000
+)
 
 
 def _check_host_fields(sample: dict) -> None:
@@ -82,8 +83,16 @@ def test_two_gpus_with_unreadable_fields_are_null() -> None:
     sample = sampler.sample_once()
     assert sample["nvml"] is None and len(sample["gpus"]) == 2
     g0, g1 = sample["gpus"]
-    assert g0 == {"index": 0, "name": "NVIDIA H100 80GB HBM3", "gpu_util": 97, "mem_used": 14 << 30,
-                  "mem_total": 80 << 30, "temp_c": 71, "power_w": 412.0, "power_limit_w": 700.0}
+    assert g0 == {
+        "index": 0,
+        "name": "NVIDIA H100 80GB HBM3",
+        "gpu_util": 97,
+        "mem_used": 14 << 30,
+        "mem_total": 80 << 30,
+        "temp_c": 71,
+        "power_w": 412.0,
+        "power_limit_w": 700.0,
+    }
     assert g1["name"] == "NVIDIA A100" and g1["mem_used"] == 14 << 30
     assert g1["gpu_util"] is None and g1["temp_c"] is None and g1["power_w"] is None
     assert g1["power_limit_w"] == 700.0

@@ -8,9 +8,20 @@ from pathlib import Path
 
 import pytest
 import torch
-
-from test_train_helpers import (TINY, effective, events, kill_group, latest_ckpt, model_of, run, show, start,
-                                statuses, train_cmd, wait_state)
+from test_train_helpers import (
+    TINY,
+    effective,
+    events,
+    kill_group,
+    latest_ckpt,
+    model_of,
+    run,
+    show,
+    start,
+    statuses,
+    train_cmd,
+    wait_state,
+)
 
 # lr so large that the first update overflows the weights: step 2's loss is NaN.
 EXPLODE = ["optim.lr=1e36", "optim.lr_warmup_steps=0", "train.checkpoint_interval=1"]
@@ -28,9 +39,23 @@ def test_run_writes_the_documented_events(tmp_path: Path) -> None:
     assert r["num_params"] > 0 and r["total_steps"] == 4 and r["dataset"]["train_examples"] > 0
     tr = effective(evs)
     assert sorted(tr) == [1, 2, 3, 4]
-    for k in ("lr", "loss", "lm_loss", "q_halt_loss", "q_continue_loss", "accuracy", "exact_accuracy",
-              "q_halt_accuracy", "act_steps_mean", "halted_frac", "examples_per_s", "step_time_s", "grad_norm",
-              "epoch", "count"):
+    for k in (
+        "lr",
+        "loss",
+        "lm_loss",
+        "q_halt_loss",
+        "q_continue_loss",
+        "accuracy",
+        "exact_accuracy",
+        "q_halt_accuracy",
+        "act_steps_mean",
+        "halted_frac",
+        "examples_per_s",
+        "step_time_s",
+        "grad_norm",
+        "epoch",
+        "count",
+    ):
         assert k in tr[4], k
     assert tr[1]["lr"] < tr[4]["lr"]  # warmup: the step counter moves before the lr is set
     ev = effective(evs, "eval")
@@ -45,7 +70,7 @@ def test_run_writes_the_documented_events(tmp_path: Path) -> None:
     assert saved["format"] == "hrm-tui-checkpoint" and saved["version"] == 1 and saved["step"] == 4
     assert set(saved) >= {"model", "optimizers", "loader", "rng", "carry", "config", "metrics", "epoch"}
     assert all(k.startswith("inner.") for k in saved["model"])  # the unwrapped model's own keys
-    assert "CPU float32 blocks: fused, " in (d / "trainer.log").read_text()   # which block path ran
+    assert "CPU float32 blocks: fused, " in (d / "trainer.log").read_text()  # which block path ran
 
 
 def test_nonfinite_loss_stops_and_keeps_last_good_checkpoint(tmp_path: Path) -> None:
@@ -89,9 +114,22 @@ def test_reference_weights_seed_a_run(tmp_path: Path) -> None:
     ref = tmp_path / "step_2"  # the reference's layout: a bare state_dict with its prefixes
     torch.save({f"_orig_mod.model.{k}": v for k, v in weights.items()}, ref)
     d = tmp_path / "run"
-    assert main([*TINY, "train.total_steps=1", "optim.lr=1e-12", "optim.puzzle_emb_lr=1e-12",
-                 "optim.weight_decay=0", "optim.puzzle_emb_weight_decay=0", f"train.init_from={ref}",
-                 "--run-dir", str(d)]) == 0
+    assert (
+        main(
+            [
+                *TINY,
+                "train.total_steps=1",
+                "optim.lr=1e-12",
+                "optim.puzzle_emb_lr=1e-12",
+                "optim.weight_decay=0",
+                "optim.puzzle_emb_weight_decay=0",
+                f"train.init_from={ref}",
+                "--run-dir",
+                str(d),
+            ]
+        )
+        == 0
+    )
     logs = [e["message"] for e in events(d) if e["kind"] == "log"]
     assert any("weights only" in m and "optimizer state" in m for m in logs), logs
     after = model_of(latest_ckpt(d))
@@ -129,18 +167,37 @@ def test_existing_run_dir_needs_resume(tmp_path: Path, capsys: pytest.CaptureFix
 def test_loader_walks_eval_interval_epochs_per_iterator_start(tmp_path: Path) -> None:
     # As the reference: one iterator start covers eval_interval steps' worth of epochs, so only the
     # last short batch of that stretch is dropped, not one per epoch.
-    from hrm.data.format import groups_to_arrays, PuzzleDatasetMetadata, write_split
-    from hrm.train.build import DataInfo, build_loader
-    from hrm.run.config import load_preset
-    from hrm.train.distributed import DistEnv
     import numpy as np
 
+    from hrm.data.format import PuzzleDatasetMetadata, groups_to_arrays, write_split
+    from hrm.run.config import load_preset
+    from hrm.train.build import DataInfo, build_loader
+    from hrm.train.distributed import DistEnv
+
     groups = [[(np.full(4, 1 + i % 3, np.uint8), np.full(4, 2, np.uint8))] for i in range(20)]
-    meta = PuzzleDatasetMetadata(pad_id=0, ignore_label_id=0, blank_identifier_id=0, vocab_size=5, seq_len=4,
-                                 num_puzzle_identifiers=1, total_groups=20, mean_puzzle_examples=1.0, sets=["all"])
+    meta = PuzzleDatasetMetadata(
+        pad_id=0,
+        ignore_label_id=0,
+        blank_identifier_id=0,
+        vocab_size=5,
+        seq_len=4,
+        num_puzzle_identifiers=1,
+        total_groups=20,
+        mean_puzzle_examples=1.0,
+        sets=["all"],
+    )
     write_split(tmp_path, "train", {"all": groups_to_arrays(groups)}, meta)
-    info = DataInfo(root=tmp_path, task="sudoku", seq_len=4, vocab_size=5, num_puzzle_identifiers=1,
-                    train_examples=20, test_examples=0, total_groups=20, mean_puzzle_examples=1.0)
+    info = DataInfo(
+        root=tmp_path,
+        task="sudoku",
+        seq_len=4,
+        vocab_size=5,
+        num_puzzle_identifiers=1,
+        train_examples=20,
+        test_examples=0,
+        total_groups=20,
+        mean_puzzle_examples=1.0,
+    )
     cfg = load_preset("tiny", ["train.global_batch_size=8", "train.eval_interval=5"])  # 5·8/20 = 2 epochs
     loader = build_loader(cfg, info, DistEnv())
     assert loader.epochs_per_iter == 2
@@ -150,8 +207,8 @@ def test_loader_walks_eval_interval_epochs_per_iterator_start(tmp_path: Path) ->
 def test_train_compile_wraps_the_same_module_and_is_off_by_default() -> None:
     """train.compile hands the step a torch.compile wrapper of the very head whose parameters the
     optimizers and checkpoints hold (compiling itself is lazy and is not run here: ~1 min on CPU)."""
-    from hrm.train import build as B
     from hrm.run.config import apply_overrides, load_preset
+    from hrm.train import build as B
 
     cfg = load_preset("tiny")
     head = torch.nn.Linear(2, 2)

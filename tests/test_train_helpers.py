@@ -10,8 +10,9 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 PY = sys.executable
@@ -38,8 +39,9 @@ def run(cmd: list[str], timeout: float = 120, **kw: Any) -> subprocess.Completed
 
 def start(cmd: list[str], log: Path, **kw: Any) -> subprocess.Popen:
     f = open(log, "w")
-    return subprocess.Popen(cmd, cwd=REPO, env=proc_env(), stdout=f, stderr=subprocess.STDOUT,
-                            start_new_session=True, **kw)
+    return subprocess.Popen(
+        cmd, cwd=REPO, env=proc_env(), stdout=f, stderr=subprocess.STDOUT, start_new_session=True, **kw
+    )
 
 
 def events(run_dir: Path) -> list[dict[str, Any]]:
@@ -76,8 +78,11 @@ def wait_for(pred: Callable[[], Any], timeout: float = 60.0, what: str = "condit
 
 
 def wait_state(run_dir: Path, state: str, timeout: float = 60.0) -> dict[str, Any]:
-    return wait_for(lambda: next((e for e in reversed(statuses(run_dir)) if e["state"] == state), None),
-                    timeout, f"status {state} in {run_dir}")
+    return wait_for(
+        lambda: next((e for e in reversed(statuses(run_dir)) if e["state"] == state), None),
+        timeout,
+        f"status {state} in {run_dir}",
+    )
 
 
 def last_train_step(run_dir: Path) -> int:

@@ -7,12 +7,12 @@ import json
 from pathlib import Path
 
 import pytest
+from test_tui_support import T0, FakeNvml, NoNvml, fixed_sampler, run_events, write_run
 
 from hrm_tui.app import HrmApp
 from hrm_tui.screens import DashboardScreen, HelpScreen, PickerScreen, RunsScreen
 from hrm_tui.screens.confirm import ConfirmScreen
 from hrm_tui.widgets import ActPanel, DeathNote, GpuPanel, LogPanel, MetricPlot, PuzzleView, RunHeader
-from test_tui_support import T0, FakeNvml, NoNvml, fixed_sampler, run_events, write_run
 
 
 def make_app(root: Path, **kw) -> HrmApp:
@@ -55,8 +55,12 @@ def live_run(tmp_path: Path):
 
 @pytest.fixture
 def failed_run(tmp_path: Path) -> Path:
-    return write_run(tmp_path / "runs", "sudoku-failed", run_events(400, status="failed"),
-                     log="step 400 ...\nRuntimeError: CUDA out of memory. Tried to allocate 2.00 GiB\n")
+    return write_run(
+        tmp_path / "runs",
+        "sudoku-failed",
+        run_events(400, status="failed"),
+        log="step 400 ...\nRuntimeError: CUDA out of memory. Tried to allocate 2.00 GiB\n",
+    )
 
 
 async def test_startup_picks_picker_without_runs(tmp_path: Path) -> None:
@@ -213,9 +217,17 @@ async def test_runs_screen_lists_checkpoints(tmp_path: Path) -> None:
     for step in (20, 40):
         (run / "checkpoints" / f"step-{step:08d}.pt").write_bytes(b"x" * 1000)
     (run / "checkpoints" / ".tmp-step-00000060.pt").write_bytes(b"partial")  # never counts
-    (run / "checkpoints" / "index.json").write_text(json.dumps(
-        {"checkpoints": [{"file": "step-00000020.pt", "score": 0.25}, {"file": "step-00000040.pt", "score": 0.5}],
-         "best": "step-00000040.pt"}))
+    (run / "checkpoints" / "index.json").write_text(
+        json.dumps(
+            {
+                "checkpoints": [
+                    {"file": "step-00000020.pt", "score": 0.25},
+                    {"file": "step-00000040.pt", "score": 0.5},
+                ],
+                "best": "step-00000040.pt",
+            }
+        )
+    )
     app = make_app(root)
     async with app.run_test(size=(120, 40)) as pilot:
         await wait_for(pilot, lambda: isinstance(app.screen, RunsScreen) and app.screen.checkpoints)
@@ -253,8 +265,9 @@ async def test_picker_rejects_bad_override_with_one_clear_message(tmp_path: Path
 async def test_user_presets_listed_and_a_broken_one_explained(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     mine = tmp_path / "my-presets"
     mine.mkdir()
-    (mine / "my-maze.yaml").write_text("run:\n  description: mine\ndata:\n  task: maze\n  size: 9\n"
-                                       "model:\n  hidden_size: 64\n  num_heads: 2\n")
+    (mine / "my-maze.yaml").write_text(
+        "run:\n  description: mine\ndata:\n  task: maze\n  size: 9\nmodel:\n  hidden_size: 64\n  num_heads: 2\n"
+    )
     (mine / "broken.yaml").write_text("train:\n  global_batch_sise: 8\n")
     monkeypatch.setenv("HRM_TUI_PRESETS", str(mine))
     app = make_app(tmp_path / "runs")

@@ -9,13 +9,13 @@ import time
 from pathlib import Path
 
 import pytest
+from test_tui_support import FakeNvml, fixed_sampler
 
 from hrm_tui import runs
 from hrm_tui.app import HrmApp
 from hrm_tui.screens import DashboardScreen, PickerScreen, RunsScreen
 from hrm_tui.screens.confirm import ConfirmScreen
 from hrm_tui.widgets import LogPanel
-from test_tui_support import FakeNvml, fixed_sampler
 
 pytestmark = pytest.mark.slow
 STARTUP_S = 180  # torch import + dataset build + first step, on a busy 2-core machine
@@ -76,8 +76,12 @@ async def test_live_run_every_control_key(tmp_path: Path) -> None:
             # e: evaluate now — an eval with samples arrives and the puzzle view draws one.
             await pilot.press("e")
             await wait_for(pilot, lambda: bool(dash.state.latest_eval.get("samples")), STEP_S, "an eval")
-            await wait_for(pilot, lambda: "Eval sample 1/" in dash.query_one("#puzzle").render().plain, 5,
-                           "the puzzle view to draw the sample")
+            await wait_for(
+                pilot,
+                lambda: "Eval sample 1/" in dash.query_one("#puzzle").render().plain,
+                5,
+                "the puzzle view to draw the sample",
+            )
 
             # s: stop asks first; y confirms; the trainer checkpoints and exits.
             await pilot.press("s")
@@ -89,15 +93,17 @@ async def test_live_run_every_control_key(tmp_path: Path) -> None:
 
             # r, then R: resume from the newest checkpoint, in the same run directory.
             await pilot.press("r")
-            await wait_for(pilot, lambda: isinstance(app.screen, RunsScreen) and app.screen.checkpoints, 10,
-                           "the checkpoints list")
+            await wait_for(
+                pilot, lambda: isinstance(app.screen, RunsScreen) and app.screen.checkpoints, 10, "the checkpoints list"
+            )
             assert "resume" in _footer(app)
             await pilot.press("R")
             await wait_for(pilot, lambda: isinstance(app.screen, ConfirmScreen), 5, "the confirm dialog")
             await pilot.press("y")
             await wait_for(pilot, lambda: isinstance(app.screen, DashboardScreen), 10, "back on the dashboard")
-            await wait_for(pilot, lambda: bool(dash.state.run.get("resumed_from")) and dash.alive, STARTUP_S,
-                           "the resumed trainer")
+            await wait_for(
+                pilot, lambda: bool(dash.state.run.get("resumed_from")) and dash.alive, STARTUP_S, "the resumed trainer"
+            )
             resumed_at = dash.state.run["step"]
             assert resumed_at <= stopped_at and str(resumed_at) in Path(dash.state.run["resumed_from"]).name
             await wait_for(pilot, lambda: dash.state.step > resumed_at, STEP_S, "steps after the resume")
@@ -122,7 +128,9 @@ async def test_live_two_process_run_from_the_picker(tmp_path: Path) -> None:
     async with app.run_test(size=(160, 48)) as pilot:
         await wait_for(pilot, lambda: isinstance(app.screen, PickerScreen) and app.screen.rows, 30, "presets")
         picker = app.screen
-        picker.query_one("#presets").move_cursor(row=next(i for i, r in enumerate(picker.rows) if r["preset"] == "tiny"))
+        picker.query_one("#presets").move_cursor(
+            row=next(i for i, r in enumerate(picker.rows) if r["preset"] == "tiny")
+        )
         picker.query_one("#run-name").value = "two"
         picker.query_one("#steps").value = "4"
         picker.query_one("#gpus").value = "2"

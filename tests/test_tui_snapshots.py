@@ -8,10 +8,10 @@ import time
 from pathlib import Path
 
 import pytest
+from test_tui_support import T0, run_events, write_run
 
 from hrm_tui.app import HrmApp
 from hrm_tui.screens import DashboardScreen, RunsScreen
-from test_tui_support import T0, run_events, write_run
 
 SIZES = [(80, 24), (200, 60)]
 
@@ -22,8 +22,12 @@ def runs_root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("TZ", "UTC")
     time.tzset()
     root = Path("runs")
-    write_run(root, "sudoku-cpu-20251125-0800", run_events(400, status="failed"),
-              log="step 400 ...\nRuntimeError: CUDA out of memory. Tried to allocate 2.00 GiB\n")
+    write_run(
+        root,
+        "sudoku-cpu-20251125-0800",
+        run_events(400, status="failed"),
+        log="step 400 ...\nRuntimeError: CUDA out of memory. Tried to allocate 2.00 GiB\n",
+    )
     write_run(root, "maze-cpu-20251125-0700", run_events(300, task="maze", status="finished", t0=T0 - 3600))
     yield root
     monkeypatch.undo()  # the original TZ back, then make the time module read it again

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from test_tui_support import T0, maze_sample, run_events, sudoku_sample, write_run
 
 from hrm.run.events import EventTailer, EventWriter
 from hrm.run.lock import write_pidfile
@@ -16,7 +17,6 @@ from hrm_tui import runs
 from hrm_tui.plotting import Series, braille_plot, sample_indices, sparkline
 from hrm_tui.puzzles import render_sample
 from hrm_tui.runstate import RunState, human_duration
-from test_tui_support import T0, maze_sample, run_events, sudoku_sample, write_run
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -43,8 +43,12 @@ def test_fold_train_eval_checkpoint_status() -> None:
 def test_train_metrics_over_no_halted_sequences_are_left_out() -> None:
     """count == 0: accuracies are 0/0 in the reference's sums; they must not plot as a drop to 0."""
     st = RunState()
-    st.apply([{"kind": "train", "step": 1, "t": 1.0, "loss": 2.0, "accuracy": 0.4, "act_steps_mean": 2.0, "count": 8},
-              {"kind": "train", "step": 2, "t": 2.0, "loss": 1.9, "accuracy": 0.0, "act_steps_mean": 0.0, "count": 0}])
+    st.apply(
+        [
+            {"kind": "train", "step": 1, "t": 1.0, "loss": 2.0, "accuracy": 0.4, "act_steps_mean": 2.0, "count": 8},
+            {"kind": "train", "step": 2, "t": 2.0, "loss": 1.9, "accuracy": 0.0, "act_steps_mean": 0.0, "count": 0},
+        ]
+    )
     assert st.series["loss"][1] == 1.9 and st.series["accuracy"][0] == 0.4
     assert st.series["accuracy"][1] != st.series["accuracy"][1]  # NaN: a gap in the plot
     assert st.latest_act["step"] == 1 and st.latest_train["step"] == 2
@@ -53,8 +57,16 @@ def test_train_metrics_over_no_halted_sequences_are_left_out() -> None:
 def test_resume_drops_superseded_steps() -> None:
     """A run event with resumed_from at step S supersedes train/eval/checkpoint history past S."""
     lines = run_events(300, eval_every=100, status=None)
-    resumed = {"v": 1, "t": T0 + 1000, "kind": "run", "step": 100, "resumed_from": "checkpoints/step-00000100.pt",
-               "total_steps": 1000, "task": "sudoku", "grid": [9, 9]}
+    resumed = {
+        "v": 1,
+        "t": T0 + 1000,
+        "kind": "run",
+        "step": 100,
+        "resumed_from": "checkpoints/step-00000100.pt",
+        "total_steps": 1000,
+        "task": "sudoku",
+        "grid": [9, 9],
+    }
     after = [{"v": 1, "t": T0 + 1001 + i, "kind": "train", "step": 101 + i, "loss": 9.0} for i in range(5)]
     st = RunState()
     st.apply(_events(lines) + [resumed] + after)
@@ -196,7 +208,9 @@ def test_sudoku_drawing_marks_wrong_cells() -> None:
     assert len(lines) == 11 and lines[0] == " 5 3 4 │ 6 8 8 │ 9 1 2"  # cell 4 answered 8 (label 7)
     assert verdict == "✗ 2 wrong" and "wrong red" in legend
     wrong = [s for s in text.spans if "red" in str(s.style)]
-    assert len(wrong) == 2 and all("underline" in str(s.style) and " on " in str(s.style) for s in wrong)  # filled: readable in greys
+    assert len(wrong) == 2 and all(
+        "underline" in str(s.style) and " on " in str(s.style) for s in wrong
+    )  # filled: readable in greys
     assert render_sample("sudoku", sudoku_sample(wrong=()), [9, 9])[2] == "✓ solved"
 
 
@@ -231,8 +245,11 @@ def test_human_duration() -> None:
 
 
 def test_app_never_imports_torch_in_source() -> None:
-    offenders = [str(p) for p in (REPO / "hrm_tui").rglob("*.py")
-                 if any(line.strip().startswith(("import torch", "from torch")) for line in p.read_text().splitlines())]
+    offenders = [
+        str(p)
+        for p in (REPO / "hrm_tui").rglob("*.py")
+        if any(line.strip().startswith(("import torch", "from torch")) for line in p.read_text().splitlines())
+    ]
     assert offenders == []
 
 
@@ -275,8 +292,11 @@ def test_cost_estimates_order_presets() -> None:
 
     def est(name: str) -> tuple[float, float]:
         cfg = load_preset(name)
-        info = {**describe(cfg), "hidden_size": cfg.model.hidden_size,
-                "layers": cfg.model.H_layers + cfg.model.L_layers}
+        info = {
+            **describe(cfg),
+            "hidden_size": cfg.model.hidden_size,
+            "layers": cfg.model.H_layers + cfg.model.L_layers,
+        }
         mem, step = estimate(info)
         assert mem.startswith("≥") and mem.endswith(" MiB") and step.startswith("≈") and step.endswith(" s")
         return float(mem[1:-4].replace(",", "")), float(step[1:-2])

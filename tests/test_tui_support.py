@@ -15,9 +15,87 @@ from typing import Any
 T0 = 1_764_057_600.0  # 2025-11-25 08:00:00 UTC: fixed, so no wall clock leaks into snapshots
 
 SUDOKU_SOLUTION = [
-    5, 3, 4, 6, 7, 8, 9, 1, 2, 6, 7, 2, 1, 9, 5, 3, 4, 8, 1, 9, 8, 3, 4, 2, 5, 6, 7,
-    8, 5, 9, 7, 6, 1, 4, 2, 3, 4, 2, 6, 8, 5, 3, 7, 9, 1, 7, 1, 3, 9, 2, 4, 8, 5, 6,
-    9, 6, 1, 5, 3, 7, 2, 8, 4, 2, 8, 7, 4, 1, 9, 6, 3, 5, 3, 4, 5, 2, 8, 6, 1, 7, 9,
+    5,
+    3,
+    4,
+    6,
+    7,
+    8,
+    9,
+    1,
+    2,
+    6,
+    7,
+    2,
+    1,
+    9,
+    5,
+    3,
+    4,
+    8,
+    1,
+    9,
+    8,
+    3,
+    4,
+    2,
+    5,
+    6,
+    7,
+    8,
+    5,
+    9,
+    7,
+    6,
+    1,
+    4,
+    2,
+    3,
+    4,
+    2,
+    6,
+    8,
+    5,
+    3,
+    7,
+    9,
+    1,
+    7,
+    1,
+    3,
+    9,
+    2,
+    4,
+    8,
+    5,
+    6,
+    9,
+    6,
+    1,
+    5,
+    3,
+    7,
+    2,
+    8,
+    4,
+    2,
+    8,
+    7,
+    4,
+    1,
+    9,
+    6,
+    3,
+    5,
+    3,
+    4,
+    5,
+    2,
+    8,
+    6,
+    1,
+    7,
+    9,
 ]
 
 
@@ -51,46 +129,104 @@ def _line(kind: str, step: int, t: float, **fields: Any) -> str:
     return json.dumps({"v": 1, "t": t, "kind": kind, "step": step, **fields}, separators=(",", ":"))
 
 
-def run_events(steps: int = 400, *, task: str = "sudoku", total: int = 1000, eval_every: int = 100,
-               status: str | None = "running", t0: float = T0, dt: float = 0.5) -> list[str]:
+def run_events(
+    steps: int = 400,
+    *,
+    task: str = "sudoku",
+    total: int = 1000,
+    eval_every: int = 100,
+    status: str | None = "running",
+    t0: float = T0,
+    dt: float = 0.5,
+) -> list[str]:
     """Lines of a plausible run: run, status, train every step, system every 4 steps, evals with
     samples and halting histograms, checkpoints, a warning."""
     grid = [9, 9] if task == "sudoku" else [7, 7]
-    out = [_line("run", 0, t0, config={"model": {"halt_max_steps": 8, "hidden_size": 128},
-                                      "data": {"task": task}}, task=task, grid=grid,
-                 vocab_size=11 if task == "sudoku" else 6, num_params=1_234_567, devices=["cuda:0"],
-                 world_size=1, dataset={"path": "/data/x", "train_examples": 1000, "test_examples": 200},
-                 total_steps=total, resumed_from=None),
-           _line("status", 0, t0, state="starting"), _line("status", 0, t0 + 0.1, state="running")]
+    out = [
+        _line(
+            "run",
+            0,
+            t0,
+            config={"model": {"halt_max_steps": 8, "hidden_size": 128}, "data": {"task": task}},
+            task=task,
+            grid=grid,
+            vocab_size=11 if task == "sudoku" else 6,
+            num_params=1_234_567,
+            devices=["cuda:0"],
+            world_size=1,
+            dataset={"path": "/data/x", "train_examples": 1000, "test_examples": 200},
+            total_steps=total,
+            resumed_from=None,
+        ),
+        _line("status", 0, t0, state="starting"),
+        _line("status", 0, t0 + 0.1, state="running"),
+    ]
     nvml = FakeNvml()
     system = fixed_sampler(nvml)
     for s in range(1, steps + 1):
         t = t0 + s * dt
         loss = 2.3 * math.exp(-s / 150) + 0.1
         acc = 1 - 0.9 * math.exp(-s / 200)
-        out.append(_line("train", s, t, lr=1e-4, loss=loss, lm_loss=loss * 0.9, q_halt_loss=0.05,
-                         q_continue_loss=0.02, accuracy=acc, exact_accuracy=acc ** 8, q_halt_accuracy=0.8,
-                         act_steps_mean=2 + 3 * (1 - math.exp(-s / 100)), halted_frac=0.4,
-                         examples_per_s=412.0, step_time_s=dt, grad_norm=1.0, epoch=s / 10, count=1))
+        out.append(
+            _line(
+                "train",
+                s,
+                t,
+                lr=1e-4,
+                loss=loss,
+                lm_loss=loss * 0.9,
+                q_halt_loss=0.05,
+                q_continue_loss=0.02,
+                accuracy=acc,
+                exact_accuracy=acc**8,
+                q_halt_accuracy=0.8,
+                act_steps_mean=2 + 3 * (1 - math.exp(-s / 100)),
+                halted_frac=0.4,
+                examples_per_s=412.0,
+                step_time_s=dt,
+                grad_norm=1.0,
+                epoch=s / 10,
+                count=1,
+            )
+        )
         if s % 4 == 0:
             nvml.util = 40 + (s * 7) % 60
-            out.append(_line("system", s, t, **{**system(), "torch_alloc": 12_884_901_888,
-                                                "torch_peak": 14_173_392_076}))
+            out.append(
+                _line("system", s, t, **{**system(), "torch_alloc": 12_884_901_888, "torch_peak": 14_173_392_076})
+            )
         if s % eval_every == 0:
             puzzle = sudoku_sample() if task == "sudoku" else maze_sample()
             ex = min(0.95, s / 500)
-            out.append(_line("eval", s, t + 0.2, loss=loss * 1.1, accuracy=acc * 0.98, exact_accuracy=ex,
-                             q_halt_accuracy=0.85, act_steps_hist=[0, 5, 20, 40, 25, 10, 3, 1],
-                             samples=[puzzle, sudoku_sample(wrong=()) if task == "sudoku" else puzzle],
-                             split="test", num_examples=200))
-            out.append(_line("checkpoint", s, t + 0.5, path=f"checkpoints/step-{s:08d}.pt",
-                             size=5_200_000, seconds=0.4))
+            out.append(
+                _line(
+                    "eval",
+                    s,
+                    t + 0.2,
+                    loss=loss * 1.1,
+                    accuracy=acc * 0.98,
+                    exact_accuracy=ex,
+                    q_halt_accuracy=0.85,
+                    act_steps_hist=[0, 5, 20, 40, 25, 10, 3, 1],
+                    samples=[puzzle, sudoku_sample(wrong=()) if task == "sudoku" else puzzle],
+                    split="test",
+                    num_examples=200,
+                )
+            )
+            out.append(
+                _line("checkpoint", s, t + 0.5, path=f"checkpoints/step-{s:08d}.pt", size=5_200_000, seconds=0.4)
+            )
         if s == 250:
             out.append(_line("log", s, t, level="warning", message="grad norm spiked to 12.3 (clipped)"))
     if status:
-        out.append(_line("status", steps, t0 + steps * dt + 1, state=status,
-                         **({"error": "CUDA out of memory: lower train.global_batch_size"}
-                            if status == "failed" else {})))
+        out.append(
+            _line(
+                "status",
+                steps,
+                t0 + steps * dt + 1,
+                state=status,
+                **({"error": "CUDA out of memory: lower train.global_batch_size"} if status == "failed" else {}),
+            )
+        )
     return out
 
 
@@ -158,8 +294,12 @@ class NoNvml:
 
 
 # Host numbers pinned so the machine running the tests does not leak into snapshots.
-FIXED_HOST = {"cpu_percent": 34.0, "rss": 3_000_000_000, "host_mem_used": 13_207_024_435,
-              "host_mem_total": 137_438_953_472}
+FIXED_HOST = {
+    "cpu_percent": 34.0,
+    "rss": 3_000_000_000,
+    "host_mem_used": 13_207_024_435,
+    "host_mem_total": 137_438_953_472,
+}
 
 
 def fixed_sampler(nvml: Any) -> Any:

@@ -42,8 +42,9 @@ def random_symmetry(puzzle: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return apply_transform(puzzle, *random_transform(rng))
 
 
-def augment(puzzle: np.ndarray, solution: np.ndarray, num_aug: int,
-            rng: np.random.Generator) -> list[tuple[np.ndarray, np.ndarray]]:
+def augment(
+    puzzle: np.ndarray, solution: np.ndarray, num_aug: int, rng: np.random.Generator
+) -> list[tuple[np.ndarray, np.ndarray]]:
     """One group: the original (copy 0) then `num_aug` transformed copies, each (puzzle, solution)."""
     group = [(np.asarray(puzzle, dtype=np.uint8).reshape(81), np.asarray(solution, dtype=np.uint8).reshape(81))]
     for _ in range(num_aug):
@@ -52,8 +53,9 @@ def augment(puzzle: np.ndarray, solution: np.ndarray, num_aug: int,
     return group
 
 
-def augment_all(puzzles: np.ndarray, solutions: np.ndarray, num_aug: int,
-                seed: int) -> list[list[tuple[np.ndarray, np.ndarray]]]:
+def augment_all(
+    puzzles: np.ndarray, solutions: np.ndarray, num_aug: int, seed: int
+) -> list[list[tuple[np.ndarray, np.ndarray]]]:
     """Groups for a whole training split (digit grids, 0 blank), seeded."""
     if num_aug < 0:
         raise ValueError(f"num_aug must be >= 0, got {num_aug}")
@@ -66,7 +68,7 @@ def _take(pool, n, code):
     """Remove and return pool[code % n] (a step of decoding a permutation from a number)."""
     k = code % n
     v = pool[k]
-    pool[k:n - 1] = pool[k + 1:n].copy()
+    pool[k : n - 1] = pool[k + 1 : n].copy()
     return v
 
 

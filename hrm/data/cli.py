@@ -31,15 +31,20 @@ def _common(p: argparse.ArgumentParser, level: str, levels: list[str]) -> None:
     p.add_argument("--level", default=level, choices=levels, help=f"difficulty of generated puzzles (default {level})")
     p.add_argument("--seed", type=int, default=0, help="seed of the build (default 0)")
     p.add_argument("--force", action="store_true", help="replace an existing --out (only once the new one is complete)")
-    p.add_argument("--from-csv", type=Path, metavar="DIR",
-                   help="build from DIR/train.csv and DIR/test.csv (columns source,question,answer,rating)")
+    p.add_argument(
+        "--from-csv",
+        type=Path,
+        metavar="DIR",
+        help="build from DIR/train.csv and DIR/test.csv (columns source,question,answer,rating)",
+    )
     p.add_argument("--subsample-size", type=int, metavar="N", help="with --from-csv: keep N random training puzzles")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="hrm-data", description=__doc__, epilog=EPILOG,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="hrm-data", description=__doc__, epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     sub = parser.add_subparsers(dest="command", required=True, metavar="{sudoku,maze,show}")
     s = sub.add_parser("sudoku", help="build a Sudoku dataset (vocab 11, 81 cells)")
     _common(s, "extreme", ["easy", "medium", "hard", "extreme"])
@@ -48,7 +53,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--blanks", type=int, nargs=2, metavar=("MIN", "MAX"), help="blank cells per generated puzzle")
     m = sub.add_parser("maze", help="build a maze dataset (vocab 6, size² cells)")
     _common(m, "hard", ["easy", "medium", "hard"])
-    m.add_argument("--size", type=int, metavar="S", help="side of the square maze (default: 9 easy, 15 medium, 30 hard)")
+    m.add_argument(
+        "--size", type=int, metavar="S", help="side of the square maze (default: 9 easy, 15 medium, 30 hard)"
+    )
     m.add_argument("--aug", action="store_true", help="add the 8 dihedral transforms of each training maze")
     m.add_argument("--num-aug", type=int, help=argparse.SUPPRESS)  # accepted for symmetry; mazes use --aug
     show = sub.add_parser("show", help="draw a puzzle of a built dataset and its solution")
@@ -59,14 +66,21 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _build(args: argparse.Namespace) -> dict:
-    common = dict(train=args.train, test=args.test, level=args.level, seed=args.seed, from_csv=args.from_csv,
-                  subsample_size=args.subsample_size, force=args.force, progress=not args.quiet)
+    common = dict(
+        train=args.train,
+        test=args.test,
+        level=args.level,
+        seed=args.seed,
+        from_csv=args.from_csv,
+        subsample_size=args.subsample_size,
+        force=args.force,
+        progress=not args.quiet,
+    )
     if args.command == "sudoku":
         from hrm.data import sudoku
 
         blanks = tuple(args.blanks) if args.blanks else None
-        return sudoku.build_dataset(args.out, num_aug=args.num_aug, blanks=blanks, min_rating=args.min_rating,
-                                    **common)
+        return sudoku.build_dataset(args.out, num_aug=args.num_aug, blanks=blanks, min_rating=args.min_rating, **common)
     from hrm.data import maze
 
     if args.num_aug:
@@ -130,8 +144,15 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         err.print("hrm-data: interrupted; nothing was written")
         return 130
-    except (OutputExistsError, CsvFormatError, DatasetError, FileNotFoundError, IndexError, ValueError,
-            RuntimeError) as e:
+    except (
+        OutputExistsError,
+        CsvFormatError,
+        DatasetError,
+        FileNotFoundError,
+        IndexError,
+        ValueError,
+        RuntimeError,
+    ) as e:
         err.print(f"hrm-data: error: {e}", markup=False, highlight=False, soft_wrap=True)
         return 2
     except OSError as e:  # out of disk space and the like: atomic_output_dir has removed the partial build

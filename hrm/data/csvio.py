@@ -43,7 +43,9 @@ def read_puzzle_csv(path: Path | str) -> list[CsvRow]:
             if header is None:
                 raise CsvFormatError(path, 1, "empty file; expected the header 'source,question,answer,rating'")
             if [h.strip().lower() for h in header] != HEADER:
-                raise CsvFormatError(path, 1, f"header is {','.join(header)!r}; expected 'source,question,answer,rating'")
+                raise CsvFormatError(
+                    path, 1, f"header is {','.join(header)!r}; expected 'source,question,answer,rating'"
+                )
             for fields in reader:
                 line = reader.line_num
                 if not fields:

@@ -13,9 +13,9 @@ import logging
 import os
 import secrets
 import shutil
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Iterator, Sequence
 
 import numpy as np
 
@@ -55,7 +55,7 @@ class PuzzleDatasetMetadata:
         return d
 
     @classmethod
-    def from_dict(cls, d: dict) -> "PuzzleDatasetMetadata":
+    def from_dict(cls, d: dict) -> PuzzleDatasetMetadata:
         known = {k: d[k] for k in cls.__dataclass_fields__ if k in d}
         optional = ("total_puzzles", "ignore_label_id", "sets")
         missing = [k for k in cls.__dataclass_fields__ if k not in d and k not in optional]
@@ -71,8 +71,10 @@ def _split_dir(root: Path | str, split: str) -> Path:
 def read_metadata(root: Path | str, split: str) -> PuzzleDatasetMetadata:
     path = _split_dir(root, split) / "dataset.json"
     if not path.is_file():
-        raise DatasetError(f"{path} not found: {root} is not a built dataset with a '{split}' split "
-                           f"(build one with `hrm-data sudoku|maze --out DIR`)")
+        raise DatasetError(
+            f"{path} not found: {root} is not a built dataset with a '{split}' split "
+            f"(build one with `hrm-data sudoku|maze --out DIR`)"
+        )
     try:
         d = json.loads(path.read_text())
     except (OSError, json.JSONDecodeError) as e:
@@ -95,16 +97,19 @@ def _check_arrays(arrays: dict[str, np.ndarray], seq_len: int, where: str) -> No
         raise DatasetError(f"{where}: inputs {inp.shape} and labels {lab.shape} must both be [N, seq_len={seq_len}]")
     pidx, gidx, pid = arrays["puzzle_indices"], arrays["group_indices"], arrays["puzzle_identifiers"]
     if pidx.ndim != 1 or len(pidx) != len(pid) + 1 or pidx[0] != 0 or pidx[-1] != len(inp):
-        raise DatasetError(f"{where}: puzzle_indices must be [N_puzzles+1] offsets from 0 to {len(inp)} "
-                           f"(found length {len(pidx)}, ends {pidx[:1].tolist()}..{pidx[-1:].tolist()})")
+        raise DatasetError(
+            f"{where}: puzzle_indices must be [N_puzzles+1] offsets from 0 to {len(inp)} "
+            f"(found length {len(pidx)}, ends {pidx[:1].tolist()}..{pidx[-1:].tolist()})"
+        )
     if gidx.ndim != 1 or len(gidx) < 1 or gidx[0] != 0 or gidx[-1] != len(pid):
         raise DatasetError(f"{where}: group_indices must be offsets from 0 to N_puzzles={len(pid)}")
     if np.any(np.diff(pidx) < 0) or np.any(np.diff(gidx) <= 0):
         raise DatasetError(f"{where}: puzzle_indices must not decrease and every group must hold a puzzle")
 
 
-def groups_to_arrays(groups: Sequence[Sequence[tuple[np.ndarray, np.ndarray]]],
-                     identifier: int = 0) -> dict[str, np.ndarray]:
+def groups_to_arrays(
+    groups: Sequence[Sequence[tuple[np.ndarray, np.ndarray]]], identifier: int = 0
+) -> dict[str, np.ndarray]:
     """Flatten groups of (input, label) puzzles (one example each) into the five CSR arrays."""
     if not groups or any(len(g) == 0 for g in groups):
         raise ValueError("groups_to_arrays needs at least one group and no empty group")
@@ -125,8 +130,9 @@ def groups_to_arrays(groups: Sequence[Sequence[tuple[np.ndarray, np.ndarray]]],
     }
 
 
-def write_split(root: Path | str, split: str, arrays_by_set: dict[str, dict[str, np.ndarray]],
-                metadata: PuzzleDatasetMetadata) -> Path:
+def write_split(
+    root: Path | str, split: str, arrays_by_set: dict[str, dict[str, np.ndarray]], metadata: PuzzleDatasetMetadata
+) -> Path:
     """Write ``<root>/<split>/dataset.json`` and the arrays of every set; returns the split directory."""
     if sorted(arrays_by_set) != sorted(metadata.sets):
         raise ValueError(f"metadata.sets {metadata.sets} does not match the sets given {sorted(arrays_by_set)}")
@@ -213,6 +219,7 @@ def inverse_dihedral_transform(arr: np.ndarray, tid: int) -> np.ndarray:
 
 
 # --- atomic builds --------------------------------------------------------------------------------------
+
 
 def _fsync_tree(path: Path) -> None:
     for dirpath, _dirs, files in os.walk(path):

@@ -10,8 +10,9 @@ numpy, so a batch costs one gather.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator, NamedTuple
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -21,8 +22,15 @@ from hrm.data.format import load_split, read_metadata
 IGNORE_LABEL_ID = -100
 
 
-def _collate(inputs: np.ndarray, labels: np.ndarray, ids: np.ndarray, ignore_label_id: int | None,
-             local_batch: int, pad_id: int, blank_id: int) -> dict[str, torch.Tensor]:
+def _collate(
+    inputs: np.ndarray,
+    labels: np.ndarray,
+    ids: np.ndarray,
+    ignore_label_id: int | None,
+    local_batch: int,
+    pad_id: int,
+    blank_id: int,
+) -> dict[str, torch.Tensor]:
     """int32 tensors; labels equal to ignore_label_id → −100; short batches padded to `local_batch`."""
     inputs = inputs.astype(np.int32)
     labels = labels.astype(np.int32)
@@ -34,14 +42,18 @@ def _collate(inputs: np.ndarray, labels: np.ndarray, ids: np.ndarray, ignore_lab
         inputs = np.concatenate([inputs, np.full((pad, inputs.shape[1]), pad_id, np.int32)])
         labels = np.concatenate([labels, np.full((pad, labels.shape[1]), IGNORE_LABEL_ID, np.int32)])
         ids = np.concatenate([ids, np.full(pad, blank_id, np.int32)])
-    return {"inputs": torch.from_numpy(inputs), "labels": torch.from_numpy(labels),
-            "puzzle_identifiers": torch.from_numpy(ids)}
+    return {
+        "inputs": torch.from_numpy(inputs),
+        "labels": torch.from_numpy(labels),
+        "puzzle_identifiers": torch.from_numpy(ids),
+    }
 
 
 def _local_size(global_batch_size: int, rank: int, world_size: int) -> int:
     if global_batch_size < 1 or world_size < 1 or global_batch_size % world_size:
-        raise ValueError(f"global batch size {global_batch_size} must be a positive multiple of the world size "
-                         f"{world_size}")
+        raise ValueError(
+            f"global batch size {global_batch_size} must be a positive multiple of the world size {world_size}"
+        )
     if not 0 <= rank < world_size:
         raise ValueError(f"rank {rank} is outside world size {world_size}")
     return global_batch_size // world_size
@@ -55,8 +67,9 @@ class Plan(NamedTuple):
     visits: np.ndarray  # [n_batches] group visits up to and including each batch
 
 
-def plan_iteration(data: dict[str, np.ndarray], global_batch_size: int, rng: np.random.Generator,
-                   epochs_per_iter: int = 1) -> Plan:
+def plan_iteration(
+    data: dict[str, np.ndarray], global_batch_size: int, rng: np.random.Generator, epochs_per_iter: int = 1
+) -> Plan:
     """Every full global batch of one iterator start, drawn from `rng` (see the module docstring)."""
     gidx = np.asarray(data["group_indices"], dtype=np.int64)
     pidx = np.asarray(data["puzzle_indices"], dtype=np.int64)
@@ -67,7 +80,7 @@ def plan_iteration(data: dict[str, np.ndarray], global_batch_size: int, rng: np.
     B = global_batch_size
     if (sizes == 1).all():  # Sudoku/Maze: one example per puzzle, so a batch is B consecutive visits
         n = len(puzzles) // B
-        return Plan(pidx[puzzles[:n * B]].reshape(n, B), puzzles[:n * B].reshape(n, B), B * np.arange(1, n + 1))
+        return Plan(pidx[puzzles[: n * B]].reshape(n, B), puzzles[: n * B].reshape(n, B), B * np.arange(1, n + 1))
     ex_batches, pz_batches, visits, ex, pz, room = [], [], [], [], [], B
     for i, (p, size) in enumerate(zip(puzzles.tolist(), sizes.tolist())):
         take = min(size, room)
@@ -87,8 +100,16 @@ def plan_iteration(data: dict[str, np.ndarray], global_batch_size: int, rng: np.
 class TrainLoader:
     """Endless training batches; `next_batch()` → (set_name, batch, global_effective_batch_size)."""
 
-    def __init__(self, root: Path | str, global_batch_size: int, rank: int = 0, world_size: int = 1,
-                 seed: int = 0, epochs_per_iter: int = 1, split: str = "train"):
+    def __init__(
+        self,
+        root: Path | str,
+        global_batch_size: int,
+        rank: int = 0,
+        world_size: int = 1,
+        seed: int = 0,
+        epochs_per_iter: int = 1,
+        split: str = "train",
+    ):
         self.root, self.seed, self.epochs_per_iter = Path(root), int(seed), int(epochs_per_iter)
         self.global_batch_size, self.rank, self.world_size = global_batch_size, rank, world_size
         self.local_batch_size = _local_size(global_batch_size, rank, world_size)
@@ -109,8 +130,10 @@ class TrainLoader:
         rng = np.random.Generator(np.random.Philox(seed=self.seed + self._iters + 1))
         self._plan = plan_iteration(data, self.global_batch_size, rng, self.epochs_per_iter)
         if len(self._plan.examples) == 0:
-            raise ValueError(f"{self.root}: {len(data['group_indices']) - 1} groups × {self.epochs_per_iter} epoch(s) "
-                             f"cannot fill one global batch of {self.global_batch_size}; lower the batch size")
+            raise ValueError(
+                f"{self.root}: {len(data['group_indices']) - 1} groups × {self.epochs_per_iter} epoch(s) "
+                f"cannot fill one global batch of {self.global_batch_size}; lower the batch size"
+            )
 
     def _finish_start(self) -> None:
         data = self.data[self.metadata.sets[self._set_pos]]
@@ -129,16 +152,23 @@ class TrainLoader:
         set_name = self.metadata.sets[self._set_pos]
         data = self.data[set_name]
         lo = self.rank * self.local_batch_size
-        e = ex[self._position, lo:lo + self.local_batch_size]
-        p = pz[self._position, lo:lo + self.local_batch_size]
+        e = ex[self._position, lo : lo + self.local_batch_size]
+        p = pz[self._position, lo : lo + self.local_batch_size]
         self._position += 1
         order = np.argsort(e, kind="stable")  # memory-mapped reads in file order, then back to batch order
         inv = np.empty_like(order)
         inv[order] = np.arange(len(order))
         inputs = np.asarray(data["inputs"][e[order]])[inv]
         labels = np.asarray(data["labels"][e[order]])[inv]
-        batch = _collate(inputs, labels, np.asarray(data["puzzle_identifiers"])[p], self.metadata.ignore_label_id,
-                         self.local_batch_size, self.metadata.pad_id, self.metadata.blank_identifier_id)
+        batch = _collate(
+            inputs,
+            labels,
+            np.asarray(data["puzzle_identifiers"])[p],
+            self.metadata.ignore_label_id,
+            self.local_batch_size,
+            self.metadata.pad_id,
+            self.metadata.blank_identifier_id,
+        )
         return set_name, batch, self.global_batch_size
 
     def __iter__(self) -> Iterator[tuple[str, dict[str, torch.Tensor], int]]:
@@ -159,15 +189,24 @@ class TrainLoader:
         return len(self._plan.examples)
 
     def state_dict(self) -> dict:
-        return {"version": 1, "seed": self.seed, "global_batch_size": self.global_batch_size,
-                "epochs_per_iter": self.epochs_per_iter, "iters": self._iters, "set_pos": self._set_pos,
-                "position": self._position, "groups_done": self._groups_done}
+        return {
+            "version": 1,
+            "seed": self.seed,
+            "global_batch_size": self.global_batch_size,
+            "epochs_per_iter": self.epochs_per_iter,
+            "iters": self._iters,
+            "set_pos": self._set_pos,
+            "position": self._position,
+            "groups_done": self._groups_done,
+        }
 
     def load_state_dict(self, state: dict) -> None:
         for key in ("seed", "global_batch_size", "epochs_per_iter"):
             if int(state[key]) != getattr(self, key):
-                raise ValueError(f"data loader state was saved with {key}={state[key]} but this run has "
-                                 f"{key}={getattr(self, key)}; the data order cannot be resumed exactly")
+                raise ValueError(
+                    f"data loader state was saved with {key}={state[key]} but this run has "
+                    f"{key}={getattr(self, key)}; the data order cannot be resumed exactly"
+                )
         self._iters, self._set_pos = int(state["iters"]), int(state["set_pos"])
         self._position, self._groups_done = int(state["position"]), int(state["groups_done"])
         self._plan = None
@@ -175,9 +214,14 @@ class TrainLoader:
             self._start()
 
 
-def iter_test_batches(root: Path | str, global_batch_size: int, rank: int = 0, world_size: int = 1,
-                      max_examples: int | None = None, split: str = "test"
-                      ) -> Iterator[tuple[str, dict[str, torch.Tensor], int]]:
+def iter_test_batches(
+    root: Path | str,
+    global_batch_size: int,
+    rank: int = 0,
+    world_size: int = 1,
+    max_examples: int | None = None,
+    split: str = "test",
+) -> Iterator[tuple[str, dict[str, torch.Tensor], int]]:
     """Sequential test batches (each rank its slice; the last one padded): (set_name, batch, effective size)."""
     local = _local_size(global_batch_size, rank, world_size)
     meta = read_metadata(root, split)
@@ -189,7 +233,13 @@ def iter_test_batches(root: Path | str, global_batch_size: int, rank: int = 0, w
             end = min(total, start + global_batch_size)
             lo, hi = min(start + rank * local, end), min(start + (rank + 1) * local, end)
             puzzles = np.searchsorted(pidx, np.arange(lo, hi), side="right") - 1
-            batch = _collate(np.asarray(data["inputs"][lo:hi]), np.asarray(data["labels"][lo:hi]),
-                             np.asarray(data["puzzle_identifiers"])[puzzles], meta.ignore_label_id, local,
-                             meta.pad_id, meta.blank_identifier_id)
+            batch = _collate(
+                np.asarray(data["inputs"][lo:hi]),
+                np.asarray(data["labels"][lo:hi]),
+                np.asarray(data["puzzle_identifiers"])[puzzles],
+                meta.ignore_label_id,
+                local,
+                meta.pad_id,
+                meta.blank_identifier_id,
+            )
             yield set_name, batch, end - start

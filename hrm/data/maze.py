@@ -6,8 +6,8 @@ import logging
 import math
 import time
 from collections import deque
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable
 
 import numpy as np
 
@@ -35,14 +35,31 @@ from hrm.data.maze_gen import (  # re-exported: the public maze API lives here
     shortest_path_moves,
 )
 
-__all__ = ["CHARSET", "WALL", "OPEN", "START", "GOAL", "PATH", "VOCAB_SIZE", "LEVELS", "bfs_label", "encode",
-           "decode", "min_path_moves", "shortest_path_moves", "generate", "build_dataset", "maze_stats",
-           "maze_benchmark"]
+__all__ = [
+    "CHARSET",
+    "WALL",
+    "OPEN",
+    "START",
+    "GOAL",
+    "PATH",
+    "VOCAB_SIZE",
+    "LEVELS",
+    "bfs_label",
+    "encode",
+    "decode",
+    "min_path_moves",
+    "shortest_path_moves",
+    "generate",
+    "build_dataset",
+    "maze_stats",
+    "maze_benchmark",
+]
 
 log = logging.getLogger(__name__)
 
 
 # --- the reference labeller ------------------------------------------------------------------------------
+
 
 def bfs_label(grid: np.ndarray) -> np.ndarray:
     """The label of a maze token grid: BFS from S trying down, left, right, up; parent at first discovery;
@@ -86,6 +103,7 @@ def bfs_label(grid: np.ndarray) -> np.ndarray:
 
 # --- text form -------------------------------------------------------------------------------------------
 
+
 def encode(text: str) -> np.ndarray:
     """'# SGo' characters (row-major, side² of them) → token grid."""
     side = math.isqrt(len(text))
@@ -104,8 +122,16 @@ def decode(grid: np.ndarray) -> str:
     return "".join(CHARSET[t - 1] if t else "?" for t in np.asarray(grid).reshape(-1).tolist())
 
 
-def generate(n: int, *, level: str = "hard", size: int | None = None, seed: int = 0, stream: int = 0,
-             exclude: set[bytes] | None = None, on_maze=None) -> list[tuple[np.ndarray, np.ndarray]]:
+def generate(
+    n: int,
+    *,
+    level: str = "hard",
+    size: int | None = None,
+    seed: int = 0,
+    stream: int = 0,
+    exclude: set[bytes] | None = None,
+    on_maze=None,
+) -> list[tuple[np.ndarray, np.ndarray]]:
     """n distinct (input, label) token grids, none of whose input bytes are in `exclude` (e.g. the train
     split, for the test split); `on_maze()` is called after each one (progress).
     (seed, stream) select an independent random stream (the builder uses stream 0 for train, 1 for test)."""
@@ -126,8 +152,10 @@ def generate(n: int, *, level: str = "hard", size: int | None = None, seed: int 
                 on_maze()
         stale = stale + 1 if len(out) == before else 0
         if stale >= 20:
-            raise RuntimeError(f"found only {len(out)} distinct {size}×{size} {level} mazes (of {n}); "
-                               f"ask for fewer or use a larger --size")
+            raise RuntimeError(
+                f"found only {len(out)} distinct {size}×{size} {level} mazes (of {n}); "
+                f"ask for fewer or use a larger --size"
+            )
     return out
 
 
@@ -146,14 +174,23 @@ def maze_stats(labels: Iterable[np.ndarray]) -> dict:
         c = int(((moves >= lo) & (moves < lo + 10)).sum())
         if c:
             hist[f"{lo}-{lo + 9}"] = c
-    return dict(moves_min=int(pct[0]), moves_p10=float(pct[1]), moves_median=float(pct[2]),
-                moves_p90=float(pct[3]), moves_max=int(pct[4]), moves_mean=round(float(moves.mean()), 2),
-                moves_hist=hist, wall_frac_median=round(float(np.median(walls)), 4),
-                wall_frac_min=round(float(walls.min()), 4), wall_frac_max=round(float(walls.max()), 4))
+    return dict(
+        moves_min=int(pct[0]),
+        moves_p10=float(pct[1]),
+        moves_median=float(pct[2]),
+        moves_p90=float(pct[3]),
+        moves_max=int(pct[4]),
+        moves_mean=round(float(moves.mean()), 2),
+        moves_hist=hist,
+        wall_frac_median=round(float(np.median(walls)), 4),
+        wall_frac_min=round(float(walls.min()), 4),
+        wall_frac_max=round(float(walls.max()), 4),
+    )
 
 
-def maze_benchmark(n: int = 1000, *, level: str = "hard", size: int = 30, seed: int = 0,
-                   real_dir: Path | str | None = None) -> dict:
+def maze_benchmark(
+    n: int = 1000, *, level: str = "hard", size: int = 30, seed: int = 0, real_dir: Path | str | None = None
+) -> dict:
     """Generation throughput and the path-length distribution of n generated mazes, beside the real set's
     (`real_dir`: a reference maze dataset root such as ../shared/data/maze-30x30-hard-1k/npy)."""
     from hrm.data.format import load_split
@@ -161,11 +198,22 @@ def maze_benchmark(n: int = 1000, *, level: str = "hard", size: int = 30, seed: 
     t0, c0 = time.perf_counter(), time.process_time()
     pairs = generate(n, level=level, size=size, seed=seed)
     wall, cpu = time.perf_counter() - t0, time.process_time() - c0
-    out = dict(n=n, level=level, size=size, min_moves=min_path_moves(level, size), seconds=round(wall, 2),
-               cpu_seconds=round(cpu, 2), mazes_per_s=round(n / wall, 1), ours=maze_stats(a for _, a in pairs))
+    out = dict(
+        n=n,
+        level=level,
+        size=size,
+        min_moves=min_path_moves(level, size),
+        seconds=round(wall, 2),
+        cpu_seconds=round(cpu, 2),
+        mazes_per_s=round(n / wall, 1),
+        ours=maze_stats(a for _, a in pairs),
+    )
     if real_dir is not None:
-        out["real"] = {split: maze_stats(np.asarray(load_split(real_dir, split)["labels"]))
-                       for split in ("train", "test") if (Path(real_dir) / split / "dataset.json").is_file()}
+        out["real"] = {
+            split: maze_stats(np.asarray(load_split(real_dir, split)["labels"]))
+            for split in ("train", "test")
+            if (Path(real_dir) / split / "dataset.json").is_file()
+        }
     return out
 
 
@@ -173,8 +221,10 @@ def _csv_paths(folder: Path) -> dict[str, Path]:
     paths = {split: find_split_csv(folder, split) for split in ("train", "test")}
     for split, path in paths.items():
         if path is None:
-            raise FileNotFoundError(f"{folder}: no {split}.csv (or {split}.hrm.csv) with columns "
-                                    f"source,question,answer,rating; --from-csv needs train and test CSVs")
+            raise FileNotFoundError(
+                f"{folder}: no {split}.csv (or {split}.hrm.csv) with columns "
+                f"source,question,answer,rating; --from-csv needs train and test CSVs"
+            )
     return paths
 
 
@@ -204,15 +254,35 @@ def _augment(pairs: list[tuple[np.ndarray, np.ndarray]], aug: bool) -> list[list
 
 def _write(root: Path, split: str, groups: list[list[tuple[np.ndarray, np.ndarray]]], side: int) -> None:
     arrays = groups_to_arrays(groups)
-    meta = PuzzleDatasetMetadata(pad_id=0, ignore_label_id=0, blank_identifier_id=0, vocab_size=VOCAB_SIZE,
-                                 seq_len=side * side, num_puzzle_identifiers=1, total_groups=len(groups),
-                                 mean_puzzle_examples=1.0, sets=["all"], total_puzzles=len(arrays["inputs"]))
+    meta = PuzzleDatasetMetadata(
+        pad_id=0,
+        ignore_label_id=0,
+        blank_identifier_id=0,
+        vocab_size=VOCAB_SIZE,
+        seq_len=side * side,
+        num_puzzle_identifiers=1,
+        total_groups=len(groups),
+        mean_puzzle_examples=1.0,
+        sets=["all"],
+        total_puzzles=len(arrays["inputs"]),
+    )
     write_split(root, split, {"all": arrays}, meta)
 
 
-def build_dataset(out: Path | str, *, train: int = 1000, test: int = 1000, level: str = "hard",
-                  size: int | None = None, aug: bool = False, seed: int = 0, from_csv: Path | str | None = None,
-                  subsample_size: int | None = None, force: bool = False, progress: bool = True) -> dict:
+def build_dataset(
+    out: Path | str,
+    *,
+    train: int = 1000,
+    test: int = 1000,
+    level: str = "hard",
+    size: int | None = None,
+    aug: bool = False,
+    seed: int = 0,
+    from_csv: Path | str | None = None,
+    subsample_size: int | None = None,
+    force: bool = False,
+    progress: bool = True,
+) -> dict:
     """Build a maze dataset at `out` (atomically) and return a summary dict."""
     from hrm.data.progress import task_progress
 
@@ -237,21 +307,42 @@ def build_dataset(out: Path | str, *, train: int = 1000, test: int = 1000, level
             for i, (split, n) in enumerate((("train", train), ("test", test))):
                 task = bar.add_task(f"{split} mazes {size}×{size} ({level})", total=n)
                 train_keys = {q.tobytes() for q, _ in splits.get("train", [])}  # test never repeats train
-                splits[split] = generate(n, level=level, size=size, seed=seed, stream=i, exclude=train_keys,
-                                         on_maze=lambda: bar.advance(task))
+                splits[split] = generate(
+                    n,
+                    level=level,
+                    size=size,
+                    seed=seed,
+                    stream=i,
+                    exclude=train_keys,
+                    on_maze=lambda task=task: bar.advance(task),
+                )
         source = "generated"
     side = splits["train"][0][0].shape[0]
     with atomic_output_dir(out, force) as tmp:
         _write(tmp, "train", _augment(splits["train"], aug), side)
         _write(tmp, "test", _augment(splits["test"], False), side)
         write_identifiers(tmp, ["<blank>"])
-    summary = dict(task="maze", out=str(out), source=source, size=side, level=None if from_csv else level,
-                   aug=aug, seed=seed, seconds=round(time.monotonic() - t0, 2),
-                   train=dict(mazes=len(splits["train"]), examples=len(splits["train"]) * (8 if aug else 1),
-                              **maze_stats(a for _, a in splits["train"])),
-                   test=dict(mazes=len(splits["test"]), examples=len(splits["test"]),
-                             **maze_stats(a for _, a in splits["test"])))
-    log.info("built maze dataset %s: %d train / %d test mazes in %.1f s", out, len(splits["train"]),
-             len(splits["test"]), summary["seconds"])
+    summary = dict(
+        task="maze",
+        out=str(out),
+        source=source,
+        size=side,
+        level=None if from_csv else level,
+        aug=aug,
+        seed=seed,
+        seconds=round(time.monotonic() - t0, 2),
+        train=dict(
+            mazes=len(splits["train"]),
+            examples=len(splits["train"]) * (8 if aug else 1),
+            **maze_stats(a for _, a in splits["train"]),
+        ),
+        test=dict(mazes=len(splits["test"]), examples=len(splits["test"]), **maze_stats(a for _, a in splits["test"])),
+    )
+    log.info(
+        "built maze dataset %s: %d train / %d test mazes in %.1f s",
+        out,
+        len(splits["train"]),
+        len(splits["test"]),
+        summary["seconds"],
+    )
     return summary
-

@@ -11,7 +11,7 @@ a bound shows it cannot hold a long enough shortest path.
 from __future__ import annotations
 
 import math
-from typing import Iterator
+from collections.abc import Iterator
 
 import numpy as np
 
@@ -34,6 +34,7 @@ def min_path_moves(level: str, size: int) -> int:
 # --- bit-parallel BFS ------------------------------------------------------------------------------------
 # Cell (r, c) of a side×side grid is bit (r+1)*W + (c+1) with W = side+2: a frame of wall bits means a
 # shift never wraps from one row into the next.
+
 
 def _open_mask(open_cells: np.ndarray) -> int:
     side = open_cells.shape[0]
@@ -75,12 +76,13 @@ def _pick_bit(x: int, rng: np.random.Generator) -> int:
 
 # --- batched first filter: many grids at once, one machine word per grid row -----------------------------
 
+
 def _rows(open_cells: np.ndarray) -> np.ndarray:
     """[B, side, side] bool → [B, side+2] uint32/uint64 row masks (bit c+1 of row r+1 = cell (r, c))."""
     B, side, _ = open_cells.shape
     nbits = 32 if side + 2 <= 32 else 64
     padded = np.zeros((B, side + 2, nbits), dtype=bool)
-    padded[:, 1:-1, 1:side + 1] = open_cells
+    padded[:, 1:-1, 1 : side + 1] = open_cells
     return np.packbits(padded, axis=-1, bitorder="little").view(f"<u{nbits // 8}")[..., 0]
 
 
@@ -199,7 +201,7 @@ class _Candidate:
             comp |= level
             if k < min_moves - (len(lu) - 1):
                 near_u |= level
-        for level in lv[:max(0, min_moves - (len(lv) - 1))]:
+        for level in lv[: max(0, min_moves - (len(lv) - 1))]:
             near_v |= level
         # ecc(S) ≤ d(S,u) + ecc(u), the same for v: cells failing either bound, or off u's component, can't be S
         possible = comp & ~near_u & ~near_v
@@ -236,11 +238,12 @@ def _choose_pairs(cands: list[_Candidate], min_moves: int, rng: np.random.Genera
     owner = [j for j, c in enumerate(todo) for _ in c.cand]
     grid_rows = _rows(np.stack([c.open_cells for c in todo]))
     comp_rows = np.stack([_bits_to_rows(c.comp, side) for c in todo])
-    counts = _far_counts(grid_rows[owner], comp_rows[owner], np.array([s for c in todo for s in c.cand]),
-                         side + 2, min_moves).tolist()
+    counts = _far_counts(
+        grid_rows[owner], comp_rows[owner], np.array([s for c in todo for s in c.cand]), side + 2, min_moves
+    ).tolist()
     out, i = [], 0
     for c in todo:
-        far = dict(zip(c.cand, counts[i:i + len(c.cand)]))
+        far = dict(zip(c.cand, counts[i : i + len(c.cand)]))
         i += len(c.cand)
         for s, t in zip(c.draws, c.need):
             if far.get(s, 0) > t:
@@ -252,8 +255,15 @@ def _choose_pairs(cands: list[_Candidate], min_moves: int, rng: np.random.Genera
     return out
 
 
-def iter_mazes(n: int, side: int, min_moves: int, rng: np.random.Generator, batch: int = 2048,
-               pair_tries: int = 64, give_up_after: int = 30) -> Iterator[np.ndarray]:
+def iter_mazes(
+    n: int,
+    side: int,
+    min_moves: int,
+    rng: np.random.Generator,
+    batch: int = 2048,
+    pair_tries: int = 64,
+    give_up_after: int = 30,
+) -> Iterator[np.ndarray]:
     """Yield n mazes (token grids [side, side]) whose S→G shortest path has ≥ min_moves moves.
 
     Batches of random grids grow from 128 to `batch` (small requests stay cheap); gives up (RuntimeError)
@@ -274,8 +284,10 @@ def iter_mazes(n: int, side: int, min_moves: int, rng: np.random.Generator, batc
                 return
     if made == n:
         return
-    raise RuntimeError(f"no {side}×{side} maze with a shortest path ≥ {min_moves} moves in {give_up_after} batches of "
-                       f"random grids: that is too long for this size; use an easier --level or a larger --size")
+    raise RuntimeError(
+        f"no {side}×{side} maze with a shortest path ≥ {min_moves} moves in {give_up_after} batches of "
+        f"random grids: that is too long for this size; use an easier --level or a larger --size"
+    )
 
 
 def shortest_path_moves(grid: np.ndarray) -> int:

@@ -6,7 +6,8 @@ import contextlib
 import signal
 import sys
 import threading
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 _interrupted = threading.Event()
 
@@ -16,6 +17,7 @@ def install_interrupt_guard() -> None:
     inside a finalizer (`__del__`, a closing generator) with only a printed warning, so a SIGINT that lands
     there would be lost and the build would run on; builders call `raise_if_interrupted` at every progress
     tick and before publishing a dataset, so it is not."""
+
     def on_sigint(signum: int, frame: Any) -> None:
         _interrupted.set()
         raise KeyboardInterrupt
@@ -46,10 +48,23 @@ def task_progress(enabled: bool = True) -> Iterator[Any]:
         yield _Silent()
         return
     from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
 
-    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-               TextColumn("ETA"), TimeRemainingColumn())
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TextColumn("ETA"),
+        TimeRemainingColumn(),
+    )
     with Progress(*columns, console=Console(file=sys.stderr), transient=False) as bar:
         yield _Checked(bar)
 

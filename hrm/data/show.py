@@ -13,8 +13,13 @@ from rich.text import Text
 from hrm.data.format import load_split, read_metadata
 
 # maze tokens (hrm.data.maze_gen): 1 wall, 2 open, 3 start, 4 goal, 5 path
-_MAZE_CELLS = {1: ("██", "grey50"), 2: ("  ", ""), 3: ("S ", "bold black on green"),
-               4: ("G ", "bold black on red"), 5: ("··", "bold yellow")}
+_MAZE_CELLS = {
+    1: ("██", "grey50"),
+    2: ("  ", ""),
+    3: ("S ", "bold black on green"),
+    4: ("G ", "bold black on red"),
+    5: ("··", "bold yellow"),
+}
 
 
 def guess_task(vocab_size: int, seq_len: int) -> str:
@@ -65,7 +70,7 @@ def render_tokens(inputs: np.ndarray, labels: np.ndarray | None = None) -> Text:
     seq = np.asarray(inputs).reshape(-1)
     side = math.isqrt(seq.size)
     width = side if side * side == seq.size else 30
-    rows = [" ".join(f"{int(t):2d}" for t in seq[i:i + width]) for i in range(0, seq.size, width)]
+    rows = [" ".join(f"{int(t):2d}" for t in seq[i : i + width]) for i in range(0, seq.size, width)]
     return Text("\n".join(rows))
 
 
@@ -83,16 +88,24 @@ def render_example(root: Path | str, split: str = "train", index: int = 0) -> Gr
     header = Text(f"{Path(root).name} · {split} example {index} of {n} · puzzle {puzzle} · group {group}", style="bold")
     if task == "sudoku":
         blanks = int((inp == 1).sum())
-        legend = Text.assemble(f"{81 - blanks} givens ", ("bold", "bold"), f", {blanks} cells filled in ",
-                               ("in colour", "cyan"))
+        legend = Text.assemble(
+            f"{81 - blanks} givens ", ("bold", "bold"), f", {blanks} cells filled in ", ("in colour", "cyan")
+        )
         pair = Table.grid(padding=(0, 3))
         pair.add_row(Text("puzzle", style="bold"), Text("solution", style="bold"))
         pair.add_row(render_sudoku(inp), render_sudoku(inp, lab))
         return Group(header, legend, pair)
     if task == "maze":
         moves = int((lab == 5).sum()) + 1
-        legend = Text.assemble(("██", "grey50"), " wall  ", ("S ", "bold black on green"), " start  ",
-                               ("G ", "bold black on red"), " goal  ", ("··", "bold yellow"),
-                               f" shortest path ({moves} moves)")
+        legend = Text.assemble(
+            ("██", "grey50"),
+            " wall  ",
+            ("S ", "bold black on green"),
+            " start  ",
+            ("G ", "bold black on red"),
+            " goal  ",
+            ("··", "bold yellow"),
+            f" shortest path ({moves} moves)",
+        )
         return Group(header, legend, render_maze(inp, lab))
     return Group(header, Text("inputs:"), render_tokens(inp), Text("labels:"), render_tokens(lab))

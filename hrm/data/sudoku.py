@@ -11,8 +11,8 @@ import json
 import logging
 import math
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
@@ -22,8 +22,19 @@ from hrm.data.augment import augment_all, random_symmetry
 from hrm.data.sudoku_gen import LEVELS, GenerationError, generate
 from hrm.data.sudoku_solver import InvalidPuzzle, count_solutions, is_valid_solution, rate, solve
 
-__all__ = ["build_dataset", "rate", "count_solutions", "generate", "random_symmetry", "solve",
-           "LEVELS", "GenerationError", "InvalidPuzzle", "rating_stats", "read_sudoku_csv"]
+__all__ = [
+    "build_dataset",
+    "rate",
+    "count_solutions",
+    "generate",
+    "random_symmetry",
+    "solve",
+    "LEVELS",
+    "GenerationError",
+    "InvalidPuzzle",
+    "rating_stats",
+    "read_sudoku_csv",
+]
 
 log = logging.getLogger(__name__)
 VOCAB_SIZE = 11
@@ -36,11 +47,21 @@ def rating_stats(ratings: list[int] | np.ndarray) -> dict:
     v = sorted(int(x) for x in ratings)
     if not v:
         return {}
+
     def rank(q: float) -> int:
         return v[max(0, math.ceil(q * len(v)) - 1)]
+
     median = v[len(v) // 2] if len(v) % 2 else (v[len(v) // 2 - 1] + v[len(v) // 2]) / 2
-    return {"n": len(v), "min": v[0], "p10": rank(0.1), "median": median, "p90": rank(0.9), "max": v[-1],
-            "mean": round(sum(v) / len(v), 1), "zero_guess_fraction": round(sum(1 for x in v if x == 0) / len(v), 3)}
+    return {
+        "n": len(v),
+        "min": v[0],
+        "p10": rank(0.1),
+        "median": median,
+        "p90": rank(0.9),
+        "max": v[-1],
+        "mean": round(sum(v) / len(v), 1),
+        "zero_guess_fraction": round(sum(1 for x in v if x == 0) / len(v), 3),
+    }
 
 
 def read_sudoku_csv(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -72,9 +93,17 @@ def _to_tokens(grid: np.ndarray) -> np.ndarray:
 
 def _metadata(total_groups: int, total_puzzles: int) -> fmt.PuzzleDatasetMetadata:
     return fmt.PuzzleDatasetMetadata(
-        pad_id=0, ignore_label_id=0, blank_identifier_id=0, vocab_size=VOCAB_SIZE, seq_len=SEQ_LEN,
-        num_puzzle_identifiers=1, total_groups=total_groups, mean_puzzle_examples=1.0, sets=["all"],
-        total_puzzles=total_puzzles)
+        pad_id=0,
+        ignore_label_id=0,
+        blank_identifier_id=0,
+        vocab_size=VOCAB_SIZE,
+        seq_len=SEQ_LEN,
+        num_puzzle_identifiers=1,
+        total_groups=total_groups,
+        mean_puzzle_examples=1.0,
+        sets=["all"],
+        total_puzzles=total_puzzles,
+    )
 
 
 def _write(root: Path, split: str, puzzles: np.ndarray, solutions: np.ndarray, num_aug: int, seed: int) -> int:
@@ -90,10 +119,23 @@ def _progress_bar(enabled: bool):
     """A rich Progress (or None) and a factory of per-task callbacks."""
     if not enabled:
         return None
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
 
-    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                    TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn())
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TextColumn("eta"),
+        TimeRemainingColumn(),
+    )
 
 
 def _generate_split(name: str, n: int, level: str, seed: int, blanks, min_rating, bar) -> tuple[np.ndarray, np.ndarray]:
@@ -106,13 +148,17 @@ def _generate_split(name: str, n: int, level: str, seed: int, blanks, min_rating
     return generate(n, level, seed, blanks=blanks, min_rating=min_rating, progress=cb)
 
 
-def _load_csv_split(folder: Path, split: str, min_rating, subsample_size, seed) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _load_csv_split(
+    folder: Path, split: str, min_rating, subsample_size, seed
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     from hrm.data.csvio import find_split_csv
 
     path = find_split_csv(folder, split)
     if path is None:
-        raise FileNotFoundError(f"{folder}: no {split}.csv (reference columns source,question,answer,rating); "
-                                f"--from-csv needs a folder holding train.csv and test.csv")
+        raise FileNotFoundError(
+            f"{folder}: no {split}.csv (reference columns source,question,answer,rating); "
+            f"--from-csv needs a folder holding train.csv and test.csv"
+        )
     puzzles, solutions, ratings = read_sudoku_csv(path)
     if min_rating is not None:  # the reference's --min-difficulty: keep rating >= threshold
         keep = ratings >= min_rating
@@ -125,10 +171,21 @@ def _load_csv_split(folder: Path, split: str, min_rating, subsample_size, seed) 
     return puzzles, solutions, ratings
 
 
-def build_dataset(out: Path, *, train: int = 1000, test: int = 1000, level: str = "extreme", num_aug: int = 0,
-                  seed: int = 0, blanks: tuple[int, int] | list[int] | None = None, min_rating: int | None = None,
-                  subsample_size: int | None = None, from_csv: Path | str | None = None, force: bool = False,
-                  progress: bool = True) -> dict:
+def build_dataset(
+    out: Path,
+    *,
+    train: int = 1000,
+    test: int = 1000,
+    level: str = "extreme",
+    num_aug: int = 0,
+    seed: int = 0,
+    blanks: tuple[int, int] | list[int] | None = None,
+    min_rating: int | None = None,
+    subsample_size: int | None = None,
+    from_csv: Path | str | None = None,
+    force: bool = False,
+    progress: bool = True,
+) -> dict:
     """Build a Sudoku dataset at `out` (atomically) and return a summary dict.
 
     Generated: `train`/`test` puzzles of `level` (blanks/min_rating as in `generate`; train and test
@@ -157,15 +214,23 @@ def build_dataset(out: Path, *, train: int = 1000, test: int = 1000, level: str 
             if subsample_size is not None and subsample_size < len(tr_p):
                 idx = np.sort(np.random.default_rng(seed).choice(len(tr_p), subsample_size, replace=False))
                 tr_p, tr_s = tr_p[idx], tr_s[idx]
-            summary.update(source=f"generated:{level}", level=level, blanks=list(blanks_t) if blanks_t else None,
-                           min_rating=min_rating)
+            summary.update(
+                source=f"generated:{level}",
+                level=level,
+                blanks=list(blanks_t) if blanks_t else None,
+                min_rating=min_rating,
+            )
             # our guess-count rating (compiled, equal to `rate`), capped so one pathological puzzle
             # cannot stall the summary
             fast_rate = sudoku_fast.rate
-            summary["rating"] = {"train": rating_stats([fast_rate(p, limit=RATING_CAP) for p in tr_p]),
-                                 "test": rating_stats([fast_rate(p, limit=RATING_CAP) for p in te_p])}
-        summary["blanks_range"] = {"train": [int((tr_p == 0).sum(1).min()), int((tr_p == 0).sum(1).max())],
-                                   "test": [int((te_p == 0).sum(1).min()), int((te_p == 0).sum(1).max())]}
+            summary["rating"] = {
+                "train": rating_stats([fast_rate(p, limit=RATING_CAP) for p in tr_p]),
+                "test": rating_stats([fast_rate(p, limit=RATING_CAP) for p in te_p]),
+            }
+        summary["blanks_range"] = {
+            "train": [int((tr_p == 0).sum(1).min()), int((tr_p == 0).sum(1).max())],
+            "test": [int((te_p == 0).sum(1).min()), int((te_p == 0).sum(1).max())],
+        }
         with fmt.atomic_output_dir(out, force) as tmp:
             n_train = _write(tmp, "train", tr_p, tr_s, num_aug, seed)
             n_test = _write(tmp, "test", te_p, te_s, 0, seed)
@@ -174,7 +239,11 @@ def build_dataset(out: Path, *, train: int = 1000, test: int = 1000, level: str 
     finally:
         if bar is not None:
             bar.stop()
-    summary.update(train_groups=len(tr_p), train_examples=n_train, test_examples=n_test,
-                   build_seconds=round(time.monotonic() - t0, 2))
+    summary.update(
+        train_groups=len(tr_p),
+        train_examples=n_train,
+        test_examples=n_test,
+        build_seconds=round(time.monotonic() - t0, 2),
+    )
     log.info("built %s: %d train examples (%d puzzles x %d), %d test", out, n_train, len(tr_p), num_aug + 1, n_test)
     return summary

@@ -13,12 +13,14 @@ later processes, including the generator's worker processes, load them in under 
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 from numba import njit
 
-from hrm.data.sudoku_solver import PEERS as _PEER_LISTS, UNITS as _UNIT_LISTS, InvalidPuzzle, _as_list
+from hrm.data.sudoku_solver import PEERS as _PEER_LISTS
+from hrm.data.sudoku_solver import UNITS as _UNIT_LISTS
+from hrm.data.sudoku_solver import InvalidPuzzle, _as_list
 
 ALL = 0x1FF
 # Module-level arrays are frozen into the compiled code as constants.

@@ -32,7 +32,7 @@ import math
 import multiprocessing as mp
 import os
 import random
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 
@@ -73,8 +73,9 @@ def _reduce(puz: list[int], rng: random.Random, min_clues: int = 0) -> list[int]
     return out.tolist()
 
 
-def symmetric_hardness(puz: list[int], rng: random.Random, k: int, cap: int,
-                       give_up_below: float | None = None) -> float:
+def symmetric_hardness(
+    puz: list[int], rng: random.Random, k: int, cap: int, give_up_below: float | None = None
+) -> float:
     """Geometric-mean rating over `k` random symmetries (each rating capped at `cap`).
 
     With `give_up_below`, stops early (returning the mean so far) once the running mean falls far
@@ -114,13 +115,21 @@ def _make_one(args: tuple) -> tuple[list[int], list[int], int]:
     wanted = [f"blanks in [{lo}, {hi}]"] if (lo, hi) != (0, 81) else []
     wanted += [f"rating >= {min_rating}"] if min_rating is not None else []
     wanted += [f"symmetric rating >= {recipe['threshold']:g}"] if level == "extreme" else []
-    raise GenerationError(f"no {level} puzzle with {' and '.join(wanted)} after {MAX_ATTEMPTS} tries: "
-                          f"widen --blanks, lower --min-rating or choose an easier --level")
+    raise GenerationError(
+        f"no {level} puzzle with {' and '.join(wanted)} after {MAX_ATTEMPTS} tries: "
+        f"widen --blanks, lower --min-rating or choose an easier --level"
+    )
 
 
-def generate(n: int, level: str, seed: int, blanks: tuple[int, int] | None = None,
-             min_rating: int | None = None, progress: Callable[[int], None] | None = None,
-             workers: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+def generate(
+    n: int,
+    level: str,
+    seed: int,
+    blanks: tuple[int, int] | None = None,
+    min_rating: int | None = None,
+    progress: Callable[[int], None] | None = None,
+    workers: int | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
     """`n` puzzles with exactly one solution: (puzzles uint8[n, 81] with 0 = blank, solutions uint8[n, 81]).
 
     `blanks=(min, max)` bounds the number of blank cells; `min_rating` keeps puzzles whose guess-count
@@ -132,7 +141,9 @@ def generate(n: int, level: str, seed: int, blanks: tuple[int, int] | None = Non
     if blanks is not None:
         lo, hi = blanks
         if not 0 <= lo <= hi <= 64:
-            raise ValueError(f"blanks must satisfy 0 <= min <= max <= 64 (a unique Sudoku has >= 17 givens), got {blanks}")
+            raise ValueError(
+                f"blanks must satisfy 0 <= min <= max <= 64 (a unique Sudoku has >= 17 givens), got {blanks}"
+            )
         blanks = (int(lo), int(hi))
     jobs = [(i, level, seed, blanks, min_rating) for i in range(n)]
     puzzles = np.zeros((n, 81), dtype=np.uint8)
@@ -149,8 +160,7 @@ def generate(n: int, level: str, seed: int, blanks: tuple[int, int] | None = Non
     return puzzles, solutions
 
 
-def _collect(results, puzzles: np.ndarray, solutions: np.ndarray,
-             progress: Callable[[int], None] | None) -> None:
+def _collect(results, puzzles: np.ndarray, solutions: np.ndarray, progress: Callable[[int], None] | None) -> None:
     for i, (puz, sol, _attempts) in enumerate(results):
         puzzles[i] = puz
         solutions[i] = sol

@@ -13,7 +13,7 @@ all givens and propagating once equals placing them one by one in row-major orde
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -29,9 +29,7 @@ ROWS = [[r * 9 + c for c in range(9)] for r in range(9)]
 COLS = [[r * 9 + c for r in range(9)] for c in range(9)]
 BOXES = [[(br * 3 + r) * 9 + bc * 3 + c for r in range(3) for c in range(3)] for br in range(3) for bc in range(3)]
 UNITS = ROWS + COLS + BOXES
-PEERS: list[tuple[int, ...]] = [
-    tuple(sorted({p for u in UNITS if i in u for p in u} - {i})) for i in range(81)
-]
+PEERS: list[tuple[int, ...]] = [tuple(sorted({p for u in UNITS if i in u for p in u} - {i})) for i in range(81)]
 _CELL_UNITS = [tuple(u for u in UNITS if i in u) for i in range(81)]
 
 

@@ -10,13 +10,22 @@ import importlib
 from typing import Any
 
 _LAZY = {
-    "HRMConfig": "config", "count_parameters": "config", "flops_per_example": "config", "describe": "config",
-    "HierarchicalReasoningModel_ACTV1": "hrm_act", "carry_state_dict": "hrm_act",
-    "carry_from_state_dict": "hrm_act", "Carry": "hrm_act",
-    "ACTLossHead": "losses", "IGNORE_LABEL_ID": "losses",
+    "HRMConfig": "config",
+    "count_parameters": "config",
+    "flops_per_example": "config",
+    "describe": "config",
+    "HierarchicalReasoningModel_ACTV1": "hrm_act",
+    "carry_state_dict": "hrm_act",
+    "carry_from_state_dict": "hrm_act",
+    "Carry": "hrm_act",
+    "ACTLossHead": "losses",
+    "IGNORE_LABEL_ID": "losses",
     "resolve_forward_dtype": "layers",
-    "load_model_weights": "reference", "load_any_checkpoint": "reference", "CheckpointError": "reference",
-    "CheckpointMismatch": "reference", "config_from_reference_yaml": "reference",
+    "load_model_weights": "reference",
+    "load_any_checkpoint": "reference",
+    "CheckpointError": "reference",
+    "CheckpointMismatch": "reference",
+    "config_from_reference_yaml": "reference",
 }
 
 __all__ = sorted(_LAZY)

@@ -25,21 +25,32 @@ def last_level_cache_bytes() -> int:
 
 
 CACHE_BYTES = last_level_cache_bytes()
-_arenas = threading.local()   # per thread: two threads running models never share a buffer
+_arenas = threading.local()  # per thread: two threads running models never share a buffer
 
 
-def shapes(b: int, s: int, d: int, heads: int, dim: int, inner: int, seqs: int,
-           gu_rows: int) -> dict[str, tuple[int, ...]]:
+def shapes(
+    b: int, s: int, d: int, heads: int, dim: int, inner: int, seqs: int, gu_rows: int
+) -> dict[str, tuple[int, ...]]:
     """The intermediates of one block forward; q, k, v, probs and att_bmm hold `seqs` sequences, gu
     `gu_rows` rows (none where the C kernels go from h1 to silu(gate)·up directly, without grad)."""
     m, hd, g = b * s, heads * dim, seqs * heads
-    return dict(qkv=(m, 3 * hd), q=(seqs, heads, s, dim), k=(seqs, heads, s, dim), v=(seqs, heads, s, dim),
-                probs=(g, s, s), att_bmm=(g, s, dim), att=(m, hd), h1=(m, d), gu=(gu_rows, 2 * inner),
-                act=(m, inner), rstd1=(m,), rstd2=(m,))
+    return dict(
+        qkv=(m, 3 * hd),
+        q=(seqs, heads, s, dim),
+        k=(seqs, heads, s, dim),
+        v=(seqs, heads, s, dim),
+        probs=(g, s, s),
+        att_bmm=(g, s, dim),
+        att=(m, hd),
+        h1=(m, d),
+        gu=(gu_rows, 2 * inner),
+        act=(m, inner),
+        rstd1=(m,),
+        rstd2=(m,),
+    )
 
 
-def views(b: int, s: int, d: int, heads: int, dim: int, inner: int, seqs: int,
-          gu_rows: int) -> dict[str, torch.Tensor]:
+def views(b: int, s: int, d: int, heads: int, dim: int, inner: int, seqs: int, gu_rows: int) -> dict[str, torch.Tensor]:
     """This thread's no-grad buffers for one block geometry: views of one arena, reused by every no-grad
     block call (fresh pages cost a fault and a cache miss each). Made outside inference mode, so that an
     eval under torch.inference_mode and a training step can share them.
@@ -72,11 +83,11 @@ def views(b: int, s: int, d: int, heads: int, dim: int, inner: int, seqs: int,
         offsets["end"] = start
         return offsets
 
-    offsets = place(0)          # h1 over qkv: it must not overlap att, which the o-projection reads
+    offsets = place(0)  # h1 over qkv: it must not overlap att, which the o-projection reads
     if sizes["h1"] > sizes["qkv"] or 4 * offsets["end"] > 0.75 * CACHE_BYTES:
         offsets = place(attention_end)
     with torch.inference_mode(False):
         arena = torch.empty(offsets["end"])
-    placed = {name: arena[offsets[name]: offsets[name] + sizes[name]].view(shape) for name, shape in layout.items()}
+    placed = {name: arena[offsets[name] : offsets[name] + sizes[name]].view(shape) for name, shape in layout.items()}
     _arenas.key, _arenas.views = key, placed
     return placed

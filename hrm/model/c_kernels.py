@@ -38,7 +38,7 @@ import torch
 from hrm.model import cpu_kernels  # noqa: F401 - loads torch's libgomp first: the kernel shares its pool
 
 SOURCE = Path(__file__).with_name("cpu_block.c")
-HEADERS = [Path(__file__).with_name("cpu_tile.h")]   # included by SOURCE: part of the cache key
+HEADERS = [Path(__file__).with_name("cpu_tile.h")]  # included by SOURCE: part of the cache key
 FLAGS = ["-O3", "-mavx2", "-mfma", "-fopenmp", "-fPIC", "-shared"]
 ENABLED = os.environ.get("HRM_C_KERNELS", "1") != "0"
 _P = ctypes.c_void_p
@@ -58,13 +58,14 @@ _scratch = threading.local()
 
 
 def _cache_dir() -> Path:
-    root = os.environ.get("HRM_CACHE_DIR") or os.path.join(os.environ.get("XDG_CACHE_HOME") or
-                                                            os.path.expanduser("~/.cache"), "hrm-tui")
+    root = os.environ.get("HRM_CACHE_DIR") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "hrm-tui"
+    )
     return Path(root) / "kernels"
 
 
 def _cpu_has_avx2_fma() -> bool:
-    from llvmlite import binding   # numba's LLVM: the host's features without parsing /proc/cpuinfo
+    from llvmlite import binding  # numba's LLVM: the host's features without parsing /proc/cpuinfo
 
     features = binding.get_host_cpu_features()
     return bool(features.get("avx2") and features.get("fma"))
@@ -82,8 +83,9 @@ def _compile(compiler: str, target: Path) -> None:
     fd, partial = tempfile.mkstemp(prefix=target.name, suffix=".part", dir=target.parent)
     os.close(fd)
     try:
-        done = subprocess.run([compiler, *FLAGS, "-o", partial, str(SOURCE), "-lm"], capture_output=True,
-                              text=True, timeout=120)
+        done = subprocess.run(
+            [compiler, *FLAGS, "-o", partial, str(SOURCE), "-lm"], capture_output=True, text=True, timeout=120
+        )
         if done.returncode != 0:
             raise RuntimeError(f"{compiler} failed: {done.stderr.strip()[-400:]}")
         os.replace(partial, target)
@@ -104,7 +106,7 @@ def _load() -> ctypes.CDLL | None:
     does not load (truncated, foreign) is built again."""
     with _lock:
         if "lib" in _state:
-            return _state["lib"]   # type: ignore[return-value]
+            return _state["lib"]  # type: ignore[return-value]
         lib, reason = None, ""
         compiler = os.environ.get("CC") or "cc"
         if not (platform.system() == "Linux" and platform.machine() in ("x86_64", "AMD64")):
@@ -162,8 +164,16 @@ def _ptr(t: torch.Tensor | np.ndarray | None) -> int | None:
     return t.ctypes.data if isinstance(t, np.ndarray) else t.data_ptr()
 
 
-def attention(qkv: torch.Tensor, batch: int, heads: int, tables: tuple[np.ndarray, np.ndarray, bool], scale: float,
-            att: torch.Tensor, threads: int, keep: tuple[torch.Tensor, ...] | None = None) -> None:
+def attention(
+    qkv: torch.Tensor,
+    batch: int,
+    heads: int,
+    tables: tuple[np.ndarray, np.ndarray, bool],
+    scale: float,
+    att: torch.Tensor,
+    threads: int,
+    keep: tuple[torch.Tensor, ...] | None = None,
+) -> None:
     """att [B·S, H·D] ← the attention of qkv [B·S, 3·H·D] (RoPE per `tables`, see fused_block._tables), on
     `threads` threads. With `keep` = (q, k, v, probs) ([B, H, S, D] three times and [B·H, S, S]) those are
     filled too, for the backward."""
@@ -175,13 +185,36 @@ def attention(qkv: torch.Tensor, batch: int, heads: int, tables: tuple[np.ndarra
     seq, dim = qkv.shape[0] // batch, qkv.shape[1] // (3 * heads)
     q, k, v, probs = keep if keep is not None else (None,) * 4
     scratch = _scratch_for("attention", threads * lib.attention_scratch_floats(seq, dim))
-    lib.attention_forward(_ptr(qkv), _ptr(cos), _ptr(sin), int(rotate), batch, seq, heads, dim, scale, _ptr(att),
-                          _ptr(q), _ptr(k), _ptr(v), _ptr(probs), _ptr(scratch), threads)
+    lib.attention_forward(
+        _ptr(qkv),
+        _ptr(cos),
+        _ptr(sin),
+        int(rotate),
+        batch,
+        seq,
+        heads,
+        dim,
+        scale,
+        _ptr(att),
+        _ptr(q),
+        _ptr(k),
+        _ptr(v),
+        _ptr(probs),
+        _ptr(scratch),
+        threads,
+    )
 
 
-def attention_backward(datt: torch.Tensor, kept: tuple[torch.Tensor, ...], batch: int, heads: int,
-                       tables: tuple[np.ndarray, np.ndarray, bool], scale: float, dqkv: torch.Tensor,
-                       threads: int) -> None:
+def attention_backward(
+    datt: torch.Tensor,
+    kept: tuple[torch.Tensor, ...],
+    batch: int,
+    heads: int,
+    tables: tuple[np.ndarray, np.ndarray, bool],
+    scale: float,
+    dqkv: torch.Tensor,
+    threads: int,
+) -> None:
     """dqkv [B·S, 3·H·D] ← the gradient of `attention` from datt [B·S, H·D] and what it kept (q, k, v,
     probs)."""
     lib = _load()
@@ -191,18 +224,42 @@ def attention_backward(datt: torch.Tensor, kept: tuple[torch.Tensor, ...], batch
     cos, sin, rotate = tables
     seq, dim = datt.shape[0] // batch, datt.shape[1] // heads
     scratch = _scratch_for("attention_backward", threads * lib.attention_backward_scratch_floats(seq, dim))
-    lib.attention_backward(_ptr(datt), *(_ptr(t) for t in kept), _ptr(cos), _ptr(sin), int(rotate), batch, seq, heads,
-                           dim, scale, _ptr(dqkv), _ptr(scratch), threads)
+    lib.attention_backward(
+        _ptr(datt),
+        *(_ptr(t) for t in kept),
+        _ptr(cos),
+        _ptr(sin),
+        int(rotate),
+        batch,
+        seq,
+        heads,
+        dim,
+        scale,
+        _ptr(dqkv),
+        _ptr(scratch),
+        threads,
+    )
 
 
 _TAILS = {"plain": 0, "swiglu": 1, "swiglu_backward": 2}
 _ENDINGS = {None: 0, "add_norm": 1, "add": 2, "add_norm_backward": 3}
 
 
-def linear(x: torch.Tensor, weight: torch.Tensor, out: torch.Tensor, threads: int, *, weight_is: str = "out_in",
-           tail: str = "plain", ending: str | None = None, gu: torch.Tensor | None = None,
-           residual: torch.Tensor | None = None, normed: torch.Tensor | None = None,
-           rstd: torch.Tensor | None = None, eps: float = 0.0) -> None:
+def linear(
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    out: torch.Tensor,
+    threads: int,
+    *,
+    weight_is: str = "out_in",
+    tail: str = "plain",
+    ending: str | None = None,
+    gu: torch.Tensor | None = None,
+    residual: torch.Tensor | None = None,
+    normed: torch.Tensor | None = None,
+    rstd: torch.Tensor | None = None,
+    eps: float = 0.0,
+) -> None:
     """A matmul of x [M, K] with `weight` (x·Wᵀ for W [N, K] "out_in", x·W for W [K, N] "in_out") and what
     follows it, on rows still in cache:
 
@@ -221,5 +278,19 @@ def linear(x: torch.Tensor, weight: torch.Tensor, out: torch.Tensor, threads: in
     layout = 2 if weight_is == "in_out" else 1 if tail == "swiglu" else 0
     packed = _scratch_for("weight", n * k)
     lib.pack_weight(_ptr(weight), n, k, layout, _ptr(packed), threads)
-    lib.linear(_ptr(x), m, k, _ptr(packed), n, _TAILS[tail], _ENDINGS[ending], _ptr(out), _ptr(gu), _ptr(residual),
-               _ptr(normed), _ptr(rstd), eps, threads)
+    lib.linear(
+        _ptr(x),
+        m,
+        k,
+        _ptr(packed),
+        n,
+        _TAILS[tail],
+        _ENDINGS[ending],
+        _ptr(out),
+        _ptr(gu),
+        _ptr(residual),
+        _ptr(normed),
+        _ptr(rstd),
+        eps,
+        threads,
+    )

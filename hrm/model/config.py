@@ -45,16 +45,28 @@ class HRMConfig:
     forward_dtype: str = "float32"
 
     def __post_init__(self) -> None:
-        for name in ("batch_size", "seq_len", "vocab_size", "num_puzzle_identifiers", "hidden_size",
-                     "num_heads", "H_cycles", "L_cycles", "H_layers", "L_layers", "halt_max_steps"):
+        for name in (
+            "batch_size",
+            "seq_len",
+            "vocab_size",
+            "num_puzzle_identifiers",
+            "hidden_size",
+            "num_heads",
+            "H_cycles",
+            "L_cycles",
+            "H_layers",
+            "L_layers",
+            "halt_max_steps",
+        ):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ValueError(f"model.{name} must be a positive integer, got {value!r}")
         if self.puzzle_emb_ndim < 0:
             raise ValueError(f"model.puzzle_emb_ndim must be >= 0, got {self.puzzle_emb_ndim}")
         if self.hidden_size % self.num_heads:
-            raise ValueError(f"model.hidden_size ({self.hidden_size}) must be divisible by "
-                             f"model.num_heads ({self.num_heads})")
+            raise ValueError(
+                f"model.hidden_size ({self.hidden_size}) must be divisible by model.num_heads ({self.num_heads})"
+            )
         if self.pos_encodings not in _POS_ENCODINGS:
             raise ValueError(f"model.pos_encodings must be one of {_POS_ENCODINGS}, got {self.pos_encodings!r}")
         if self.forward_dtype not in _DTYPES:
@@ -116,9 +128,9 @@ def count_parameters(cfg: HRMConfig) -> int:
     """Trainable parameter count (puzzle embedding, H_init and L_init are buffers: not counted)."""
     d = cfg.hidden_size
     n = (cfg.H_layers + cfg.L_layers) * block_parameters(cfg)
-    n += cfg.vocab_size * d        # embed_tokens
-    n += d * cfg.vocab_size        # lm_head (no bias)
-    n += d * 2 + 2                 # q_head (with bias)
+    n += cfg.vocab_size * d  # embed_tokens
+    n += d * cfg.vocab_size  # lm_head (no bias)
+    n += d * 2 + 2  # q_head (with bias)
     if cfg.pos_encodings == "learned":
         n += cfg.total_seq_len * d
     return n
@@ -156,4 +168,3 @@ def describe(cfg: HRMConfig) -> str:
     n = count_parameters(cfg)
     size = f"{n / 1e6:.1f}M" if n >= 1e6 else f"{n / 1e3:.0f}k"
     return f"h{cfg.hidden_size} · {cfg.num_heads} heads · {cfg.H_layers}H+{cfg.L_layers}L · {size} params"
-

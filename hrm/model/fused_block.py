@@ -59,8 +59,7 @@ def describe() -> str:
 
 def applies(x: torch.Tensor) -> bool:
     """True when `x` is a CPU float32 activation and the fused path is on (never under torch.compile)."""
-    return (ENABLED and x.device.type == "cpu" and x.dtype == torch.float32
-            and not torch.compiler.is_compiling())
+    return ENABLED and x.device.type == "cpu" and x.dtype == torch.float32 and not torch.compiler.is_compiling()
 
 
 def _a(t: torch.Tensor) -> np.ndarray:
@@ -73,7 +72,7 @@ def _shares_torch_pool() -> bool:
     slower blocks with workqueue on 2 cores, so the kernels then stay on the calling thread."""
     global _SHARED_POOL
     if _SHARED_POOL is None:
-        K.exp(np.zeros(8, np.float32), np.empty(8, np.float32))   # starts numba's threading layer
+        K.exp(np.zeros(8, np.float32), np.empty(8, np.float32))  # starts numba's threading layer
         _SHARED_POOL = numba.threading_layer() == "omp"
     return _SHARED_POOL
 
@@ -103,8 +102,12 @@ def _tables(rope: tuple[torch.Tensor, torch.Tensor] | None) -> tuple[np.ndarray,
     if got is None or got[0]() is not cos or got[1] != cos._version + sin._version:
         if len(_TABLES) >= 8:
             _TABLES.clear()
-        got = _TABLES[id(cos)] = (weakref.ref(cos), cos._version + sin._version,
-                                  _a(cos[:, 0].contiguous()), _a(sin[:, 0].contiguous()))
+        got = _TABLES[id(cos)] = (
+            weakref.ref(cos),
+            cos._version + sin._version,
+            _a(cos[:, 0].contiguous()),
+            _a(sin[:, 0].contiguous()),
+        )
     return got[2], got[3], True
 
 
@@ -124,14 +127,14 @@ def _attention_in_groups(qkv, at, b: int, heads: int, dim: int, seqs: int, table
     qkv4 = _a(qkv).reshape(b, s, 3 * heads, dim)
     for lo in range(0, b, seqs):
         n = min(b, lo + seqs) - lo
-        first = lo if keep else 0       # where this group's sequences sit in q, k, v, probs, att_bmm
-        qc, kc, vc = (at[name][first: first + n] for name in ("q", "k", "v"))
-        pc, ab = (at[name][first * heads: (first + n) * heads] for name in ("probs", "att_bmm"))
-        K.rope_split(qkv4[lo: lo + n], cos, sin, rotate, _a(qc), _a(kc), _a(vc))
+        first = lo if keep else 0  # where this group's sequences sit in q, k, v, probs, att_bmm
+        qc, kc, vc = (at[name][first : first + n] for name in ("q", "k", "v"))
+        pc, ab = (at[name][first * heads : (first + n) * heads] for name in ("probs", "att_bmm"))
+        K.rope_split(qkv4[lo : lo + n], cos, sin, rotate, _a(qc), _a(kc), _a(vc))
         torch.bmm(qc.view(n * heads, s, dim), kc.view(n * heads, s, dim).transpose(1, 2), out=pc)
-        K.softmax_(_a(pc).reshape(n * heads * s, s), np.float32(dim ** -0.5))
+        K.softmax_(_a(pc).reshape(n * heads * s, s), np.float32(dim**-0.5))
         torch.bmm(pc, vc.view(n * heads, s, dim), out=ab)
-        att[lo * s: (lo + n) * s].view(n, s, heads, dim).copy_(ab.view(n, heads, s, dim).transpose(1, 2))
+        att[lo * s : (lo + n) * s].view(n, s, heads, dim).copy_(ab.view(n, heads, s, dim).transpose(1, 2))
 
 
 def _forward(x: torch.Tensor, weights: tuple[torch.Tensor, ...], tables, heads: int, eps: float, keep: bool):
@@ -143,20 +146,28 @@ def _forward(x: torch.Tensor, weights: tuple[torch.Tensor, ...], tables, heads: 
     dim = w_qkv.shape[0] // (3 * heads)
     m, inner = b * s, w_down.shape[1]
     in_c = c_kernels.applies(dim, d, inner)
-    seqs = 0 if in_c else max(1, ATTENTION_GROUP // heads)   # the C kernels need no attention buffers
+    seqs = 0 if in_c else max(1, ATTENTION_GROUP // heads)  # the C kernels need no attention buffers
     x2 = x.reshape(m, d)
-    if keep:    # fresh tensors, the whole batch's attention at once (kept for the backward)
+    if keep:  # fresh tensors, the whole batch's attention at once (kept for the backward)
         at = {name: torch.empty(shape) for name, shape in block_arena.shapes(b, s, d, heads, dim, inner, b, m).items()}
-    else:       # the arena, one attention group's worth of q, k, v, probs, att_bmm
+    else:  # the arena, one attention group's worth of q, k, v, probs, att_bmm
         at = block_arena.views(b, s, d, heads, dim, inner, seqs, 0 if in_c else m)
     qkv = torch.mm(x2, w_qkv.t(), out=at["qkv"])
     att, h1, act, rstd1, rstd2 = at["att"], at["h1"], at["act"], at["rstd1"], at["rstd2"]
     gu = at["gu"] if keep or not in_c else None
-    y = torch.empty(m, d)                    # the output: always a fresh tensor
+    y = torch.empty(m, d)  # the output: always a fresh tensor
     if in_c:
         n = _threads.n
-        c_kernels.attention(qkv, b, heads, tables, dim ** -0.5, att, n,
-                            keep=tuple(at[name] for name in ("q", "k", "v", "probs")) if keep else None)
+        c_kernels.attention(
+            qkv,
+            b,
+            heads,
+            tables,
+            dim**-0.5,
+            att,
+            n,
+            keep=tuple(at[name] for name in ("q", "k", "v", "probs")) if keep else None,
+        )
         c_kernels.linear(att, w_o, h1, n, ending="add_norm", residual=x2, rstd=rstd1, eps=eps)
         c_kernels.linear(h1, w_gu, act, n, tail="swiglu", gu=gu)
         c_kernels.linear(act, w_down, y, n, ending="add_norm", residual=h1, rstd=rstd2, eps=eps)
@@ -200,8 +211,8 @@ class _FusedBlock(torch.autograd.Function):
             c_kernels.linear(x, w, out, n, weight_is="in_out", **ending)
             return out
 
-        ds2 = grad_out.reshape(m, d).clone(memory_format=torch.contiguous_format)   # one copy, ours to overwrite
-        K.rms_norm_backward(_a(y), _a(rstd2), _a(ds2), _a(ds2))          # d(h1 + mlp)
+        ds2 = grad_out.reshape(m, d).clone(memory_format=torch.contiguous_format)  # one copy, ours to overwrite
+        K.rms_norm_backward(_a(y), _a(rstd2), _a(ds2), _a(ds2))  # d(h1 + mlp)
         d_down = torch.mm(ds2.t(), act) if need_w[3] else None
         if in_c:
             dgu = times_weight(ds2, w_down, tail="swiglu_backward", gu=gu)
@@ -209,7 +220,7 @@ class _FusedBlock(torch.autograd.Function):
             dgu = torch.empty_like(gu)
             K.silu_mul_backward(_a(gu), _a(torch.mm(ds2, w_down)), _a(dgu))
         d_gu = torch.mm(dgu.t(), h1) if need_w[2] else None
-        if in_c:                                                          # d(x + attn)
+        if in_c:  # d(x + attn)
             ds1 = times_weight(dgu, w_gu, ending="add_norm_backward", residual=ds2, normed=h1, rstd=rstd1)
         else:
             ds1 = torch.mm(dgu, w_gu).add_(ds2)
@@ -218,29 +229,40 @@ class _FusedBlock(torch.autograd.Function):
         d_o = torch.mm(ds1.t(), att) if need_w[1] else None
         dqkv = torch.empty(m, 3 * heads * dim)
         if in_c:
-            c_kernels.attention_backward(times_weight(ds1, w_o), (q, k, v, probs), b, heads, ctx.tables,
-                                         dim ** -0.5, dqkv, n)
+            c_kernels.attention_backward(
+                times_weight(ds1, w_o), (q, k, v, probs), b, heads, ctx.tables, dim**-0.5, dqkv, n
+            )
         else:
             datt = torch.mm(ds1, w_o).view(b, s, heads, dim).transpose(1, 2).reshape(bh, s, dim)
             dv = torch.bmm(probs.transpose(1, 2), datt)
             dprobs = torch.bmm(datt, v.view(bh, s, dim).transpose(1, 2))
-            K.softmax_backward_(_a(probs).reshape(bh * s, s), _a(dprobs).reshape(bh * s, s),
-                                np.float32(dim ** -0.5))
+            K.softmax_backward_(_a(probs).reshape(bh * s, s), _a(dprobs).reshape(bh * s, s), np.float32(dim**-0.5))
             dq = torch.bmm(dprobs, k.view(bh, s, dim))
             dk = torch.bmm(dprobs.transpose(1, 2), q.view(bh, s, dim))
             del dprobs
-            K.rope_merge_backward(*(_a(t).reshape(b, heads, s, dim) for t in (dq, dk, dv)), cos, sin, rotate,
-                                  _a(dqkv).reshape(b, s, 3 * heads, dim))
+            K.rope_merge_backward(
+                *(_a(t).reshape(b, heads, s, dim) for t in (dq, dk, dv)),
+                cos,
+                sin,
+                rotate,
+                _a(dqkv).reshape(b, s, 3 * heads, dim),
+            )
         d_qkv = torch.mm(dqkv.t(), x2) if need_w[0] else None
         dx = None
         if need_x:
-            dx = (times_weight(dqkv, w_qkv, ending="add", residual=ds1) if in_c
-                  else torch.mm(dqkv, w_qkv).add_(ds1)).view(b, s, d)
+            dx = (
+                times_weight(dqkv, w_qkv, ending="add", residual=ds1) if in_c else torch.mm(dqkv, w_qkv).add_(ds1)
+            ).view(b, s, d)
         return dx, d_qkv, d_o, d_gu, d_down, None, None, None
 
 
-def block(x: torch.Tensor, weights: tuple[torch.Tensor, ...], rope: tuple[torch.Tensor, torch.Tensor] | None,
-          heads: int, eps: float) -> torch.Tensor:
+def block(
+    x: torch.Tensor,
+    weights: tuple[torch.Tensor, ...],
+    rope: tuple[torch.Tensor, torch.Tensor] | None,
+    heads: int,
+    eps: float,
+) -> torch.Tensor:
     """One block application; x [B, S, d] CPU float32. Builds one autograd node when grad is needed."""
     _match_threads()
     x = x.contiguous()

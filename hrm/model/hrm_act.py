@@ -14,8 +14,14 @@ from torch import nn
 
 from hrm.model.config import HRMConfig
 from hrm.model.init import trunc_normal_
-from hrm.model.layers import (Block, CastedEmbedding, CastedLinear, ReasoningModule, RotaryEmbedding,
-                              resolve_forward_dtype)
+from hrm.model.layers import (
+    Block,
+    CastedEmbedding,
+    CastedLinear,
+    ReasoningModule,
+    RotaryEmbedding,
+    resolve_forward_dtype,
+)
 from hrm.model.sparse_embedding import CastedSparseEmbedding
 
 Batch = dict[str, torch.Tensor]
@@ -30,15 +36,14 @@ class InnerCarry:
 @dataclass
 class Carry:
     inner_carry: InnerCarry
-    steps: torch.Tensor          # int32 [B]: segments run so far for the puzzle in each row
-    halted: torch.Tensor         # bool [B]: row finished → it is reset with fresh data on the next call
-    current_data: Batch          # the batch rows each slot is working on (labels come from here)
+    steps: torch.Tensor  # int32 [B]: segments run so far for the puzzle in each row
+    halted: torch.Tensor  # bool [B]: row finished → it is reset with fresh data on the next call
+    current_data: Batch  # the batch rows each slot is working on (labels come from here)
 
 
 def carry_state_dict(carry: Carry) -> dict[str, torch.Tensor]:
     """Flat tensor dict of a carry (for checkpoints: torch.load(weights_only=True)-safe)."""
-    d = {"z_H": carry.inner_carry.z_H, "z_L": carry.inner_carry.z_L,
-         "steps": carry.steps, "halted": carry.halted}
+    d = {"z_H": carry.inner_carry.z_H, "z_L": carry.inner_carry.z_L, "steps": carry.steps, "halted": carry.halted}
     d.update({f"current_data.{k}": v for k, v in carry.current_data.items()})
     return d
 
@@ -46,8 +51,12 @@ def carry_state_dict(carry: Carry) -> dict[str, torch.Tensor]:
 def carry_from_state_dict(d: dict[str, torch.Tensor]) -> Carry:
     """Inverse of carry_state_dict."""
     prefix = "current_data."
-    return Carry(InnerCarry(d["z_H"], d["z_L"]), d["steps"], d["halted"],
-                 {k[len(prefix):]: v for k, v in d.items() if k.startswith(prefix)})
+    return Carry(
+        InnerCarry(d["z_H"], d["z_L"]),
+        d["steps"],
+        d["halted"],
+        {k[len(prefix) :]: v for k, v in d.items() if k.startswith(prefix)},
+    )
 
 
 class HierarchicalReasoningModel_ACTV1_Inner(nn.Module):
@@ -66,15 +75,21 @@ class HierarchicalReasoningModel_ACTV1_Inner(nn.Module):
 
         self.puzzle_emb_len = config.puzzle_emb_len
         if config.puzzle_emb_ndim > 0:
-            self.puzzle_emb = CastedSparseEmbedding(config.num_puzzle_identifiers, config.puzzle_emb_ndim,
-                                                    batch_size=config.batch_size, init_std=0,
-                                                    cast_to=self.forward_dtype)
+            self.puzzle_emb = CastedSparseEmbedding(
+                config.num_puzzle_identifiers,
+                config.puzzle_emb_ndim,
+                batch_size=config.batch_size,
+                init_std=0,
+                cast_to=self.forward_dtype,
+            )
         if config.pos_encodings == "rope":
-            self.rotary_emb = RotaryEmbedding(config.head_dim, config.total_seq_len, config.rope_theta,
-                                              n_heads=2 * config.num_heads)  # q and k heads
+            self.rotary_emb = RotaryEmbedding(
+                config.head_dim, config.total_seq_len, config.rope_theta, n_heads=2 * config.num_heads
+            )  # q and k heads
         else:
-            self.embed_pos = CastedEmbedding(config.total_seq_len, d, init_std=embed_init_std,
-                                             cast_to=self.forward_dtype)
+            self.embed_pos = CastedEmbedding(
+                config.total_seq_len, d, init_std=embed_init_std, cast_to=self.forward_dtype
+            )
 
         def blocks(n: int) -> list[Block]:
             return [Block(d, config.num_heads, config.mlp_inner, config.rms_norm_eps) for _ in range(n)]
@@ -95,10 +110,10 @@ class HierarchicalReasoningModel_ACTV1_Inner(nn.Module):
         return self.rotary_emb() if self.config.pos_encodings == "rope" else None
 
     def _input_embeddings(self, inputs: torch.Tensor, puzzle_identifiers: torch.Tensor) -> torch.Tensor:
-        emb = self.embed_tokens(inputs.to(torch.int32))                       # [B, S, d]
+        emb = self.embed_tokens(inputs.to(torch.int32))  # [B, S, d]
         if self.config.puzzle_emb_ndim > 0:
             d = self.config.hidden_size
-            puzzle = self.puzzle_emb(puzzle_identifiers)                     # [B, ndim]
+            puzzle = self.puzzle_emb(puzzle_identifiers)  # [B, ndim]
             pad = self.puzzle_emb_len * d - puzzle.shape[-1]
             if pad > 0:
                 puzzle = nn.functional.pad(puzzle, (0, pad))
@@ -110,15 +125,18 @@ class HierarchicalReasoningModel_ACTV1_Inner(nn.Module):
 
     def empty_carry(self, batch_size: int) -> InnerCarry:
         shape = (batch_size, self.config.total_seq_len, self.config.hidden_size)
-        return InnerCarry(torch.empty(shape, dtype=self.forward_dtype, device=self.H_init.device),
-                          torch.empty(shape, dtype=self.forward_dtype, device=self.H_init.device))
+        return InnerCarry(
+            torch.empty(shape, dtype=self.forward_dtype, device=self.H_init.device),
+            torch.empty(shape, dtype=self.forward_dtype, device=self.H_init.device),
+        )
 
     def reset_carry(self, reset: torch.Tensor, carry: InnerCarry) -> InnerCarry:
         flag = reset.view(-1, 1, 1)
         return InnerCarry(torch.where(flag, self.H_init, carry.z_H), torch.where(flag, self.L_init, carry.z_L))
 
-    def forward(self, carry: InnerCarry, batch: Batch, with_logits: bool = True
-                ) -> tuple[InnerCarry, torch.Tensor | None, tuple[torch.Tensor, torch.Tensor]]:
+    def forward(
+        self, carry: InnerCarry, batch: Batch, with_logits: bool = True
+    ) -> tuple[InnerCarry, torch.Tensor | None, tuple[torch.Tensor, torch.Tensor]]:
         """One ACT segment. Returns (detached new carry, logits [B, S, vocab] or None, (q_halt, q_continue))."""
         cfg = self.config
         rope = self._rope()
@@ -128,7 +146,7 @@ class HierarchicalReasoningModel_ACTV1_Inner(nn.Module):
         with torch.no_grad():
             z_H, z_L = carry.z_H, carry.z_L
             for h_step in range(cfg.H_cycles):
-                injection = z_H + x                     # z_H is fixed during the L steps of one H cycle
+                injection = z_H + x  # z_H is fixed during the L steps of one H cycle
                 for l_step in range(cfg.L_cycles):
                     if not (h_step == cfg.H_cycles - 1 and l_step == cfg.L_cycles - 1):
                         z_L = self.L_level(z_L, injection, rope)
@@ -138,8 +156,8 @@ class HierarchicalReasoningModel_ACTV1_Inner(nn.Module):
         z_H = self.H_level(z_H, z_L, rope)
 
         new_carry = InnerCarry(z_H.detach(), z_L.detach())
-        logits = self.lm_head(z_H)[:, self.puzzle_emb_len:] if with_logits else None
-        q = self.q_head(z_H[:, 0]).to(torch.float32)                          # [B, 2]
+        logits = self.lm_head(z_H)[:, self.puzzle_emb_len :] if with_logits else None
+        q = self.q_head(z_H[:, 0]).to(torch.float32)  # [B, 2]
         return new_carry, logits, (q[..., 0], q[..., 1])
 
 
@@ -159,18 +177,22 @@ class HierarchicalReasoningModel_ACTV1(nn.Module):
         """Every slot starts halted, so the first call loads the whole batch."""
         b = batch["inputs"].shape[0]
         device = batch["inputs"].device
-        return Carry(self.inner.empty_carry(b),
-                     torch.zeros(b, dtype=torch.int32, device=device),
-                     torch.ones(b, dtype=torch.bool, device=device),
-                     {k: torch.empty_like(v) for k, v in batch.items()})
+        return Carry(
+            self.inner.empty_carry(b),
+            torch.zeros(b, dtype=torch.int32, device=device),
+            torch.ones(b, dtype=torch.bool, device=device),
+            {k: torch.empty_like(v) for k, v in batch.items()},
+        )
 
     def forward(self, carry: Carry, batch: Batch) -> tuple[Carry, dict[str, torch.Tensor]]:
         cfg = self.config
         halted = carry.halted
         inner_carry = self.inner.reset_carry(halted, carry.inner_carry)
         steps = torch.where(halted, 0, carry.steps)
-        data = {k: torch.where(halted.view((-1,) + (1,) * (batch[k].ndim - 1)), batch[k], v)
-                for k, v in carry.current_data.items()}
+        data = {
+            k: torch.where(halted.view((-1,) + (1,) * (batch[k].ndim - 1)), batch[k], v)
+            for k, v in carry.current_data.items()
+        }
 
         inner_carry, logits, (q_halt, q_continue) = self.inner(inner_carry, data)
         outputs = {"logits": logits, "q_halt_logits": q_halt, "q_continue_logits": q_continue}
@@ -188,6 +210,7 @@ class HierarchicalReasoningModel_ACTV1(nn.Module):
                 # Q target: one more segment from the new carry (no replay buffer, no target network)
                 _, _, (next_halt, next_continue) = self.inner(inner_carry, data, with_logits=False)
                 outputs["target_q_continue"] = torch.sigmoid(
-                    torch.where(is_last, next_halt, torch.maximum(next_halt, next_continue)))
+                    torch.where(is_last, next_halt, torch.maximum(next_halt, next_continue))
+                )
 
         return Carry(inner_carry, steps, halted, data), outputs

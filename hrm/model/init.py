@@ -15,10 +15,10 @@ def _truncated_variance(lower: float, upper: float) -> float:
     """Variance of a standard normal truncated to [lower, upper] (0.77374 for ±2)."""
     sqrt2 = math.sqrt(2.0)
     a, b = math.erf(lower / sqrt2), math.erf(upper / sqrt2)
-    z = (b - a) / 2                       # Φ(upper) − Φ(lower)
+    z = (b - a) / 2  # Φ(upper) − Φ(lower)
     c = (2 * math.pi) ** -0.5
-    pdf_lower = c * math.exp(-0.5 * lower ** 2)
-    pdf_upper = c * math.exp(-0.5 * upper ** 2)
+    pdf_lower = c * math.exp(-0.5 * lower**2)
+    pdf_upper = c * math.exp(-0.5 * upper**2)
     return 1 - (upper * pdf_upper - lower * pdf_lower) / z - ((pdf_upper - pdf_lower) / z) ** 2
 
 

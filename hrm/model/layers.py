@@ -92,10 +92,10 @@ class RotaryEmbedding(nn.Module):
         self.sin_cached = nn.Buffer(sin, persistent=False)
         half = dim // 2
         sin_signed = torch.cat((-sin[:, :half], sin[:, half:]), dim=-1)
-        self.cos_heads = nn.Buffer(cos.unsqueeze(1).expand(max_positions, n_heads, dim).contiguous(),
-                                   persistent=False)
-        self.sin_heads = nn.Buffer(sin_signed.unsqueeze(1).expand(max_positions, n_heads, dim).contiguous(),
-                                   persistent=False)
+        self.cos_heads = nn.Buffer(cos.unsqueeze(1).expand(max_positions, n_heads, dim).contiguous(), persistent=False)
+        self.sin_heads = nn.Buffer(
+            sin_signed.unsqueeze(1).expand(max_positions, n_heads, dim).contiguous(), persistent=False
+        )
 
     def forward(self) -> tuple[torch.Tensor, torch.Tensor]:
         return self.cos_heads, self.sin_heads
@@ -107,7 +107,7 @@ def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin_signed: torch.Tensor) -> 
     x = x.to(torch.float32)
     half = x.shape[-1] // 2
     if torch.is_grad_enabled():
-        swapped = torch.cat((x[..., half:], x[..., :half]), dim=-1)     # [x2, x1]
+        swapped = torch.cat((x[..., half:], x[..., :half]), dim=-1)  # [x2, x1]
         return (x * cos + swapped * sin_signed).to(dtype)
     # without grad: write [x2·(−sin_a), x1·sin_b] straight into one buffer (no cat copy), add in place
     out = x * cos
@@ -130,12 +130,12 @@ class Attention(nn.Module):
     def forward(self, x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor] | None) -> torch.Tensor:
         b, s, _ = x.shape
         h = self.num_heads
-        qkv = self.qkv_proj(x).view(b, s, 3 * h, self.head_dim)       # [B, S, 3H, D]
+        qkv = self.qkv_proj(x).view(b, s, 3 * h, self.head_dim)  # [B, S, 3H, D]
         if rope is not None:
-            qk = apply_rope(qkv[:, :, : 2 * h], *rope)                 # q and k rotated together
+            qk = apply_rope(qkv[:, :, : 2 * h], *rope)  # q and k rotated together
         else:
             qk = qkv[:, :, : 2 * h]
-        q, k, v = qk[:, :, :h], qk[:, :, h:], qkv[:, :, 2 * h:]
+        q, k, v = qk[:, :, :h], qk[:, :, h:], qkv[:, :, 2 * h :]
         out = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2))
         return self.o_proj(out.transpose(1, 2).reshape(b, s, h * self.head_dim))  # [B,H,S,D] → [B,S,H·D]
 
@@ -168,8 +168,12 @@ class Block(nn.Module):
 
     def forward(self, h: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor] | None) -> torch.Tensor:
         if fused_block.applies(h):
-            weights = (self.self_attn.qkv_proj.weight, self.self_attn.o_proj.weight,
-                       self.mlp.gate_up_proj.weight, self.mlp.down_proj.weight)
+            weights = (
+                self.self_attn.qkv_proj.weight,
+                self.self_attn.o_proj.weight,
+                self.mlp.gate_up_proj.weight,
+                self.mlp.down_proj.weight,
+            )
             return fused_block.block(h, weights, rope, self.self_attn.num_heads, self.norm_eps)
         h = _add_norm(h, self.self_attn(h, rope), self.norm_eps)
         return _add_norm(h, self.mlp(h), self.norm_eps)
@@ -182,8 +186,9 @@ class ReasoningModule(nn.Module):
         super().__init__()
         self.layers = nn.ModuleList(layers)
 
-    def forward(self, z: torch.Tensor, injection: torch.Tensor,
-                rope: tuple[torch.Tensor, torch.Tensor] | None) -> torch.Tensor:
+    def forward(
+        self, z: torch.Tensor, injection: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor] | None
+    ) -> torch.Tensor:
         z = z + injection
         for layer in self.layers:
             z = layer(z, rope)

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from typing import Callable
+from collections.abc import Callable, Iterable
 
 import torch
 import torch.nn.functional as F
@@ -24,8 +23,9 @@ def log_stablemax(x: torch.Tensor, dim: int = -1) -> torch.Tensor:
     return torch.log(s_x / torch.sum(s_x, dim=dim, keepdim=True))
 
 
-def stablemax_cross_entropy(logits: torch.Tensor, labels: torch.Tensor,
-                            ignore_index: int = IGNORE_LABEL_ID) -> torch.Tensor:
+def stablemax_cross_entropy(
+    logits: torch.Tensor, labels: torch.Tensor, ignore_index: int = IGNORE_LABEL_ID
+) -> torch.Tensor:
     """Per-token −log stablemax(logits)[label] in float64; 0 where label == ignore_index."""
     logprobs = log_stablemax(logits.to(torch.float64), dim=-1)
     valid = labels != ignore_index
@@ -34,11 +34,16 @@ def stablemax_cross_entropy(logits: torch.Tensor, labels: torch.Tensor,
     return -torch.where(valid, picked, 0)
 
 
-def softmax_cross_entropy(logits: torch.Tensor, labels: torch.Tensor,
-                          ignore_index: int = IGNORE_LABEL_ID) -> torch.Tensor:
+def softmax_cross_entropy(
+    logits: torch.Tensor, labels: torch.Tensor, ignore_index: int = IGNORE_LABEL_ID
+) -> torch.Tensor:
     """Per-token softmax cross-entropy in float32; 0 where label == ignore_index."""
-    return F.cross_entropy(logits.to(torch.float32).reshape(-1, logits.shape[-1]), labels.to(torch.long).reshape(-1),
-                           ignore_index=ignore_index, reduction="none").view(labels.shape)
+    return F.cross_entropy(
+        logits.to(torch.float32).reshape(-1, logits.shape[-1]),
+        labels.to(torch.long).reshape(-1),
+        ignore_index=ignore_index,
+        reduction="none",
+    ).view(labels.shape)
 
 
 LOSS_FUNCTIONS: dict[str, Callable[..., torch.Tensor]] = {
@@ -61,15 +66,16 @@ class ACTLossHead(nn.Module):
     def initial_carry(self, batch: Batch) -> Carry:
         return self.model.initial_carry(batch)
 
-    def forward(self, carry: Carry, batch: Batch, return_keys: Iterable[str] = ()
-                ) -> tuple[Carry, torch.Tensor, dict[str, torch.Tensor], dict[str, torch.Tensor], torch.Tensor]:
+    def forward(
+        self, carry: Carry, batch: Batch, return_keys: Iterable[str] = ()
+    ) -> tuple[Carry, torch.Tensor, dict[str, torch.Tensor], dict[str, torch.Tensor], torch.Tensor]:
         """Returns (new_carry, loss, metric sums, requested detached outputs, all_halted).
 
         Every row is supervised at every segment (deep supervision); metrics count only rows that halted
         on this call and have at least one label.
         """
         new_carry, outputs = self.model(carry, batch)
-        labels = new_carry.current_data["labels"]   # the carry's data, not the fed batch
+        labels = new_carry.current_data["labels"]  # the carry's data, not the fed batch
         logits = outputs["logits"]
 
         with torch.no_grad():
@@ -89,14 +95,16 @@ class ACTLossHead(nn.Module):
 
         lm_loss = (self.loss_fn(logits, labels, ignore_index=IGNORE_LABEL_ID) / loss_divisor).sum()
         q_halt_loss = F.binary_cross_entropy_with_logits(
-            outputs["q_halt_logits"], seq_is_correct.to(outputs["q_halt_logits"].dtype), reduction="sum")
+            outputs["q_halt_logits"], seq_is_correct.to(outputs["q_halt_logits"].dtype), reduction="sum"
+        )
         metrics["lm_loss"] = lm_loss.detach()
         metrics["q_halt_loss"] = q_halt_loss.detach()
 
         q_continue_loss: torch.Tensor | int = 0
         if "target_q_continue" in outputs:
             q_continue_loss = F.binary_cross_entropy_with_logits(
-                outputs["q_continue_logits"], outputs["target_q_continue"], reduction="sum")
+                outputs["q_continue_logits"], outputs["target_q_continue"], reduction="sum"
+            )
             metrics["q_continue_loss"] = q_continue_loss.detach()
 
         detached = {k: outputs[k].detach() for k in return_keys if k in outputs}

@@ -63,13 +63,16 @@ def check_state_dict(target: nn.Module, state_dict: dict[str, Any]) -> dict[str,
             hint = ""
             if name.endswith("puzzle_emb.weights"):
                 hint = " (the number of puzzle identifiers differs: use the dataset the checkpoint was trained on)"
-            raise CheckpointMismatch(f"checkpoint tensor {name!r}: expected shape {list(want.shape)}, "
-                                     f"found {list(found[name].shape)}{hint}")
+            raise CheckpointMismatch(
+                f"checkpoint tensor {name!r}: expected shape {list(want.shape)}, found {list(found[name].shape)}{hint}"
+            )
     extra = [n for n in found if n not in expected]
     if extra:
-        raise CheckpointMismatch(f"checkpoint has tensor {extra[0]!r} (shape {list(found[extra[0]].shape)}) "
-                                 f"that this model does not have ({len(extra)} unexpected in all); "
-                                 "check pos_encodings / puzzle_emb_ndim / layer counts")
+        raise CheckpointMismatch(
+            f"checkpoint has tensor {extra[0]!r} (shape {list(found[extra[0]].shape)}) "
+            f"that this model does not have ({len(extra)} unexpected in all); "
+            "check pos_encodings / puzzle_emb_ndim / layer counts"
+        )
     return found
 
 
@@ -89,8 +92,9 @@ def read_torch_file(path: str | Path) -> Any:
     if path.stat().st_size == 0:
         raise CheckpointError(f"checkpoint {path} is empty (its write never finished)")
     if not zipfile.is_zipfile(path):
-        raise CheckpointError(f"checkpoint {path} is not a PyTorch checkpoint (no zip archive: "
-                              "truncated, or a different kind of file)")
+        raise CheckpointError(
+            f"checkpoint {path} is not a PyTorch checkpoint (no zip archive: truncated, or a different kind of file)"
+        )
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises RuntimeError/UnpicklingError/EOFError... for damaged archives
@@ -135,16 +139,22 @@ class LoadedCheckpoint:
     """A checkpoint read from disk, before a model exists. `state_dict` keys are inner-relative."""
 
     path: Path
-    kind: str                                 # "reference" or "hrm-tui"
+    kind: str  # "reference" or "hrm-tui"
     state_dict: dict[str, torch.Tensor]
-    model_fields: dict[str, Any]              # HRM fields known from the config (may lack data-injected ones)
+    model_fields: dict[str, Any]  # HRM fields known from the config (may lack data-injected ones)
     loss_type: str = "stablemax_cross_entropy"
     step: int | None = None
-    batch_size: int | None = None             # the training global batch size, when known
+    batch_size: int | None = None  # the training global batch size, when known
     raw: dict[str, Any] = field(default_factory=dict, repr=False)
 
-    def build_config(self, *, seq_len: int | None = None, batch_size: int | None = None,
-                     forward_dtype: str | None = None, vocab_size: int | None = None) -> HRMConfig:
+    def build_config(
+        self,
+        *,
+        seq_len: int | None = None,
+        batch_size: int | None = None,
+        forward_dtype: str | None = None,
+        vocab_size: int | None = None,
+    ) -> HRMConfig:
         """Complete the config: vocab and puzzle-identifier counts from the tensor shapes (the checkpoint
         is the truth for those), seq_len from the data when not in the config."""
         fields = dict(self.model_fields)
@@ -154,7 +164,8 @@ class LoadedCheckpoint:
             if vocab_size is not None and vocab_size != ckpt_vocab:
                 raise CheckpointMismatch(
                     f"checkpoint {self.path}: tensor 'embed_tokens.embedding_weight' has vocab {ckpt_vocab} but the "
-                    f"data has vocab_size {vocab_size}: the checkpoint was trained on a different task")
+                    f"data has vocab_size {vocab_size}: the checkpoint was trained on a different task"
+                )
             fields["vocab_size"] = ckpt_vocab
         if "puzzle_emb.weights" in sd:
             fields["num_puzzle_identifiers"] = int(sd["puzzle_emb.weights"].shape[0])
@@ -184,23 +195,40 @@ def load_any_checkpoint(path: str | Path, config_path: str | Path | None = None)
         train = cfg.get("train") or {}
         if not isinstance(obj.get("model"), dict):
             raise CheckpointError(f"checkpoint {path} has no 'model' state_dict")
-        return LoadedCheckpoint(path=path, kind="hrm-tui", state_dict=strip_prefixes(obj["model"]),
-                                model_fields=model, loss_type=model.get("loss_type", "stablemax_cross_entropy"),
-                                step=obj.get("step"), batch_size=train.get("global_batch_size"), raw=obj)
+        return LoadedCheckpoint(
+            path=path,
+            kind="hrm-tui",
+            state_dict=strip_prefixes(obj["model"]),
+            model_fields=model,
+            loss_type=model.get("loss_type", "stablemax_cross_entropy"),
+            step=obj.get("step"),
+            batch_size=train.get("global_batch_size"),
+            raw=obj,
+        )
     if not isinstance(obj, dict) or not obj or not all(isinstance(v, torch.Tensor) for v in obj.values()):
-        raise CheckpointError(f"checkpoint {path} is neither an hrm-tui checkpoint nor a reference "
-                              "state_dict of tensors")
+        raise CheckpointError(
+            f"checkpoint {path} is neither an hrm-tui checkpoint nor a reference state_dict of tensors"
+        )
     sd = strip_prefixes(obj)
     if "embed_tokens.embedding_weight" not in sd:
-        raise CheckpointError(f"checkpoint {path} holds tensors but no 'embed_tokens.embedding_weight': "
-                              "not an HRM checkpoint")
+        raise CheckpointError(
+            f"checkpoint {path} holds tensors but no 'embed_tokens.embedding_weight': not an HRM checkpoint"
+        )
     yaml_path = Path(config_path) if config_path else path.parent / "all_config.yaml"
     if not yaml_path.is_file():
-        raise CheckpointError(f"reference checkpoint {path} needs its all_config.yaml: none at {yaml_path} "
-                              "(pass --config PATH)")
+        raise CheckpointError(
+            f"reference checkpoint {path} needs its all_config.yaml: none at {yaml_path} (pass --config PATH)"
+        )
     data = read_reference_yaml(yaml_path)
     arch = dict(data["arch"])
     loss = arch.get("loss") if isinstance(arch.get("loss"), dict) else {}
-    return LoadedCheckpoint(path=path, kind="reference", state_dict=sd, model_fields=arch,
-                            loss_type=loss.get("loss_type", "stablemax_cross_entropy"),
-                            step=_step_from_name(path), batch_size=data.get("global_batch_size"), raw={})
+    return LoadedCheckpoint(
+        path=path,
+        kind="reference",
+        state_dict=sd,
+        model_fields=arch,
+        loss_type=loss.get("loss_type", "stablemax_cross_entropy"),
+        step=_step_from_name(path),
+        batch_size=data.get("global_batch_size"),
+        raw={},
+    )

@@ -8,7 +8,8 @@ rows of the batch are copied into `local_weights`, a leaf that requires grad, so
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import torch
 from torch import nn
@@ -17,23 +18,26 @@ from hrm.model.init import trunc_normal_
 
 
 class CastedSparseEmbedding(nn.Module):
-    def __init__(self, num_embeddings: int, embedding_dim: int, batch_size: int, init_std: float,
-                 cast_to: torch.dtype) -> None:
+    def __init__(
+        self, num_embeddings: int, embedding_dim: int, batch_size: int, init_std: float, cast_to: torch.dtype
+    ) -> None:
         super().__init__()
         self.cast_to = cast_to
-        self.weights = nn.Buffer(trunc_normal_(torch.empty(num_embeddings, embedding_dim), std=init_std),
-                                 persistent=True)
-        self.local_weights = nn.Buffer(torch.zeros(batch_size, embedding_dim, requires_grad=True),
-                                       persistent=False)
+        self.weights = nn.Buffer(
+            trunc_normal_(torch.empty(num_embeddings, embedding_dim), std=init_std), persistent=True
+        )
+        self.local_weights = nn.Buffer(torch.zeros(batch_size, embedding_dim, requires_grad=True), persistent=False)
         self.local_ids = nn.Buffer(torch.zeros(batch_size, dtype=torch.int32), persistent=False)
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
         if not self.training:
             return self.weights[ids].to(self.cast_to)
         if ids.shape[0] != self.local_ids.shape[0]:
-            raise ValueError(f"train batch has {ids.shape[0]} rows but the puzzle embedding was built for "
-                             f"batch_size={self.local_ids.shape[0]}: train batches must be full (set "
-                             f"model batch_size to the per-rank batch)")
+            raise ValueError(
+                f"train batch has {ids.shape[0]} rows but the puzzle embedding was built for "
+                f"batch_size={self.local_ids.shape[0]}: train batches must be full (set "
+                f"model batch_size to the per-rank batch)"
+            )
         with torch.no_grad():
             self.local_weights.copy_(self.weights[ids])
             self.local_ids.copy_(ids)

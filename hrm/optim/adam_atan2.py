@@ -124,8 +124,16 @@ def _update(
 
 
 def _update_foreach(
-    params: list[Tensor], grads: list[Tensor], exp_avgs: list[Tensor], exp_avg_sqs: list[Tensor],
-    lr: float, beta1: float, beta2: float, wd: float, step_size: float, bc2_sqrt: float,
+    params: list[Tensor],
+    grads: list[Tensor],
+    exp_avgs: list[Tensor],
+    exp_avg_sqs: list[Tensor],
+    lr: float,
+    beta1: float,
+    beta2: float,
+    wd: float,
+    step_size: float,
+    bc2_sqrt: float,
 ) -> None:
     if wd != 0.0:
         torch._foreach_mul_(params, 1.0 - lr * wd)
@@ -141,8 +149,16 @@ def _update_foreach(
 
 
 def _update_cpu(
-    params: list[Tensor], grads: list[Tensor], exp_avgs: list[Tensor], exp_avg_sqs: list[Tensor],
-    lr: float, beta1: float, beta2: float, wd: float, step_size: float, bc2_sqrt: float,
+    params: list[Tensor],
+    grads: list[Tensor],
+    exp_avgs: list[Tensor],
+    exp_avg_sqs: list[Tensor],
+    lr: float,
+    beta1: float,
+    beta2: float,
+    wd: float,
+    step_size: float,
+    bc2_sqrt: float,
 ) -> None:
     # Same ops in the same order as _update_foreach, slice by slice (results are bitwise equal).
     buf = torch.empty(min(_CPU_CHUNK, max(p.numel() for p in params)), dtype=params[0].dtype)

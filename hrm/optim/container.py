@@ -144,12 +144,16 @@ def group_parameters(model: nn.Module) -> ParameterGroups:
         groups.sparse_module = name
         log.info(
             "optimizer groups: SignSGD <- %s.weights %s; AdamATan2 <- %d tensors, %d parameters",
-            name, tuple(bufs["weights"].shape), len(groups.dense), sum(p.numel() for p in groups.dense),
+            name,
+            tuple(bufs["weights"].shape),
+            len(groups.dense),
+            sum(p.numel() for p in groups.dense),
         )
     else:
         log.info(
             "optimizer groups: no sparse puzzle embedding; AdamATan2 <- %d tensors, %d parameters",
-            len(groups.dense), sum(p.numel() for p in groups.dense),
+            len(groups.dense),
+            sum(p.numel() for p in groups.dense),
         )
     return groups
 
@@ -174,15 +178,19 @@ def build_optimizer_set(
     base_lrs: list[float] = []
     names: list[str] = []
     if groups.sparse_buffers:
-        optimizers.append(CastedSparseEmbeddingSignSGD_Distributed(
-            groups.sparse_buffers, world_size=world_size, lr=0.0, weight_decay=puzzle_emb_weight_decay))
+        optimizers.append(
+            CastedSparseEmbeddingSignSGD_Distributed(
+                groups.sparse_buffers, world_size=world_size, lr=0.0, weight_decay=puzzle_emb_weight_decay
+            )
+        )
         base_lrs.append(puzzle_emb_lr)
         names.append("puzzle_emb_sign_sgd")
     optimizers.append(AdamATan2(groups.dense, lr=0.0, betas=(beta1, beta2), weight_decay=weight_decay))
     base_lrs.append(lr)
     names.append("adam_atan2")
-    return OptimizerSet(optimizers, base_lrs, warmup_steps=warmup_steps, total_steps=total_steps,
-                        min_ratio=min_ratio, names=names)
+    return OptimizerSet(
+        optimizers, base_lrs, warmup_steps=warmup_steps, total_steps=total_steps, min_ratio=min_ratio, names=names
+    )
 
 
 def optimizer_set_from_config(model: nn.Module, optim: Any, *, total_steps: int, world_size: int = 1) -> OptimizerSet:
@@ -190,8 +198,14 @@ def optimizer_set_from_config(model: nn.Module, optim: Any, *, total_steps: int,
     get = optim.get if isinstance(optim, dict) else (lambda k: getattr(optim, k))
     return build_optimizer_set(
         model,
-        lr=get("lr"), beta1=get("beta1"), beta2=get("beta2"), weight_decay=get("weight_decay"),
-        puzzle_emb_lr=get("puzzle_emb_lr"), puzzle_emb_weight_decay=get("puzzle_emb_weight_decay"),
-        warmup_steps=get("lr_warmup_steps"), total_steps=total_steps, min_ratio=get("lr_min_ratio"),
+        lr=get("lr"),
+        beta1=get("beta1"),
+        beta2=get("beta2"),
+        weight_decay=get("weight_decay"),
+        puzzle_emb_lr=get("puzzle_emb_lr"),
+        puzzle_emb_weight_decay=get("puzzle_emb_weight_decay"),
+        warmup_steps=get("lr_warmup_steps"),
+        total_steps=total_steps,
+        min_ratio=get("lr_min_ratio"),
         world_size=world_size,
     )

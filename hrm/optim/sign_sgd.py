@@ -67,8 +67,11 @@ class CastedSparseEmbeddingSignSGD_Distributed(Optimizer):
             if local_grad is None:
                 continue  # the embedding was not used since the last zero_grad
             sparse_sign_sgd_update(
-                local_grad, local_ids, weights,
-                lr=float(group["lr"]), weight_decay=float(group["weight_decay"]),
+                local_grad,
+                local_ids,
+                weights,
+                lr=float(group["lr"]),
+                weight_decay=float(group["weight_decay"]),
                 world_size=group["world_size"],
             )
         return loss

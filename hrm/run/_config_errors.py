@@ -2,6 +2,7 @@
 
 Unknown key -> the key and the nearest valid one; wrong type -> the field and its expected type.
 """
+
 from __future__ import annotations
 
 import difflib

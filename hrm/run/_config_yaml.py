@@ -1,4 +1,5 @@
 """YAML reading for configs and presets, and `section.key=value` override parsing (no schema here)."""
+
 from __future__ import annotations
 
 import re

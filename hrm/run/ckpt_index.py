@@ -4,6 +4,7 @@ A checkpoint counts only once it is complete: `checkpoints/step-%08d.pt`, rename
 fsync. Temp files (`.tmp-*`) never count. `checkpoints/index.json`, written atomically by the writer,
 adds what a file name cannot hold: the eval exact accuracy (score), the write order and the best one.
 """
+
 from __future__ import annotations
 
 import json
@@ -76,9 +77,17 @@ def list_checkpoints(path: str | os.PathLike[str]) -> list[CheckpointInfo]:
         st = entry.stat()
         order, meta = recorded.get(entry.name, (-1, {}))
         score = meta.get("score")
-        found.append(CheckpointInfo(path=Path(entry.path), step=step, size=st.st_size, mtime=st.st_mtime,
-                                    score=float(score) if isinstance(score, (int, float)) else None,
-                                    order=order, best=entry.name == best))
+        found.append(
+            CheckpointInfo(
+                path=Path(entry.path),
+                step=step,
+                size=st.st_size,
+                mtime=st.st_mtime,
+                score=float(score) if isinstance(score, (int, float)) else None,
+                order=order,
+                best=entry.name == best,
+            )
+        )
     return sorted(found, key=lambda c: c.step)
 
 

@@ -3,6 +3,7 @@
 Defaults < preset YAML (overrides only) < command-line `section.key=value`; validated once, by pydantic,
 with messages that name the key to change. Torch-free: the app reads presets through this module.
 """
+
 from __future__ import annotations
 
 import difflib
@@ -18,10 +19,26 @@ from hrm.run._config_errors import ConfigError, translate_validation_error
 from hrm.run._config_yaml import load_yaml, parse_overrides
 
 __all__ = [
-    "Config", "ModelConfig", "DataConfig", "OptimConfig", "TrainConfig", "RunConfig", "SinksConfig",
-    "ConfigError", "load_preset", "apply_overrides", "parse_overrides", "save_config", "load_config",
-    "list_presets", "presets_dir", "resolve_total_steps", "validate_run_name", "config_from_dict",
-    "describe", "task_shape",
+    "Config",
+    "ModelConfig",
+    "DataConfig",
+    "OptimConfig",
+    "TrainConfig",
+    "RunConfig",
+    "SinksConfig",
+    "ConfigError",
+    "load_preset",
+    "apply_overrides",
+    "parse_overrides",
+    "save_config",
+    "load_config",
+    "list_presets",
+    "presets_dir",
+    "resolve_total_steps",
+    "validate_run_name",
+    "config_from_dict",
+    "describe",
+    "task_shape",
 ]
 
 
@@ -46,16 +63,24 @@ class ModelConfig(_Section):
     halt_max_steps: int = Field(16, gt=0, description="Maximum ACT segments per puzzle (M_max).")
     halt_exploration_prob: float = Field(0.1, ge=0, le=1, description="Chance a row draws a minimum halting step.")
     pos_encodings: Literal["rope", "learned"] = Field("rope", description="Position encoding: rope or learned.")
-    puzzle_emb_ndim: int | None = Field(None, ge=0, description="Puzzle-embedding width; null = hidden_size (the reference), 0 disables it.")
+    puzzle_emb_ndim: int | None = Field(
+        None, ge=0, description="Puzzle-embedding width; null = hidden_size (the reference), 0 disables it."
+    )
     rms_norm_eps: float = Field(1e-5, gt=0, description="RMSNorm epsilon.")
     rope_theta: float = Field(10000.0, gt=0, description="RoPE base.")
-    forward_dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field("auto", description="Compute dtype; auto = bfloat16 on CUDA, float32 on CPU.")
-    loss_type: Literal["stablemax_cross_entropy", "softmax_cross_entropy"] = Field("stablemax_cross_entropy", description="Token loss of the ACT loss head.")
+    forward_dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
+        "auto", description="Compute dtype; auto = bfloat16 on CUDA, float32 on CPU."
+    )
+    loss_type: Literal["stablemax_cross_entropy", "softmax_cross_entropy"] = Field(
+        "stablemax_cross_entropy", description="Token loss of the ACT loss head."
+    )
 
     @model_validator(mode="after")
     def _heads_divide(self) -> ModelConfig:
         if self.hidden_size % self.num_heads:
-            raise ValueError(f"model.hidden_size ({self.hidden_size}) must be divisible by model.num_heads ({self.num_heads})")
+            raise ValueError(
+                f"model.hidden_size ({self.hidden_size}) must be divisible by model.num_heads ({self.num_heads})"
+            )
         return self
 
     def hrm_fields(self) -> dict[str, Any]:
@@ -70,9 +95,13 @@ class DataConfig(_Section):
 
     task: Literal["sudoku", "maze"] = Field("sudoku", description="Puzzle family.")
     path: str | None = Field(None, description="A dataset already built in the reference format; skips building.")
-    from_csv: str | None = Field(None, description="Folder with train.csv/test.csv (reference columns); used when it exists, else generate.")
+    from_csv: str | None = Field(
+        None, description="Folder with train.csv/test.csv (reference columns); used when it exists, else generate."
+    )
     level: Literal["easy", "medium", "hard", "extreme"] = Field("easy", description="Difficulty of generated puzzles.")
-    size: int | None = Field(None, gt=1, description="Maze side length (sudoku: always 9); null = the level's default (9/15/30).")
+    size: int | None = Field(
+        None, gt=1, description="Maze side length (sudoku: always 9); null = the level's default (9/15/30)."
+    )
     train: int = Field(1000, gt=0, description="Training puzzles (groups) to generate or take.")
     test: int = Field(1000, gt=0, description="Test puzzles to generate or take.")
     num_aug: int = Field(0, ge=0, description="Sudoku: augmented copies per training puzzle.")
@@ -84,8 +113,9 @@ class DataConfig(_Section):
     @model_validator(mode="after")
     def _maze_level(self) -> DataConfig:
         if self.task == "maze" and self.level not in MAZE_DEFAULT_SIZE:
-            raise ValueError(f"data.level {self.level!r} does not exist for mazes; "
-                             f"choose one of {', '.join(MAZE_DEFAULT_SIZE)}")
+            raise ValueError(
+                f"data.level {self.level!r} does not exist for mazes; choose one of {', '.join(MAZE_DEFAULT_SIZE)}"
+            )
         return self
 
     @field_validator("blanks")
@@ -100,7 +130,9 @@ class OptimConfig(_Section):
     """AdamATan2 for the model, SignSGD for the puzzle embedding, one warmup+cosine schedule."""
 
     lr: float = Field(1e-4, gt=0, description="Peak learning rate of AdamATan2.")
-    lr_min_ratio: float = Field(1.0, ge=0, le=1, description="Final lr / peak lr of the cosine (1.0 = constant after warmup).")
+    lr_min_ratio: float = Field(
+        1.0, ge=0, le=1, description="Final lr / peak lr of the cosine (1.0 = constant after warmup)."
+    )
     lr_warmup_steps: int = Field(2000, ge=0, description="Linear warmup steps.")
     beta1: float = Field(0.9, ge=0, lt=1, description="AdamATan2 beta1.")
     beta2: float = Field(0.95, ge=0, lt=1, description="AdamATan2 beta2.")
@@ -114,19 +146,28 @@ class TrainConfig(_Section):
 
     global_batch_size: int = Field(768, gt=0, description="Examples per optimizer step over all ranks.")
     total_steps: int | None = Field(None, gt=0, description="Optimizer steps to run; overrides epochs when set.")
-    epochs: float | None = Field(20000, gt=0, description="Passes over the training groups; steps = epochs·examples/batch.")
+    epochs: float | None = Field(
+        20000, gt=0, description="Passes over the training groups; steps = epochs·examples/batch."
+    )
     eval_interval: int | None = Field(None, gt=0, description="Steps between evaluations; null = only at the end.")
     eval_split: Literal["test", "train"] = Field("test", description="Split evaluated.")
     eval_max_examples: int | None = Field(None, gt=0, description="Evaluate at most this many puzzles; null = all.")
-    checkpoint_interval: int | None = Field(None, gt=0, description="Steps between checkpoints; null = after every evaluation.")
+    checkpoint_interval: int | None = Field(
+        None, gt=0, description="Steps between checkpoints; null = after every evaluation."
+    )
     keep_last: int = Field(3, ge=1, description="Checkpoints kept (plus the best by eval exact accuracy).")
     seed: int = Field(0, description="Seed of model init, data order and ACT exploration.")
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto = cuda when available, else cpu.")
     gpus: int = Field(1, ge=1, description="GPUs (processes under torchrun) to train on.")
-    early_stop_exact_accuracy: float | None = Field(None, gt=0, le=1, description="Stop once train exact accuracy reaches this.")
+    early_stop_exact_accuracy: float | None = Field(
+        None, gt=0, le=1, description="Stop once train exact accuracy reaches this."
+    )
     on_nonfinite: Literal["stop", "pause"] = Field("stop", description="What a NaN/Inf loss or gradient does.")
     log_interval: int = Field(1, ge=1, description="Steps aggregated into one train event.")
-    compile: bool = Field(False, description="torch.compile the training forward (the reference does); ~1 min before the first step on CPU.")
+    compile: bool = Field(
+        False,
+        description="torch.compile the training forward (the reference does); ~1 min before the first step on CPU.",
+    )
     init_from: str | None = Field(None, description="Weights-only checkpoint (ours or the reference's) to start from.")
 
     @model_validator(mode="after")
@@ -171,12 +212,14 @@ class Config(_Section):
 def validate_run_name(name: str) -> str:
     """A run id becomes a directory name: no separators, no '..', no leading dot, not empty."""
     if not name or "/" in name or "\\" in name or ".." in name or name.startswith(".") or "\0" in name:
-        raise ValueError(f"run name {name!r} is not allowed: use letters, digits, '-', '_' "
-                         "(no '/', no '..', no leading '.')")
+        raise ValueError(
+            f"run name {name!r} is not allowed: use letters, digits, '-', '_' (no '/', no '..', no leading '.')"
+        )
     return name
 
 
 # --- merging ---------------------------------------------------------------------------------------
+
 
 def _merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
     """Deep-merge `update` into a copy of `base` (mappings merge, everything else replaces)."""
@@ -199,8 +242,10 @@ def _merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
 def config_from_dict(data: dict[str, Any], source: str = "config") -> Config:
     """Validate a (possibly partial) nested dict over the defaults."""
     if not isinstance(data, dict):
-        raise ConfigError(f"{source}: expected a mapping of sections (model, data, optim, train, run, sinks), "
-                          f"got {type(data).__name__}")
+        raise ConfigError(
+            f"{source}: expected a mapping of sections (model, data, optim, train, run, sinks), "
+            f"got {type(data).__name__}"
+        )
     merged = _merge(Config().model_dump(), data)
     try:
         return Config.model_validate(merged)
@@ -216,6 +261,7 @@ def apply_overrides(cfg: Config, overrides: list[str]) -> Config:
 
 
 # --- presets -----------------------------------------------------------------------------------------
+
 
 def presets_dir() -> Path:
     """Where named presets live: $HRM_PRESETS_DIR, else presets/ beside the hrm package (the repo
@@ -252,8 +298,10 @@ def _preset_path(name_or_path: str | os.PathLike[str]) -> Path:
     names = [p.stem for p in list_presets()]
     close = difflib.get_close_matches(text, names, n=1)
     hint = f" Did you mean {close[0]!r}?" if close else ""
-    raise ConfigError(f"unknown preset {text!r}.{hint} Available: {', '.join(names) or '(none)'} "
-                      f"in {presets_dir()}; or give a path to a .yaml file.")
+    raise ConfigError(
+        f"unknown preset {text!r}.{hint} Available: {', '.join(names) or '(none)'} "
+        f"in {presets_dir()}; or give a path to a .yaml file."
+    )
 
 
 def load_preset(name_or_path: str | os.PathLike[str], overrides: list[str] | None = None) -> Config:
@@ -263,8 +311,10 @@ def load_preset(name_or_path: str | os.PathLike[str], overrides: list[str] | Non
     if data is None:
         data = {}
     if not isinstance(data, dict):
-        raise ConfigError(f"{path}: a preset must be a mapping of sections (model, data, optim, train, "
-                          f"run, sinks), got {type(data).__name__}")
+        raise ConfigError(
+            f"{path}: a preset must be a mapping of sections (model, data, optim, train, "
+            f"run, sinks), got {type(data).__name__}"
+        )
     run_section = data.get("run") or {}
     if isinstance(run_section, dict) and not run_section.get("preset"):
         data = _merge(data, {"run": {"preset": path.stem}})
@@ -297,9 +347,11 @@ def resolve_total_steps(cfg: Config, train_examples: float) -> int:
     assert cfg.train.epochs is not None  # the schema guarantees one of the two
     steps = int(cfg.train.epochs * train_examples / cfg.train.global_batch_size)
     if steps < 1:
-        raise ConfigError(f"train.epochs={cfg.train.epochs:g} over {train_examples:g} training examples at "
-                          f"train.global_batch_size={cfg.train.global_batch_size} gives 0 steps: "
-                          "raise train.epochs or set train.total_steps")
+        raise ConfigError(
+            f"train.epochs={cfg.train.epochs:g} over {train_examples:g} training examples at "
+            f"train.global_batch_size={cfg.train.global_batch_size} gives 0 steps: "
+            "raise train.epochs or set train.total_steps"
+        )
     return steps
 
 
@@ -322,8 +374,13 @@ def describe(cfg: Config) -> dict[str, Any]:
     from hrm.model.config import HRMConfig, count_parameters, flops_per_example
 
     grid, vocab, seq_len = task_shape(cfg.data)
-    hrm = HRMConfig(batch_size=max(1, cfg.train.global_batch_size // cfg.train.gpus), seq_len=seq_len,
-                    vocab_size=vocab, num_puzzle_identifiers=1, **cfg.model.hrm_fields())
+    hrm = HRMConfig(
+        batch_size=max(1, cfg.train.global_batch_size // cfg.train.gpus),
+        seq_len=seq_len,
+        vocab_size=vocab,
+        num_puzzle_identifiers=1,
+        **cfg.model.hrm_fields(),
+    )
     n = count_parameters(hrm)
     size = f"{n / 1e6:.1f}M" if n >= 1e6 else f"{n / 1e3:.0f}k"
     label = f"{cfg.data.task.capitalize()} {grid[0]}×{grid[1]} {cfg.data.level}"

@@ -10,6 +10,7 @@ reach the socket through `/proc/self/fd/<fd of the run dir>/control.sock` when t
 too long (the kernel resolves that link to the directory), or through a short symlink in the temp
 directory where /proc is not available.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -22,9 +23,10 @@ import socket
 import stat
 import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from hrm.run.layout import COMMANDS
 from hrm.run.layout import SOCKET_FILE as SOCKET_NAME
@@ -128,8 +130,10 @@ class ControlServer:
         with contextlib.suppress(FileNotFoundError):
             if stat.S_ISSOCK(os.lstat(self.path).st_mode):
                 if _someone_listening(self.run_dir):
-                    raise ControlError(f"another process is listening on {self.path}: is a second "
-                                       "trainer running on this run directory?")
+                    raise ControlError(
+                        f"another process is listening on {self.path}: is a second "
+                        "trainer running on this run directory?"
+                    )
                 os.unlink(self.path)
         with _socket_address(self.run_dir) as address:
             try:
@@ -189,20 +193,22 @@ class ControlServer:
             if len(buf) + len(chunk) > _MAX_REQUEST:
                 return False
             buf.extend(chunk)
-        del buf[buf.index(b"\n"):]
+        del buf[buf.index(b"\n") :]
         return True
 
     def _parse(self, conn: socket.socket, line: bytes) -> Request | None:
         try:
             message = json.loads(line)
         except ValueError:
-            _send_and_close(conn, {"ok": False, "error": "malformed request: expected one JSON line "
-                                                         'like {"cmd": "pause"}'})
+            _send_and_close(
+                conn, {"ok": False, "error": "malformed request: expected one JSON line like {\"cmd\": \"pause\"}"}
+            )
             return None
         cmd = message.get("cmd") if isinstance(message, dict) else None
         if cmd not in self.commands:
-            _send_and_close(conn, {"ok": False, "error": f"unknown command {cmd!r}; "
-                                                         f"valid commands: {', '.join(self.commands)}"})
+            _send_and_close(
+                conn, {"ok": False, "error": f"unknown command {cmd!r}; valid commands: {', '.join(self.commands)}"}
+            )
             return None
         args = {k: v for k, v in message.items() if k != "cmd"}
         return Request(cmd=cmd, args=args, _conn=conn)
@@ -227,15 +233,17 @@ class ControlServer:
         self.close()
 
 
-def send_command(run_dir: str | os.PathLike[str], cmd: str, timeout: float = 30.0,
-                 **args: Any) -> dict[str, Any]:
+def send_command(run_dir: str | os.PathLike[str], cmd: str, timeout: float = 30.0, **args: Any) -> dict[str, Any]:
     """Send one command to the trainer of run_dir and wait for its reply. Never raises for a
     missing or unresponsive trainer: returns {"ok": false, "error": "..."} naming the problem."""
     run_dir = Path(run_dir)
     sock_path = run_dir / SOCKET_NAME
     if not sock_path.exists():
-        return {"ok": False, "error": f"no trainer is listening: {sock_path} does not exist "
-                                      "(the run is not running, or it is starting up)"}
+        return {
+            "ok": False,
+            "error": f"no trainer is listening: {sock_path} does not exist "
+            "(the run is not running, or it is starting up)",
+        }
     deadline = time.monotonic() + timeout
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
         sock.settimeout(timeout)
@@ -250,13 +258,18 @@ def send_command(run_dir: str | os.PathLike[str], cmd: str, timeout: float = 30.
                 if not chunk:
                     break
                 buf.extend(chunk)
-        except (socket.timeout, TimeoutError):
-            return {"ok": False, "error": f"no reply to {cmd!r} within {timeout:g} s "
-                                          "(the trainer may be busy in a long step or evaluation)"}
+        except TimeoutError:
+            return {
+                "ok": False,
+                "error": f"no reply to {cmd!r} within {timeout:g} s "
+                "(the trainer may be busy in a long step or evaluation)",
+            }
         except OSError as exc:
             if exc.errno in (errno.ECONNREFUSED, errno.ENOENT):
-                return {"ok": False, "error": f"no trainer is listening on {sock_path} "
-                                              "(stale socket of a run that exited)"}
+                return {
+                    "ok": False,
+                    "error": f"no trainer is listening on {sock_path} (stale socket of a run that exited)",
+                }
             return {"ok": False, "error": f"control socket {sock_path}: {exc}"}
     line = bytes(buf).split(b"\n", 1)[0]
     try:

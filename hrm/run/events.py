@@ -3,6 +3,7 @@
 The trainer writes through `EventWriter`; viewers (the app, tests, scripts) read with `EventTailer`
 (incremental, from a byte offset) or `read_events` (whole file). Torch-free: the app imports this.
 """
+
 from __future__ import annotations
 
 import json

@@ -4,6 +4,7 @@ JSON {pid, create_time, hostname, argv}. A pid alone is not enough to tell a liv
 stale file (pids are reused after a crash or reboot), so the process's start time as psutil reports
 it must match too. Torch-free: the app uses `trainer_alive` to list runs.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -18,6 +19,7 @@ from pathlib import Path
 import psutil
 
 from hrm.run.layout import PID_FILE as PIDFILE_NAME
+
 # psutil's create_time is a float derived from boot time + ticks: allow for rounding in the JSON.
 _CREATE_TIME_TOLERANCE_S = 0.05
 
@@ -54,8 +56,12 @@ def read_pidfile(run_dir: str | os.PathLike[str]) -> PidInfo | None:
     """The recorded owner, or None when the file is missing or unreadable."""
     try:
         data = json.loads((Path(run_dir) / PIDFILE_NAME).read_text())
-        return PidInfo(pid=int(data["pid"]), create_time=float(data["create_time"]),
-                       hostname=str(data.get("hostname", "")), argv=list(data.get("argv", [])))
+        return PidInfo(
+            pid=int(data["pid"]),
+            create_time=float(data["create_time"]),
+            hostname=str(data.get("hostname", "")),
+            argv=list(data.get("argv", [])),
+        )
     except (OSError, ValueError, KeyError, TypeError):
         return None
 
@@ -100,7 +106,8 @@ def acquire(run_dir: str | os.PathLike[str]) -> PidInfo:
             raise TrainerAlreadyRunning(
                 f"run directory {run_dir} is in use by a live trainer (pid {current.pid} on "
                 f"{current.hostname}, started as: {' '.join(current.argv) or '?'}). "
-                "Stop it first (hrm-train ctl RUN stop), attach to it, or pick another run directory.")
+                "Stop it first (hrm-train ctl RUN stop), attach to it, or pick another run directory."
+            )
         return write_pidfile(run_dir)
     finally:
         os.close(fd)

@@ -11,8 +11,9 @@ import hashlib
 import json
 import logging
 import os
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from hrm.data.format import DatasetError, OutputExistsError, dataset_summary
 
@@ -20,8 +21,10 @@ log = logging.getLogger(__name__)
 
 # Bump when a generator's output for the same recipe changes, so cached datasets are rebuilt.
 GENERATOR_VERSION = {"sudoku": 2, "maze": 1}
-_KEYS = {"sudoku": ("level", "train", "test", "num_aug", "blanks", "min_rating", "seed"),
-         "maze": ("level", "size", "train", "test", "aug", "seed")}
+_KEYS = {
+    "sudoku": ("level", "train", "test", "num_aug", "blanks", "min_rating", "seed"),
+    "maze": ("level", "size", "train", "test", "aug", "seed"),
+}
 _DEFAULT_MAZE_SIZE = {"easy": 9, "medium": 15, "hard": 30}
 
 
@@ -103,17 +106,33 @@ def _build(recipe: dict[str, Any], out: Path, progress: bool) -> dict:
     task = _task(recipe)
     folder = _csv_folder(recipe)
     if recipe.get("from_csv") and folder is None:
-        log.warning("data.from_csv folder %s not found; generating %s data instead (level %s)",
-                    recipe["from_csv"], task, recipe.get("level"))
-    common = dict(train=recipe.get("train", 1000), test=recipe.get("test", 1000), level=recipe.get("level") or "easy",
-                  seed=recipe.get("seed", 0), from_csv=folder, force=False, progress=progress)
+        log.warning(
+            "data.from_csv folder %s not found; generating %s data instead (level %s)",
+            recipe["from_csv"],
+            task,
+            recipe.get("level"),
+        )
+    common = dict(
+        train=recipe.get("train", 1000),
+        test=recipe.get("test", 1000),
+        level=recipe.get("level") or "easy",
+        seed=recipe.get("seed", 0),
+        from_csv=folder,
+        force=False,
+        progress=progress,
+    )
     if folder is not None:  # the reference takes the whole test CSV and `train` puzzles of the train CSV
         common["subsample_size"] = recipe.get("train")
     if task == "sudoku":
         from hrm.data import sudoku
 
-        return sudoku.build_dataset(out, num_aug=recipe.get("num_aug") or 0, blanks=recipe.get("blanks"),
-                                    min_rating=recipe.get("min_rating"), **common)
+        return sudoku.build_dataset(
+            out,
+            num_aug=recipe.get("num_aug") or 0,
+            blanks=recipe.get("blanks"),
+            min_rating=recipe.get("min_rating"),
+            **common,
+        )
     from hrm.data import maze
 
     return maze.build_dataset(out, size=recipe.get("size"), aug=bool(recipe.get("aug")), **common)
@@ -132,8 +151,10 @@ def ensure_dataset(recipe: dict[str, Any], cache_root: Path | str | None = None,
                 if not (root / split / "dataset.json").is_file():
                     raise DatasetError(f"{root / split / 'dataset.json'} not found")
         except DatasetError as e:
-            raise DatasetError(f"data.path={recipe['path']}: {e}. Point data.path at a dataset built with "
-                               f"hrm-data (or the reference builders), or remove it to build one") from None
+            raise DatasetError(
+                f"data.path={recipe['path']}: {e}. Point data.path at a dataset built with "
+                f"hrm-data (or the reference builders), or remove it to build one"
+            ) from None
         return root
     out = dataset_dir(recipe, cache_root)
     if is_built(recipe, cache_root):

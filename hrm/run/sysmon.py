@@ -4,12 +4,14 @@ NVML being absent (no driver, no GPU, CPU CI) is a normal state: `gpus` is [] an
 Any single NVML query that fails gives null for that field, never an exception or an invented value.
 Torch-free: the trainer passes a callback for torch's allocator numbers; the app uses this too.
 """
+
 from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 from types import ModuleType
-from typing import Any, Callable
+from typing import Any
 
 import psutil
 
@@ -67,16 +69,18 @@ class _Nvml:
             power = self._call("nvmlDeviceGetPowerUsage", h)  # milliwatts
             limit = self._call("nvmlDeviceGetEnforcedPowerLimit", h)
             name = self._call("nvmlDeviceGetName", h)
-            out.append({
-                "index": index,
-                "name": None if name is None else _text(name),
-                "gpu_util": getattr(util, "gpu", None),
-                "mem_used": getattr(mem, "used", None),
-                "mem_total": getattr(mem, "total", None),
-                "temp_c": self._call("nvmlDeviceGetTemperature", h, temp_sensor),
-                "power_w": None if power is None else power / 1000.0,
-                "power_limit_w": None if limit is None else limit / 1000.0,
-            })
+            out.append(
+                {
+                    "index": index,
+                    "name": None if name is None else _text(name),
+                    "gpu_util": getattr(util, "gpu", None),
+                    "mem_used": getattr(mem, "used", None),
+                    "mem_total": getattr(mem, "total", None),
+                    "temp_c": self._call("nvmlDeviceGetTemperature", h, temp_sensor),
+                    "power_w": None if power is None else power / 1000.0,
+                    "power_limit_w": None if limit is None else limit / 1000.0,
+                }
+            )
         return out
 
     def shutdown(self) -> None:
@@ -94,9 +98,14 @@ class SystemSampler:
     hardware we lack). torch_stats: returns {"torch_alloc": bytes, "torch_peak": bytes} or {}.
     """
 
-    def __init__(self, callback: Callable[[Sample], None] | None = None, interval: float = 1.5,
-                 nvml: ModuleType | Any | None = None, torch_stats: Callable[[], dict[str, Any]] | None = None,
-                 stop_event: threading.Event | None = None) -> None:
+    def __init__(
+        self,
+        callback: Callable[[Sample], None] | None = None,
+        interval: float = 1.5,
+        nvml: ModuleType | Any | None = None,
+        torch_stats: Callable[[], dict[str, Any]] | None = None,
+        stop_event: threading.Event | None = None,
+    ) -> None:
         if not 0 < interval:
             raise ValueError(f"interval must be positive, got {interval}")
         self.callback = callback

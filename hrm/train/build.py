@@ -63,10 +63,17 @@ def read_data_info(root: Path, task: str) -> DataInfo:
     def n_examples(meta: Any) -> int:
         return int(round(meta.total_groups * meta.mean_puzzle_examples)) if meta is not None else 0
 
-    return DataInfo(root=Path(root), task=task, seq_len=int(train.seq_len), vocab_size=int(train.vocab_size),
-                    num_puzzle_identifiers=int(train.num_puzzle_identifiers),
-                    train_examples=n_examples(train), test_examples=n_examples(test),
-                    total_groups=int(train.total_groups), mean_puzzle_examples=float(train.mean_puzzle_examples))
+    return DataInfo(
+        root=Path(root),
+        task=task,
+        seq_len=int(train.seq_len),
+        vocab_size=int(train.vocab_size),
+        num_puzzle_identifiers=int(train.num_puzzle_identifiers),
+        train_examples=n_examples(train),
+        test_examples=n_examples(test),
+        total_groups=int(train.total_groups),
+        mean_puzzle_examples=float(train.mean_puzzle_examples),
+    )
 
 
 def total_steps(cfg: Any, data: DataInfo) -> int:
@@ -82,14 +89,21 @@ def model_config(cfg: Any, data: DataInfo, env: D.DistEnv):
     m = cfg.model.hrm_fields()
     gb = cfg.train.global_batch_size
     if gb % env.world_size:
-        raise ValueError(f"train.global_batch_size={gb} is not divisible by the {env.world_size} ranks; "
-                         "pick a batch size that is a multiple of the number of processes")
+        raise ValueError(
+            f"train.global_batch_size={gb} is not divisible by the {env.world_size} ranks; "
+            "pick a batch size that is a multiple of the number of processes"
+        )
     dtype = m.get("forward_dtype") or "auto"
     if dtype == "auto":
         dtype = "bfloat16" if env.device.type == "cuda" else "float32"
-    return HRMConfig.from_dict(m, batch_size=gb // env.world_size, seq_len=data.seq_len,
-                               vocab_size=data.vocab_size, num_puzzle_identifiers=data.num_puzzle_identifiers,
-                               forward_dtype=dtype)
+    return HRMConfig.from_dict(
+        m,
+        batch_size=gb // env.world_size,
+        seq_len=data.seq_len,
+        vocab_size=data.vocab_size,
+        num_puzzle_identifiers=data.num_puzzle_identifiers,
+        forward_dtype=dtype,
+    )
 
 
 def build_head(cfg: Any, data: DataInfo, env: D.DistEnv) -> torch.nn.Module:
@@ -130,8 +144,14 @@ def build_loader(cfg: Any, data: DataInfo, env: D.DistEnv):
     batch = cfg.train.global_batch_size
     examples = max(1.0, data.total_groups * data.mean_puzzle_examples)
     epochs_per_iter = max(1, round((cfg.train.eval_interval or 0) * batch / examples))
-    return TrainLoader(data.root, batch, rank=env.rank, world_size=env.world_size,
-                       seed=int(cfg.train.seed), epochs_per_iter=epochs_per_iter)
+    return TrainLoader(
+        data.root,
+        batch,
+        rank=env.rank,
+        world_size=env.world_size,
+        seed=int(cfg.train.seed),
+        epochs_per_iter=epochs_per_iter,
+    )
 
 
 def count_params(head: torch.nn.Module) -> int:

@@ -5,6 +5,7 @@ while the caller waits, then a background thread writes `checkpoints/.tmp-step-N
 it, renames it to `step-N.pt`, fsyncs the directory, updates index.json and prunes. A failed write
 (a full disk) removes its temp file and leaves every earlier checkpoint as it was.
 """
+
 from __future__ import annotations
 
 import json
@@ -13,18 +14,35 @@ import os
 import threading
 import time
 import zipfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 
-from hrm.run.ckpt_index import (best_checkpoint, checkpoints_dir, latest_checkpoint, list_checkpoints, parse_step,
-                                read_index)
+from hrm.run.ckpt_index import (
+    best_checkpoint,
+    checkpoints_dir,
+    latest_checkpoint,
+    list_checkpoints,
+    parse_step,
+    read_index,
+)
 from hrm.run.layout import CKPT_DIR, checkpoint_name
 from hrm.run.layout import CKPT_INDEX_FILE as INDEX_NAME
 
-__all__ = ["CheckpointWriter", "CheckpointCorrupt", "load_checkpoint", "to_cpu", "snapshot", "latest_checkpoint",
-           "list_checkpoints", "best_checkpoint", "checkpoint_name", "checkpoints_dir"]
+__all__ = [
+    "CheckpointWriter",
+    "CheckpointCorrupt",
+    "load_checkpoint",
+    "to_cpu",
+    "snapshot",
+    "latest_checkpoint",
+    "list_checkpoints",
+    "best_checkpoint",
+    "checkpoint_name",
+    "checkpoints_dir",
+]
 
 log = logging.getLogger(__name__)
 
@@ -44,8 +62,12 @@ def to_cpu(obj: Any, reuse: Any = None) -> Any:
     """
     if isinstance(obj, torch.Tensor):
         src = obj.detach()
-        if (isinstance(reuse, torch.Tensor) and reuse.device.type == "cpu" and reuse.shape == src.shape
-                and reuse.dtype == src.dtype):
+        if (
+            isinstance(reuse, torch.Tensor)
+            and reuse.device.type == "cpu"
+            and reuse.shape == src.shape
+            and reuse.dtype == src.dtype
+        ):
             return reuse.copy_(src, non_blocking=src.is_cuda)
         if src.is_cuda:
             out = torch.empty(src.shape, dtype=src.dtype, pin_memory=True)
@@ -104,9 +126,14 @@ class CheckpointWriter:
     Both run on the writer thread.
     """
 
-    def __init__(self, directory: str | os.PathLike[str], keep_last: int = 3,
-                 on_done: Callback | None = None, on_error: Callback | None = None,
-                 reuse_buffers: bool = True) -> None:
+    def __init__(
+        self,
+        directory: str | os.PathLike[str],
+        keep_last: int = 3,
+        on_done: Callback | None = None,
+        on_error: Callback | None = None,
+        reuse_buffers: bool = True,
+    ) -> None:
         if keep_last < 1:
             raise ValueError(f"keep_last must be at least 1, got {keep_last}")
         directory = Path(directory)
@@ -131,8 +158,15 @@ class CheckpointWriter:
             except OSError:
                 pass
 
-    def save(self, state: dict[str, Any], path: str | os.PathLike[str] | None = None, *,
-             step: int | None = None, score: float | None = None, on_done: Callback | None = None) -> Path:
+    def save(
+        self,
+        state: dict[str, Any],
+        path: str | os.PathLike[str] | None = None,
+        *,
+        step: int | None = None,
+        score: float | None = None,
+        on_done: Callback | None = None,
+    ) -> Path:
         """Copy `state` to CPU now, write it in the background; returns the final path.
         The step comes from `step`, else state["step"], else the file name of `path`."""
         if step is None:
@@ -145,13 +179,15 @@ class CheckpointWriter:
         self.wait()  # one write at a time: back-pressure, and the previous snapshot is free to reuse
         copy = snapshot(state, self._last_snapshot if self.reuse_buffers else None)
         self._last_snapshot = copy if self.reuse_buffers else None
-        self._thread = threading.Thread(target=self._write, name="hrm-ckpt", daemon=False,
-                                        args=(copy, final, step, score, on_done or self.on_done))
+        self._thread = threading.Thread(
+            target=self._write, name="hrm-ckpt", daemon=False, args=(copy, final, step, score, on_done or self.on_done)
+        )
         self._thread.start()
         return final
 
-    def _write(self, state: dict[str, Any], final: Path, step: int, score: float | None,
-               on_done: Callback | None) -> None:
+    def _write(
+        self, state: dict[str, Any], final: Path, step: int, score: float | None, on_done: Callback | None
+    ) -> None:
         tmp = self.dir / f".tmp-{final.name}.{os.getpid()}"
         start = time.perf_counter()
         try:
@@ -174,8 +210,7 @@ class CheckpointWriter:
                 raise
             return
         seconds = time.perf_counter() - start
-        info = {"path": str(final), "step": step, "size": final.stat().st_size, "seconds": seconds,
-                "score": score}
+        info = {"path": str(final), "step": step, "size": final.stat().st_size, "seconds": seconds, "score": score}
         try:
             self._record_and_prune(final, step, score, info["size"])
         except OSError as exc:  # the checkpoint itself is safe; a stale index is only cosmetic
@@ -186,18 +221,20 @@ class CheckpointWriter:
     def _record_and_prune(self, final: Path, step: int, score: float | None, size: int) -> None:
         index = read_index(self.dir)
         on_disk = {c.path.name: c for c in list_checkpoints(self.dir)}
-        entries = {e["file"]: e for e in index["checkpoints"]
-                   if isinstance(e, dict) and e.get("file") in on_disk and e.get("file") != final.name}
+        entries = {
+            e["file"]: e
+            for e in index["checkpoints"]
+            if isinstance(e, dict) and e.get("file") in on_disk and e.get("file") != final.name
+        }
         # Files the index never saw (a crash between rename and index update) join by their mtime.
         for name, c in on_disk.items():
             if name not in entries and name != final.name:
                 entries[name] = {"file": name, "step": c.step, "score": None, "size": c.size, "time": c.mtime}
-        entries[final.name] = {"file": final.name, "step": step, "score": score, "size": size,
-                               "time": time.time()}
+        entries[final.name] = {"file": final.name, "step": step, "score": score, "size": size, "time": time.time()}
         ordered = sorted(entries.values(), key=lambda e: (float(e.get("time") or 0.0), e["step"]))
         scored = [e for e in ordered if isinstance(e.get("score"), (int, float))]
         best = max(scored, key=lambda e: (e["score"], e["step"]))["file"] if scored else None
-        keep = {e["file"] for e in ordered[-self.keep_last:]} | ({best} if best else set())
+        keep = {e["file"] for e in ordered[-self.keep_last :]} | ({best} if best else set())
         for e in ordered:
             if e["file"] not in keep:
                 try:
@@ -227,8 +264,7 @@ def load_checkpoint(path: str | os.PathLike[str], map_location: str | torch.devi
     if not path.is_file():
         raise CheckpointCorrupt(f"checkpoint {path} does not exist")
     if path.stat().st_size == 0:
-        raise CheckpointCorrupt(f"checkpoint {path} is empty (the write never finished); "
-                                "use an earlier checkpoint")
+        raise CheckpointCorrupt(f"checkpoint {path} is empty (the write never finished); use an earlier checkpoint")
     if zipfile.is_zipfile(path):
         try:
             with zipfile.ZipFile(path) as zf:
@@ -236,13 +272,14 @@ def load_checkpoint(path: str | os.PathLike[str], map_location: str | torch.devi
         except (zipfile.BadZipFile, OSError, EOFError) as exc:
             raise CheckpointCorrupt(f"checkpoint {path} is corrupt ({exc}); use an earlier checkpoint") from None
         if bad is not None:
-            raise CheckpointCorrupt(f"checkpoint {path} is corrupt (record {bad} fails its CRC check); "
-                                    "use an earlier checkpoint")
+            raise CheckpointCorrupt(
+                f"checkpoint {path} is corrupt (record {bad} fails its CRC check); use an earlier checkpoint"
+            )
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
     except Exception as exc:
         kind = "truncated or corrupt" if not zipfile.is_zipfile(path) else "not loadable safely"
-        raise CheckpointCorrupt(f"checkpoint {path} is {kind} ({type(exc).__name__}: "
-                                f"{str(exc).splitlines()[0] if str(exc) else ''}); use an earlier checkpoint"
-                                ) from None
-
+        raise CheckpointCorrupt(
+            f"checkpoint {path} is {kind} ({type(exc).__name__}: "
+            f"{str(exc).splitlines()[0] if str(exc) else ''}); use an earlier checkpoint"
+        ) from None

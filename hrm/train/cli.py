@@ -1,10 +1,10 @@
 """`hrm-train`: start, resume and steer runs.
 
-    hrm-train PRESET [section.key=value ...] [--run-dir DIR | --runs-root DIR] [--run-name NAME]
-              [--resume CKPT|latest] [--stop-at-step N]
-    hrm-train --run-dir DIR [--resume latest] [section.key=value ...]   (continue a run from its config.yaml)
-    hrm-train ctl RUN pause|resume|checkpoint|stop|eval|status
-    torchrun --nproc_per_node=N -m hrm.train PRESET ...
+hrm-train PRESET [section.key=value ...] [--run-dir DIR | --runs-root DIR] [--run-name NAME]
+          [--resume CKPT|latest] [--stop-at-step N]
+hrm-train --run-dir DIR [--resume latest] [section.key=value ...]   (continue a run from its config.yaml)
+hrm-train ctl RUN pause|resume|checkpoint|stop|eval|status
+torchrun --nproc_per_node=N -m hrm.train PRESET ...
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import os
 import sys
 from pathlib import Path
 
-from hrm.run.layout import COMMANDS, QUERIES, CONFIG_FILE, CKPT_DIR, EVENTS_FILE, run_id
+from hrm.run.layout import CKPT_DIR, COMMANDS, CONFIG_FILE, EVENTS_FILE, QUERIES, run_id
 
 log = logging.getLogger("hrm.train")
 
@@ -25,19 +25,33 @@ EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
 
 def _train_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="hrm-train", description="Train HRM-ACT-v1; the run is a directory "
-                                "(config.yaml, events.jsonl, checkpoints/, control.sock). "
-                                "Steer a live run with: hrm-train ctl RUN CMD.")
-    p.add_argument("args", nargs="*", metavar="PRESET|key=value",
-                   help="a preset name or YAML path, then section.key=value overrides (e.g. optim.lr=3e-4)")
+    p = argparse.ArgumentParser(
+        prog="hrm-train",
+        description="Train HRM-ACT-v1; the run is a directory "
+        "(config.yaml, events.jsonl, checkpoints/, control.sock). "
+        "Steer a live run with: hrm-train ctl RUN CMD.",
+    )
+    p.add_argument(
+        "args",
+        nargs="*",
+        metavar="PRESET|key=value",
+        help="a preset name or YAML path, then section.key=value overrides (e.g. optim.lr=3e-4)",
+    )
     where = p.add_mutually_exclusive_group()
-    where.add_argument("--run-dir", type=Path, help="the run directory (an existing one continues from its config.yaml)")
-    where.add_argument("--runs-root", type=Path, default=None,
-                       help="parent of new run directories (default: $HRM_RUNS_ROOT or ./runs)")
+    where.add_argument(
+        "--run-dir", type=Path, help="the run directory (an existing one continues from its config.yaml)"
+    )
+    where.add_argument(
+        "--runs-root", type=Path, default=None, help="parent of new run directories (default: $HRM_RUNS_ROOT or ./runs)"
+    )
     p.add_argument("--run-name", help="run id (default <preset>-<UTC timestamp>)")
     p.add_argument("--resume", metavar="CKPT|latest", help="continue from a checkpoint file, or the newest of the run")
-    p.add_argument("--stop-at-step", type=int, default=None,
-                   help="stop (with a checkpoint) once this step is reached, as the stop command does")
+    p.add_argument(
+        "--stop-at-step",
+        type=int,
+        default=None,
+        help="stop (with a checkpoint) once this step is reached, as the stop command does",
+    )
     return p
 
 
@@ -104,8 +118,9 @@ def resolve_run(args: argparse.Namespace):
         name = cfg.run.name or run_id(cfg.run.preset or Path(preset).stem)
         run_dir = _runs_root(args.runs_root) / validate_run_name(name)
     if _has_history(run_dir) and not args.resume:
-        raise FileExistsError(f"{run_dir} already holds a run; continue it with --resume latest, "
-                              "or choose another --run-name / --run-dir")
+        raise FileExistsError(
+            f"{run_dir} already holds a run; continue it with --resume latest, or choose another --run-name / --run-dir"
+        )
     return cfg, run_dir, not args.resume
 
 
@@ -138,5 +153,11 @@ def _offline_status(run: Path, reply: dict) -> dict:
     last = next((e for e in reversed(events) if e.get("kind") == "status"), None)
     if last is None:
         return reply
-    return {"ok": True, "cmd": "status", "live": False, "state": last.get("state"), "step": last.get("step"),
-            "message": last.get("reason") or last.get("error") or last.get("state")}
+    return {
+        "ok": True,
+        "cmd": "status",
+        "live": False,
+        "state": last.get("state"),
+        "step": last.get("step"),
+        "message": last.get("reason") or last.get("error") or last.get("state"),
+    }

@@ -118,7 +118,7 @@ def all_reduce_grads(env: DistEnv, params: list[torch.Tensor]) -> None:
     off = 0
     for g in grads:
         n = g.numel()
-        g.copy_(flat[off:off + n].view_as(g))
+        g.copy_(flat[off : off + n].view_as(g))
         off += n
 
 
@@ -146,7 +146,7 @@ def local_rows(env: DistEnv, t: torch.Tensor) -> torch.Tensor:
     if not env.is_distributed:
         return t
     n = t.shape[0] // env.world_size
-    return t[env.rank * n:(env.rank + 1) * n].clone()
+    return t[env.rank * n : (env.rank + 1) * n].clone()
 
 
 def gather_objects(env: DistEnv, obj: Any) -> list[Any]:

@@ -18,16 +18,25 @@ from hrm.train import distributed as D
 
 log = logging.getLogger(__name__)
 
-EVAL_KEYS = ("accuracy", "count", "exact_accuracy", "lm_loss", "q_continue_loss", "q_halt_accuracy",
-             "q_halt_loss", "steps")
+EVAL_KEYS = (
+    "accuracy",
+    "count",
+    "exact_accuracy",
+    "lm_loss",
+    "q_continue_loss",
+    "q_halt_accuracy",
+    "q_halt_loss",
+    "steps",
+)
 MAX_SAMPLES = 8
 
 
 def _batches(data_root: Path, global_batch: int, env: D.DistEnv, max_examples: int | None, split: str):
     from hrm.data.loader import iter_test_batches
 
-    for item in iter_test_batches(data_root, global_batch, rank=env.rank, world_size=env.world_size,
-                                  max_examples=max_examples, split=split):
+    for item in iter_test_batches(
+        data_root, global_batch, rank=env.rank, world_size=env.world_size, max_examples=max_examples, split=split
+    ):
         # (set_name, batch, effective) like the train loader; tolerate (batch, effective).
         if len(item) == 3:
             yield item[1], int(item[2])
@@ -36,8 +45,15 @@ def _batches(data_root: Path, global_batch: int, env: D.DistEnv, max_examples: i
 
 
 @torch.inference_mode()
-def evaluate(head: torch.nn.Module, data_root: Path, global_batch: int, env: D.DistEnv,
-             halt_max_steps: int, max_examples: int | None = None, split: str = "test") -> dict[str, Any]:
+def evaluate(
+    head: torch.nn.Module,
+    data_root: Path,
+    global_batch: int,
+    env: D.DistEnv,
+    halt_max_steps: int,
+    max_examples: int | None = None,
+    split: str = "test",
+) -> dict[str, Any]:
     """Returns the eval event's fields: metrics, act_steps_hist, samples, num_examples, seconds."""
     t0 = time.perf_counter()
     was_training = head.training
@@ -71,8 +87,13 @@ def evaluate(head: torch.nn.Module, data_root: Path, global_batch: int, env: D.D
     out["changed_accuracy"] = float(changed[0] / changed[1]) if changed[1] > 0 else None
     out["changed_cells"] = int(changed[1])
     out["loss"] = out["lm_loss"] + 0.5 * (out["q_halt_loss"] + out["q_continue_loss"])
-    out.update(act_steps_hist=[int(x) for x in hist.tolist()], samples=samples, split=split,
-               num_examples=n_examples, seconds=round(time.perf_counter() - t0, 3))
+    out.update(
+        act_steps_hist=[int(x) for x in hist.tolist()],
+        samples=samples,
+        split=split,
+        num_examples=n_examples,
+        seconds=round(time.perf_counter() - t0, 3),
+    )
     return out
 
 
@@ -83,11 +104,19 @@ def _run_batch(head: torch.nn.Module, batch: dict[str, torch.Tensor], halt_max_s
     seg = 0
     while True:
         seg += 1
-        carry, _loss, metrics, outputs, all_halted = head(carry=carry, batch=batch, return_keys=("logits", "q_halt_logits", "q_continue_logits"))
-        wants = (outputs["q_halt_logits"] > outputs["q_continue_logits"]) if "q_continue_logits" in outputs \
+        carry, _loss, metrics, outputs, all_halted = head(
+            carry=carry, batch=batch, return_keys=("logits", "q_halt_logits", "q_continue_logits")
+        )
+        wants = (
+            (outputs["q_halt_logits"] > outputs["q_continue_logits"])
+            if "q_continue_logits" in outputs
             else outputs["q_halt_logits"] > 0
-        first_halt = torch.where(wants & (first_halt == halt_max_steps) & (seg < halt_max_steps),
-                                 torch.full_like(first_halt, seg), first_halt)
+        )
+        first_halt = torch.where(
+            wants & (first_halt == halt_max_steps) & (seg < halt_max_steps),
+            torch.full_like(first_halt, seg),
+            first_halt,
+        )
         if bool(all_halted) or seg >= 4 * halt_max_steps:
             break
     preds = outputs["logits"].argmax(dim=-1) if "logits" in outputs else None
@@ -103,12 +132,18 @@ def _changed_cells(batch: dict[str, torch.Tensor], preds: torch.Tensor | None) -
     return torch.stack([correct.double().cpu(), mask.sum().double().cpu()])
 
 
-def _samples(batch: dict[str, torch.Tensor], preds: torch.Tensor | None, valid: torch.Tensor,
-             n: int) -> list[dict[str, list[int]]]:
+def _samples(
+    batch: dict[str, torch.Tensor], preds: torch.Tensor | None, valid: torch.Tensor, n: int
+) -> list[dict[str, list[int]]]:
     if preds is None:
         return []
     out = []
     for i in torch.nonzero(valid).flatten().tolist()[:n]:
-        out.append({"input": batch["inputs"][i].tolist(), "prediction": preds[i].tolist(),
-                    "label": batch["labels"][i].tolist()})
+        out.append(
+            {
+                "input": batch["inputs"][i].tolist(),
+                "prediction": preds[i].tolist(),
+                "label": batch["labels"][i].tolist(),
+            }
+        )
     return out

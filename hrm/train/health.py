@@ -20,8 +20,9 @@ class Health:
         loss = res.metrics.get("loss")
         what = "loss" if loss is None or loss != loss or abs(loss) == float("inf") else "gradient"
         keep = f"last good checkpoint: {last_checkpoint}" if last_checkpoint else "no checkpoint written yet"
-        self.last_message = (f"non-finite {what} at step {step} (loss={loss}, grad_norm={res.grad_norm}); "
-                             f"optimizer step skipped; {keep}")
+        self.last_message = (
+            f"non-finite {what} at step {step} (loss={loss}, grad_norm={res.grad_norm}); optimizer step skipped; {keep}"
+        )
         return self.last_message
 
     def ok(self) -> None:

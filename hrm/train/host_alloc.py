@@ -18,8 +18,8 @@ log = logging.getLogger(__name__)
 
 _M_TRIM_THRESHOLD = -1
 _M_MMAP_THRESHOLD = -3
-_MMAP_THRESHOLD = 1 << 30        # allocations below 1 GiB come from the heap, not fresh mmaps
-_TRIM_THRESHOLD = 2**31 - 1      # and up to 2 GiB of freed memory stays with the process
+_MMAP_THRESHOLD = 1 << 30  # allocations below 1 GiB come from the heap, not fresh mmaps
+_TRIM_THRESHOLD = 2**31 - 1  # and up to 2 GiB of freed memory stays with the process
 
 
 def keep_freed_memory() -> bool:

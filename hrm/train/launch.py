@@ -43,9 +43,9 @@ def _same_file(stream: Any, path: Path) -> bool:
 
 
 def launch(cfg: Any, run_dir: Path, *, fresh: bool, resume: str | None, stop_at_step: int | None) -> int:
-    from hrm.train import distributed as D
     from hrm.run.config import config_from_dict, load_config, save_config
     from hrm.run.lock import TrainerAlreadyRunning, read_pidfile, trainer_alive
+    from hrm.train import distributed as D
     from hrm.train.session import Session
     from hrm.train.state import CheckpointError
     from hrm.train.trainer import run_training
@@ -63,8 +63,11 @@ def launch(cfg: Any, run_dir: Path, *, fresh: bool, resume: str | None, stop_at_
             # Checked before touching anything in the directory (config.yaml, trainer.log);
             # Session.open acquires the pid file for real.
             info = read_pidfile(run_dir)
-            print(f"hrm-train: another trainer (pid {info.pid if info else '?'}) is live on {run_dir}; "
-                  "steer it with `hrm-train ctl` or stop it first", file=sys.stderr)
+            print(
+                f"hrm-train: another trainer (pid {info.pid if info else '?'}) is live on {run_dir}; "
+                "steer it with `hrm-train ctl` or stop it first",
+                file=sys.stderr,
+            )
             return 2
         if env.is_main:
             run_dir.mkdir(parents=True, exist_ok=True)

@@ -23,8 +23,10 @@ def find_latest(run_dir: Path) -> Path:
 
     path = latest_checkpoint(checkpoints_dir(run_dir))
     if path is None:
-        raise S.CheckpointError(f"--resume latest: no checkpoint in {Path(run_dir) / 'checkpoints'}; "
-                                "start without --resume or name a checkpoint file")
+        raise S.CheckpointError(
+            f"--resume latest: no checkpoint in {Path(run_dir) / 'checkpoints'}; "
+            "start without --resume or name a checkpoint file"
+        )
     return Path(path)
 
 
@@ -53,8 +55,11 @@ def apply_start_point(s: Any, resume: str | None) -> None:
         s.carry = _carry_from(s, ckpt["carry"])
         S.restore_rank_rng(s.env, ckpt["rng"], int(s.cfg.train.seed), s.start_step)
         s.resumed_from = _display(s.run_dir, src)
-        s.log_event("info", f"resumed from {s.resumed_from} at step {s.start_step}"
-                    + (f" (written by {ckpt.get('world_size')} ranks)" if ckpt.get("world_size") else ""))
+        s.log_event(
+            "info",
+            f"resumed from {s.resumed_from} at step {s.start_step}"
+            + (f" (written by {ckpt.get('world_size')} ranks)" if ckpt.get("world_size") else ""),
+        )
         return
     # Weights only: a reference checkpoint, or one of ours used as init_from.
     weights = ckpt["model"] if S.is_full_checkpoint(ckpt) else ckpt
@@ -65,8 +70,11 @@ def apply_start_point(s: Any, resume: str | None) -> None:
     except Exception as e:
         raise S.CheckpointError(f"checkpoint {src} does not fit the config: {e}") from e
     s.resumed_from = None
-    s.log_event("warning", f"initialised weights from {src} (weights only): optimizer state, data order and "
-                           "the ACT carry start fresh at step 0")
+    s.log_event(
+        "warning",
+        f"initialised weights from {src} (weights only): optimizer state, data order and "
+        "the ACT carry start fresh at step 0",
+    )
 
 
 def _display(run_dir: Path, path: Path) -> str:
@@ -99,13 +107,19 @@ def build_checkpoint(s: Any, step: int, carry: Any, metrics: dict[str, Any]) -> 
     if not s.env.is_main:
         return None
     return {
-        "format": S.CKPT_FORMAT, "version": S.CKPT_VERSION, "step": int(step), "epoch": s.loader_epoch(),
+        "format": S.CKPT_FORMAT,
+        "version": S.CKPT_VERSION,
+        "step": int(step),
+        "epoch": s.loader_epoch(),
         # The writer copies every tensor to CPU before returning: training may go on at once.
         "model": s.head.model.state_dict(),
         "optimizers": s.optim.state_dict(),
         "loader": s.loader.state_dict(),
-        "rng": rng, "carry": carry_sd, "config": s.cfg.to_dict(),
-        "metrics": _plain(metrics), "world_size": s.env.world_size,
+        "rng": rng,
+        "carry": carry_sd,
+        "config": s.cfg.to_dict(),
+        "metrics": _plain(metrics),
+        "world_size": s.env.world_size,
     }
 
 
@@ -127,8 +141,7 @@ def _writer(s: Any) -> Any:
         def failed(info: dict[str, Any]) -> None:
             s.log_event("error", f"checkpoint at step {info['step']} not written: {info['error']}")
 
-        s.writer = CheckpointWriter(checkpoints_dir(s.run_dir), keep_last=int(s.cfg.train.keep_last),
-                                    on_error=failed)
+        s.writer = CheckpointWriter(checkpoints_dir(s.run_dir), keep_last=int(s.cfg.train.keep_last), on_error=failed)
     return s.writer
 
 

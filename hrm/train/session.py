@@ -14,11 +14,11 @@ from typing import Any
 
 import torch
 
+from hrm.run.layout import COMMANDS as LAYOUT_COMMANDS
+from hrm.run.layout import QUERIES, checkpoints_dir, events_path
 from hrm.train import build as B
 from hrm.train import distributed as D
 from hrm.train import resume as R
-from hrm.run.layout import COMMANDS as LAYOUT_COMMANDS
-from hrm.run.layout import QUERIES, checkpoints_dir, events_path
 from hrm.train.steering import Steering
 
 log = logging.getLogger(__name__)
@@ -43,8 +43,9 @@ class Session:
 
     # --- building ----------------------------------------------------------------------------
     @classmethod
-    def open(cls, cfg: Any, run_dir: Path, env: D.DistEnv, resume: str | None = None,
-             stop_at_step: int | None = None) -> Session:
+    def open(
+        cls, cfg: Any, run_dir: Path, env: D.DistEnv, resume: str | None = None, stop_at_step: int | None = None
+    ) -> Session:
         s = cls(cfg, run_dir, env)
         s.stop_at_step = stop_at_step
         try:
@@ -81,8 +82,9 @@ class Session:
         if self.cfg.sinks.tensorboard or self.cfg.sinks.wandb:
             from hrm.train.sinks import build_sinks
 
-            self.sinks = [build_sinks(self.cfg.sinks, self.run_dir, run_name=self.cfg.run.name,
-                                      task=self.cfg.data.task)]
+            self.sinks = [
+                build_sinks(self.cfg.sinks, self.run_dir, run_name=self.cfg.run.name, task=self.cfg.data.task)
+            ]
 
     def _open_control(self) -> None:
         if self.env.is_main:
@@ -93,18 +95,35 @@ class Session:
         self.steering.install_signals()
 
     def _status_fields(self) -> dict[str, Any]:
-        return {"state": self.state, "step": self.current_step(), "total_steps": self.total_steps, "checkpoint": self.last_checkpoint,
-                "message": self.state}
+        return {
+            "state": self.state,
+            "step": self.current_step(),
+            "total_steps": self.total_steps,
+            "checkpoint": self.last_checkpoint,
+            "message": self.state,
+        }
 
     def _write_run_event(self) -> None:
         d = self.data
-        devices = [str(self.env.device)] if not self.env.is_distributed else \
-            [f"rank{r}:{h}" for r, (h, _pid) in enumerate(self.env.peers)]
-        self.event("run", self.start_step, config=self.cfg.to_dict(), task=d.task, grid=d.grid,
-                   vocab_size=d.vocab_size, num_params=B.count_params(self.head), devices=devices,
-                   world_size=self.env.world_size, total_steps=self.total_steps, resumed_from=self.resumed_from,
-                   dataset={"path": str(d.root), "train_examples": d.train_examples,
-                            "test_examples": d.test_examples})
+        devices = (
+            [str(self.env.device)]
+            if not self.env.is_distributed
+            else [f"rank{r}:{h}" for r, (h, _pid) in enumerate(self.env.peers)]
+        )
+        self.event(
+            "run",
+            self.start_step,
+            config=self.cfg.to_dict(),
+            task=d.task,
+            grid=d.grid,
+            vocab_size=d.vocab_size,
+            num_params=B.count_params(self.head),
+            devices=devices,
+            world_size=self.env.world_size,
+            total_steps=self.total_steps,
+            resumed_from=self.resumed_from,
+            dataset={"path": str(d.root), "train_examples": d.train_examples, "test_examples": d.test_examples},
+        )
 
     def _start_sampler(self) -> None:
         if not self.env.is_main:
@@ -118,11 +137,15 @@ class Session:
 
         def torch_stats() -> dict[str, Any]:
             if dev.type == "cuda":
-                return {"torch_alloc": torch.cuda.memory_allocated(dev), "torch_peak": torch.cuda.max_memory_allocated(dev)}
+                return {
+                    "torch_alloc": torch.cuda.memory_allocated(dev),
+                    "torch_peak": torch.cuda.max_memory_allocated(dev),
+                }
             return {}  # CPU: torch keeps no allocator statistics; the event says null
 
-        self.sampler = SystemSampler(lambda fields: self.event("system", self.current_step(), **dict(fields)),
-                                     torch_stats=torch_stats)
+        self.sampler = SystemSampler(
+            lambda fields: self.event("system", self.current_step(), **dict(fields)), torch_stats=torch_stats
+        )
         self.sampler.start()
 
     def current_step(self) -> int:
@@ -192,8 +215,9 @@ class Session:
         if self.cfg.sinks.tensorboard or self.cfg.sinks.wandb:
             from hrm.train.sinks import build_sinks
 
-            self.sinks = [build_sinks(self.cfg.sinks, self.run_dir, run_name=self.cfg.run.name,
-                                      task=self.cfg.data.task)]
+            self.sinks = [
+                build_sinks(self.cfg.sinks, self.run_dir, run_name=self.cfg.run.name, task=self.cfg.data.task)
+            ]
 
     def close(self) -> None:
         self.steering.restore_signals()

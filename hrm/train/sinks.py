@@ -26,8 +26,14 @@ from typing import Any, Protocol
 log = logging.getLogger(__name__)
 
 __all__ = [
-    "MetricSink", "NullSink", "FanOutSink", "TensorBoardSink", "WandbSink",
-    "event_scalars", "build_sinks", "replay",
+    "MetricSink",
+    "NullSink",
+    "FanOutSink",
+    "TensorBoardSink",
+    "WandbSink",
+    "event_scalars",
+    "build_sinks",
+    "replay",
 ]
 
 # Fields that identify an event rather than measure anything.
@@ -120,8 +126,9 @@ class FanOutSink(_Sink):
             try:
                 sink.log_event(event)
             except Exception:  # noqa: BLE001 - any backend failure
-                log.warning("metric sink %s failed; it is disabled for the rest of the run",
-                            type(sink).__name__, exc_info=True)
+                log.warning(
+                    "metric sink %s failed; it is disabled for the rest of the run", type(sink).__name__, exc_info=True
+                )
                 self.sinks.remove(sink)
 
     def close(self) -> None:
@@ -154,9 +161,13 @@ class TensorBoardSink(_Sink):
         resumed = _resumed_step(event)
         if resumed is not None:
             # TensorBoard's restart marker: readers purge every point with step >= marker step.
-            self._writer.add_event(self._event_pb2.Event(
-                wall_time=wall, step=resumed + 1,
-                session_log=self._event_pb2.SessionLog(status=self._event_pb2.SessionLog.START)))
+            self._writer.add_event(
+                self._event_pb2.Event(
+                    wall_time=wall,
+                    step=resumed + 1,
+                    session_log=self._event_pb2.SessionLog(status=self._event_pb2.SessionLog.START),
+                )
+            )
         scalars = event_scalars(event)
         if not scalars:
             return
@@ -189,16 +200,19 @@ class WandbSink(_Sink):
         try:
             import wandb
         except ImportError as exc:
-            raise ImportError(
-                "the W&B sink needs the wandb package: pip install 'hrm-tui[wandb]'"
-            ) from exc
+            raise ImportError("the W&B sink needs the wandb package: pip install 'hrm-tui[wandb]'") from exc
         self._wandb = wandb
         if mode not in ("offline", "online", "disabled"):
             raise ValueError(f"wandb mode must be offline, online or disabled, got {mode!r}")
         self.directory = Path(directory)
         self.directory.mkdir(parents=True, exist_ok=True)
         self._run = wandb.init(
-            project=project, name=name, id=run_id, dir=str(self.directory), mode=mode, config=config or {},
+            project=project,
+            name=name,
+            id=run_id,
+            dir=str(self.directory),
+            mode=mode,
+            config=config or {},
             settings=_wandb_settings(wandb),
         )
         self._last_step = -1
@@ -241,7 +255,11 @@ def _wandb_settings(wandb: Any) -> Any:
 
 
 def build_sinks(
-    sinks_cfg: Any, run_dir: str | os.PathLike[str], *, run_name: str | None = None, task: str | None = None,
+    sinks_cfg: Any,
+    run_dir: str | os.PathLike[str],
+    *,
+    run_name: str | None = None,
+    task: str | None = None,
 ) -> MetricSink:
     """The sinks a run's config asks for (`sinks.tensorboard`, `sinks.wandb`, `sinks.wandb_mode`,
     `sinks.wandb_project`), writing under the run directory (tensorboard/, wandb/). Only rank 0
@@ -254,8 +272,11 @@ def build_sinks(
         sinks.append(TensorBoardSink(run_dir / "tensorboard"))
     if get("wandb", False):
         project = get("wandb_project", None) or (f"{task.capitalize()} ACT-torch" if task else "hrm-tui")
-        sinks.append(WandbSink(run_dir, project=project, name=run_name or run_dir.name,
-                               mode=get("wandb_mode", "offline") or "offline"))
+        sinks.append(
+            WandbSink(
+                run_dir, project=project, name=run_name or run_dir.name, mode=get("wandb_mode", "offline") or "offline"
+            )
+        )
     if not sinks:
         return NullSink()
     return sinks[0] if len(sinks) == 1 else FanOutSink(sinks)

@@ -33,8 +33,13 @@ def capture_rng(device: torch.device) -> dict[str, Any]:
     kind, keys, pos, has_gauss, gauss = np.random.get_state()
     state: dict[str, Any] = {
         "python": random.getstate(),
-        "numpy": {"kind": kind, "keys": torch.from_numpy(np.asarray(keys, dtype=np.int64)),
-                  "pos": int(pos), "has_gauss": int(has_gauss), "gauss": float(gauss)},
+        "numpy": {
+            "kind": kind,
+            "keys": torch.from_numpy(np.asarray(keys, dtype=np.int64)),
+            "pos": int(pos),
+            "has_gauss": int(has_gauss),
+            "gauss": float(gauss),
+        },
         "torch": torch.get_rng_state(),
         "cuda": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
     }
@@ -128,7 +133,8 @@ def check_model_fit(model: torch.nn.Module, state: dict[str, torch.Tensor], path
         if tuple(state[k].shape) != tuple(v.shape):
             raise CheckpointError(
                 f"checkpoint {path} does not fit the config: tensor {k!r} has shape {tuple(state[k].shape)} "
-                f"in the checkpoint but {tuple(v.shape)} in the model built from the config")
+                f"in the checkpoint but {tuple(v.shape)} in the model built from the config"
+            )
     extra = sorted(set(state) - set(own))
     if extra:
         raise CheckpointError(f"checkpoint {path} does not fit the config: unexpected tensor {extra[0]!r}")

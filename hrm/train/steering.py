@@ -11,8 +11,9 @@ from __future__ import annotations
 import logging
 import signal
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import torch
 
@@ -44,8 +45,9 @@ class Decision:
 class Steering:
     """Collects commands between steps; never blocks."""
 
-    def __init__(self, rank: int, server: Any | None = None,
-                 status_fn: Callable[[], dict[str, Any]] | None = None) -> None:
+    def __init__(
+        self, rank: int, server: Any | None = None, status_fn: Callable[[], dict[str, Any]] | None = None
+    ) -> None:
         self.rank = rank
         self.server = server  # hrm.run.control.ControlServer on rank 0, else None
         self.status_fn = status_fn or (lambda: {})
@@ -64,8 +66,12 @@ class Steering:
         never ends a run). Only the main thread may install handlers."""
         if threading.current_thread() is not threading.main_thread():
             return
-        for sig, handler in ((signal.SIGTERM, self._on_stop), (signal.SIGINT, self._on_stop),
-                             (signal.SIGUSR1, self._on_checkpoint), (signal.SIGHUP, signal.SIG_IGN)):
+        for sig, handler in (
+            (signal.SIGTERM, self._on_stop),
+            (signal.SIGINT, self._on_stop),
+            (signal.SIGUSR1, self._on_checkpoint),
+            (signal.SIGHUP, signal.SIG_IGN),
+        ):
             self._saved_handlers[sig] = signal.signal(sig, handler)
 
     def restore_signals(self) -> None:
@@ -96,8 +102,12 @@ class Steering:
             elif cmd in COMMANDS:
                 self._pending.append((cmd, req))
             else:
-                req.reply({"ok": False, "error": f"unknown command {cmd!r}; expected one of "
-                                                 f"{', '.join(sorted(COMMANDS | {'status'}))}"})
+                req.reply(
+                    {
+                        "ok": False,
+                        "error": f"unknown command {cmd!r}; expected one of {', '.join(sorted(COMMANDS | {'status'}))}",
+                    }
+                )
 
     def local_flags(self) -> torch.Tensor:
         """This rank's wishes as a float64 vector (one slot per FLAGS entry)."""
@@ -148,5 +158,4 @@ class Steering:
             if fields.get("ok") is False:
                 req.reply({"ok": False, "cmd": cmd, "step": step, **fields})
             else:
-                req.reply({"ok": True, "cmd": cmd, "step": step, "message": fields.pop("message", cmd),
-                           **fields})
+                req.reply({"ok": True, "cmd": cmd, "step": step, "message": fields.pop("message", cmd), **fields})

@@ -17,8 +17,16 @@ from hrm.train import distributed as D
 from hrm.train.steering import FLAGS
 
 # Sorted like the reference's stacking order; missing keys count as 0.
-METRIC_KEYS = ("accuracy", "count", "exact_accuracy", "lm_loss", "q_continue_loss", "q_halt_accuracy",
-               "q_halt_loss", "steps")
+METRIC_KEYS = (
+    "accuracy",
+    "count",
+    "exact_accuracy",
+    "lm_loss",
+    "q_continue_loss",
+    "q_halt_accuracy",
+    "q_halt_loss",
+    "steps",
+)
 # Extra slots after the metric sums.
 _LOSS, _NONFINITE, _GRAD_SQ = len(METRIC_KEYS), len(METRIC_KEYS) + 1, len(METRIC_KEYS) + 2
 _FLAGS0 = len(METRIC_KEYS) + 3
@@ -32,8 +40,14 @@ class StepResult:
     flags: torch.Tensor  # SUM-reduced control flags (FLAGS order)
 
 
-def forward_backward(head: torch.nn.Module, carry: Any, batch: dict[str, torch.Tensor], global_batch: int,
-                     env: D.DistEnv, params: list[torch.nn.Parameter]) -> tuple[Any, torch.Tensor, dict, torch.Tensor]:
+def forward_backward(
+    head: torch.nn.Module,
+    carry: Any,
+    batch: dict[str, torch.Tensor],
+    global_batch: int,
+    env: D.DistEnv,
+    params: list[torch.nn.Parameter],
+) -> tuple[Any, torch.Tensor, dict, torch.Tensor]:
     """Returns (new carry, loss, metric sums, squared grad norm after the all-reduce)."""
     carry, loss, metrics, _outputs, _all_halted = head(carry=carry, batch=batch, return_keys=())
     (loss / global_batch).backward()
@@ -46,8 +60,9 @@ def forward_backward(head: torch.nn.Module, carry: Any, batch: dict[str, torch.T
     return carry, loss, metrics, grad_sq
 
 
-def pack(env: D.DistEnv, loss: torch.Tensor, metrics: dict[str, torch.Tensor], grad_sq: torch.Tensor,
-         flags: torch.Tensor) -> torch.Tensor:
+def pack(
+    env: D.DistEnv, loss: torch.Tensor, metrics: dict[str, torch.Tensor], grad_sq: torch.Tensor, flags: torch.Tensor
+) -> torch.Tensor:
     """One float64 vector per rank; its SUM over ranks carries everything the step decides on."""
     dev = loss.device
     zero = torch.zeros((), dtype=torch.float64, device=dev)
@@ -75,8 +90,8 @@ def unpack(vec: torch.Tensor, global_batch: int) -> StepResult:
     m["loss"] = v[_LOSS] / global_batch
     grad_sq = v[_GRAD_SQ]
     nonfinite = v[_NONFINITE] > 0 or not _finite(v[_LOSS]) or not _finite(grad_sq)
-    grad_norm = grad_sq ** 0.5 if _finite(grad_sq) else float("nan")
-    return StepResult(metrics=m, nonfinite=nonfinite, grad_norm=grad_norm, flags=vec[_FLAGS0:_FLAGS0 + len(FLAGS)])
+    grad_norm = grad_sq**0.5 if _finite(grad_sq) else float("nan")
+    return StepResult(metrics=m, nonfinite=nonfinite, grad_norm=grad_norm, flags=vec[_FLAGS0 : _FLAGS0 + len(FLAGS)])
 
 
 def _finite(x: float) -> bool:

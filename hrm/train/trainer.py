@@ -11,7 +11,6 @@ import logging
 import time
 from typing import Any
 
-
 from hrm.train import distributed as D
 from hrm.train.evaluate import evaluate
 from hrm.train.health import Health
@@ -65,7 +64,11 @@ class Trainer:
             if interval_eval and self.step % interval_eval == 0 and self.step < s.total_steps:
                 self.run_eval()
                 evaluated = True
-            if not d.stop and self.step < s.total_steps and ((interval_ckpt and self.step % interval_ckpt == 0) or (ckpt_after_eval and evaluated)):
+            if (
+                not d.stop
+                and self.step < s.total_steps
+                and ((interval_ckpt and self.step % interval_ckpt == 0) or (ckpt_after_eval and evaluated))
+            ):
                 self.save_checkpoint()
             self._act(d)
             if s.stop_at_step and self.step >= s.stop_at_step and not self.stop_reason:
@@ -85,7 +88,9 @@ class Trainer:
         batch = {k: v.to(env.device, non_blocking=True) for k, v in batch.items()}
         if self.carry is None:
             self.carry = s.head.initial_carry(batch)
-        self.carry, loss, metrics, grad_sq = forward_backward(s.train_forward, self.carry, batch, self.gb, env, self.params)
+        self.carry, loss, metrics, grad_sq = forward_backward(
+            s.train_forward, self.carry, batch, self.gb, env, self.params
+        )
         vec = pack(env, loss, metrics, grad_sq, s.steering.local_flags())
         res = unpack(D.all_reduce_sum(env, vec).cpu(), self.gb)  # the step's one host sync
         if res.nonfinite:
@@ -102,8 +107,14 @@ class Trainer:
             self.health.ok()
             now = time.perf_counter()
             dt, self._t_last = now - self._t_last, now
-            self.last_train = dict(res.metrics, lr=lr, grad_norm=res.grad_norm, step_time_s=dt,
-                                   examples_per_s=self.gb / dt if dt > 0 else None, epoch=s.loader_epoch())
+            self.last_train = dict(
+                res.metrics,
+                lr=lr,
+                grad_norm=res.grad_norm,
+                step_time_s=dt,
+                examples_per_s=self.gb / dt if dt > 0 else None,
+                epoch=s.loader_epoch(),
+            )
             self._log_train()
         return s.steering.decide(res.flags)
 
@@ -134,12 +145,18 @@ class Trainer:
         extra: dict[str, dict[str, Any]] = {}
         if d.checkpoint:
             path = self.save_checkpoint(wait=True, reason="command")
-            extra["checkpoint"] = ({"path": path, "message": f"checkpoint written: {path}"} if path else
-                                   {"ok": False, "error": self.health.refusal()})
+            extra["checkpoint"] = (
+                {"path": path, "message": f"checkpoint written: {path}"}
+                if path
+                else {"ok": False, "error": self.health.refusal()}
+            )
         if d.eval:
             ev = self.run_eval()
-            extra["eval"] = {"message": f"eval exact_accuracy {ev['exact_accuracy']:.4f}",
-                             "exact_accuracy": ev["exact_accuracy"], "accuracy": ev["accuracy"]}
+            extra["eval"] = {
+                "message": f"eval exact_accuracy {ev['exact_accuracy']:.4f}",
+                "exact_accuracy": ev["exact_accuracy"],
+                "accuracy": ev["accuracy"],
+            }
         if d.stop:
             self._stop(d.stop_reason)
             extra["stop"] = {"message": f"stopped at step {self.step}", "checkpoint": self.s.last_checkpoint}
@@ -192,8 +209,15 @@ class Trainer:
     # --- eval and checkpoints ------------------------------------------------------------------
     def run_eval(self) -> dict[str, Any]:
         t = self.cfg.train
-        ev = evaluate(self.s.head, self.s.data.root, self.gb, self.env, self.s.mcfg.halt_max_steps,
-                      max_examples=getattr(t, "eval_max_examples", None), split=getattr(t, "eval_split", "test"))
+        ev = evaluate(
+            self.s.head,
+            self.s.data.root,
+            self.gb,
+            self.env,
+            self.s.mcfg.halt_max_steps,
+            max_examples=getattr(t, "eval_max_examples", None),
+            split=getattr(t, "eval_split", "test"),
+        )
         self.last_eval = {k: v for k, v in ev.items() if k != "samples"}
         self.s.event("eval", self.step, **ev)
         self._t_last = time.perf_counter()

@@ -70,10 +70,16 @@ class DashboardScreen(Screen):
         self.set_class(self.compact, "-compact")
         yield RunHeader(self.hrm.clock, id="header")
         if self.compact:
-            yield MetricPlot("Loss", [("loss", "train", "$accent")], [("loss", "eval", "$primary-lighten-2")],
-                             log_y=True, id="loss")
-            yield MetricPlot("Accuracy", [("accuracy", "cell", "$accent"), ("exact_accuracy", "exact", "$success")],
-                             [("exact_accuracy", "eval exact", "$primary-lighten-2")], y_range=(0.0, 1.0), id="acc")
+            yield MetricPlot(
+                "Loss", [("loss", "train", "$accent")], [("loss", "eval", "$primary-lighten-2")], log_y=True, id="loss"
+            )
+            yield MetricPlot(
+                "Accuracy",
+                [("accuracy", "cell", "$accent"), ("exact_accuracy", "exact", "$success")],
+                [("exact_accuracy", "eval exact", "$primary-lighten-2")],
+                y_range=(0.0, 1.0),
+                id="acc",
+            )
             yield DeathNote(id="death")
             with TabbedContent(id="tabs"):
                 with TabPane("ACT", id="tab-act"):
@@ -86,10 +92,20 @@ class DashboardScreen(Screen):
                     yield LogPanel(id="log")
         else:
             with Horizontal(id="plots"):
-                yield MetricPlot("Loss", [("loss", "train", "$accent")], [("loss", "eval", "$primary-lighten-2")],
-                                 log_y=True, id="loss")
-                yield MetricPlot("Accuracy", [("accuracy", "cell", "$accent"), ("exact_accuracy", "exact", "$success")],
-                                 [("exact_accuracy", "eval exact", "$primary-lighten-2")], y_range=(0.0, 1.0), id="acc")
+                yield MetricPlot(
+                    "Loss",
+                    [("loss", "train", "$accent")],
+                    [("loss", "eval", "$primary-lighten-2")],
+                    log_y=True,
+                    id="loss",
+                )
+                yield MetricPlot(
+                    "Accuracy",
+                    [("accuracy", "cell", "$accent"), ("exact_accuracy", "exact", "$success")],
+                    [("exact_accuracy", "eval exact", "$primary-lighten-2")],
+                    y_range=(0.0, 1.0),
+                    id="acc",
+                )
             yield DeathNote(id="death")
             with Horizontal(id="side"):
                 with Vertical(id="act-box", classes="box"):
@@ -182,8 +198,11 @@ class DashboardScreen(Screen):
     def on_command_done(self, msg: CommandDone) -> None:
         reply = msg.reply
         ok = bool(reply.get("ok"))
-        text = reply.get("message") or (f"{msg.cmd}: done at step {reply.get('step')}" if ok
-                                        else f"{msg.cmd} failed: {reply.get('error', 'no reply')}")
+        text = reply.get("message") or (
+            f"{msg.cmd}: done at step {reply.get('step')}"
+            if ok
+            else f"{msg.cmd} failed: {reply.get('error', 'no reply')}"
+        )
         if self.state is not None and msg.run_dir == self.run_dir:
             self.state.add_log(self.hrm.clock(), "command" if ok else "error", f"[{msg.cmd}] {text}")
             self._pending.add("log")
@@ -193,8 +212,9 @@ class DashboardScreen(Screen):
         if self.state is None:
             self.status = "none"
             return
-        self.status = derive_status(self.state.status, self.alive, has_events=self.state.events_seen > 0,
-                                    has_log=bool(self._log_tail))
+        self.status = derive_status(
+            self.state.status, self.alive, has_events=self.state.events_seen > 0, has_log=bool(self._log_tail)
+        )
 
     # ---- drawing (batched: at most every REDRAW_S) -------------------------------------------
     def _flush(self) -> None:
@@ -229,8 +249,13 @@ class DashboardScreen(Screen):
         if every or "act" in what:
             self.query_one(ActPanel).show(s)
         if every or "system" in what:
-            source = ("this machine, sampled by the app" if self._app_sampled
-                      else "" if self.alive else "last sample recorded by the run")
+            source = (
+                "this machine, sampled by the app"
+                if self._app_sampled
+                else ""
+                if self.alive
+                else "last sample recorded by the run"
+            )
             self.query_one(GpuPanel).show(s, source)
         if every or "puzzle" in what:
             self._render_puzzle()

@@ -36,8 +36,10 @@ class HelpScreen(ModalScreen[None]):
         with VerticalScroll() as box:
             box.border_title = f"Help · {self.title_text}"
             yield Static(bindings_table(self.rows), id="help-table")
-            yield Static("\nq quits the app only: a run it launched goes on, and the app re-attaches "
-                         "when started again.", classes="note")
+            yield Static(
+                "\nq quits the app only: a run it launched goes on, and the app re-attaches when started again.",
+                classes="note",
+            )
 
     async def action_dismiss(self, result: None = None) -> None:
         self.dismiss(result)

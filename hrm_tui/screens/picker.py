@@ -22,6 +22,7 @@ from hrm_tui.runs import LaunchError
 if TYPE_CHECKING:
     from hrm_tui.app import HrmApp
 
+
 def user_preset_dirs() -> list[Path]:
     """Where the user's own presets live: $HRM_TUI_PRESETS (':'-separated), else ~/.config/hrm-tui/presets."""
     env = os.environ.get("HRM_TUI_PRESETS")
@@ -173,8 +174,9 @@ class PickerScreen(Screen):
 
             load_preset(row["path"], overrides)  # bad overrides: one clear message here, not a dead run
             preset = row["preset"] if Path(row["path"]).parent == _shipped_dir() else str(row["path"])
-            run_dir, _ = runs.launch(preset, self.hrm.runs_root, name=name, overrides=overrides, gpus=gpus,
-                                     env=self.hrm.child_env)
+            run_dir, _ = runs.launch(
+                preset, self.hrm.runs_root, name=name, overrides=overrides, gpus=gpus, env=self.hrm.child_env
+            )
         except (LaunchError, ValueError) as exc:
             self.notify(str(exc), title="cannot launch", severity="error", timeout=8)
             return

@@ -99,8 +99,10 @@ class RunsScreen(Screen):
         table = self.query_one("#runs", DataTable)
         keep = self.selected_run
         self.infos = msg.infos
-        rows = [(MARK.get(i.status, "●" if i.status in LIVE_STATES else "○"), i.name, i.status, f"{i.step:,}")
-                for i in msg.infos]
+        rows = [
+            (MARK.get(i.status, "●" if i.status in LIVE_STATES else "○"), i.name, i.status, f"{i.step:,}")
+            for i in msg.infos
+        ]
         shown = {str(i.path): row for i, row in zip(msg.infos, rows)}
         if shown != self._shown:  # the usual 2-second refresh changes nothing: leave the table alone
             fill_table(table, RUN_COLUMNS, list(shown.items()))
@@ -141,8 +143,9 @@ class RunsScreen(Screen):
         for c in msg.checkpoints:
             exact = f"{c.score * 100:.1f} %" if c.score is not None else "–"
             saved = time.strftime("%m-%d %H:%M", time.localtime(c.mtime))
-            rows.append((str(c.path), (f"{c.step:,}", exact + (" best" if c.best else ""), saved,
-                                       runs.human_size(c.size))))
+            rows.append(
+                (str(c.path), (f"{c.step:,}", exact + (" best" if c.best else ""), saved, runs.human_size(c.size)))
+            )
         if rows != self._ckpt_rows:  # unchanged on the 2-second refresh: keep the cursor where it is
             fill_table(self.query_one("#ckpts", DataTable), CKPT_COLUMNS, rows)
             self._ckpt_rows = rows

@@ -52,19 +52,27 @@ class GpuPanel(Widget):
             t.append(sparkline(hist.util if hist else [], spark_w, 0.0, 100.0), style="green")
             t.append(f" {_num(gpu.get('gpu_util'), '.0f', ' %')}\n")
             used, total = gpu.get("mem_used"), gpu.get("mem_total")
-            frac = used / total if isinstance(used, (int, float)) and isinstance(total, (int, float)) and total else None
+            frac = (
+                used / total if isinstance(used, (int, float)) and isinstance(total, (int, float)) and total else None
+            )
             t.append("VRAM  ")
             t.append(bar(frac, spark_w), style="cyan")
             t.append(f" {human_gib(used)} / {human_gib(total)} GiB\n")
-            t.append(f"temp {_num(gpu.get('temp_c'), '.0f', ' °C')}   power {_num(gpu.get('power_w'), '.0f', '')}"
-                     f" / {_num(gpu.get('power_limit_w'), '.0f', ' W')}\n")
+            t.append(
+                f"temp {_num(gpu.get('temp_c'), '.0f', ' °C')}   power {_num(gpu.get('power_w'), '.0f', '')}"
+                f" / {_num(gpu.get('power_limit_w'), '.0f', ' W')}\n"
+            )
         if sample.get("torch_alloc") is not None or sample.get("torch_peak") is not None:
-            t.append(f"torch alloc {human_gib(sample.get('torch_alloc'))} GiB  "
-                     f"peak {human_gib(sample.get('torch_peak'))} GiB\n")
+            t.append(
+                f"torch alloc {human_gib(sample.get('torch_alloc'))} GiB  "
+                f"peak {human_gib(sample.get('torch_peak'))} GiB\n"
+            )
         t.append("host CPU ")
         t.append(sparkline(s.cpu_history if s is not None else [], min(12, spark_w), 0.0, 100.0), style="green")
-        t.append(f" {_num(sample.get('cpu_percent'), '.0f', ' %')}   RAM {human_gib(sample.get('host_mem_used'))}"
-                 f" / {human_gib(sample.get('host_mem_total'))} GiB")
+        t.append(
+            f" {_num(sample.get('cpu_percent'), '.0f', ' %')}   RAM {human_gib(sample.get('host_mem_used'))}"
+            f" / {human_gib(sample.get('host_mem_total'))} GiB"
+        )
         if self._source:
             t.append(f"\n({self._source})", style="dim")
         return t

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 from rich.text import Text
 from textual.widget import Widget
@@ -11,9 +11,14 @@ from hrm_tui.runstate import RunState, human_duration
 
 # Badges (text on a theme colour): the word and glyph carry the meaning; colour only helps.
 STATUS_COLOUR = {
-    "running": ("#000000", "success"), "starting": ("#000000", "accent"), "paused": ("#000000", "warning"),
-    "stopping": ("#000000", "warning"), "finished": ("#ffffff", "primary"), "stopped": ("#ffffff", "primary"),
-    "failed": ("#ffffff", "error"), "died": ("#ffffff", "error"),
+    "running": ("#000000", "success"),
+    "starting": ("#000000", "accent"),
+    "paused": ("#000000", "warning"),
+    "stopping": ("#000000", "warning"),
+    "finished": ("#ffffff", "primary"),
+    "stopped": ("#ffffff", "primary"),
+    "failed": ("#ffffff", "error"),
+    "died": ("#ffffff", "error"),
 }
 
 
@@ -44,8 +49,11 @@ class RunHeader(Widget):
         world = s.run.get("world_size")
         if isinstance(world, int) and world > 1:
             t.append(f"{world} ranks  ", style="dim")
-        dot = "●" if self._status in ("running", "starting", "paused", "stopping") else (
-            "✗" if self._status in ("failed", "died") else "○")
+        dot = (
+            "●"
+            if self._status in ("running", "starting", "paused", "stopping")
+            else ("✗" if self._status in ("failed", "died") else "○")
+        )
         fg, bg = STATUS_COLOUR.get(self._status, ("", ""))
         badge = f"bold {fg} on {self.app.theme_variables[bg]}" if bg else "bold"
         t.append(f" {dot} {self._status} ", style=badge)

@@ -35,6 +35,6 @@ class LogPanel(RichLog):
             self.clear()
             self._shown_total = total - len(lines)
         new = min(total - self._shown_total, len(lines))
-        for line in lines[len(lines) - new:] if new > 0 else []:
+        for line in lines[len(lines) - new :] if new > 0 else []:
             self.write(format_line(line))
         self._shown_total = total

@@ -8,8 +8,13 @@ from textual.widget import Widget
 from hrm_tui.plotting import Series, braille_plot, sample_indices
 from hrm_tui.runstate import RunState
 
-WINDOWS: list[tuple[str, float | None]] = [("all", None), ("last 10m", 600.0), ("last 1h", 3600.0),
-                                           ("last 6h", 6 * 3600.0), ("last 24h", 86400.0)]
+WINDOWS: list[tuple[str, float | None]] = [
+    ("all", None),
+    ("last 10m", 600.0),
+    ("last 1h", 3600.0),
+    ("last 6h", 6 * 3600.0),
+    ("last 24h", 86400.0),
+]
 
 
 class MetricPlot(Widget):
@@ -19,8 +24,16 @@ class MetricPlot(Widget):
     MetricPlot { height: 1fr; width: 1fr; min-height: 4; }
     """
 
-    def __init__(self, title: str, lines: list[tuple[str, str, str]], eval_lines: list[tuple[str, str, str]],
-                 *, log_y: bool = False, y_range: tuple[float, float] | None = None, **kwargs) -> None:
+    def __init__(
+        self,
+        title: str,
+        lines: list[tuple[str, str, str]],
+        eval_lines: list[tuple[str, str, str]],
+        *,
+        log_y: bool = False,
+        y_range: tuple[float, float] | None = None,
+        **kwargs,
+    ) -> None:
         super().__init__(**kwargs)
         self.title = title
         self.lines = lines

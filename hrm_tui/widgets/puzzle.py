@@ -27,14 +27,16 @@ class PuzzleView(Widget):
     def _styles(self) -> PuzzleStyles:
         """Colours from the current theme (Rich knows no theme variables)."""
         v = self.app.theme_variables
-        return PuzzleStyles(wrong=f"bold underline #ffffff on {v['error']}", model_path=f"bold {v['success']}",
-                            label_path=v["warning"])
+        return PuzzleStyles(
+            wrong=f"bold underline #ffffff on {v['error']}", model_path=f"bold {v['success']}", label_path=v["warning"]
+        )
 
     def render(self) -> Text:
         if not self._sample:
             return Text("no eval sample yet (press e to evaluate now)", style="dim")
-        drawing, legend, verdict = render_sample(self._puzzle_kind, self._sample, self._grid, self._styles(),
-                                        width=self.size.width)
+        drawing, legend, verdict = render_sample(
+            self._puzzle_kind, self._sample, self._grid, self._styles(), width=self.size.width
+        )
         out = Text()
         out.append(self._caption, style="bold")
         out.append(f"  {verdict}\n", style="bold")
