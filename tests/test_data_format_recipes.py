@@ -10,8 +10,9 @@ import numpy as np
 import pytest
 
 import hrm.data
+from hrm.data.cache import ensure_dataset
 from hrm.data.format import DatasetError, load_split, read_metadata
-from hrm.run.recipes import dataset_dir, ensure_dataset, is_built, recipe_key
+from hrm.run.recipes import dataset_dir, is_built, recipe_key
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 
@@ -61,7 +62,7 @@ def test_ensure_builds_once_into_the_cache(tmp_path):
 
 def test_missing_csv_folder_falls_back_to_generated_data(tmp_path, caplog):
     recipe = _maze(from_csv=str(tmp_path / "no-such-folder"))
-    with caplog.at_level(logging.WARNING, logger="hrm.run.recipes"):
+    with caplog.at_level(logging.WARNING, logger="hrm.data.cache"):
         root = ensure_dataset(recipe, tmp_path / "cache", progress=False)
     assert "not found; generating maze data instead" in caplog.text
     assert recipe_key(recipe) == recipe_key(_maze())  # the same dataset as the plain generated recipe
@@ -139,7 +140,7 @@ def test_sudoku_recipes_go_to_the_sudoku_builder(tmp_path, monkeypatch):
 def test_concurrent_processes_build_once(tmp_path):
     code = (
         "import logging, sys; logging.basicConfig(level=logging.INFO, stream=sys.stdout);"
-        "from hrm.run.recipes import ensure_dataset;"
+        "from hrm.data.cache import ensure_dataset;"
         f"print(ensure_dataset(dict(task='maze', level='easy', size=9, train=40, test=5, seed=3), {str(tmp_path)!r},"
         " progress=False))"
     )
@@ -148,8 +149,3 @@ def test_concurrent_processes_build_once(tmp_path):
     assert all(p.returncode == 0 for p in procs)
     assert sum(o.count("building dataset") for o in outs) == 1
     assert len({o.strip().splitlines()[-1] for o in outs}) == 1
-
-
-def test_recipes_module_does_not_import_torch():
-    code = "import sys, hrm.run.recipes; assert 'torch' not in sys.modules"
-    subprocess.run([sys.executable, "-c", code], check=True)

@@ -42,7 +42,7 @@ def _section(cfg: Any, name: str) -> dict[str, Any]:
 def prepare_dataset(cfg: Any, env: D.DistEnv) -> DataInfo:
     """Rank 0 builds the dataset if needed (progress goes to trainer.log); the others wait for
     its path, then check it exists on their own host and build it there if it does not."""
-    from hrm.run.recipes import ensure_dataset
+    from hrm.data.cache import ensure_dataset
 
     recipe = _section(cfg, "data")
     root: Path | None = None
