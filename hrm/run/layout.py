@@ -8,6 +8,7 @@ runs/<run-id>/
   control.sock       Unix socket, mode 0600, while the trainer lives
   trainer.pid        host, pid and start time of the trainer holding the run
   trainer.log        the trainer's stdout/stderr
+  state.json         the run's state and step now, rewritten atomically by the trainer
 ```
 """
 
@@ -23,6 +24,7 @@ CKPT_INDEX_FILE = "index.json"
 SOCKET_FILE = "control.sock"
 PID_FILE = "trainer.pid"
 LOG_FILE = "trainer.log"
+STATE_FILE = "state.json"
 
 # Commands the trainer obeys between steps (the app's keys and `hrm-train ctl` send these);
 # `status` is answered without acting.
@@ -57,3 +59,7 @@ def checkpoint_path(run_dir: Path | str, step: int) -> Path:
 
 def log_path(run_dir: Path | str) -> Path:
     return Path(run_dir) / LOG_FILE
+
+
+def state_path(run_dir: Path | str) -> Path:
+    return Path(run_dir) / STATE_FILE
