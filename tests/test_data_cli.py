@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import importlib.util
 import os
 import subprocess
 import sys
@@ -204,9 +203,6 @@ def test_sudoku_arguments_reach_the_sudoku_builder(tmp_path, monkeypatch, capsys
     ]
 
 
-@pytest.mark.skipif(
-    importlib.util.find_spec("hrm.data.sudoku") is None, reason="hrm.data.sudoku (area D2) not there yet"
-)
 def test_sudoku_from_real_csvs_round_trips(tmp_path):
     src = SHARED / "tdoku-magictour-top1465" / "magictour_top1465.hrm.csv"
     if not src.is_file():

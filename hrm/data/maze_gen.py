@@ -15,12 +15,16 @@ from collections.abc import Iterator
 
 import numpy as np
 
+from hrm.run.tasks import MAZE_LEVEL_SIZES, MAZE_VOCAB_SIZE
+
 CHARSET = "# SGo"  # token = index + 1; 0 is PAD
 WALL, OPEN, START, GOAL, PATH = 1, 2, 3, 4, 5
-VOCAB_SIZE = 6
+VOCAB_SIZE = MAZE_VOCAB_SIZE
 
 # level → (default side, minimum shortest path in moves as a function of side)
-LEVELS: dict[str, tuple[int, float]] = {"easy": (9, 1.0), "medium": (15, 2.0), "hard": (30, 109 / 30)}
+# level -> (default side, shortest path in moves per unit of side)
+_PATH_PER_SIDE = {"easy": 1.0, "medium": 2.0, "hard": 109 / 30}
+LEVELS: dict[str, tuple[int, float]] = {k: (MAZE_LEVEL_SIZES[k], v) for k, v in _PATH_PER_SIDE.items()}
 WALL_DENSITY = (0.30, 0.44)  # per-maze density drawn uniformly; the length filter pulls the median to ~37 %
 
 

@@ -21,6 +21,7 @@ from hrm.data import sudoku_fast
 from hrm.data.augment import augment_all, random_symmetry
 from hrm.data.sudoku_gen import LEVELS, GenerationError, generate
 from hrm.data.sudoku_solver import InvalidPuzzle, count_solutions, is_valid_solution, rate, solve
+from hrm.run.tasks import SUDOKU_VOCAB_SIZE
 
 __all__ = [
     "build_dataset",
@@ -37,7 +38,7 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
-VOCAB_SIZE = 11
+VOCAB_SIZE = SUDOKU_VOCAB_SIZE
 SEQ_LEN = 81
 RATING_CAP = 200_000
 

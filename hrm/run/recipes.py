@@ -12,6 +12,8 @@ import os
 from pathlib import Path
 from typing import Any
 
+from hrm.run.tasks import MAZE_LEVEL_SIZES
+
 log = logging.getLogger(__name__)
 
 # Bump when a generator's output for the same recipe changes, so cached datasets are rebuilt.
@@ -20,7 +22,6 @@ _KEYS = {
     "sudoku": ("level", "train", "test", "num_aug", "blanks", "min_rating", "seed"),
     "maze": ("level", "size", "train", "test", "aug", "seed"),
 }
-_DEFAULT_MAZE_SIZE = {"easy": 9, "medium": 15, "hard": 30}
 
 
 def resolve_cache_root(root: Path | str | None = None) -> Path:
@@ -50,7 +51,7 @@ def _normalised(recipe: dict[str, Any]) -> dict[str, Any]:
     task = _task(recipe)
     d = {k: recipe.get(k) for k in _KEYS[task]}
     if task == "maze" and not d.get("size"):
-        d["size"] = _DEFAULT_MAZE_SIZE.get(d.get("level") or "easy", 9)
+        d["size"] = MAZE_LEVEL_SIZES.get(d.get("level") or "easy", 9)
     if isinstance(d.get("blanks"), (list, tuple)):
         d["blanks"] = list(d["blanks"])
     folder = _csv_folder(recipe)
