@@ -7,29 +7,21 @@ which the app reads; this module calls the generators, which may load numba.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
 import logging
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from hrm.data.format import DatasetError, OutputExistsError, dataset_summary
+from hrm.run.lock import exclusive
 from hrm.run.recipes import _csv_folder, _task, dataset_dir, is_built
 
 log = logging.getLogger(__name__)
 
 
-@contextlib.contextmanager
-def _build_lock(target: Path) -> Iterator[None]:
+def _build_lock(target: Path) -> contextlib.AbstractContextManager[None]:
     """One builder per dataset across processes (app, trainer, several ranks on one host)."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    with open(target.parent / f".{target.name}.lock", "w") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
+    return exclusive(target.parent / f".{target.name}.lock")
 
 
 def _build(recipe: dict[str, Any], out: Path, progress: bool) -> dict:

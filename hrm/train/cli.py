@@ -52,6 +52,12 @@ def _train_parser() -> argparse.ArgumentParser:
         default=None,
         help="stop (with a checkpoint) once this step is reached, as the stop command does",
     )
+    p.add_argument(
+        "--take-over",
+        action="store_true",
+        help="claim a run directory whose lock names another host or a process that is gone "
+        "(never a live trainer on this host)",
+    )
     return p
 
 
@@ -83,7 +89,9 @@ def main(argv: list[str] | None = None) -> int:
     from hrm.train.launch import launch
 
     try:
-        return launch(cfg, run_dir, fresh=fresh, resume=args.resume, stop_at_step=args.stop_at_step)
+        return launch(
+            cfg, run_dir, fresh=fresh, resume=args.resume, stop_at_step=args.stop_at_step, take_over=args.take_over
+        )
     except KeyboardInterrupt:  # Ctrl-C before the trainer's own handlers are installed (dataset build)
         print("hrm-train: interrupted during start-up", file=sys.stderr)
         return 130

@@ -42,9 +42,11 @@ def _same_file(stream: Any, path: Path) -> bool:
     return (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino)
 
 
-def launch(cfg: Any, run_dir: Path, *, fresh: bool, resume: str | None, stop_at_step: int | None) -> int:
+def launch(
+    cfg: Any, run_dir: Path, *, fresh: bool, resume: str | None, stop_at_step: int | None, take_over: bool = False
+) -> int:
     from hrm.run.config import config_from_dict, load_config, save_config
-    from hrm.run.lock import TrainerAlreadyRunning, read_pidfile, trainer_alive
+    from hrm.run.lock import TrainerAlreadyRunning, acquire, release
     from hrm.train import distributed as D
     from hrm.train.session import Session
     from hrm.train.state import CheckpointError
@@ -59,16 +61,14 @@ def launch(cfg: Any, run_dir: Path, *, fresh: bool, resume: str | None, stop_at_
         # Rank 0 decides (its clock named the run); every rank trains on exactly its config.
         cfg_dict, run_dir_s = D.broadcast_object(env, (cfg.to_dict(), str(run_dir)))
         cfg, run_dir = config_from_dict(cfg_dict), Path(run_dir_s)
-        if env.is_main and trainer_alive(run_dir):
-            # Checked before touching anything in the directory (config.yaml, trainer.log);
-            # Session.open acquires the pid file for real.
-            info = read_pidfile(run_dir)
-            print(
-                f"hrm-train: another trainer (pid {info.pid if info else '?'}) is live on {run_dir}; "
-                "steer it with `hrm-train ctl` or stop it first",
-                file=sys.stderr,
-            )
-            return 2
+        if env.is_main:
+            # Locked before anything in the directory is touched (config.yaml, trainer.log): a refused
+            # start changes nothing. Session.open finds the lock already ours.
+            try:
+                acquire(run_dir, take_over=take_over)
+            except TrainerAlreadyRunning as e:
+                print(f"hrm-train: {e}", file=sys.stderr)
+                return 2
         if env.is_main:
             run_dir.mkdir(parents=True, exist_ok=True)
             cfg_path = config_path(run_dir)
@@ -99,6 +99,8 @@ def launch(cfg: Any, run_dir: Path, *, fresh: bool, resume: str | None, stop_at_
         finally:
             session.close()
     finally:
+        if env.is_main:
+            release(run_dir)  # usually Session.close has already released it
         D.cleanup(env)
         _remove_handlers()
 
