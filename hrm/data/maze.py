@@ -162,10 +162,10 @@ def generate(
 def maze_stats(labels: Iterable[np.ndarray]) -> dict:
     """Path length (moves = PATH cells + 1) and wall fraction of labelled mazes: min/p10/median/p90/max/mean,
     plus a histogram by tens of moves — the numbers ../shared/data/SOURCES.md gives for the real set."""
-    lab = [np.asarray(x).reshape(-1) for x in labels]
-    if not lab:
+    rows = [np.asarray(x).reshape(-1) for x in labels]
+    if not rows:
         return {}
-    lab = np.stack(lab)
+    lab = np.stack(rows)
     moves = (lab == PATH).sum(axis=1) + 1
     walls = (lab == WALL).mean(axis=1)
     pct = np.percentile(moves, [0, 10, 50, 90, 100])
@@ -218,13 +218,15 @@ def maze_benchmark(
 
 
 def _csv_paths(folder: Path) -> dict[str, Path]:
-    paths = {split: find_split_csv(folder, split) for split in ("train", "test")}
-    for split, path in paths.items():
+    found = {split: find_split_csv(folder, split) for split in ("train", "test")}
+    paths: dict[str, Path] = {}
+    for split, path in found.items():
         if path is None:
             raise FileNotFoundError(
                 f"{folder}: no {split}.csv (or {split}.hrm.csv) with columns "
                 f"source,question,answer,rating; --from-csv needs train and test CSVs"
             )
+        paths[split] = path
     return paths
 
 

@@ -221,7 +221,8 @@ def load_any_checkpoint(path: str | Path, config_path: str | Path | None = None)
         )
     data = read_reference_yaml(yaml_path)
     arch = dict(data["arch"])
-    loss = arch.get("loss") if isinstance(arch.get("loss"), dict) else {}
+    loss_cfg = arch.get("loss")
+    loss: dict[str, Any] = loss_cfg if isinstance(loss_cfg, dict) else {}
     return LoadedCheckpoint(
         path=path,
         kind="reference",

@@ -116,11 +116,9 @@ def _update(
     for t, idx in by_t.items():
         step_size = -lr / (1.0 - beta1**t)
         bc2_sqrt = math.sqrt(1.0 - beta2**t)
-        lists = [[xs[i] for i in idx] for xs in (params, grads, exp_avgs, exp_avg_sqs)]
-        if lists[0][0].device.type == "cpu":
-            _update_cpu(*lists, lr, beta1, beta2, wd, step_size, bc2_sqrt)
-        else:
-            _update_foreach(*lists, lr, beta1, beta2, wd, step_size, bc2_sqrt)
+        p, g, m, v = ([xs[i] for i in idx] for xs in (params, grads, exp_avgs, exp_avg_sqs))
+        update = _update_cpu if p[0].device.type == "cpu" else _update_foreach
+        update(p, g, m, v, lr, beta1, beta2, wd, step_size, bc2_sqrt)
 
 
 def _update_foreach(

@@ -52,8 +52,9 @@ def _normalised(recipe: dict[str, Any]) -> dict[str, Any]:
     d = {k: recipe.get(k) for k in _KEYS[task]}
     if task == "maze" and not d.get("size"):
         d["size"] = MAZE_LEVEL_SIZES.get(d.get("level") or "easy", 9)
-    if isinstance(d.get("blanks"), (list, tuple)):
-        d["blanks"] = list(d["blanks"])
+    blanks = d.get("blanks")
+    if isinstance(blanks, (list, tuple)):
+        d["blanks"] = list(blanks)
     folder = _csv_folder(recipe)
     if folder is not None:  # built from the CSVs: the generator settings do not matter, the source does
         d = {"csv": str(folder), "train": d["train"], "seed": d["seed"]}
