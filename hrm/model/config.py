@@ -9,10 +9,9 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 _DTYPES = ("float32", "bfloat16", "float16", "auto")
-_POS_ENCODINGS = ("rope", "learned")
 
 
 @dataclass(kw_only=True)
@@ -44,20 +43,24 @@ class HRMConfig:
 
     forward_dtype: str = "float32"
 
+    # Not fields: what __post_init__ checks (TRM relaxes both)
+    _POSITIVE: ClassVar[tuple[str, ...]] = (
+        "batch_size",
+        "seq_len",
+        "vocab_size",
+        "num_puzzle_identifiers",
+        "hidden_size",
+        "num_heads",
+        "H_cycles",
+        "L_cycles",
+        "H_layers",
+        "L_layers",
+        "halt_max_steps",
+    )
+    _POS_ENCODINGS: ClassVar[tuple[str, ...]] = ("rope", "learned")
+
     def __post_init__(self) -> None:
-        for name in (
-            "batch_size",
-            "seq_len",
-            "vocab_size",
-            "num_puzzle_identifiers",
-            "hidden_size",
-            "num_heads",
-            "H_cycles",
-            "L_cycles",
-            "H_layers",
-            "L_layers",
-            "halt_max_steps",
-        ):
+        for name in self._POSITIVE:
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ValueError(f"model.{name} must be a positive integer, got {value!r}")
@@ -67,8 +70,8 @@ class HRMConfig:
             raise ValueError(
                 f"model.hidden_size ({self.hidden_size}) must be divisible by model.num_heads ({self.num_heads})"
             )
-        if self.pos_encodings not in _POS_ENCODINGS:
-            raise ValueError(f"model.pos_encodings must be one of {_POS_ENCODINGS}, got {self.pos_encodings!r}")
+        if self.pos_encodings not in self._POS_ENCODINGS:
+            raise ValueError(f"model.pos_encodings must be one of {self._POS_ENCODINGS}, got {self.pos_encodings!r}")
         if self.forward_dtype not in _DTYPES:
             raise ValueError(f"model.forward_dtype must be one of {_DTYPES}, got {self.forward_dtype!r}")
         if not 0.0 <= self.halt_exploration_prob <= 1.0:
@@ -91,7 +94,7 @@ class HRMConfig:
     @property
     def mlp_inner(self) -> int:
         """SwiGLU inner width: round(expansion·hidden·2/3) rounded up to a multiple of 256."""
-        return _round_up(round(self.expansion * self.hidden_size * 2 / 3), 256)
+        return round_up(round(self.expansion * self.hidden_size * 2 / 3), 256)
 
     # --- (de)serialisation ----------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
@@ -113,7 +116,8 @@ class HRMConfig:
         return cls(**merged)
 
 
-def _round_up(x: int, multiple: int) -> int:
+def round_up(x: int, multiple: int) -> int:
+    """x rounded up to a multiple of `multiple`."""
     return -(x // -multiple) * multiple
 
 

@@ -61,7 +61,7 @@ def rms_norm(x: torch.Tensor, eps: float) -> torch.Tensor:
     return (h * torch.rsqrt(variance + eps)).to(dtype)
 
 
-def _add_norm(h: torch.Tensor, update: torch.Tensor, eps: float) -> torch.Tensor:
+def add_norm(h: torch.Tensor, update: torch.Tensor, eps: float) -> torch.Tensor:
     """rms_norm(h + update). Without grad, `update` (a fresh layer output) is reused as the buffer:
     the same arithmetic (addition commutes exactly; mul by rsqrt in place), two fewer allocations."""
     if torch.is_grad_enabled():
@@ -175,8 +175,8 @@ class Block(nn.Module):
                 self.mlp.down_proj.weight,
             )
             return fused_block.block(h, weights, rope, self.self_attn.num_heads, self.norm_eps)
-        h = _add_norm(h, self.self_attn(h, rope), self.norm_eps)
-        return _add_norm(h, self.mlp(h), self.norm_eps)
+        h = add_norm(h, self.self_attn(h, rope), self.norm_eps)
+        return add_norm(h, self.mlp(h), self.norm_eps)
 
 
 class ReasoningModule(nn.Module):

@@ -1,0 +1,168 @@
+"""TRM beside HRM: sizes equal to the official code's, which passes carry gradient, halting on q_halt > 0."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from hrm.model.trm import TinyRecursiveReasoningModel_ACTV1, TRMConfig
+
+
+def _find_multiple(a: int, b: int) -> int:
+    return (-(a // -b)) * b
+
+
+def official_parameter_count(
+    *,
+    hidden: int,
+    heads: int,
+    expansion: float,
+    L_layers: int,
+    vocab: int,
+    seq_len: int,
+    puzzle_emb_len: int,
+    mlp_t: bool,
+    learned_pos: bool = False,
+) -> int:
+    """Counted by hand from the shapes the official code builds (SamsungSAILMontreal/TinyRecursiveModels,
+    models/recursive_reasoning/trm.py and models/layers.py; puzzle embeddings are buffers there):
+    Attention: qkv_proj hidden→(heads + 2·kv_heads)·head_dim, o_proj heads·head_dim→hidden, no biases;
+    SwiGLU(h): gate_up h→2·inter, down inter→h, inter = find_multiple(round(expansion·h·2/3), 256);
+    with mlp_t the attention is replaced by SwiGLU over L = seq_len + puzzle_emb_len positions;
+    embed_tokens vocab×hidden, lm_head hidden→vocab (no bias), q_head hidden→2 with bias."""
+    head_dim = hidden // heads
+
+    def swiglu(h: int) -> int:
+        inter = _find_multiple(round(expansion * h * 2 / 3), 256)
+        return h * 2 * inter + inter * h
+
+    mixer = swiglu(seq_len + puzzle_emb_len) if mlp_t else hidden * 3 * heads * head_dim + heads * head_dim * hidden
+    block = mixer + swiglu(hidden)
+    pos = (seq_len + puzzle_emb_len) * hidden if learned_pos else 0
+    return L_layers * block + vocab * hidden + hidden * vocab + hidden * 2 + 2 + pos
+
+
+def _model(**kw: object) -> TinyRecursiveReasoningModel_ACTV1:
+    base: dict[str, object] = dict(batch_size=2, seq_len=81, vocab_size=11, puzzle_emb_ndim=512, hidden_size=512)
+    base.update(kw)
+    with torch.device("meta"):
+        return TinyRecursiveReasoningModel_ACTV1(TRMConfig(**base))  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("name", "kw", "official"),
+    [
+        # Sudoku-Extreme, the README's two recipes: 5M (mlp_t) and 7M (attention) in the paper
+        ("sudoku mlp_t", dict(mlp_t=True, pos_encodings="none", L_cycles=6), dict(seq_len=81, vocab=11, mlp_t=True)),
+        ("sudoku attention", dict(L_cycles=6), dict(seq_len=81, vocab=11, mlp_t=False)),
+        # Maze-Hard 30×30: attention, L_cycles 4; vocab 6
+        ("maze attention", dict(seq_len=900, vocab_size=6, L_cycles=4), dict(seq_len=900, vocab=6, mlp_t=False)),
+    ],
+)
+def test_parameter_counts_equal_the_official_codes(name: str, kw: dict, official: dict) -> None:
+    model = _model(**kw)
+    ours = sum(p.numel() for p in model.parameters())
+    theirs = official_parameter_count(hidden=512, heads=8, expansion=4, L_layers=2, puzzle_emb_len=16, **official)
+    assert ours == theirs, name
+    expected_millions = {"sudoku mlp_t": 5.0, "sudoku attention": 6.8, "maze attention": 6.8}[name]
+    assert abs(ours / 1e6 - expected_millions) < 0.1, (name, ours)
+
+
+def test_state_dict_names_are_the_official_ones() -> None:
+    names = set(_model(mlp_t=True, pos_encodings="none").state_dict())
+    for key in (
+        "inner.embed_tokens.embedding_weight",
+        "inner.lm_head.weight",
+        "inner.q_head.weight",
+        "inner.q_head.bias",
+        "inner.puzzle_emb.weights",
+        "inner.L_level.layers.0.mlp_t.gate_up_proj.weight",
+        "inner.L_level.layers.1.mlp.down_proj.weight",
+        "inner.H_init",
+        "inner.L_init",
+    ):
+        assert key in names, key
+    assert not any(".H_level." in k for k in names)
+    attn = set(_model().state_dict())
+    assert "inner.L_level.layers.0.self_attn.qkv_proj.weight" in attn
+
+
+def _tiny(**kw: object) -> tuple[TinyRecursiveReasoningModel_ACTV1, dict[str, torch.Tensor]]:
+    torch.manual_seed(0)
+    cfg = dict(
+        batch_size=4,
+        seq_len=16,
+        vocab_size=6,
+        puzzle_emb_ndim=32,
+        hidden_size=32,
+        num_heads=2,
+        H_cycles=2,
+        L_cycles=2,
+        L_layers=1,
+        puzzle_emb_len=2,
+        halt_max_steps=4,
+    )
+    cfg.update(kw)
+    model = TinyRecursiveReasoningModel_ACTV1(TRMConfig(**cfg))  # type: ignore[arg-type]
+    g = torch.Generator().manual_seed(1)
+    batch = {
+        "inputs": torch.randint(1, 6, (4, 16), generator=g),
+        "labels": torch.randint(1, 6, (4, 16), generator=g),
+        "puzzle_identifiers": torch.zeros(4, dtype=torch.int32),
+    }
+    return model, batch
+
+
+@pytest.mark.parametrize("mlp_t", [False, True])
+def test_the_whole_last_cycle_carries_gradient_and_nothing_before_it(mlp_t: bool) -> None:
+    kw = dict(mlp_t=True, pos_encodings="none") if mlp_t else {}
+    model, batch = _tiny(**kw)
+    model.train()
+    carry = model.initial_carry(batch)
+    counted: list[int] = []
+    # Count the block applications that build autograd graph: L_cycles + 1 in the last cycle only.
+    block = model.inner.L_level.layers[0]
+    block.register_forward_hook(lambda m, i, o: counted.append(int(o.requires_grad)))
+    carry, out = model(carry, batch)
+    cfg = model.config
+    assert counted == [0] * ((cfg.H_cycles - 1) * (cfg.L_cycles + 1)) + [1] * (cfg.L_cycles + 1)
+    out["logits"].float().sum().backward()
+    grads = {n: p.grad for n, p in model.named_parameters()}
+    assert all(g is not None and g.abs().sum() > 0 for n, g in grads.items() if "q_head" not in n), grads.keys()
+    assert not carry.inner_carry.z_H.requires_grad and not carry.inner_carry.z_L.requires_grad
+
+
+def test_training_halts_on_q_halt_above_zero_without_a_second_forward() -> None:
+    model, batch = _tiny()
+    model.train()
+    with torch.no_grad():
+        model.inner.q_head.bias.copy_(torch.tensor([3.0, 10.0]))  # q_halt > 0 but < q_continue
+    model.config.halt_exploration_prob = 0.0
+    calls: list[int] = []
+    model.inner.register_forward_hook(lambda m, i, o: calls.append(1))
+    carry, out = model(model.initial_carry(batch), batch)
+    assert carry.halted.all()  # HRM's rule (q_halt > q_continue) would keep going
+    assert len(calls) == 1 and "target_q_continue" not in out
+
+
+def test_evaluation_runs_every_segment() -> None:
+    model, batch = _tiny()
+    model.eval()
+    with torch.no_grad():
+        model.inner.q_head.bias.copy_(torch.tensor([5.0, -5.0]))
+        carry = model.initial_carry(batch)
+        for segment in range(1, model.config.halt_max_steps + 1):
+            carry, _ = model(carry, batch)
+            assert bool(carry.halted.all()) == (segment == model.config.halt_max_steps)
+
+
+def test_same_seed_same_weights_and_outputs() -> None:
+    a, batch = _tiny()
+    b, _ = _tiny()
+    for (na, pa), (nb, pb) in zip(a.state_dict().items(), b.state_dict().items()):
+        assert na == nb and torch.equal(pa, pb)
+    a.eval(), b.eval()
+    with torch.no_grad():
+        _, oa = a(a.initial_carry(batch), batch)
+        _, ob = b(b.initial_carry(batch), batch)
+    assert torch.equal(oa["logits"], ob["logits"])
