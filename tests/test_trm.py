@@ -166,3 +166,33 @@ def test_same_seed_same_weights_and_outputs() -> None:
         _, oa = a(a.initial_carry(batch), batch)
         _, ob = b(b.initial_carry(batch), batch)
     assert torch.equal(oa["logits"], ob["logits"])
+
+
+def test_weight_ema_matches_the_official_update_and_restores_the_raw_weights() -> None:
+    from hrm.train.ema import WeightEMA
+
+    model, batch = _tiny()
+    ema = WeightEMA(model, rate=0.9)
+    official = {n: p.detach().clone() for n, p in model.named_parameters()}
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    for _ in range(3):
+        model.train()
+        _, out = model(model.initial_carry(batch), batch)
+        out["logits"].float().square().mean().backward()
+        opt.step()
+        opt.zero_grad()
+        ema.update(model)
+        for n, p in model.named_parameters():  # the official EMAHelper.update, written out
+            official[n] = (1.0 - 0.9) * p.detach() + 0.9 * official[n]
+    assert all(torch.equal(ema.shadow[n], official[n]) for n in official)
+
+    raw = {n: p.detach().clone() for n, p in model.named_parameters()}
+    with ema.swapped_in(model):
+        assert all(torch.equal(p, official[n]) for n, p in model.named_parameters())
+    assert all(torch.equal(p, raw[n]) for n, p in model.named_parameters())
+
+    again = WeightEMA(model, rate=0.9)
+    again.load_state_dict(ema.state_dict())
+    assert all(torch.equal(again.shadow[n], ema.shadow[n]) for n in official)
+    with pytest.raises(ValueError, match="does not fit"):
+        again.load_state_dict({})
