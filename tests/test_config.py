@@ -110,6 +110,36 @@ def test_invalid_values_are_refused_with_the_reason(override: str, expected: str
     assert expected in str(err.value)
 
 
+@pytest.mark.parametrize(
+    "override, key, reason",
+    [
+        ("optim.lr=3.5e38", "optim.lr", "too large"),  # crashed the first step: float32 overflow
+        ("optim.lr=1e300", "optim.lr", "too large"),
+        ("optim.lr=.inf", "optim.lr", "finite"),
+        ("optim.lr=.nan", "optim.lr", "finite"),
+        ("optim.lr=-1e-4", "optim.lr", "greater than 0"),
+        ("optim.puzzle_emb_lr=1e39", "optim.puzzle_emb_lr", "too large"),
+        ("optim.weight_decay=.inf", "optim.weight_decay", "finite"),
+        ("model.rope_theta=1e40", "model.rope_theta", "too large"),
+        ("model.rms_norm_eps=0", "model.rms_norm_eps", "greater than 0"),
+        ("train.early_stop_exact_accuracy=.nan", "train.early_stop_exact_accuracy", "finite"),
+        ("train.epochs=.inf", "train.epochs", "finite"),
+        ("train.total_steps=100000000000000000000000", "train.total_steps", "int64"),
+        ("train.seed=-1", "train.seed", "greater than or equal to 0"),
+        ("data.seed=-5", "data.seed", "greater than or equal to 0"),
+    ],
+)
+def test_out_of_range_numbers_are_refused_naming_the_key(override: str, key: str, reason: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        load_preset("tiny", [override])
+    text = str(err.value)
+    assert f"{key}:" in text and reason in text and "\n" not in text
+
+
+def test_the_largest_float32_learning_rate_still_validates() -> None:
+    assert load_preset("tiny", ["optim.lr=3.4e38"]).optim.lr == 3.4e38
+
+
 def test_length_must_be_given() -> None:
     with pytest.raises(ConfigError, match="set train.total_steps or train.epochs"):
         apply_overrides(Config(), ["train.epochs=null"])

@@ -96,7 +96,11 @@ def _describe(err: dict[str, Any], root: type[BaseModel]) -> str:
         return f"unknown key '{dotted}'{hint} (valid here: {', '.join(valid)})"
     msg = str(err.get("msg", "invalid value"))
     if kind == "value_error":
-        return msg.removeprefix("Value error, ")
+        msg = msg.removeprefix("Value error, ")
+        _, path = _field_annotation(root, loc)
+        field = ".".join(path)
+        # A model-level check names its keys itself; a field-level one is prefixed with its key.
+        return msg if not field or len(path) < len(loc) or msg.startswith(field) else f"{field}: {msg}"
     annotation, path = _field_annotation(root, loc)
     field = ".".join(path) or dotted
     expected = f"; expected {_type_name(annotation)}" if annotation is not None else ""

@@ -46,8 +46,22 @@ __all__ = [
 MAZE_DEFAULT_SIZE = {"easy": 9, "medium": 15, "hard": 30}
 
 
+# Every number ends up in a float32 tensor or an int64 one: beyond these it overflows far from the config.
+_F32_MAX = 3.4028234663852886e38
+_I64_MAX = 2**63 - 1
+
+
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
+
+    @field_validator("*", mode="after")
+    @classmethod
+    def _representable(cls, v: Any) -> Any:
+        if isinstance(v, float) and abs(v) > _F32_MAX:
+            raise ValueError(f"{v:g} is too large: a float32 holds at most {_F32_MAX:.3g}")
+        if isinstance(v, int) and not isinstance(v, bool) and abs(v) > _I64_MAX:
+            raise ValueError(f"{v} is too large: at most {_I64_MAX} (int64)")
+        return v
 
 
 class ModelConfig(_Section):
@@ -108,7 +122,7 @@ class DataConfig(_Section):
     blanks: tuple[int, int] | None = Field(None, description="Sudoku: [min, max] blank cells per generated puzzle.")
     min_rating: int | None = Field(None, ge=0, description="Sudoku: keep only puzzles rated at least this.")
     aug: bool = Field(False, description="Maze: add the 8 dihedral transforms of each training maze.")
-    seed: int = Field(0, description="Seed of the dataset build.")
+    seed: int = Field(0, ge=0, description="Seed of the dataset build.")
 
     @model_validator(mode="after")
     def _maze_level(self) -> DataConfig:
@@ -156,7 +170,7 @@ class TrainConfig(_Section):
         None, gt=0, description="Steps between checkpoints; null = after every evaluation."
     )
     keep_last: int = Field(3, ge=1, description="Checkpoints kept (plus the best by eval exact accuracy).")
-    seed: int = Field(0, description="Seed of model init, data order and ACT exploration.")
+    seed: int = Field(0, ge=0, description="Seed of model init, data order and ACT exploration.")
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto = cuda when available, else cpu.")
     gpus: int = Field(1, ge=1, description="GPUs (processes under torchrun) to train on.")
     early_stop_exact_accuracy: float | None = Field(
@@ -178,7 +192,7 @@ class TrainConfig(_Section):
 
 
 class RunConfig(_Section):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True, coerce_numbers_to_str=True)
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False, coerce_numbers_to_str=True)
 
     name: str | None = Field(None, description="Run id; null = <preset>-<UTC timestamp>.")
     description: str = Field("", description="One line shown in the preset picker and the run list.")
