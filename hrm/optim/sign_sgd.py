@@ -100,9 +100,13 @@ def _split_buffers(params: list[Tensor]) -> tuple[Tensor | None, Tensor, Tensor]
 
 
 def _all_gather(t: Tensor, world_size: int) -> Tensor:
-    """Concatenate `t` from every rank along dim 0 (rank order)."""
+    """Concatenate `t` from every rank along dim 0 (rank order), marked for the trainer's collective
+    watch (so a rank that never arrives here is named before NCCL's timeout aborts the run)."""
+    from hrm.train.dist_watch import collective  # torch-free, no cycle: only marks the wait
+
     out = torch.empty((world_size * t.shape[0], *t.shape[1:]), dtype=t.dtype, device=t.device)
-    _gather_into(out, t.contiguous())
+    with collective("puzzle-embedding all-gather", blocking=not t.is_cuda):
+        _gather_into(out, t.contiguous())
     return out
 
 

@@ -173,6 +173,11 @@ class TrainConfig(_Section):
     seed: int = Field(0, ge=0, description="Seed of model init, data order and ACT exploration.")
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto = cuda when available, else cpu.")
     gpus: int = Field(1, ge=1, description="GPUs (processes under torchrun) to train on.")
+    dist_timeout_s: float = Field(
+        600,
+        gt=0,
+        description="Seconds a collective waits for the other ranks before the run fails (NCCL aborts the process).",
+    )
     early_stop_exact_accuracy: float | None = Field(
         None, gt=0, le=1, description="Stop once train exact accuracy reaches this."
     )

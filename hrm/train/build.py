@@ -48,6 +48,7 @@ def prepare_dataset(cfg: Any, env: D.DistEnv) -> DataInfo:
     root: Path | None = None
     if env.is_main:
         root = Path(ensure_dataset(recipe, progress=True))
+    D.barrier_after_rank0(env, "dataset built")  # the others wait here, named, not in a timed collective
     root = Path(D.broadcast_object(env, str(root) if root else None))
     if not env.is_main and not (root / "train" / "dataset.json").is_file():
         root = Path(ensure_dataset(recipe, progress=env.local_rank == 0))

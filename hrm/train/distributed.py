@@ -1,6 +1,7 @@
 """torchrun support in a handful of functions: detect the launcher's environment, start the
 process group (gloo on CPU, NCCL on CUDA), reduce gradients and metrics, move the ACT carry
-between ranks, and tell which rank died when a collective fails.
+between ranks, wait for rank 0's own work at a named barrier, and tell which rank died or which
+collective hung when one fails (hrm.train.dist_watch reports a hang before NCCL's watchdog aborts).
 
 Without torchrun (no WORLD_SIZE in the environment) everything here degrades to no-ops so the
 single-process trainer pays nothing."""
@@ -12,6 +13,8 @@ import logging
 import os
 import socket
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,11 +22,26 @@ import psutil
 import torch
 import torch.distributed as dist
 
+from hrm.train import dist_watch
+from hrm.train.dist_watch import CollectiveWatch
+
 log = logging.getLogger(__name__)
 
-# A dead peer usually breaks gloo's TCP connections at once; this bounds the rest (a peer that
-# hangs, or a lost host), so a failed run is reported well within a minute.
-DEFAULT_TIMEOUT_S = float(os.environ.get("HRM_DIST_TIMEOUT", "40"))
+# The collective timeout comes from train.dist_timeout_s (minutes: ranks finish torch.compile or a
+# checkpoint copy at different times); HRM_DIST_TIMEOUT overrides it (the tests' short gloo runs).
+TIMEOUT_ENV = "HRM_DIST_TIMEOUT"
+DEFAULT_TIMEOUT_S = 600.0
+# Rank 0's own work (building a paper dataset, writing a ~2 GB checkpoint) is waited for at a barrier
+# of a separate gloo group with this timeout, not the collective one: a slow disk is not a hang.
+RANK0_WORK_TIMEOUT_S = 4 * 3600.0
+
+
+def collective_timeout(configured: float | None = None) -> float:
+    """HRM_DIST_TIMEOUT if set, else the configured seconds, else DEFAULT_TIMEOUT_S."""
+    env = os.environ.get(TIMEOUT_ENV)
+    if env:
+        return float(env)
+    return float(configured) if configured else DEFAULT_TIMEOUT_S
 
 
 @dataclass
@@ -35,6 +53,8 @@ class DistEnv:
     backend: str | None = None
     # (hostname, pid) of every rank, gathered at init so a failure can name the dead rank.
     peers: list[tuple[str, int]] = field(default_factory=list)
+    watch: CollectiveWatch | None = None
+    barrier_group: Any = None  # gloo group for waiting on rank 0's own work
 
     @property
     def is_distributed(self) -> bool:
@@ -50,20 +70,23 @@ def launched_by_torchrun() -> bool:
 
 
 def pick_device(pref: str, local_rank: int = 0) -> torch.device:
-    """auto → cuda when available, else cpu; 'cuda' without a GPU is an error naming the fix."""
+    """auto → cuda when available, else cpu; 'cuda' without a GPU is an error naming the fix.
+    LOCAL_RANK modulo the visible devices: under one-GPU-per-task binding (SLURM --gpus-per-task=1)
+    every rank sees one device, cuda:0, whatever its local rank."""
     if pref == "auto":
         pref = "cuda" if torch.cuda.is_available() else "cpu"
     if pref.startswith("cuda"):
         if not torch.cuda.is_available():
             raise RuntimeError("train.device=cuda but no CUDA device is available; set train.device=cpu or auto")
-        dev = torch.device("cuda", local_rank)
+        dev = torch.device("cuda", local_rank % torch.cuda.device_count())
         torch.cuda.set_device(dev)
         return dev
     return torch.device("cpu")
 
 
-def init_distributed(device_pref: str = "auto", timeout_s: float = DEFAULT_TIMEOUT_S) -> DistEnv:
-    """Start the process group when torchrun launched us; otherwise a 1-rank environment."""
+def init_distributed(device_pref: str = "auto", timeout_s: float | None = None) -> DistEnv:
+    """Start the process group when torchrun launched us; otherwise a 1-rank environment.
+    timeout_s: train.dist_timeout_s (see collective_timeout)."""
     if not launched_by_torchrun() or int(os.environ["WORLD_SIZE"]) == 1:
         local_rank = int(os.environ.get("LOCAL_RANK", "0"))
         return DistEnv(device=pick_device(device_pref, local_rank), peers=[(socket.gethostname(), os.getpid())])
@@ -71,16 +94,86 @@ def init_distributed(device_pref: str = "auto", timeout_s: float = DEFAULT_TIMEO
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     device = pick_device(device_pref, local_rank)
     backend = "nccl" if device.type == "cuda" else "gloo"
-    dist.init_process_group(backend, timeout=datetime.timedelta(seconds=timeout_s))
+    timeout = collective_timeout(timeout_s)
+    dist.init_process_group(backend, timeout=datetime.timedelta(seconds=timeout))
     env = DistEnv(rank=rank, world_size=world, local_rank=local_rank, device=device, backend=backend)
+    env.barrier_group = dist.new_group(
+        backend="gloo", timeout=datetime.timedelta(seconds=max(timeout, RANK0_WORK_TIMEOUT_S))
+    )
+    env.watch = CollectiveWatch(rank, world, timeout, store=_watch_store()).start()
+    if device.type == "cuda":
+        env.watch.make_probe = _cuda_probe
+    dist_watch.set_active(env.watch)
     peers: list[Any] = [None] * world
-    dist.all_gather_object(peers, (socket.gethostname(), os.getpid()))
+    with env.watch.waiting("start-up all-gather"):
+        dist.all_gather_object(peers, (socket.gethostname(), os.getpid()))
     env.peers = [tuple(p) for p in peers]
-    log.info("rank %d/%d on %s (backend %s)", rank, world, device, backend)
+    log.info("rank %d/%d on %s (backend %s, collective timeout %g s)", rank, world, device, backend, timeout)
     return env
 
 
+def _cuda_probe() -> Callable[[], bool]:
+    """An event on the current stream, after the collective just issued (the stream waits for NCCL's)."""
+    ev = torch.cuda.Event()
+    ev.record()
+    return ev.query
+
+
+def _watch_store() -> Any:
+    """The launcher's key-value store under our own prefix, where ranks publish their waits."""
+    try:
+        from torch.distributed.distributed_c10d import _get_default_store
+
+        return dist.PrefixStore("hrm-collective-watch/", _get_default_store())
+    except Exception as e:  # a private torch API: without it the report names only this rank
+        log.debug("no store for the collective watch: %s", e)
+        return None
+
+
+def watch_reports_to(env: DistEnv, write_failed: Callable[[str], None], step: Callable[[], int]) -> None:
+    """Where the watch reports a hung collective: every rank logs it; rank 0 also writes it as the run's
+    `failed` status (`write_failed`), before NCCL's watchdog can abort the process."""
+    if env.watch is None:
+        return
+
+    def report(msg: str) -> None:
+        log.error("%s", msg)
+        if env.is_main:
+            write_failed(msg)
+
+    env.watch.report, env.watch.step = report, step
+
+
+@contextmanager
+def waiting(env: DistEnv, name: str, blocking: bool | None = None) -> Iterator[None]:
+    """Mark a collective for the watch (a no-op without ranks). On gloo the call blocks; on NCCL it
+    returns at once and the mark stays until it completes on the device or a host sync (`_sync`);
+    object collectives block on every backend (blocking=True)."""
+    if env.watch is None:
+        yield
+        return
+    with dist_watch.collective(name, blocking=env.backend != "nccl" if blocking is None else blocking):
+        yield
+
+
+def barrier_after_rank0(env: DistEnv, name: str) -> None:
+    """Every rank calls this after work only rank 0 does (dataset build, checkpoint write): the others
+    wait here, at a barrier named in the log and in any failure, with the rank-0 work timeout."""
+    if not env.is_distributed:
+        return
+    t0 = time.monotonic()
+    # gloo group: blocking on every backend
+    with dist_watch.collective(f"barrier '{name}'", blocking=True, timeout_s=RANK0_WORK_TIMEOUT_S):
+        dist.barrier(group=env.barrier_group)
+    waited = time.monotonic() - t0
+    if not env.is_main and waited > 1.0:
+        log.info("rank %d waited %.1f s at barrier '%s' for rank 0", env.rank, waited, name)
+
+
 def cleanup(env: DistEnv) -> None:
+    if env.watch is not None:
+        env.watch.stop()
+        dist_watch.set_active(None)
     if env.is_distributed and dist.is_initialized():
         try:
             dist.destroy_process_group()
@@ -92,7 +185,8 @@ def broadcast_object(env: DistEnv, obj: Any, src: int = 0) -> Any:
     if not env.is_distributed:
         return obj
     box = [obj if env.rank == src else None]
-    dist.broadcast_object_list(box, src=src)
+    with waiting(env, "broadcast", blocking=True):
+        dist.broadcast_object_list(box, src=src)
     return box[0]
 
 
@@ -100,9 +194,10 @@ def broadcast_module(env: DistEnv, module: torch.nn.Module) -> None:
     """Parameters and persistent buffers from rank 0, as the reference does after building."""
     if not env.is_distributed:
         return
-    with torch.no_grad():
+    with torch.no_grad(), waiting(env, "weights broadcast"):
         for t in list(module.parameters()) + list(module.buffers()):
             dist.broadcast(t.data, src=0)
+        _sync(env)
 
 
 def all_reduce_grads(env: DistEnv, params: list[torch.Tensor]) -> None:
@@ -114,7 +209,8 @@ def all_reduce_grads(env: DistEnv, params: list[torch.Tensor]) -> None:
     if not grads:
         return
     flat = torch.cat([g.reshape(-1) for g in grads])
-    dist.all_reduce(flat)
+    with waiting(env, "gradient all-reduce"):
+        dist.all_reduce(flat)
     off = 0
     for g in grads:
         n = g.numel()
@@ -122,9 +218,22 @@ def all_reduce_grads(env: DistEnv, params: list[torch.Tensor]) -> None:
         off += n
 
 
-def all_reduce_sum(env: DistEnv, t: torch.Tensor) -> torch.Tensor:
+def _sync(env: DistEnv) -> None:
+    """Wait for the device (NCCL collectives complete there), then clear the watch's mark."""
+    if env.device.type == "cuda":
+        torch.cuda.synchronize(env.device)
+    if env.watch is not None:
+        env.watch.synced()
+
+
+def all_reduce_sum(env: DistEnv, t: torch.Tensor, name: str = "metrics all-reduce") -> torch.Tensor:
+    """SUM over ranks. With ranks, the result comes back on the host: that copy is where an NCCL
+    collective is waited for, so the watch covers it (callers' own `.cpu()` is then a no-op)."""
     if env.is_distributed:
-        dist.all_reduce(t)
+        with waiting(env, name):
+            dist.all_reduce(t)
+        t = t.cpu()
+        _sync(env)
     return t
 
 
@@ -136,8 +245,27 @@ def gather_rows(env: DistEnv, t: torch.Tensor) -> torch.Tensor:
     # gloo cannot all_gather bool tensors: move through uint8.
     src = t.to(torch.uint8) if t.dtype == torch.bool else t
     parts = [torch.empty_like(src) for _ in range(env.world_size)]
-    dist.all_gather(parts, src)
+    with waiting(env, "all-gather"):
+        dist.all_gather(parts, src)
+        _sync(env)
     out = torch.cat(parts, dim=0)
+    return out.bool() if t.dtype == torch.bool else out
+
+
+def gather_rows_to_main(env: DistEnv, t: torch.Tensor, name: str = "gather") -> torch.Tensor | None:
+    """Every rank's rows (dim 0) in rank order, on rank 0's host only (None elsewhere): a checkpoint's
+    carry needs no copy on the ranks that do not write it (~3 GB per rank for 8-GPU maze)."""
+    if not env.is_distributed:
+        return t.cpu()
+    t = t.contiguous()
+    src = t.to(torch.uint8) if t.dtype == torch.bool else t  # gloo has no bool collectives
+    parts = [torch.empty_like(src) for _ in range(env.world_size)] if env.is_main else None
+    with waiting(env, name):
+        dist.gather(src, parts, dst=0)
+        _sync(env)
+    if parts is None:
+        return None
+    out = torch.cat([p.cpu() for p in parts], dim=0)
     return out.bool() if t.dtype == torch.bool else out
 
 
@@ -153,7 +281,8 @@ def gather_objects(env: DistEnv, obj: Any) -> list[Any]:
     if not env.is_distributed:
         return [obj]
     out: list[Any] = [None] * env.world_size
-    dist.all_gather_object(out, obj)
+    with waiting(env, "object all-gather", blocking=True):
+        dist.all_gather_object(out, obj)
     return out
 
 
@@ -176,7 +305,10 @@ def dead_ranks(env: DistEnv) -> list[int]:
 
 
 def describe_failure(env: DistEnv, err: BaseException) -> str:
-    """A one-line reason for the status event when a collective fails."""
+    """A one-line reason for the status event when a collective fails (the watch's report when it
+    saw the collective hang: it names the collective and the late rank)."""
+    if env.watch is not None and env.watch.fired:
+        return env.watch.fired
     # A killed peer's sockets close a moment before the kernel marks it dead: look again briefly.
     deadline = time.monotonic() + 3.0
     gone = dead_ranks(env)

@@ -53,7 +53,7 @@ def launch(
     from hrm.train.trainer import run_training
 
     try:
-        env = D.init_distributed(cfg.train.device)
+        env = D.init_distributed(cfg.train.device, cfg.train.dist_timeout_s)
     except RuntimeError as e:
         print(f"hrm-train: {e}", file=sys.stderr)
         return 2

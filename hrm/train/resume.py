@@ -12,6 +12,7 @@ from typing import Any
 import torch
 
 from hrm.run.layout import checkpoint_path, checkpoints_dir
+from hrm.train import distributed as D
 from hrm.train import state as S
 
 log = logging.getLogger(__name__)
@@ -149,6 +150,8 @@ def write_checkpoint(s: Any, step: int, carry: Any, metrics: dict[str, Any], wai
     t0 = time.perf_counter()
     ckpt = build_checkpoint(s, step, carry, metrics)
     if ckpt is None:
+        if wait:  # rank 0 writes; the others wait for it at a named barrier, not in the next step's all-reduce
+            D.barrier_after_rank0(s.env, "checkpoint written")
         return None
     score = (metrics.get("eval") or {}).get("exact_accuracy")
     path = checkpoint_path(s.run_dir, step)
@@ -161,6 +164,7 @@ def write_checkpoint(s: Any, step: int, carry: Any, metrics: dict[str, Any], wai
     _writer(s).save(ckpt, path, score=score, on_done=done)
     if wait:
         wait_writes(s)
+        D.barrier_after_rank0(s.env, "checkpoint written")
     s.last_checkpoint = _display(s.run_dir, path)
     return s.last_checkpoint
 

@@ -50,6 +50,7 @@ class Session:
         s.stop_at_step = stop_at_step
         try:
             s._open_run_dir()
+            D.watch_reports_to(env, lambda msg: s.status("failed", error=msg), s.current_step)
             s.status("starting")
             s.data = B.prepare_dataset(cfg, env)
             s.total_steps = B.total_steps(cfg, s.data)

@@ -83,8 +83,10 @@ def restore_rank_rng(env: D.DistEnv, per_rank: list[dict[str, Any]], seed: int, 
 
 # --- ACT carry ---------------------------------------------------------------------------------
 def global_carry(env: D.DistEnv, carry_sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Every tensor of the carry has the batch on dim 0: concatenate the ranks' rows (on CPU)."""
-    return {k: D.gather_rows(env, v).cpu() for k, v in sorted(carry_sd.items())}
+    """Every tensor of the carry has the batch on dim 0: the ranks' rows concatenated on rank 0's host
+    (collective; the other ranks get {}: only rank 0 writes the checkpoint)."""
+    out = {k: D.gather_rows_to_main(env, v, "checkpoint carry gather") for k, v in sorted(carry_sd.items())}
+    return {k: v for k, v in out.items() if v is not None}
 
 
 def local_carry(env: D.DistEnv, carry_sd: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
