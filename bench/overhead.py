@@ -25,10 +25,11 @@ sys.path.insert(0, str(REPO))
 
 import torch  # noqa: E402
 
+from hrm.model.losses import METRIC_KEYS  # noqa: E402
 from hrm.run.config import load_preset  # noqa: E402
 from hrm.train import distributed as D  # noqa: E402
 from hrm.train.session import Session  # noqa: E402
-from hrm.train.step import METRIC_KEYS, pack, unpack  # noqa: E402
+from hrm.train.step import StepTensors, pack, unpack  # noqa: E402
 from hrm.train.trainer import Trainer  # noqa: E402
 
 PAPER = [
@@ -88,10 +89,15 @@ def step_overhead(preset: str, blocks: int, block_steps: int) -> None:
             # host sync, the train event.
             loss = torch.tensor(1.0, dtype=torch.float64)
             metrics = {k: torch.tensor(1.0) for k in METRIC_KEYS}
+            hms = s.mcfg.halt_max_steps
+            tensors = StepTensors(
+                loss, metrics, loss, torch.ones(2, dtype=torch.float64), torch.ones(hms if hms > 1 else 0)
+            )
             reps = 2000
             c0 = time.process_time()
             for i in range(reps):
-                res = unpack(D.all_reduce_sum(s.env, pack(s.env, loss, metrics, loss, s.steering.local_flags())), 64)
+                vec = pack(s.env, tensors, loss, s.steering.local_flags())
+                res = unpack(D.all_reduce_sum(s.env, vec), 64)
                 s.steering.decide(res.flags)
                 s.event(
                     "train",

@@ -12,6 +12,32 @@ from hrm.model.hrm_act import Batch, Carry, HierarchicalReasoningModel_ACTV1
 
 IGNORE_LABEL_ID = -100
 
+# The head's metric sums, sorted like the reference's stacking order (a missing key counts as 0).
+# The one list: the train step and evaluation both reduce exactly these.
+METRIC_KEYS = (
+    "accuracy",
+    "count",
+    "exact_accuracy",
+    "lm_loss",
+    "q_continue_loss",
+    "q_halt_accuracy",
+    "q_halt_loss",
+    "steps",
+)
+
+
+def changed_cell_sums(
+    preds: torch.Tensor, inputs: torch.Tensor, labels: torch.Tensor, rows: torch.Tensor | None = None
+) -> torch.Tensor:
+    """float64 [correct, total] over the cells the model must change (label present and different from
+    the input: Sudoku blanks, maze path cells, so correct/total is path recall there), counted in `rows`
+    (bool [B]; all rows when None). Stays on the device: no host sync."""
+    mask = (labels != IGNORE_LABEL_ID) & (inputs != labels)
+    if rows is not None:
+        mask = mask & rows.view(-1, 1)
+    correct = (mask & (preds == labels)).sum()
+    return torch.stack([correct, mask.sum()]).to(torch.float64)
+
 
 def _stablemax_s(x: torch.Tensor, epsilon: float = 1e-30) -> torch.Tensor:
     """s(x) = x+1 for x ≥ 0, 1/(1−x+ε) for x < 0: a positive, monotone, only linearly growing exp."""

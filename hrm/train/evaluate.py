@@ -14,20 +14,11 @@ from typing import Any
 
 import torch
 
+from hrm.model.losses import METRIC_KEYS, changed_cell_sums
 from hrm.train import distributed as D
 
 log = logging.getLogger(__name__)
 
-EVAL_KEYS = (
-    "accuracy",
-    "count",
-    "exact_accuracy",
-    "lm_loss",
-    "q_continue_loss",
-    "q_halt_accuracy",
-    "q_halt_loss",
-    "steps",
-)
 MAX_SAMPLES = 8
 
 
@@ -58,7 +49,7 @@ def evaluate(
     t0 = time.perf_counter()
     was_training = head.training
     head.eval()
-    sums = torch.zeros(len(EVAL_KEYS), dtype=torch.float64)
+    sums = torch.zeros(len(METRIC_KEYS), dtype=torch.float64)
     hist = torch.zeros(halt_max_steps, dtype=torch.float64)
     changed = torch.zeros(2, dtype=torch.float64)  # [correct, total] over cells whose label differs from the input
     samples: list[dict[str, list[int]]] = []
@@ -67,7 +58,7 @@ def evaluate(
         for batch, effective in _batches(data_root, global_batch, env, max_examples, split):
             batch = {k: v.to(env.device) for k, v in batch.items()}
             metrics, first_halt, preds = _run_batch(head, batch, halt_max_steps)
-            sums += torch.stack([metrics.get(k, torch.zeros(())).detach().double().cpu() for k in EVAL_KEYS])
+            sums += torch.stack([metrics.get(k, torch.zeros(())).detach().double().cpu() for k in METRIC_KEYS])
             valid = (batch["labels"] != -100).any(dim=-1).cpu()  # padding rows have no labels
             hist += torch.bincount(first_halt.cpu()[valid] - 1, minlength=halt_max_steps)[:halt_max_steps].double()
             changed += _changed_cells(batch, preds)
@@ -78,11 +69,11 @@ def evaluate(
         head.train(was_training)
     # One collective for the three (NCCL needs them on the device; gloo takes CPU tensors).
     packed = D.all_reduce_sum(env, torch.cat([sums, hist, changed]).to(env.device)).cpu()
-    sums, hist, changed = packed.split([len(EVAL_KEYS), halt_max_steps, 2])
-    count = max(float(sums[EVAL_KEYS.index("count")]), 1.0)
-    out: dict[str, Any] = {k: float(sums[i]) / count for i, k in enumerate(EVAL_KEYS) if k != "count"}
+    sums, hist, changed = packed.split([len(METRIC_KEYS), halt_max_steps, 2])
+    count = max(float(sums[METRIC_KEYS.index("count")]), 1.0)
+    out: dict[str, Any] = {k: float(sums[i]) / count for i, k in enumerate(METRIC_KEYS) if k != "count"}
     out["act_steps_mean"] = out.pop("steps")
-    out["count"] = int(sums[EVAL_KEYS.index("count")])
+    out["count"] = int(sums[METRIC_KEYS.index("count")])
     # The cells the model must change: Sudoku blanks, maze path cells (so this is path recall).
     out["changed_accuracy"] = float(changed[0] / changed[1]) if changed[1] > 0 else None
     out["changed_cells"] = int(changed[1])
@@ -126,10 +117,7 @@ def _run_batch(head: torch.nn.Module, batch: dict[str, torch.Tensor], halt_max_s
 def _changed_cells(batch: dict[str, torch.Tensor], preds: torch.Tensor | None) -> torch.Tensor:
     if preds is None:
         return torch.zeros(2, dtype=torch.float64)
-    labels = batch["labels"]
-    mask = (labels != -100) & (batch["inputs"] != labels)
-    correct = (mask & (preds == labels)).sum()
-    return torch.stack([correct.double().cpu(), mask.sum().double().cpu()])
+    return changed_cell_sums(preds, batch["inputs"], batch["labels"]).cpu()
 
 
 def _samples(

@@ -16,7 +16,7 @@ from hrm.train.evaluate import evaluate
 from hrm.train.health import Health
 from hrm.train.session import Session
 from hrm.train.steering import Decision
-from hrm.train.step import forward_backward, pack, unpack
+from hrm.train.step import TrainRecord, forward_backward, pack, param_sq, trained_tensors, unpack
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +38,8 @@ class Trainer:
         self.stop_reason = ""
         self.final_state = "finished"
         self.params = [p for p in session.head.parameters() if p.requires_grad]
+        self.trained = trained_tensors(session.head)
+        self.record = TrainRecord()  # the last step's train event, until its parameter norm arrives
         self.gb = int(self.cfg.train.global_batch_size)
         self._t_last = time.perf_counter()
         self._ckpt_step = -1
@@ -78,6 +80,7 @@ class Trainer:
             self.run_eval()
             self.save_checkpoint(wait=True)
             self.stop_reason = self.stop_reason or f"completed {s.total_steps} steps"
+        self.flush_train()
         s.finish(self.final_state, self.stop_reason, self.step)
         return 0 if self.final_state == "finished" else 1
 
@@ -88,11 +91,12 @@ class Trainer:
         batch = {k: v.to(env.device, non_blocking=True) for k, v in batch.items()}
         if self.carry is None:
             self.carry = s.head.initial_carry(batch)
-        self.carry, loss, metrics, grad_sq = forward_backward(
-            s.train_forward, self.carry, batch, self.gb, env, self.params
+        self.carry, tensors = forward_backward(
+            s.train_forward, self.carry, batch, self.gb, env, self.params, s.mcfg.halt_max_steps
         )
-        vec = pack(env, loss, metrics, grad_sq, s.steering.local_flags())
+        vec = pack(env, tensors, self.record.carried(env.device), s.steering.local_flags())
         res = unpack(D.all_reduce_sum(env, vec).cpu(), self.gb)  # the step's one host sync
+        self._log_train(self.record.complete(res.prev_param_norm))  # the previous step's event
         if res.nonfinite:
             s.optim.zero_grad()
             self.step -= 1  # no optimizer step was taken
@@ -115,21 +119,34 @@ class Trainer:
                 examples_per_s=self.gb / dt if dt > 0 else None,
                 epoch=s.loader_epoch(),
             )
-            self._log_train()
+            self.record.hold(self.step, self.last_train, param_sq(self.trained))
         return s.steering.decide(res.flags)
 
-    def _log_train(self) -> None:
-        """One `train` event per step, or the mean over log_interval steps (numbers only)."""
+    def flush_train(self) -> None:
+        """Write the held train event now (before an eval, checkpoint, command, pause or the end)."""
+        self._log_train(self.record.complete_now())
+
+    def _log_train(self, held: tuple[int, dict[str, Any]] | None) -> None:
+        """One `train` event per step, or over log_interval steps: the mean of the numbers, the sum of
+        the halting histograms, the last lr, epoch and parameter norm."""
+        if held is None:
+            return
+        step, fields = held
         n = int(getattr(self.cfg.train, "log_interval", 1) or 1)
         if n <= 1:
-            self.s.event("train", self.step, **self.last_train)
+            self.s.event("train", step, **fields)
             return
-        self._window.append(self.last_train)
-        if self.step % n == 0:
-            keys = [k for k, v in self.last_train.items() if isinstance(v, (int, float)) and v is not None]
-            mean = {k: sum(m[k] for m in self._window) / len(self._window) for k in keys}
-            mean.update(lr=self.last_train["lr"], epoch=self.last_train["epoch"], steps_aggregated=len(self._window))
-            self.s.event("train", self.step, **mean)
+        self._window.append(fields)
+        if step % n == 0:
+            w = self._window
+            keys = [
+                k for k, v in fields.items() if isinstance(v, (int, float)) and all(m.get(k) is not None for m in w)
+            ]
+            agg: dict[str, Any] = {k: sum(m[k] for m in w) / len(w) for k in keys}
+            if "act_steps_hist" in fields:
+                agg["act_steps_hist"] = [sum(col) for col in zip(*(m["act_steps_hist"] for m in w))]
+            agg.update({k: fields[k] for k in ("lr", "epoch", "param_norm") if k in fields})
+            self.s.event("train", step, **agg, steps_aggregated=len(w))
             self._window = []
 
     # --- commands ----------------------------------------------------------------------------
@@ -140,6 +157,7 @@ class Trainer:
             if self.s.steering.paused and not self.stop_reason:
                 self._pause_loop()  # paused by a health check rather than a command
             return
+        self.flush_train()
         acts = [f for f in ("pause", "resume", "checkpoint", "eval", "stop") if getattr(d, f)]
         log.info("acting on %s at step %d", "+".join(acts), self.step)  # every rank: same step
         extra: dict[str, dict[str, Any]] = {}
@@ -173,6 +191,7 @@ class Trainer:
     def _pause_loop(self) -> None:
         """Wait between steps, still answering commands; every rank polls together."""
         s = self.s
+        self.flush_train()
         while s.steering.paused and not self.stop_reason:
             time.sleep(PAUSE_POLL_S)
             flags = D.all_reduce_sum(self.env, s.steering.local_flags().to(self.env.device)).cpu()
@@ -183,6 +202,7 @@ class Trainer:
         self._t_last = time.perf_counter()  # the pause is not step time
 
     def _stop(self, reason: str) -> None:
+        self.flush_train()
         self.s.status("stopping", reason=reason)
         self.save_checkpoint(wait=True, reason="stop")
         self.stop_reason = f"stopped: {reason}"
@@ -208,6 +228,7 @@ class Trainer:
 
     # --- eval and checkpoints ------------------------------------------------------------------
     def run_eval(self) -> dict[str, Any]:
+        self.flush_train()
         t = self.cfg.train
         ev = evaluate(
             self.s.head,
@@ -226,6 +247,7 @@ class Trainer:
     def save_checkpoint(self, wait: bool = False, reason: str = "interval") -> str | None:
         """Collective (carry and RNG are gathered). Returns the run-relative path (rank 0), or
         None when the model is unhealthy (the last good checkpoint must not be overwritten)."""
+        self.flush_train()  # every step a checkpoint covers is logged before it
         if self._ckpt_step == self.step:  # decided alike on every rank (the save is collective)
             if wait:
                 self.s.wait_writes()
@@ -242,8 +264,15 @@ class Trainer:
 
 def run_training(session: Session) -> int:
     """Run a built session to the end; a failure becomes a `failed` status naming the cause."""
+    trainer = None
     try:
-        return Trainer(session).train()
+        trainer = Trainer(session)
+        return trainer.train()
     except Exception as e:  # the run must end with a status event whatever went wrong
+        if trainer is not None:
+            try:
+                trainer.flush_train()  # the last step taken is logged before the failure
+            except Exception as flush_error:  # e.g. the device itself failed
+                log.warning("could not log the last train step: %s", flush_error)
         session.fail(e)
         return 1
