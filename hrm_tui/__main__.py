@@ -1,4 +1,8 @@
-"""`hrm-tui [--runs-root DIR] [--readonly]` and `hrm-tui attach RUN [--readonly]`."""
+"""`hrm-tui [--runs-root DIR] [--readonly]` and `hrm-tui attach RUN [--readonly]`.
+
+Without `attach`, the app re-attaches to the run it showed last under the same runs root while that
+run's trainer lives (remembered in hrm_tui.lastrun's file); otherwise it opens the runs list, or the
+preset picker when there are no runs yet."""
 
 from __future__ import annotations
 
@@ -37,10 +41,11 @@ def main(argv: list[str] | None = None) -> None:
             )
             sys.exit(2)
         run_dir = run_dir.resolve()
+    from hrm_tui import lastrun
     from hrm_tui.app import HrmApp  # after argument errors: they need no Textual start-up
 
     readonly = args.readonly or getattr(args, "attach_readonly", False)
-    app = HrmApp(args.runs_root.resolve(), attach=run_dir, readonly=readonly)
+    app = HrmApp(args.runs_root.resolve(), attach=run_dir, readonly=readonly, last_run_file=lastrun.default_path())
     app.run()
     sys.exit(app.return_code or 0)
 

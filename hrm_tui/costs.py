@@ -1,33 +1,54 @@
 """Rough cost of a preset before it runs: memory and time per step (no torch, no dataset).
 
 Time: FLOPs per step (hrm.run.config.describe) over a sustained throughput. For the CPU that is
-measured here once (a few float32 numpy matmuls, ~50 ms) at an efficiency typical of small
-transformer steps; for CUDA a nominal figure. Shown with "≈": it tells presets apart, nothing more.
+measured here once per app start: the best of a few float32 matmuls small enough to stay on one
+thread, timed in that thread's own CPU time, so a busy machine (other processes taking the cores)
+does not move it; times the cores we may use, at an efficiency typical of small transformer steps
+(calibrated on sudoku-cpu: about 0.15-0.25 s a step on 2 quiet cores). For CUDA a nominal figure.
+Shown with "≈": it tells presets apart, nothing more.
 """
 
 from __future__ import annotations
 
 import functools
+import os
 import time
 from typing import Any
 
-CPU_EFFICIENCY = 0.3  # share of the matmul peak a small HRM step reaches on CPU
+CPU_EFFICIENCY = 0.6  # share of the per-core matmul peak × cores a small HRM step reaches on CPU
 CUDA_FLOPS = 1.5e14  # sustained bf16 on a current datacenter GPU (H100-class, ~30-40 % of peak)
+_PROBE_N = 64  # below BLAS's threading threshold: the matmul runs in the calling thread
+_PROBE_TRIALS = 5
+_PROBE_CPU_S = 0.01  # thread CPU time per trial
 
 
 @functools.cache
-def cpu_flops() -> float:
-    """This machine's float32 matmul throughput (FLOP/s), measured once."""
+def cpu_core_flops() -> float:
+    """One core's float32 matmul throughput (FLOP/s): the best of a few trials, in thread CPU time."""
     import numpy as np
 
-    n = 384
-    a = np.random.default_rng(0).standard_normal((n, n), dtype=np.float32)
-    a @ a  # warm-up (thread pool, caches)
-    reps, t0 = 0, time.perf_counter()
-    while time.perf_counter() - t0 < 0.05:
-        a @ a
-        reps += 1
-    return 2 * n**3 * reps / (time.perf_counter() - t0)
+    a = np.random.default_rng(0).standard_normal((_PROBE_N, _PROBE_N), dtype=np.float32)
+    a @ a  # warm-up (caches, BLAS dispatch)
+    best = 0.0
+    for _ in range(_PROBE_TRIALS):
+        reps, c0 = 0, time.thread_time()
+        while (used := time.thread_time() - c0) < _PROBE_CPU_S:
+            a @ a
+            reps += 1
+        best = max(best, 2 * _PROBE_N**3 * reps / used)
+    return best
+
+
+def cpu_cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def cpu_flops() -> float:
+    """The sustained float32 throughput a CPU run gets on this machine's cores (FLOP/s)."""
+    return cpu_core_flops() * cpu_cores() * CPU_EFFICIENCY
 
 
 def estimate(info: dict[str, Any]) -> tuple[str, str]:
@@ -35,7 +56,7 @@ def estimate(info: dict[str, Any]) -> tuple[str, str]:
     gpus = max(1, int(info.get("gpus") or 1))
     cuda = info.get("device") == "cuda"
     flops = float(info.get("flops_per_step") or 0.0)
-    rate = CUDA_FLOPS * gpus if cuda else cpu_flops() * CPU_EFFICIENCY
+    rate = CUDA_FLOPS * gpus if cuda else cpu_flops()
     secs = flops / rate if flops else None
     params = int(info.get("num_params") or 0)
     # weights + grads + two Adam moments (fp32), plus the activations of one segment's graph
@@ -45,5 +66,12 @@ def estimate(info: dict[str, Any]) -> tuple[str, str]:
     per_value = 2 if cuda else 4  # bf16 on CUDA, fp32 on CPU; ~12 saved tensors per layer and token
     acts = batch * int(info.get("seq_len") or 0) * hidden * layers * 12 * per_value
     mem = params * 16 + acts
-    step = "?" if secs is None else (f"{secs:.2f} s" if secs < 10 else f"{secs:.0f} s")
-    return f"≥{mem / 2**20:,.0f} MiB", f"≈{step}"
+    return f"≥{mem / 2**20:,.0f} MiB", f"≈{step_text(secs)}"
+
+
+def step_text(secs: float | None) -> str:
+    if secs is None:
+        return "?"
+    if secs < 0.1:
+        return f"{max(secs * 1000, 1):.0f} ms"
+    return f"{secs:.2f} s" if secs < 10 else f"{secs:.0f} s"

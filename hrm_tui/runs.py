@@ -6,22 +6,19 @@ the run's trainer.log) and from then on only reads the directory and talks to it
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from hrm.run import layout
-from hrm.run.events import parse_event_lines
+from hrm.run.status import STATE_LABELS, read_status
 from hrm_tui.runstate import LIVE_STATES
 
 EVENTS = layout.EVENTS_FILE
 TRAINER_LOG = layout.LOG_FILE
-_TAIL_BYTES = 64 * 1024
 # Trainers launched by this app, by run directory: polled so they never linger as zombies, and
 # counted as alive while they start (before the trainer has written its pid file).
 _children: dict[Path, subprocess.Popen] = {}
@@ -30,7 +27,7 @@ _children: dict[Path, subprocess.Popen] = {}
 @dataclass
 class RunInfo:
     path: Path
-    status: str  # starting|running|paused|stopping|finished|failed|stopped|died|unknown
+    status: str  # one of hrm.run.status.STATES
     step: int
     total_steps: int | None
     alive: bool
@@ -40,6 +37,11 @@ class RunInfo:
     @property
     def name(self) -> str:
         return self.path.name
+
+    @property
+    def label(self) -> str:
+        """The state as shown ("building data" for building)."""
+        return STATE_LABELS.get(self.status, self.status)
 
 
 class LaunchError(Exception):
@@ -62,51 +64,17 @@ def reap_children() -> None:
             del _children[run_dir]
 
 
-def _tail_events(path: Path, nbytes: int = _TAIL_BYTES) -> list[dict[str, Any]]:
-    try:
-        with open(path, "rb") as f:
-            size = os.fstat(f.fileno()).st_size
-            f.seek(max(0, size - nbytes))
-            blob = f.read()
-    except OSError:
-        return []
-    lines = blob.split(b"\n")
-    if size > nbytes:
-        lines = lines[1:]  # first line is probably cut
-    return parse_event_lines(lines)[0]
-
-
-def _first_event(path: Path) -> dict[str, Any]:
-    try:
-        with open(path, "rb") as f:
-            line = f.readline()
-        ev = json.loads(line)
-        return ev if isinstance(ev, dict) else {}
-    except (OSError, ValueError):
-        return {}
-
-
 def run_info(run_dir: Path) -> RunInfo:
-    """Status of one run from the end of its events file and its pid file (fast on huge files)."""
-    events_path = run_dir / EVENTS
-    tail = _tail_events(events_path)
-    state, reason, step, total, last_t = "unknown", None, 0, None, None
-    run_ev: dict[str, Any] = next((e for e in reversed(tail) if e.get("kind") == "run"), {}) or _first_event(
-        events_path
-    )
-    if run_ev.get("kind") == "run":
-        total = run_ev.get("total_steps")
-    for ev in tail:
-        if ev.get("kind") == "status":
-            state = str(ev.get("state"))
-            reason = ev.get("error") or ev.get("reason")
-        if ev.get("kind") == "train":
-            step = int(ev.get("step", step))
-        if isinstance(ev.get("t"), (int, float)):
-            last_t = float(ev["t"])
-    alive = trainer_alive(run_dir)
-    status = derive_status(state, alive, has_events=events_path.exists(), has_log=(run_dir / TRAINER_LOG).exists())
-    return RunInfo(run_dir, status, step, total if isinstance(total, int) else None, alive, last_t, reason)
+    """State and step of one run (hrm.run.status: the trainer's state.json, else a backwards scan of
+    its events), fast however long its history. A trainer this app just launched counts as
+    `starting` until it records anything."""
+    st = read_status(run_dir)
+    state, live = st.state, st.live
+    if not live and Path(run_dir).resolve() in _children:
+        reap_children()
+        if Path(run_dir).resolve() in _children and st.source == "none":
+            state, live = "starting", True
+    return RunInfo(run_dir, state, st.step, st.total_steps, live, st.updated, st.reason)
 
 
 def derive_status(last_state: str, alive: bool, has_events: bool = True, has_log: bool = False) -> str:
@@ -122,14 +90,22 @@ def derive_status(last_state: str, alive: bool, has_events: bool = True, has_log
     return "died"  # no final status and no process: killed or crashed hard
 
 
+def _run_dirs(runs_root: Path) -> list[Path]:
+    try:
+        entries = list(runs_root.iterdir())
+    except OSError:
+        return []
+    marks = (EVENTS, layout.CONFIG_FILE, TRAINER_LOG)
+    return [d for d in entries if d.is_dir() and any((d / m).exists() for m in marks)]
+
+
+def has_runs(runs_root: Path) -> bool:
+    return bool(_run_dirs(runs_root))
+
+
 def list_runs(runs_root: Path) -> list[RunInfo]:
     """Runs under `runs_root`, live ones first, then newest first."""
-    if not runs_root.is_dir():
-        return []
-    infos = []
-    for d in runs_root.iterdir():
-        if d.is_dir() and ((d / EVENTS).exists() or (d / layout.CONFIG_FILE).exists() or (d / TRAINER_LOG).exists()):
-            infos.append(run_info(d))
+    infos = [run_info(d) for d in _run_dirs(runs_root)]
     infos.sort(key=lambda r: (not r.alive, -(r.last_t or _mtime(r.path))))
     return infos
 
@@ -150,14 +126,6 @@ def log_tail(run_dir: Path, lines: int = 12) -> list[str]:
     except OSError:
         return []
     return [ln.rstrip() for ln in text.splitlines() if ln.strip()][-lines:]
-
-
-def list_checkpoints(run_dir: Path) -> list[Any]:
-    """Complete checkpoints (hrm.run.ckpt_index.CheckpointInfo: path, step, size, mtime, score,
-    best), newest step first. Torch-free: file names and the index only."""
-    from hrm.run.ckpt_index import list_checkpoints as _list
-
-    return sorted(_list(run_dir), key=lambda c: c.step, reverse=True)
 
 
 # ---- starting trainers ----------------------------------------------------------------------------

@@ -87,7 +87,7 @@ async def test_startup_opens_runs_list_and_attaches(failed_run: Path) -> None:
         assert "attach" in footer_actions(app) and "resume" not in footer_actions(app)  # no checkpoints
         await pilot.press("enter")
         await wait_for(pilot, lambda: isinstance(app.screen, DashboardScreen) and app.screen.state.step == 400)
-        assert app.run_dir == failed_run
+        assert app.attached_run == failed_run
 
 
 async def test_dashboard_rebuilds_everything_from_events(failed_run: Path) -> None:
@@ -149,7 +149,9 @@ async def test_help_is_generated_from_bindings(failed_run: Path) -> None:
         await wait_for(pilot, lambda: isinstance(app.screen, HelpScreen))
         rows = {desc: enabled for _, desc, enabled in app.screen.rows}
         for binding in DashboardScreen.BINDINGS + HrmApp.BINDINGS:
-            assert binding.description in rows
+            if binding.action != "quit_detached":  # `q` is "Quit" here: the run is over
+                assert binding.description in rows
+        assert rows["Quit"] is True and "Quit (the run continues)" not in rows
         assert rows["Pause"] is False and rows["Window"] is True  # a dead run cannot be paused
         await pilot.press("escape")
         await wait_for(pilot, lambda: isinstance(app.screen, DashboardScreen))
@@ -236,7 +238,8 @@ async def test_runs_screen_lists_checkpoints(tmp_path: Path) -> None:
         from textual.widgets import DataTable
 
         table = screen.query_one("#ckpts", DataTable)
-        assert table.get_row_at(0)[:2] == ["40", "50.0 % best"]
+        assert table.get_row_at(0)[:2] == ["40", "50.0 %"] and table.get_row_at(0)[-1] == "best"  # index.json's best
+        assert table.get_row_at(1)[-1] == ""
         assert "resume" in footer_actions(app) and "delete" in footer_actions(app)
 
 
@@ -319,7 +322,8 @@ async def test_readonly_dashboard_of_a_live_run_has_no_controls(live_run: Path) 
     async with app.run_test(size=(120, 40)) as pilot:
         dash = app.screen
         await wait_for(pilot, lambda: dash.alive and dash.status == "running")
-        assert footer_actions(app) == {"window", "switch_mode('runs')", "help", "quit"}
+        # `q` says the run goes on: it is live
+        assert footer_actions(app) == {"window", "switch_mode('runs')", "help", "quit_detached"}
         await pilot.press("s")  # not even the confirm dialog
         await pilot.pause(0.2)
         assert isinstance(app.screen, DashboardScreen)

@@ -52,7 +52,7 @@ async def test_live_run_every_control_key(tmp_path: Path) -> None:
             await wait_for(pilot, lambda: isinstance(app.screen, DashboardScreen), 10, "dashboard")
             dash = app.screen
             run_dir = root / "live"
-            assert app.run_dir == run_dir and (run_dir / "trainer.log").exists()
+            assert app.attached_run == run_dir and (run_dir / "trainer.log").exists()
             await wait_for(pilot, lambda: dash.state.step >= 2 and dash.alive, STARTUP_S, "the step to advance")
             assert dash.status == "running"
             assert {"pause", "checkpoint", "evaluate", "stop"} <= _footer(app)

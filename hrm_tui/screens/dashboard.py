@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from textual import work
 from textual.app import ComposeResult
@@ -14,6 +14,7 @@ from textual.reactive import reactive
 from textual.screen import Screen
 from textual.widgets import Footer, TabbedContent, TabPane
 
+from hrm_tui.host import AppHost, host
 from hrm_tui.messages import CommandDone, EventsRead, Liveness, SystemSampled
 from hrm_tui.runs import derive_status
 from hrm_tui.runstate import LIVE_STATES, RunState
@@ -21,9 +22,6 @@ from hrm_tui.screens.confirm import ConfirmScreen
 from hrm_tui.watch import RunWatcher
 from hrm_tui.widgets import ActPanel, DeathNote, GpuPanel, LogPanel, MetricPlot, PuzzleView, RunHeader
 from hrm_tui.widgets.plot import WINDOWS
-
-if TYPE_CHECKING:
-    from hrm_tui.app import HrmApp
 
 REDRAW_S = 0.5  # at most 2 redraws per second, however fast events arrive
 PLOT_REDRAW_S = 1.0  # plots (the costliest panels) at most once a second
@@ -61,8 +59,8 @@ class DashboardScreen(Screen):
         self._plots_due = False  # plot changes held back by PLOT_REDRAW_S
 
     @property
-    def hrm(self) -> HrmApp:
-        return self.app  # type: ignore[return-value]
+    def hrm(self) -> AppHost:
+        return host(self)
 
     # ---- layout ----------------------------------------------------------------------------
     def compose(self) -> ComposeResult:
@@ -119,6 +117,7 @@ class DashboardScreen(Screen):
         self._set_titles()
         self.set_interval(REDRAW_S, self._flush)
         self._render_all()
+        self.watch(self.app, "attached_run", self._attached_run_changed)  # held once, by the app
 
     def _wants_compact(self) -> bool:
         w, h = self.app.size
@@ -138,10 +137,14 @@ class DashboardScreen(Screen):
                 w.border_title = title
 
     # ---- attaching ---------------------------------------------------------------------------
-    def on_screen_resume(self) -> None:
-        target = self.hrm.run_dir
-        if target is not None and target != self.run_dir:
-            self.attach(target)
+    def _attached_run_changed(self, run_dir: Path | None) -> None:
+        if run_dir is None:
+            self.detach()
+            self.run_dir, self.state, self.alive = None, None, False
+            self._update_status()
+            self._render_all()
+        else:
+            self.attach(run_dir)
 
     def attach(self, run_dir: Path) -> None:
         self.detach()

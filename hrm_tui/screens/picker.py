@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from textual import on, work
 from textual.app import ComposeResult
@@ -17,10 +17,12 @@ from textual.widgets import DataTable, Footer, Input, Label, Static
 
 from hrm_tui import runs
 from hrm_tui.costs import estimate
+from hrm_tui.host import AppHost, host
 from hrm_tui.runs import LaunchError
 
-if TYPE_CHECKING:
-    from hrm_tui.app import HrmApp
+# The extra-overrides field's placeholder: real keys of the schema (a test validates it).
+OVERRIDES_EXAMPLE = "optim.lr=3e-4 train.eval_interval=500"
+CPU_OVERRIDE = "train.device=cpu"
 
 
 def user_preset_dirs() -> list[Path]:
@@ -73,14 +75,16 @@ class PickerScreen(Screen):
     @dataclass
     class Described(Message):
         rows: list[dict[str, Any]]
+        no_cuda: str | None = None
 
     def __init__(self) -> None:
         super().__init__()
         self.rows: list[dict[str, Any]] = []
+        self.no_cuda: str | None = None  # why this machine cannot train on CUDA (None: it can)
 
     @property
-    def hrm(self) -> HrmApp:
-        return self.app  # type: ignore[return-value]
+    def hrm(self) -> AppHost:
+        return host(self)
 
     def compose(self) -> ComposeResult:
         with Vertical(id="picker", classes="box"):
@@ -93,7 +97,7 @@ class PickerScreen(Screen):
                 yield Input(placeholder="preset", id="steps", type="integer")
                 yield Label("gpus")
                 yield Input(placeholder="1", id="gpus", type="integer")
-            yield Input(placeholder="more overrides: train.lr=3e-4 train.eval_interval=500", id="extra")
+            yield Input(placeholder=f"more overrides, e.g. {OVERRIDES_EXAMPLE}", id="extra")
         yield Footer()
 
     def on_mount(self) -> None:
@@ -104,21 +108,29 @@ class PickerScreen(Screen):
 
     def on_screen_resume(self) -> None:
         self.query_one("#presets", DataTable).focus()
+        if self.rows:  # back from a run: its dataset may be built now
+            self.load()
 
     @work(thread=True, exclusive=True)
     def load(self) -> None:
-        self.post_message(self.Described([describe_preset(p) for p in preset_files()]))
+        no_cuda = self.hrm.cuda_missing()  # probed once per app start
+        self.post_message(self.Described([describe_preset(p) for p in preset_files()], no_cuda))
 
     def on_picker_screen_described(self, msg: Described) -> None:
-        self.rows = msg.rows
+        self.rows, self.no_cuda = msg.rows, msg.no_cuda
         table = self.query_one("#presets", DataTable)
+        keep = table.cursor_row
         table.clear()
         for r in msg.rows:
             if "error" in r:
                 table.add_row(r["preset"], f"✗ {r['error']}"[:60], "", "", "", "", "")
                 continue
             device = r["device"] + (f" ×{r['gpus']}" if r.get("gpus", 1) > 1 else "")
+            if r["device"] == "cuda" and self.no_cuda:
+                device += " ✗"
             table.add_row(r["preset"], r["task_label"], r["model"], device, r["mem"], r["step_est"], r["built"])
+        if keep is not None and 0 < keep < len(msg.rows):
+            table.move_cursor(row=keep)
         if not msg.rows:
             self.query_one("#preset-about", Static).update("no presets found (presets/ is empty)")
         self._about()
@@ -132,6 +144,8 @@ class PickerScreen(Screen):
             text = f"{row['preset']}: {row.get('description') or row.get('error') or ''}\n{row['path']}"
             if row.get("built") == "not built":
                 text += "\nits dataset is built on launch (cached for the next run)"
+            if row.get("device") == "cuda" and self.no_cuda:
+                text += f"\n✗ needs CUDA: {self.no_cuda}; with {CPU_OVERRIDE} it runs here, {_cpu_step(row)} a step"
         self.query_one("#preset-about", Static).update(text)
 
     @property
@@ -150,7 +164,7 @@ class PickerScreen(Screen):
         self.query_one("#run-name", Input).focus()
 
     def action_back(self) -> None:
-        self.hrm.switch_mode("dashboard" if self.hrm.run_dir else "runs")
+        self.hrm.back()
 
     def overrides(self) -> tuple[str | None, list[str], int]:
         name = self.query_one("#run-name", Input).value.strip() or None
@@ -172,7 +186,10 @@ class PickerScreen(Screen):
             name, overrides, gpus = self.overrides()
             from hrm.run.config import load_preset
 
-            load_preset(row["path"], overrides)  # bad overrides: one clear message here, not a dead run
+            cfg = load_preset(row["path"], overrides)  # bad overrides: one clear message here, not a dead run
+            if cfg.train.device == "cuda" and self.no_cuda:
+                self._offer_cpu(row)
+                return
             preset = row["preset"] if Path(row["path"]).parent == _shipped_dir() else str(row["path"])
             run_dir, _ = runs.launch(
                 preset, self.hrm.runs_root, name=name, overrides=overrides, gpus=gpus, env=self.hrm.child_env
@@ -182,6 +199,24 @@ class PickerScreen(Screen):
             return
         self.notify(f"launched {run_dir.name}")
         self.hrm.attach(run_dir)
+
+    def _offer_cpu(self, row: dict[str, Any]) -> None:
+        """Refuse a CUDA run on a machine without CUDA, and put the CPU override in the field so
+        that a second enter launches it on the CPU (a choice the user makes, never made for them)."""
+        extra = self.query_one("#extra", Input)
+        if CPU_OVERRIDE not in extra.value.split():
+            extra.value = f"{extra.value} {CPU_OVERRIDE}".strip()
+        self.notify(
+            f"{row['preset']} trains on CUDA: {self.no_cuda}. Added {CPU_OVERRIDE} to the overrides: "
+            f"enter launches it on the CPU ({_cpu_step(row)} a step).",
+            title="no CUDA here",
+            severity="warning",
+            timeout=12,
+        )
+
+
+def _cpu_step(row: dict[str, Any]) -> str:
+    return estimate({**row, "device": "cpu"})[1]
 
 
 def _shipped_dir() -> Path:

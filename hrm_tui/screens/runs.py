@@ -5,7 +5,6 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
 
 from textual import on, work
 from textual.app import ComposeResult
@@ -17,16 +16,15 @@ from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Static
 
 from hrm_tui import runs
+from hrm_tui.checkpoints import Checkpoint, browse
+from hrm_tui.host import AppHost, host
 from hrm_tui.runs import LaunchError, RunInfo
 from hrm_tui.runstate import LIVE_STATES
 from hrm_tui.screens.confirm import ConfirmScreen
 
-if TYPE_CHECKING:
-    from hrm_tui.app import HrmApp
-
 MARK = {"failed": "✗", "died": "✗"}
 RUN_COLUMNS = [" ", "run", "status", "step"]
-CKPT_COLUMNS = ["step", "eval exact", "saved", "size"]
+CKPT_COLUMNS = ["step", "eval exact", "saved", "size", " "]
 
 
 def fill_table(table: DataTable, labels: list[str], rows: list[tuple[str, tuple[str, ...]]]) -> None:
@@ -45,6 +43,9 @@ class RunsScreen(Screen):
         Binding("enter", "attach", "Attach", priority=True),
         Binding("R", "resume", "Resume from checkpoint"),
         Binding("d", "delete", "Delete run"),
+        # Where R or d does not apply, the same key says why instead of doing nothing.
+        Binding("R", "why_not('resume')", "", show=False),
+        Binding("d", "why_not('delete')", "", show=False),
         Binding("tab", "focus_next", "Switch list", show=False),
         Binding("escape", "back", "Back"),
     ]
@@ -59,18 +60,20 @@ class RunsScreen(Screen):
     @dataclass
     class CheckpointsListed(Message):
         run_dir: Path
-        checkpoints: list[Any]  # hrm.run.ckpt_index.CheckpointInfo, newest first
+        checkpoints: list[Checkpoint]  # the live branch newest first, then the abandoned ones
 
     def __init__(self) -> None:
         super().__init__()
         self.infos: list[RunInfo] = []
+        self._select: Path | None = None  # put the cursor here on the next scan
         self._shown: dict[str, tuple[str, ...]] = {}  # the row values on screen, by run path
         self._ckpt_rows: list[tuple[str, tuple[str, ...]]] | None = None
-        self.checkpoints: list[Any] = []
+        self.checkpoints: list[Checkpoint] = []
+        self._ckpts_of: Path | None = None  # the run whose checkpoints the pane shows
 
     @property
-    def hrm(self) -> HrmApp:
-        return self.app  # type: ignore[return-value]
+    def hrm(self) -> AppHost:
+        return host(self)
 
     def compose(self) -> ComposeResult:
         yield Static(id="runs-title")
@@ -88,6 +91,7 @@ class RunsScreen(Screen):
 
     def on_screen_resume(self) -> None:
         self.query_one("#runs-title", Static).update(f" Runs under {self.hrm.runs_root}")
+        self._select = self.hrm.attached_run  # arriving from a dashboard: its run is the selection
         self.scan()
         self.query_one("#runs", DataTable).focus()
 
@@ -97,20 +101,18 @@ class RunsScreen(Screen):
 
     def on_runs_screen_scanned(self, msg: Scanned) -> None:
         table = self.query_one("#runs", DataTable)
-        keep = self.selected_run
+        keep, self._select = self._select or self.selected_run, None
         self.infos = msg.infos
         rows = [
-            (MARK.get(i.status, "●" if i.status in LIVE_STATES else "○"), i.name, i.status, f"{i.step:,}")
-            for i in msg.infos
+            (MARK.get(i.status, "●" if i.status in LIVE_STATES else "○"), i.name, i.label, _step(i)) for i in msg.infos
         ]
         shown = {str(i.path): row for i, row in zip(msg.infos, rows)}
         if shown != self._shown:  # the usual 2-second refresh changes nothing: leave the table alone
             fill_table(table, RUN_COLUMNS, list(shown.items()))
             self._shown = shown
-            if keep is not None:
-                for i, info in enumerate(self.infos):
-                    if info.path == keep:
-                        table.move_cursor(row=i)
+        at = next((i for i, info in enumerate(self.infos) if info.path == keep), None)
+        if at is not None and at != table.cursor_row:
+            table.move_cursor(row=at)
         table.border_subtitle = "" if self.infos else "no runs yet: press n for a new run"
         self._selection_changed()
         self.refresh_bindings()
@@ -127,40 +129,70 @@ class RunsScreen(Screen):
         run = self.selected_run
         info = next((i for i in self.infos if i.path == run), None)
         self.selected_alive = bool(info and info.alive)
-        if run is not None:
-            self.query_one("#ckpts", DataTable).border_title = f"Checkpoints of {run.name}"
-            self.list_checkpoints(run)
+        pane = self.query_one("#ckpts", DataTable)
+        if run is None:
+            pane.border_title, pane.border_subtitle = "Checkpoints", ""
+            return
+        pane.border_title = f"Checkpoints of {run.name}"
+        if run != self._ckpts_of:  # another run: say so until its list arrives
+            self._ckpts_of, self.checkpoints, self._ckpt_rows = run, [], None
+            self.selected_has_ckpt = False
+            fill_table(pane, CKPT_COLUMNS, [])
+            pane.border_subtitle = "loading…"
+        self.list_checkpoints(run)
 
     @work(thread=True, exclusive=True, group="ckpts")
     def list_checkpoints(self, run_dir: Path) -> None:
-        self.post_message(self.CheckpointsListed(run_dir, runs.list_checkpoints(run_dir)))
+        self.post_message(self.CheckpointsListed(run_dir, browse(run_dir)))
 
     def on_runs_screen_checkpoints_listed(self, msg: CheckpointsListed) -> None:
         if msg.run_dir != self.selected_run:
             return
         self.checkpoints = msg.checkpoints
-        rows = []
-        for c in msg.checkpoints:
-            exact = f"{c.score * 100:.1f} %" if c.score is not None else "–"
-            saved = time.strftime("%m-%d %H:%M", time.localtime(c.mtime))
-            rows.append(
-                (str(c.path), (f"{c.step:,}", exact + (" best" if c.best else ""), saved, runs.human_size(c.size)))
-            )
+        rows = [(str(c.path), _ckpt_row(c)) for c in msg.checkpoints]
+        pane = self.query_one("#ckpts", DataTable)
         if rows != self._ckpt_rows:  # unchanged on the 2-second refresh: keep the cursor where it is
-            fill_table(self.query_one("#ckpts", DataTable), CKPT_COLUMNS, rows)
+            fill_table(pane, CKPT_COLUMNS, rows)  # the cursor starts on row 0: the newest of the live branch
             self._ckpt_rows = rows
+        pane.border_subtitle = self._ckpt_hint()
         self.selected_has_ckpt = bool(msg.checkpoints)
+
+    def _ckpt_hint(self) -> str:
+        if not self.checkpoints:
+            return "no checkpoints"
+        if self.selected_alive:
+            return "live run: stop it before resuming or deleting"
+        abandoned = sum(c.abandoned for c in self.checkpoints)
+        return f"{abandoned} from an abandoned branch (after a resume from an earlier step)" if abandoned else ""
+
+    def _why_not(self, action: str) -> str | None:
+        """Why `action` (resume, delete) does not apply to the selection now; None when it does."""
+        if self.hrm.readonly:
+            return "read-only: started with --readonly"
+        run = self.selected_run
+        if run is None:
+            return "no run selected"
+        if self.selected_alive:
+            return f"{run.name} is running: stop it first (s on its dashboard), then {action} it"
+        if action == "resume" and not self.selected_has_ckpt:
+            return f"{run.name} has no checkpoint to resume from"
+        if action == "resume" and self._selected_checkpoint() is None:
+            return "pick a checkpoint in the right-hand list"
+        return None
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         if action == "attach":
             return bool(self.infos)
         if action in ("resume", "delete"):
-            if self.hrm.readonly or not self.infos:
-                return False
-            if self.selected_alive:
-                return None  # shown greyed: stop the run first
-            return self.selected_has_ckpt if action == "resume" else True
+            return self._why_not(action) is None
+        if action == "why_not":  # the fallback of R / d: active exactly when the real action is not
+            return not self.hrm.readonly and bool(self.infos) and self._why_not(str(parameters[0])) is not None
         return True
+
+    def action_why_not(self, action: str) -> None:
+        reason = self._why_not(action)
+        if reason is not None:
+            self.notify(reason, title=f"cannot {action}", severity="warning")
 
     def action_attach(self) -> None:
         run = self.selected_run
@@ -168,7 +200,7 @@ class RunsScreen(Screen):
             self.hrm.attach(run)
 
     def action_back(self) -> None:
-        self.hrm.switch_mode("dashboard" if self.hrm.run_dir else "picker")
+        self.hrm.back()
 
     def _selected_checkpoint(self) -> Path | None:
         table = self.query_one("#ckpts", DataTable)
@@ -191,7 +223,7 @@ class RunsScreen(Screen):
             self.notify(str(exc), severity="error")
             return
         self.notify(f"resuming {run.name} from {ckpt.name}")
-        self.hrm.attach(run, force=True)
+        self.hrm.attach(run, reload=True)
 
     @work(exclusive=True, group="confirm")
     async def action_delete(self) -> None:
@@ -205,7 +237,17 @@ class RunsScreen(Screen):
         except (LaunchError, OSError) as exc:
             self.notify(str(exc), severity="error")
             return
-        if self.hrm.run_dir == run:
-            self.hrm.run_dir = None
+        self.hrm.forget(run)
         self.notify(f"deleted {run.name}")
         self.scan()
+
+
+def _step(info: RunInfo) -> str:
+    return f"{info.step:,}" + (f" / {info.total_steps:,}" if info.total_steps else "")
+
+
+def _ckpt_row(c: Checkpoint) -> tuple[str, ...]:
+    exact = f"{c.info.score * 100:.1f} %" if c.info.score is not None else "–"
+    saved = time.strftime("%m-%d %H:%M", time.localtime(c.written))
+    mark = "abandoned branch" if c.abandoned else "best" if c.best else ""
+    return (f"{c.step:,}", exact, saved, runs.human_size(c.info.size), mark)
