@@ -49,7 +49,7 @@ def nvidia_gpus(proc: Path, nvml: Any | None) -> tuple[int, str]:
         try:
             import pynvml as nvml  # nvidia-ml-py: a dependency of hrm (hrm.run.sysmon)
         except ImportError:
-            return 0, f"no {gpus_dir} and no NVML (nvidia-ml-py is not installed)"
+            return 0, f"no {gpus_dir}, no nvidia-ml-py"
     try:
         nvml.nvmlInit()
         try:
@@ -57,7 +57,7 @@ def nvidia_gpus(proc: Path, nvml: Any | None) -> tuple[int, str]:
         finally:
             nvml.nvmlShutdown()
     except Exception as exc:  # NVMLError_LibraryNotFound / DriverNotLoaded: no usable driver
-        return 0, f"no {gpus_dir}, and NVML: {exc or type(exc).__name__}"
+        return 0, f"NVML: {exc or type(exc).__name__}"
     return count, "NVML" if count else "NVML sees no device"
 
 

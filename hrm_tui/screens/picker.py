@@ -23,6 +23,8 @@ from hrm_tui.runs import LaunchError
 # The extra-overrides field's placeholder: real keys of the schema (a test validates it).
 OVERRIDES_EXAMPLE = "optim.lr=3e-4 train.eval_interval=500"
 CPU_OVERRIDE = "train.device=cpu"
+COLUMNS = ("preset", "task", "model", "device", "memory", "step est.", "data")
+NARROW = 110  # columns below which the table drops model and memory (shown under it instead)
 
 
 def user_preset_dirs() -> list[Path]:
@@ -81,6 +83,7 @@ class PickerScreen(Screen):
         super().__init__()
         self.rows: list[dict[str, Any]] = []
         self.no_cuda: str | None = None  # why this machine cannot train on CUDA (None: it can)
+        self._narrow = False
 
     @property
     def hrm(self) -> AppHost:
@@ -102,8 +105,6 @@ class PickerScreen(Screen):
 
     def on_mount(self) -> None:
         self.query_one("#picker").border_title = "New run"
-        table = self.query_one("#presets", DataTable)
-        table.add_columns("preset", "task", "model", "device", "memory", "step est.", "data")
         self.call_after_refresh(self.load)  # after the first paint: describing presets imports pydantic
 
     def on_screen_resume(self) -> None:
@@ -118,34 +119,50 @@ class PickerScreen(Screen):
 
     def on_picker_screen_described(self, msg: Described) -> None:
         self.rows, self.no_cuda = msg.rows, msg.no_cuda
-        table = self.query_one("#presets", DataTable)
-        keep = table.cursor_row
-        table.clear()
-        for r in msg.rows:
-            if "error" in r:
-                table.add_row(r["preset"], f"✗ {r['error']}"[:60], "", "", "", "", "")
-                continue
-            device = r["device"] + (f" ×{r['gpus']}" if r.get("gpus", 1) > 1 else "")
-            if r["device"] == "cuda" and self.no_cuda:
-                device += " ✗"
-            table.add_row(r["preset"], r["task_label"], r["model"], device, r["mem"], r["step_est"], r["built"])
-        if keep is not None and 0 < keep < len(msg.rows):
-            table.move_cursor(row=keep)
+        self._fill()
         if not msg.rows:
             self.query_one("#preset-about", Static).update("no presets found (presets/ is empty)")
         self._about()
         self.refresh_bindings()
+
+    def on_resize(self) -> None:
+        if self.rows and self._narrow != (self.app.size.width < NARROW):
+            self._fill()
+
+    def _fill(self) -> None:
+        table = self.query_one("#presets", DataTable)
+        keep = table.cursor_row
+        table.clear(columns=True)
+        narrow = self._narrow = self.app.size.width < NARROW  # model and memory go under the table
+        columns = [c for c in COLUMNS if not (narrow and c in ("model", "memory"))]
+        table.add_columns(*columns)
+        for r in self.rows:
+            if "error" in r:
+                table.add_row(r["preset"], f"✗ {r['error']}"[:60], *[""] * (len(columns) - 2))
+                continue
+            device = r["device"] + (f" ×{r['gpus']}" if r.get("gpus", 1) > 1 else "")
+            if r["device"] == "cuda" and self.no_cuda:
+                device += " ✗"
+            task = r["task_label"] if not narrow or len(r["task_label"]) <= 24 else r["task_label"][:23] + "…"
+            cells = {"preset": r["preset"], "task": task, "model": r["model"], "device": device}
+            cells |= {"memory": r["mem"], "step est.": r["step_est"], "data": r["built"]}
+            table.add_row(*[cells[c] for c in columns])
+        if keep is not None and 0 < keep < len(self.rows):
+            table.move_cursor(row=keep)
 
     @on(DataTable.RowHighlighted, "#presets")
     def _about(self) -> None:
         row = self.selected
         text = ""
         if row is not None:
-            text = f"{row['preset']}: {row.get('description') or row.get('error') or ''}\n{row['path']}"
-            if row.get("built") == "not built":
-                text += "\nits dataset is built on launch (cached for the next run)"
+            text = f"{row['preset']}: {row.get('description') or row.get('error') or ''}"
+            if Path(row["path"]).parent != _shipped_dir():
+                text += f"\n{row['path']}"  # the user's own file: say which
+            if "error" not in row:
+                data = "data built on launch" if row.get("built") == "not built" else "data built"
+                text += f"\n{row['model']} · {row['mem']} · {row['step_est']} a step on {row['device']} · {data}"
             if row.get("device") == "cuda" and self.no_cuda:
-                text += f"\n✗ needs CUDA: {self.no_cuda}; with {CPU_OVERRIDE} it runs here, {_cpu_step(row)} a step"
+                text += f"\n✗ {self.no_cuda}: enter offers {CPU_OVERRIDE} ({_cpu_step(row)} a step)"
         self.query_one("#preset-about", Static).update(text)
 
     @property

@@ -25,6 +25,7 @@ from hrm_tui.screens.confirm import ConfirmScreen
 MARK = {"failed": "✗", "died": "✗"}
 RUN_COLUMNS = [" ", "run", "status", "step"]
 CKPT_COLUMNS = ["step", "eval exact", "saved", "size", " "]
+NARROW = 110  # columns below which the checkpoints list goes under the runs list
 
 
 def fill_table(table: DataTable, labels: list[str], rows: list[tuple[str, tuple[str, ...]]]) -> None:
@@ -88,6 +89,11 @@ class RunsScreen(Screen):
         ckpts = self.query_one("#ckpts", DataTable)
         ckpts.border_title = "Checkpoints"
         self.set_interval(2.0, self.scan)
+        self.on_resize()
+
+    def on_resize(self) -> None:
+        # Narrow terminals stack the two lists: side by side, neither shows its columns at 80×24.
+        self.query_one("#runs-body").set_class(self.app.size.width < NARROW, "-narrow")
 
     def on_screen_resume(self) -> None:
         self.query_one("#runs-title", Static).update(f" Runs under {self.hrm.runs_root}")
@@ -158,10 +164,10 @@ class RunsScreen(Screen):
         self.selected_has_ckpt = bool(msg.checkpoints)
 
     def _ckpt_hint(self) -> str:
-        if not self.checkpoints:
-            return "no checkpoints"
         if self.selected_alive:
             return "live run: stop it before resuming or deleting"
+        if not self.checkpoints:
+            return "no checkpoints"
         abandoned = sum(c.abandoned for c in self.checkpoints)
         return f"{abandoned} from an abandoned branch (after a resume from an earlier step)" if abandoned else ""
 
