@@ -21,8 +21,10 @@ from typing import Any
 import torch
 
 from hrm.run.ckpt_index import (
+    being_deleted,
     best_checkpoint,
     checkpoints_dir,
+    checkpoints_in_write_order,
     latest_checkpoint,
     list_checkpoints,
     parse_step,
@@ -157,6 +159,17 @@ class CheckpointWriter:
                 p.unlink()
             except OSError:
                 pass
+        # A prune killed after its index write: finish it before any new file could take one of those names.
+        index = read_index(self.dir)
+        if being_deleted(index):
+            try:
+                for name in being_deleted(index):
+                    (self.dir / name).unlink(missing_ok=True)
+                _write_json_atomic(
+                    self.dir / INDEX_NAME, {"checkpoints": index["checkpoints"], "best": index.get("best")}
+                )
+            except OSError as exc:
+                log.warning("finishing an interrupted checkpoint prune failed: %s", exc)
 
     def save(
         self,
@@ -220,28 +233,28 @@ class CheckpointWriter:
 
     def _record_and_prune(self, final: Path, step: int, score: float | None, size: int) -> None:
         index = read_index(self.dir)
-        on_disk = {c.path.name: c for c in list_checkpoints(self.dir)}
-        entries = {
-            e["file"]: e
-            for e in index["checkpoints"]
-            if isinstance(e, dict) and e.get("file") in on_disk and e.get("file") != final.name
+        recorded = {
+            e["file"]: e for e in index["checkpoints"] if isinstance(e, dict) and isinstance(e.get("file"), str)
         }
-        # Files the index never saw (a crash between rename and index update) join by their mtime.
-        for name, c in on_disk.items():
-            if name not in entries and name != final.name:
-                entries[name] = {"file": name, "step": c.step, "score": None, "size": c.size, "time": c.mtime}
-        entries[final.name] = {"file": final.name, "step": step, "score": score, "size": size, "time": time.time()}
-        ordered = sorted(entries.values(), key=lambda e: (float(e.get("time") or 0.0), e["step"]))
-        scored = [e for e in ordered if isinstance(e.get("score"), (int, float))]
+        # Write order comes from the index (files it never saw, from a crash between rename and index
+        # update, join by step before this one); file times play no part.
+        entries = [
+            recorded.get(c.path.name) or {"file": c.path.name, "step": c.step, "score": None, "size": c.size}
+            for c in checkpoints_in_write_order(self.dir)
+            if c.path.name != final.name
+        ]
+        entries.append({"file": final.name, "step": step, "score": score, "size": size, "time": time.time()})
+        scored = [e for e in entries if isinstance(e.get("score"), (int, float))]
         best = max(scored, key=lambda e: (e["score"], e["step"]))["file"] if scored else None
-        keep = {e["file"] for e in ordered[-self.keep_last :]} | ({best} if best else set())
-        for e in ordered:
-            if e["file"] not in keep:
-                try:
-                    (self.dir / e["file"]).unlink()
-                except FileNotFoundError:
-                    pass
-        kept = [e for e in ordered if e["file"] in keep]
+        keep = {e["file"] for e in entries[-self.keep_last :]} | ({best} if best else set())
+        kept = [e for e in entries if e["file"] in keep]
+        doomed = [e["file"] for e in entries if e["file"] not in keep]
+        doomed += [n for n in being_deleted(index) if n != final.name and n not in doomed]
+        if doomed:
+            # The index drops the files before they go: a kill in between never leaves it naming a missing file.
+            _write_json_atomic(self.dir / INDEX_NAME, {"checkpoints": kept, "best": best, "deleting": doomed})
+            for name in doomed:
+                (self.dir / name).unlink(missing_ok=True)
         _write_json_atomic(self.dir / INDEX_NAME, {"checkpoints": kept, "best": best})
 
     def pending(self) -> bool:
