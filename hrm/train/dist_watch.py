@@ -78,6 +78,9 @@ class CollectiveWatch:
         self.fired: str | None = None  # the message, once reported (describe_failure prefers it)
         # Set on CUDA: records an event after an asynchronous collective; its query() says it completed.
         self.make_probe: Callable[[], Callable[[], bool]] | None = None
+        # Set on CUDA: this rank's allocator numbers, published beside its wait for rank 0's sampler.
+        self.info: Callable[[], str] | None = None
+        self._published_info: str | None = None
         self._lock = threading.Lock()
         # Collectives not yet known to have completed, oldest first: (name, since, limit, step, done probe).
         self._pending: list[tuple[str, float, float, int, Callable[[], bool] | None]] = []
@@ -139,6 +142,11 @@ class CollectiveWatch:
         """Publish this rank's wait; report it once when it is within the margin of its timeout."""
         cur = self.current()
         self._publish("-" if cur is None else f"{cur[0]}|{cur[1]}")
+        if self.info is not None and self.store is not None:
+            info = self.info()
+            if info != self._published_info:
+                self.store.set(f"info{self.rank}", info)
+                self._published_info = info
         if cur is None or self.fired:
             return None
         name, step, waited, limit = cur
@@ -160,6 +168,17 @@ class CollectiveWatch:
             self._published = value
         except Exception as e:  # the store is a convenience: the report still names this rank
             log.debug("collective watch: store.set failed: %s", e)
+
+    def peer_info(self, rank: int) -> str | None:
+        """What rank `rank` last published as its `info` (None when nothing yet)."""
+        if self.store is None:
+            return None
+        try:
+            key = f"info{rank}"
+            return self.store.get(key).decode() if self.store.check([key]) else None
+        except Exception as e:
+            log.debug("collective watch: reading %s failed: %s", rank, e)
+            return None
 
     def _late_ranks(self, name: str, step: int) -> str:
         """': rank 1 has not arrived (it is idle after …)' from what the others published."""

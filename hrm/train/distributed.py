@@ -23,6 +23,7 @@ import torch
 import torch.distributed as dist
 
 from hrm.train import dist_watch
+from hrm.train.devices import device_uuid, memory_info
 from hrm.train.dist_watch import CollectiveWatch
 
 log = logging.getLogger(__name__)
@@ -53,6 +54,8 @@ class DistEnv:
     backend: str | None = None
     # (hostname, pid) of every rank, gathered at init so a failure can name the dead rank.
     peers: list[tuple[str, int]] = field(default_factory=list)
+    # UUID of every rank's CUDA device (None on CPU), gathered at init for the system sampler.
+    device_uuids: list[str | None] = field(default_factory=list)
     watch: CollectiveWatch | None = None
     barrier_group: Any = None  # gloo group for waiting on rank 0's own work
 
@@ -89,7 +92,8 @@ def init_distributed(device_pref: str = "auto", timeout_s: float | None = None) 
     timeout_s: train.dist_timeout_s (see collective_timeout)."""
     if not launched_by_torchrun() or int(os.environ["WORLD_SIZE"]) == 1:
         local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-        return DistEnv(device=pick_device(device_pref, local_rank), peers=[(socket.gethostname(), os.getpid())])
+        device = pick_device(device_pref, local_rank)
+        return DistEnv(device=device, peers=[(socket.gethostname(), os.getpid())], device_uuids=[device_uuid(device)])
     rank, world = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     device = pick_device(device_pref, local_rank)
@@ -103,11 +107,13 @@ def init_distributed(device_pref: str = "auto", timeout_s: float | None = None) 
     env.watch = CollectiveWatch(rank, world, timeout, store=_watch_store()).start()
     if device.type == "cuda":
         env.watch.make_probe = _cuda_probe
+        env.watch.info = lambda: memory_info(device)
     dist_watch.set_active(env.watch)
     peers: list[Any] = [None] * world
     with env.watch.waiting("start-up all-gather"):
-        dist.all_gather_object(peers, (socket.gethostname(), os.getpid()))
-    env.peers = [tuple(p) for p in peers]
+        dist.all_gather_object(peers, (socket.gethostname(), os.getpid(), device_uuid(device)))
+    env.peers = [(h, pid) for h, pid, _ in peers]
+    env.device_uuids = [u for _, _, u in peers]
     log.info("rank %d/%d on %s (backend %s, collective timeout %g s)", rank, world, device, backend, timeout)
     return env
 

@@ -12,8 +12,6 @@ import traceback
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from hrm.run.layout import COMMANDS as LAYOUT_COMMANDS
 from hrm.run.layout import QUERIES, checkpoints_dir, events_path
 from hrm.train import build as B
@@ -134,18 +132,10 @@ class Session:
         except ImportError as e:
             log.warning("system sampler unavailable: %s", e)
             return
-        dev = self.env.device
-
-        def torch_stats() -> dict[str, Any]:
-            if dev.type == "cuda":
-                return {
-                    "torch_alloc": torch.cuda.memory_allocated(dev),
-                    "torch_peak": torch.cuda.max_memory_allocated(dev),
-                }
-            return {}  # CPU: torch keeps no allocator statistics; the event says null
+        from hrm.train.devices import sampler_options
 
         self.sampler = SystemSampler(
-            lambda fields: self.event("system", self.current_step(), **dict(fields)), torch_stats=torch_stats
+            lambda fields: self.event("system", self.current_step(), **dict(fields)), **sampler_options(self.env)
         )
         self.sampler.start()
 
