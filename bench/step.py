@@ -14,10 +14,11 @@ FLOP count (model FLOPs from the shapes, `hrm.model.config.flops_per_example`):
   * backward ≈ 2× the forward of the 8 gradient-carrying blocks and the heads (dX and dW matmuls).
   Element-wise work (norms, RoPE, softmax, SiLU) and the optimizers count zero FLOPs: they are overhead.
 
-Modes: `eager` is what the trainer runs — on CPU float32 the fused block of hrm/model/fused_block.py
-(the C kernels of hrm/model/cpu_block.c where they build, else numba kernels; one autograd node per
-block; HRM_C_KERNELS=0 times the numba path); `plain` (--plain) the same step through the plain torch
-ops (what HRM_FUSED_CPU=0, CUDA and bf16 run); `compile` (--compile) the plain ops torch.compile'd.
+Modes: `eager` is what the trainer runs by default (model.cpu_kernels=auto) — on CPU float32 the fused
+block of hrm/model/fused_block.py (the C kernels of hrm/model/cpu_block.c where they build, else the
+plain ops; one autograd node per block); `plain` (--plain) the same step through the plain torch ops
+(model.cpu_kernels=off, and what CUDA and bf16 run); `compile` (--compile) the plain ops torch.compile'd.
+bench/cpu_ab.py alternates the two CPU paths on a preset's training step.
 
 Peak: torch.mm of 2048×2048 float32 matrices repeated for a few seconds, measured in the same process,
 before every timed run; MFU = achieved FLOP/s / the best peak of the run, and 'paired' / the peak of
@@ -37,7 +38,7 @@ import time
 
 import torch
 
-from hrm.model import fused_block
+from hrm.model import cpu_path
 from hrm.model.config import HRMConfig, flops_per_example
 from hrm.model.hrm_act import HierarchicalReasoningModel_ACTV1
 from hrm.model.losses import ACTLossHead
@@ -183,7 +184,7 @@ def main() -> None:
     p.add_argument(
         "--plain",
         action="store_true",
-        help="also time the plain torch ops (HRM_FUSED_CPU=0) beside the fused CPU block",
+        help="also time the plain torch ops (model.cpu_kernels=off) beside the fused CPU block",
     )
     p.add_argument("--compile", action="store_true", help="also time torch.compile'd steps (opt-in)")
     p.add_argument("--cuda", action="store_true", help="GPU, bf16, paper config: hidden 512, batch 768")
@@ -207,7 +208,7 @@ def main() -> None:
         f"(more while a configuration has been timed under {args.min_seconds:g} s)"
     )
     if device.type == "cpu":
-        print(f"eager CPU float32 blocks: {fused_block.describe()}")
+        print(f"eager CPU float32 blocks: {cpu_path.select('auto', 64, 512, 2048, device, torch.float32).describe()}")
 
     modes = ["eager"] + (["plain"] if args.plain else []) + (["compile"] if args.compile else [])
     peak_wall = peak_cpu = 0.0
@@ -226,7 +227,7 @@ def main() -> None:
                 cfg, head, opts, data = build(hidden, batch, device, dtype)
                 step = make_step(head, opts, data, batch, compiled=mode == "compile")
                 warmup = args.warmup + (2 if mode == "compile" else 0)
-                with fused_block.enabled(mode == "eager"):
+                with cpu_path.forced("auto" if mode == "eager" else "off"):
                     r = time_steps(step, device, args.steps, args.repeats, warmup, peak, args.min_seconds)
                 peak_wall, peak_cpu = max(peak_wall, r["peak_wall"]), max(peak_cpu, r["peak_cpu"])
                 flop = flops_per_example(cfg, train=True) * batch

@@ -1,8 +1,12 @@
-"""Reference Sudoku augmentation (HRM-SPEC §5.3) in hrm.data.augment."""
+"""Reference Sudoku augmentation (HRM-SPEC §5.3) in hrm.data.augment, the generator's numbered form of it
+(hrm.data.sudoku_symmetry), and numba only where puzzles are generated."""
 
 from __future__ import annotations
 
 import random
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 
@@ -10,12 +14,12 @@ from hrm.data.augment import (
     apply_transform,
     augment,
     augment_all,
-    numbered_transform,
     random_symmetry,
     random_transform,
 )
 from hrm.data.sudoku_gen import _random_grid, _reduce
 from hrm.data.sudoku_solver import count_solutions, is_valid_solution, solve
+from hrm.data.sudoku_symmetry import numbered_transform
 
 
 def _pair(seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -128,3 +132,21 @@ def test_numbered_transform_is_the_augmentation_family():
         assert is_valid_solution(out)
         transposed += transpose
     assert 70 < transposed < 130
+
+
+def test_a_dataset_built_from_csv_with_augmentation_never_imports_numba(tmp_path: Path) -> None:
+    # the generator's kernels compile on first use (~20 s): a build that generates nothing must not pay it
+    puzzle, solution = _pair(3)
+    row = "{},{},{},{}\n"
+    for split in ("train", "test"):
+        lines = ["source,question,answer,rating\n"] + [
+            row.format("s", "".join(str(d) if d else "." for d in puzzle), "".join(map(str, solution)), 0)
+        ] * 2
+        (tmp_path / f"{split}.csv").write_text("".join(lines))
+    probe = (
+        "import sys\nfrom hrm.data.sudoku import build_dataset\n"
+        f"s = build_dataset({str(tmp_path / 'out')!r}, from_csv={str(tmp_path)!r}, num_aug=2, progress=False)\n"
+        "print(s['train_examples'], 'numba' in sys.modules)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout
+    assert out.split() == ["6", "False"]  # 2 puzzles × (original + 2 augmented copies), no numba

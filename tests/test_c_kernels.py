@@ -1,21 +1,25 @@
 """The C kernels of the block (hrm.model.c_kernels, hrm/model/cpu_block.c): attention against a float64
 RoPE attention and what it keeps for the backward; the linear layers with their add+RMSNorm and SwiGLU
 endings against float64; thread-count independence; and how the library is built, cached and refused
-(no compiler, a failing compiler) with the block falling back to the numba path."""
+(no compiler, a failing compiler, a CPU torch rates below AVX2) with the blocks falling back to the plain
+torch ops; the RMSNorm gradient and the exponential."""
 
 from __future__ import annotations
 
+import os
 import stat
+import subprocess
+import sys
 import threading
 from pathlib import Path
 
 import pytest
 import torch
 
-from hrm.model import c_kernels, fused_block
+from hrm.model import c_kernels, cpu_path, fused_block
 from hrm.model.layers import Block, RotaryEmbedding
 
-needs_kernel = pytest.mark.skipif(not c_kernels.applies(64), reason=f"C kernels unavailable: {c_kernels.reason()}")
+needs_kernel = pytest.mark.skipif(not c_kernels.available(), reason=f"C kernels unavailable: {c_kernels.reason()}")
 
 
 def _reference(qkv: torch.Tensor, batch: int, heads: int, cos: torch.Tensor | None, sin: torch.Tensor | None):
@@ -173,16 +177,45 @@ def test_the_backward_endings_match_float64_gradients() -> None:
 
 
 @needs_kernel
+def test_rms_norm_backward_matches_the_float64_gradient() -> None:
+    torch.manual_seed(3)
+    pre, grad = torch.randn(301, 128) * 3, torch.randn(301, 128)
+    h = pre.double().requires_grad_()
+    y, rstd = _norm64(h, 1e-5)
+    y.backward(grad.double())
+    got = grad.clone()
+    c_kernels.rms_norm_backward(y.detach().float(), rstd.float(), got, threads=2)
+    torch.testing.assert_close(got.double(), h.grad, rtol=0, atol=1e-5 * h.grad.abs().max().item())
+
+
+@needs_kernel
 def test_linear_gives_the_same_bits_on_one_and_two_threads() -> None:
     # the row blocks differ with the thread count; each row's sums do not
     x, w, residual = torch.randn(301, 128), torch.randn(256, 128), torch.randn(301, 256)
+    y, rstd_y = torch.randn(301, 256), torch.rand(301) + 0.5
     outs = []
     for threads in (1, 2):
         out, rstd, act = torch.empty(301, 256), torch.empty(301), torch.empty(301, 128)
         c_kernels.linear(x, w, out, threads, ending="add_norm", residual=residual, rstd=rstd, eps=1e-5)
         c_kernels.linear(x, w, act, threads, tail="swiglu")
-        outs.append((out, rstd, act))
+        grad = residual.clone()
+        c_kernels.rms_norm_backward(y, rstd_y, grad, threads)
+        outs.append((out, rstd, act, grad))
     assert all(torch.equal(a, b) for a, b in zip(*outs))
+
+
+@needs_kernel
+def test_exp_is_within_two_ulp_of_float64_over_the_whole_range() -> None:
+    x = torch.cat(
+        [torch.linspace(-87, 88, 200_001), torch.randn(100_001, generator=torch.Generator().manual_seed(0)) * 3]
+    )
+    out = c_kernels.exp(x)
+    exact = torch.exp(x.double())
+    assert ((out.double() - exact).abs() / exact).max().item() < 2 * 2.0**-23
+    assert torch.isfinite(out).all()
+    # clamped outside the float32 range instead of overflowing
+    big = c_kernels.exp(torch.tensor([-200.0, 100.0, 1e30]))
+    assert torch.isfinite(big).all() and big[0] < 1e-37
 
 
 @pytest.fixture
@@ -191,6 +224,8 @@ def fresh_kernel_state(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     monkeypatch.setenv("HRM_CACHE_DIR", str(tmp_path / "cache"))
     monkeypatch.setattr(c_kernels, "_state", {})
     monkeypatch.setattr(c_kernels, "_scratch", threading.local())
+    monkeypatch.setattr(cpu_path, "_mode", cpu_path.mode())  # select() below sets the process's choice
+    monkeypatch.setattr(cpu_path, "_selected", None)
     return tmp_path
 
 
@@ -206,12 +241,12 @@ def test_the_kernel_is_built_once_and_then_loaded_from_the_cache(
 ) -> None:
     log = fresh_kernel_state / "calls"
     monkeypatch.setenv("CC", str(_compiler_wrapper(fresh_kernel_state / "cc-wrapper", log)))
-    assert c_kernels.applies(64) and c_kernels.reason() == ""
-    assert fused_block.describe() == "fused, C kernels"
+    assert c_kernels.available() and c_kernels.reason() == ""
+    assert cpu_path.select("auto", 64, 128, 256, torch.device("cpu"), torch.float32).describe() == "fused, C kernels"
     built = list((fresh_kernel_state / "cache" / "kernels").iterdir())
     assert len(built) == 1 and built[0].suffix == ".so"  # no partial file left beside it
     monkeypatch.setattr(c_kernels, "_state", {})  # a new process, the same cache
-    assert c_kernels.applies(64)
+    assert c_kernels.available()
     assert log.read_text().count("built") == 1
 
 
@@ -222,7 +257,7 @@ def test_a_corrupt_cached_library_is_built_again(fresh_kernel_state: Path, monke
     cached = c_kernels._library_path("cc")
     cached.parent.mkdir(parents=True)
     cached.write_bytes(b"not a shared object")  # e.g. a copy cut short by a full disk
-    assert c_kernels.applies(64) and c_kernels.reason() == ""
+    assert c_kernels.available() and c_kernels.reason() == ""
     assert cached.read_bytes()[:4] == b"\x7fELF"
 
 
@@ -233,38 +268,53 @@ def test_a_read_only_cache_names_the_directory_and_the_fix(
     blocked = fresh_kernel_state / "read-only"
     blocked.write_text("a file where the cache directory should be")
     monkeypatch.setenv("HRM_CACHE_DIR", str(blocked))
-    assert not c_kernels.applies(64)
+    assert not c_kernels.available()
     assert str(blocked / "kernels") in c_kernels.reason() and "HRM_CACHE_DIR" in c_kernels.reason()
 
 
 @pytest.mark.parametrize(
     "compiler,why", [("/nonexistent/cc", "no C compiler"), ("false", "failed")], ids=["missing", "failing"]
 )
-def test_without_a_working_compiler_blocks_fall_back_to_the_numba_path(
+def test_without_a_working_compiler_blocks_fall_back_to_the_plain_ops(
     compiler: str, why: str, fresh_kernel_state: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("CC", compiler)
-    assert not c_kernels.applies(64)
+    assert not c_kernels.available()
     assert why in c_kernels.reason()
-    assert fused_block.describe().startswith("fused, numba kernels (C kernels not used: ")
+    cpu = torch.device("cpu")
+    chosen = cpu_path.select("auto", 32, 64, 256, cpu, torch.float32)
+    assert chosen.path == cpu_path.PLAIN and why in chosen.reason and chosen.describe().startswith("plain torch ops (")
+    with pytest.raises(cpu_path.CpuKernelsUnavailable, match="model.cpu_kernels=auto"):
+        cpu_path.select("c", 32, 64, 256, cpu, torch.float32)  # asked for C explicitly: a refusal, not a fallback
     cache = fresh_kernel_state / "cache" / "kernels"
     assert not cache.exists() or not any(cache.iterdir())  # a failed build leaves nothing to load
     torch.manual_seed(0)
     block = Block(64, 2, 256, 1e-5)
     tables = RotaryEmbedding(32, 11, 10000.0, 4)()
     x = torch.randn(2, 11, 64)
-    with torch.no_grad():
-        fused = block(x, tables)
-        with fused_block.enabled(False):
+    with torch.no_grad(), cpu_path.forced("auto"):
+        fallback = block(x, tables)
+        with cpu_path.forced("off"):
             plain = block(x, tables)
-    torch.testing.assert_close(fused, plain, rtol=0, atol=1e-5)
+    assert torch.equal(fallback, plain)  # the very op sequence of the plain path
 
 
-def test_the_switch_turns_the_kernel_off(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(c_kernels, "ENABLED", False)
-    assert not c_kernels.applies(64)
-    assert c_kernels.reason() == "HRM_C_KERNELS=0"
+@pytest.mark.skipif(sys.platform != "linux", reason="ATEN_CPU_CAPABILITY is read by torch on x86 Linux")
+def test_a_cpu_torch_rates_below_avx2_takes_the_plain_ops(tmp_path: Path) -> None:
+    # torch's own CPU capability decides (ATEN_CPU_CAPABILITY=default makes torch treat this CPU as pre-AVX2)
+    probe = (
+        "import torch\nfrom hrm.model import c_kernels, cpu_path\n"
+        "print(cpu_path.select('auto', 32, 64, 256, torch.device('cpu'), torch.float32).describe())\n"
+    )
+    env = {**os.environ, "ATEN_CPU_CAPABILITY": "default", "HRM_CACHE_DIR": str(tmp_path)}
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, env=env, check=True).stdout
+    assert out.strip() == "plain torch ops (torch reports CPU capability DEFAULT (the kernels need AVX2))"
+    assert not (tmp_path / "kernels").exists()  # nothing built
 
 
-def test_sizes_the_kernels_cannot_tile_take_the_numba_path() -> None:
-    assert not c_kernels.applies(24) and not c_kernels.applies(64, 8) and not c_kernels.applies(64, 128, 100)
+def test_off_and_sizes_the_kernels_cannot_tile_take_the_plain_ops() -> None:
+    with cpu_path.forced("off"):
+        assert cpu_path.why_not_c(32, 64, 256) == "model.cpu_kernels=off"
+    with cpu_path.forced("auto"):
+        for sizes in [(24, 64, 256), (64, 8, 256), (64, 128, 100)]:
+            assert "not all multiples of 16" in cpu_path.why_not_c(*sizes)

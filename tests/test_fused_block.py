@@ -1,5 +1,6 @@
-"""The fused CPU float32 path of the block (hrm.model.fused_block, hrm.model.cpu_kernels) against the plain
-torch ops of layers.Block: values, every gradient, the exponential's accuracy, thread-count independence."""
+"""The fused CPU float32 block (hrm.model.fused_block on the C kernels) against the plain torch ops of
+layers.Block: values, every gradient, the no-grad arena, thread-count independence, which tensors and
+choices take it, and that a process not using it loads none of its machinery."""
 
 from __future__ import annotations
 
@@ -8,43 +9,16 @@ import subprocess
 import sys
 import threading
 
-import numpy as np
 import pytest
 import torch
 
-from hrm.model import block_arena, c_kernels, fused_block
-from hrm.model import cpu_kernels as K
+from hrm.model import block_arena, c_kernels, cpu_path, fused_block
 from hrm.model.layers import Block, RotaryEmbedding
 
-pytestmark = pytest.mark.usefixtures("one_torch_thread")
-
-
-def test_exp_is_within_two_ulp_of_float64_over_the_whole_range() -> None:
-    x = np.concatenate(
-        [
-            np.linspace(-87, 88, 200_001, dtype=np.float32),
-            np.random.default_rng(0).normal(0, 3, 100_000).astype(np.float32),
-        ]
-    )
-    out = np.empty_like(x)
-    K.exp(x, out)
-    exact = np.exp(x.astype(np.float64))
-    rel = np.abs(out - exact) / exact
-    assert rel.max() < 2 * 2.0**-23
-    assert np.isfinite(out).all()
-    # clamped outside the float32 range instead of overflowing
-    big = np.array([-200.0, 100.0, 1e30], dtype=np.float32)
-    K.exp(big, out[:3])
-    assert np.isfinite(out[:3]).all() and out[0] < 1e-37
-
-
-@pytest.fixture(params=["c-kernels", "numba-kernels"])
-def attention_path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
-    """Both ways the fused block computes its attention: the C kernel and the numba/MKL fallback."""
-    if request.param == "c-kernels" and not c_kernels.applies(32, 64, 256):
-        pytest.skip(f"C kernels unavailable: {c_kernels.reason()}")
-    monkeypatch.setattr(c_kernels, "ENABLED", request.param == "c-kernels")
-    return request.param
+pytestmark = [
+    pytest.mark.usefixtures("one_torch_thread"),
+    pytest.mark.skipif(not c_kernels.available(), reason=f"C kernels unavailable: {c_kernels.reason()}"),
+]
 
 
 def _block(d: int, heads: int, inner: int, seed: int = 0) -> Block:
@@ -54,23 +28,14 @@ def _block(d: int, heads: int, inner: int, seed: int = 0) -> Block:
 
 @pytest.mark.parametrize("rope", [True, False], ids=["rope", "learned-pos"])
 @pytest.mark.parametrize(
-    "d,heads,inner,seq,group",
-    [(64, 2, 256, 17, 64), (128, 2, 512, 17, 64), (64, 2, 256, 70, 64), (64, 2, 256, 17, 4)],
-    ids=["d64", "d128", "d64-long", "d64-grouped"],
+    "d,heads,inner,seq",
+    [(64, 2, 256, 17), (128, 2, 512, 17), (64, 2, 256, 70), (128, 4, 512, 82)],
+    ids=["d64", "d128", "d64-long", "sudoku-cpu"],
 )
 def test_fused_block_forward_and_every_gradient_match_the_plain_ops(
-    rope: bool,
-    d: int,
-    heads: int,
-    inner: int,
-    seq: int,
-    group: int,
-    attention_path: str,
-    monkeypatch: pytest.MonkeyPatch,
+    rope: bool, d: int, heads: int, inner: int, seq: int
 ) -> None:
-    # long: more positions than head_dim; grouped: attention over (sequence, head) groups of 2 sequences,
-    # the last one short (batch 3)
-    monkeypatch.setattr(fused_block, "ATTENTION_GROUP", group)
+    # long: more positions than head_dim; sudoku-cpu: the preset's block (head size 32, 81 cells + 1)
     block = _block(d, heads, inner)
     tables = RotaryEmbedding(d // heads, seq, 10000.0, 2 * heads)() if rope else None
     x = torch.randn(3, seq, d, requires_grad=True)
@@ -79,7 +44,7 @@ def test_fused_block_forward_and_every_gradient_match_the_plain_ops(
     def run(fused: bool):
         x.grad = None
         block.zero_grad()
-        with fused_block.enabled(fused):
+        with cpu_path.forced("auto" if fused else "off"):
             y = block(x, tables)
             y.backward(grad_out)
             with torch.no_grad():
@@ -99,12 +64,11 @@ def test_fused_block_forward_and_every_gradient_match_the_plain_ops(
 
 @pytest.mark.parametrize("cache_bytes", [0, 1 << 30], ids=["no-cache-info", "fits-in-cache"])
 def test_no_grad_blocks_agree_with_the_grad_forward_in_both_arena_layouts(
-    cache_bytes: int, attention_path: str, monkeypatch: pytest.MonkeyPatch
+    cache_bytes: int, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # the no-grad forward writes its intermediates into one arena, laid over each other when they fit in
     # the cache: it must give exactly the grad-mode forward (fresh tensors) for several geometries in a row
     monkeypatch.setattr(block_arena, "CACHE_BYTES", cache_bytes)
-    monkeypatch.setattr(fused_block, "ATTENTION_GROUP", 4)
     monkeypatch.setattr(block_arena, "_arenas", threading.local())
     block = _block(64, 2, 256)
     for batch, seq in [(3, 17), (5, 9), (3, 17)]:
@@ -118,12 +82,16 @@ def test_no_grad_blocks_agree_with_the_grad_forward_in_both_arena_layouts(
     assert (h1.storage_offset() == 0) == (cache_bytes > 0)  # the layout the cache size calls for
 
 
-def test_only_cpu_float32_takes_the_fused_path() -> None:
-    x = torch.randn(2, 5, 8)
-    assert fused_block.applies(x)
-    assert not fused_block.applies(x.double()) and not fused_block.applies(x.bfloat16())
-    with fused_block.enabled(False):
-        assert not fused_block.applies(x)
+def test_only_cpu_float32_blocks_of_whole_tiles_under_auto_or_c_take_the_fused_path() -> None:
+    x = torch.randn(2, 5, 64)
+    with cpu_path.forced("auto"):
+        assert fused_block.applies(x, 32, 256)
+        assert not fused_block.applies(x.double(), 32, 256) and not fused_block.applies(x.bfloat16(), 32, 256)
+        assert not fused_block.applies(x, 24, 256)  # a head size the kernels cannot tile: plain ops
+    with cpu_path.forced("off"):
+        assert not fused_block.applies(x, 32, 256)
+    with cpu_path.forced("c"), pytest.raises(cpu_path.CpuKernelsUnavailable, match="not all multiples of 16"):
+        fused_block.applies(x, 24, 256)  # asked for C explicitly: never a silent fallback
 
 
 def test_a_bf16_block_still_runs_the_plain_ops() -> None:
@@ -136,29 +104,26 @@ def test_a_bf16_block_still_runs_the_plain_ops() -> None:
     torch.testing.assert_close(y16.float(), block(x, tables).detach(), rtol=0, atol=0.1)
 
 
-def test_kernel_results_do_not_depend_on_the_thread_count() -> None:
-    """Each row is computed by one thread in a fixed order: 1 and 2 threads give the same bits (resume on a
-    machine with another OMP_NUM_THREADS stays exact in these kernels)."""
-    rng = np.random.default_rng(1)
-    gu = rng.normal(size=(301, 2 * 96)).astype(np.float32)
-    h, u = (rng.normal(size=(301, 64)).astype(np.float32) for _ in range(2))
-    scores = rng.normal(size=(300, 41)).astype(np.float32)
+def test_a_training_block_gives_the_same_bits_on_one_and_two_threads() -> None:
+    """Every row of every kernel is computed by one thread in a fixed order, and the weight gradients are
+    MKL's: 1 and 2 threads give the same bits (a resume with another OMP_NUM_THREADS stays exact)."""
+    block = _block(128, 4, 512)
+    tables = RotaryEmbedding(32, 82, 10000.0, 8)()
+    x, grad_out = torch.randn(6, 82, 128), torch.randn(6, 82, 128)
 
-    def run(threads: int):
+    def run(threads: int) -> list[torch.Tensor]:
         torch.set_num_threads(threads)
-        fused_block._match_threads()
-        act = np.empty((301, 96), np.float32)
-        K.silu_mul(gu, act)
-        out, rstd = np.empty_like(h), np.empty(301, np.float32)
-        K.add_rms_norm(h, u, out, rstd, 1e-5)
-        probs = scores.copy()
-        K.softmax_(probs, np.float32(0.125))
-        return act, out, rstd, probs
+        xg = x.clone().requires_grad_()
+        block.zero_grad()
+        y = block(xg, tables)
+        y.backward(grad_out)
+        with torch.no_grad():
+            y_ng = block(x, tables)
+        return [y.detach(), y_ng, xg.grad, *(p.grad.clone() for p in block.parameters())]
 
     one, two = run(1), run(2)
     torch.set_num_threads(1)
-    fused_block._match_threads()
-    assert all(np.array_equal(a, b) for a, b in zip(one, two))
+    assert all(torch.equal(a, b) for a, b in zip(one, two))
 
 
 def test_rope_tables_are_reread_when_the_buffers_change() -> None:
@@ -170,40 +135,47 @@ def test_rope_tables_are_reread_when_the_buffers_change() -> None:
         tables = RotaryEmbedding(32, 9, theta, 4)()
         with torch.no_grad():
             fused = block(x, tables)
-            with fused_block.enabled(False):
+            with cpu_path.forced("off"):
                 plain = block(x, tables)
         torch.testing.assert_close(fused, plain, rtol=0, atol=1e-5)
     with torch.no_grad():
         tables[1].mul_(0.5)
         fused = block(x, tables)
-        with fused_block.enabled(False):
+        with cpu_path.forced("off"):
             plain = block(x, tables)
     torch.testing.assert_close(fused, plain, rtol=0, atol=1e-5)
 
 
-@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="torch's bundled libgomp is a Linux wheel detail")
-def test_kernels_run_on_torch_openmp_pool_and_stay_single_threaded_on_other_layers() -> None:
-    probe = (
-        "import torch, numba\nfrom hrm.model import fused_block as FB\n"
-        "torch.set_num_threads(2)\nFB._match_threads()\n"
-        "print(numba.threading_layer(), numba.get_num_threads())\n"
+def _run_python(code: str) -> str:
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/self/maps")
+def test_the_kernels_run_on_torch_openmp_pool() -> None:
+    # one OpenMP runtime in the process after C blocks ran on 2 threads: torch's own (two pools spin
+    # against each other on a small machine)
+    out = _run_python(
+        "import torch\nfrom hrm.model.layers import Block, RotaryEmbedding\nfrom hrm.model import c_kernels\n"
+        "torch.set_num_threads(2)\nassert c_kernels.available()\n"
+        "Block(64, 2, 256, 1e-5)(torch.randn(2, 9, 64), RotaryEmbedding(32, 9, 1e4, 4)()).sum().backward()\n"
+        "print(sorted({l.split()[-1] for l in open('/proc/self/maps') if 'libgomp' in l}))\n"
     )
+    mapped = eval(out)  # noqa: S307 - a list of paths printed by the probe above
+    assert len(mapped) == 1 and mapped[0].startswith(os.path.dirname(torch.__file__)), mapped
 
-    def run(**env: str) -> list[str]:
-        return subprocess.run(
-            [sys.executable, "-c", probe],
-            capture_output=True,
-            text=True,
-            check=True,
-            env={**os.environ, "NUMBA_NUM_THREADS": "2", **env},
-        ).stdout.split()
 
-    try:
-        import numba.np.ufunc.omppool  # noqa: F401
-    except ImportError:
-        pytest.skip("numba's OpenMP layer cannot load here (no libgomp)")
-    assert run() == ["omp", "2"]  # torch's pool, torch's thread count
-    assert run(NUMBA_THREADING_LAYER="workqueue") == ["workqueue", "1"]
+def test_a_process_that_does_not_use_the_c_path_loads_none_of_its_machinery() -> None:
+    # CUDA, bf16 and model.cpu_kernels=off never import the kernel loader (subprocess, compiler, libgomp) nor numba
+    out = _run_python(
+        "import sys, torch\nfrom hrm.model import cpu_path\nfrom hrm.model.hrm_act import HierarchicalReasoningModel_ACTV1\n"
+        "from hrm.model.config import HRMConfig\ncpu_path.use('off')\n"
+        "m = HierarchicalReasoningModel_ACTV1(HRMConfig(batch_size=2, seq_len=9, vocab_size=6, hidden_size=64,"
+        " num_heads=2, H_layers=1, L_layers=1))\n"
+        "b = dict(inputs=torch.ones(2, 9, dtype=torch.int32), puzzle_identifiers=torch.zeros(2, dtype=torch.int32))\n"
+        "m(m.initial_carry(b), b)\n"
+        "print(sorted(n for n in ('hrm.model.c_kernels', 'numba', 'llvmlite') if n in sys.modules))\n"
+    )
+    assert out.strip() == "[]"
 
 
 def test_two_threads_running_blocks_at_once_get_their_own_results() -> None:

@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from hrm.model import fused_block
+from hrm.model import cpu_path
 from hrm.model.config import HRMConfig
 from hrm.model.hrm_act import HierarchicalReasoningModel_ACTV1, InnerCarry, carry_from_state_dict, carry_state_dict
 from hrm.model.init import trunc_normal_, truncated_normal_scale
@@ -153,15 +153,15 @@ def _inner_vs_naive(grad: bool):
     carry = model.inner.reset_carry(torch.ones(B, dtype=torch.bool), model.inner.empty_carry(B))
     with torch.set_grad_enabled(grad):
         _, logits, (q_halt, q_cont) = model.inner(carry, data)
-    with torch.no_grad(), fused_block.enabled(False):
+    with torch.no_grad(), cpu_path.forced("off"):
         ref_logits, ref_q = _naive_inner(model.inner, carry, data)
     return logits, q_halt, q_cont, ref_logits, ref_q
 
 
 @pytest.mark.parametrize("grad", [False, True])
 def test_plain_path_is_bitwise_the_plain_reference_ops(grad: bool) -> None:
-    """The torch-op path (CUDA, bf16, torch.compile, HRM_FUSED_CPU=0) computes the reference's ops exactly."""
-    with fused_block.enabled(False):
+    """The torch-op path (CUDA, bf16, torch.compile, model.cpu_kernels=off) computes the reference's ops exactly."""
+    with cpu_path.forced("off"):
         logits, q_halt, q_cont, ref_logits, ref_q = _inner_vs_naive(grad)
     assert torch.equal(logits, ref_logits)
     assert torch.equal(q_halt, ref_q[:, 0]) and torch.equal(q_cont, ref_q[:, 1])
@@ -169,9 +169,9 @@ def test_plain_path_is_bitwise_the_plain_reference_ops(grad: bool) -> None:
 
 @pytest.mark.parametrize("grad", [False, True])
 def test_fused_cpu_path_equals_the_plain_reference_ops_to_float32_rounding(grad: bool) -> None:
-    """The fused CPU kernels (the default for float32 on CPU) round differently, nothing more: after 12
+    """The fused C kernels (the default for float32 on CPU where they build) round differently, nothing more: after 12
     block applications the logits agree to a few float32 ulps of their scale."""
-    with fused_block.enabled(True):
+    with cpu_path.forced("auto"):
         logits, q_halt, q_cont, ref_logits, ref_q = _inner_vs_naive(grad)
     assert not torch.equal(logits, ref_logits)  # it did take the fused path
     torch.testing.assert_close(logits, ref_logits, rtol=0, atol=2e-5 * ref_logits.abs().max().item())

@@ -17,9 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from hrm.data import format as fmt
-from hrm.data import sudoku_fast
 from hrm.data.augment import augment_all, random_symmetry
-from hrm.data.sudoku_gen import LEVELS, GenerationError, generate
 from hrm.data.sudoku_solver import InvalidPuzzle, count_solutions, is_valid_solution, rate, solve
 from hrm.run.tasks import SUDOKU_VOCAB_SIZE
 
@@ -27,11 +25,8 @@ __all__ = [
     "build_dataset",
     "rate",
     "count_solutions",
-    "generate",
     "random_symmetry",
     "solve",
-    "LEVELS",
-    "GenerationError",
     "InvalidPuzzle",
     "rating_stats",
     "read_sudoku_csv",
@@ -142,6 +137,8 @@ def _progress_bar(enabled: bool):
 def _generate_split(name: str, n: int, level: str, seed: int, blanks, min_rating, bar) -> tuple[np.ndarray, np.ndarray]:
     if n <= 0:
         raise ValueError(f"--{name} must be a positive number of puzzles, got {n}")
+    from hrm.data.sudoku_gen import generate  # numba: imported where puzzles are generated
+
     cb: Callable[[int], None] | None = None
     if bar is not None:
         task = bar.add_task(f"{name}: {level} sudoku", total=n)
@@ -208,6 +205,9 @@ def build_dataset(
             te_p, te_s, te_r = _load_csv_split(folder, "test", min_rating, None, seed)
             summary.update(source=f"csv:{folder}", csv_rating={"train": rating_stats(tr_r), "test": rating_stats(te_r)})
         else:
+            from hrm.data import sudoku_fast
+            from hrm.data.sudoku_gen import LEVELS
+
             if level not in LEVELS:
                 raise ValueError(f"unknown Sudoku level {level!r}: choose one of {', '.join(LEVELS)}")
             tr_p, tr_s = _generate_split("train", train, level, seed, blanks_t, min_rating, bar)

@@ -295,14 +295,17 @@ def guesses(puz, limit):
     return _rate(puz, limit, np.empty(81, np.int64))[0]
 
 
-def warm_up() -> None:
-    """Compile every kernel now (or load it from the cache), so no timed or tested call pays for it."""
+def warm_up(symmetries: bool = True) -> None:
+    """Compile every kernel now (or load it from the cache), so no timed or tested call pays for it; the
+    symmetry kernel only with `symmetries` (the levels that rate under random symmetries)."""
     fill_grid(np.arange(81, dtype=np.int64), np.zeros(81, dtype=np.int64), np.empty(81, np.int64))
     reduce_in_place(np.zeros(81, dtype=np.int64), np.arange(1, dtype=np.int64), 0)
     rate([0] * 81, limit=1)
     count_solutions([0] * 81)
     guesses(np.zeros(81, dtype=np.int64), 1)
-    from hrm.data.augment import numbered_transform  # the generator's other kernel
+    if not symmetries:
+        return
+    from hrm.data.sudoku_symmetry import numbered_transform  # the generator's other kernel
 
     numbered_transform(np.zeros(81, dtype=np.int64), 0, np.empty(81, np.int64))
 

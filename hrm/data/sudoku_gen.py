@@ -15,7 +15,7 @@ falls e^1.5 below the threshold); about 1 in 300 is kept, mostly 21-24 givens. T
 estimate a puzzle's labelling-free hardness better than four: on one pool of 86k candidates, k = 4
 with threshold 550 (the previous recipe) kept 253 with fresh-symmetry medians 370/369/372, k = 12
 with 380 kept 324 with 471/438/460. A candidate costs ~0.7 ms of CPU: grid 60 us, reduction to a
-minimal puzzle 500 us, ratings 140 us (each symmetry is one 62-bit draw, augment.numbered_transform).
+minimal puzzle 500 us, ratings 140 us (each symmetry is one 62-bit draw, sudoku_symmetry.numbered_transform).
 Measured with bench/data.py on this 2-core VM while two other CPU-bound processes ran (load ~3):
 1 worker, 1,000 puzzles in 293 s = 205/min per core, fresh-symmetry medians 408/448.5/433 (n = 1000)
 against the real sample's 318.5/315/337.5; 2 workers, 300 in 99 s = 181/min (4 busy processes on 2
@@ -37,7 +37,7 @@ from collections.abc import Callable
 import numpy as np
 
 from hrm.data import sudoku_fast as F
-from hrm.data.augment import numbered_transform
+from hrm.data.sudoku_symmetry import numbered_transform
 
 log = logging.getLogger(__name__)
 
@@ -154,7 +154,8 @@ def generate(
         results = map(_make_one, jobs)
         _collect(results, puzzles, solutions, progress)
     else:
-        F.warm_up()  # compile (first run only) here, so the workers load the cache instead of each compiling
+        # compile (first run only) here, so the workers load the cache instead of each compiling
+        F.warm_up(symmetries="k" in LEVELS[level])
         with mp.get_context("spawn").Pool(workers) as pool:
             _collect(pool.imap(_make_one, jobs, chunksize=1), puzzles, solutions, progress)
     return puzzles, solutions

@@ -1,6 +1,6 @@
-"""Where the fused block's intermediates live: fresh tensors for a block that will be differentiated
-(`shapes`), one per-thread arena for the no-grad blocks (`views`), laid out to stay in the last-level
-cache where it fits."""
+"""Where the fused block's intermediates live: fresh tensors for a block that will be differentiated,
+one per-thread arena for the no-grad blocks (`views`), laid out to stay in the last-level cache where it
+fits; `shapes` sizes both."""
 
 from __future__ import annotations
 
@@ -28,48 +28,44 @@ CACHE_BYTES = last_level_cache_bytes()
 _arenas = threading.local()  # per thread: two threads running models never share a buffer
 
 
-def shapes(
-    b: int, s: int, d: int, heads: int, dim: int, inner: int, seqs: int, gu_rows: int
-) -> dict[str, tuple[int, ...]]:
-    """The intermediates of one block forward; q, k, v, probs and att_bmm hold `seqs` sequences, gu
-    `gu_rows` rows (none where the C kernels go from h1 to silu(gate)·up directly, without grad)."""
-    m, hd, g = b * s, heads * dim, seqs * heads
+def shapes(b: int, s: int, d: int, heads: int, dim: int, inner: int, keep: bool) -> dict[str, tuple[int, ...]]:
+    """The intermediates of one block forward. Only a block that will be differentiated (`keep`) has the
+    rotated q, k, v, the probabilities and the gate_up output: without grad the C kernels keep the
+    attention in cache and go from h1 to silu(gate)·up directly."""
+    m, hd, kept = b * s, heads * dim, b if keep else 0
     return dict(
         qkv=(m, 3 * hd),
-        q=(seqs, heads, s, dim),
-        k=(seqs, heads, s, dim),
-        v=(seqs, heads, s, dim),
-        probs=(g, s, s),
-        att_bmm=(g, s, dim),
+        q=(kept, heads, s, dim),
+        k=(kept, heads, s, dim),
+        v=(kept, heads, s, dim),
+        probs=(kept * heads, s, s),
         att=(m, hd),
         h1=(m, d),
-        gu=(gu_rows, 2 * inner),
+        gu=(m if keep else 0, 2 * inner),
         act=(m, inner),
         rstd1=(m,),
         rstd2=(m,),
     )
 
 
-def views(b: int, s: int, d: int, heads: int, dim: int, inner: int, seqs: int, gu_rows: int) -> dict[str, torch.Tensor]:
-    """This thread's no-grad buffers for one block geometry: views of one arena, reused by every no-grad
-    block call (fresh pages cost a fault and a cache miss each). Made outside inference mode, so that an
-    eval under torch.inference_mode and a training step can share them.
+def views(layout: dict[str, tuple[int, ...]]) -> dict[str, torch.Tensor]:
+    """This thread's no-grad buffers for one block geometry (`shapes(..., keep=False)`): views of one
+    arena, reused by every no-grad block call (fresh pages cost a fault and a cache miss each). Made
+    outside inference mode, so that an eval under torch.inference_mode and a training step can share them.
 
-        qkv [m, 3hd] | q, k, v, probs, att_bmm of one attention group | att [m, hd]
-        h1 [m, d] | gu [m, 2I] | act [m, I] | rstd1, rstd2
+        qkv [m, 3hd] | att [m, hd] | h1 [m, d] | act [m, I] | rstd1, rstd2
 
-    (The C kernels need no attention group buffers and, without grad, no gu.) When that fits in 3/4 of
-    the last-level cache, h1, gu and act are laid over qkv and the attention buffers (dead by then)
-    instead of after them: each block then writes into floats that were just read and are still cached.
-    Numba path, hidden 128, batch 32 (17 MiB instead of 31 on the 32 MiB L3 of the 2-core EPYC):
-    training steps 3.5-6 % faster, alternating in one process; where it did not fit the overlap measured
-    no faster, or up to 2 % slower."""
-    key = (b, s, d, heads, dim, inner, seqs, gu_rows)
+    When that fits in 3/4 of the last-level cache, h1 and act are laid over qkv (dead once the attention
+    has read it) instead of after att: each block then writes into floats that were just read and are
+    still cached. h1 must not reach att, which the o-projection reads while writing h1; act may (att is
+    dead by then). Measured with the former numba block, hidden 128, batch 32 (17 MiB instead of 31 on
+    the 32 MiB L3 of the 2-core EPYC): training steps 3.5-6 % faster, alternating in one process; where
+    it did not fit the overlap measured no faster, or up to 2 % slower."""
+    key = tuple(layout.items())
     if getattr(_arenas, "key", None) == key:
         return _arenas.views
-    layout = shapes(*key)
     sizes = {name: int(np.prod(shape)) for name, shape in layout.items()}
-    attention_end = sum(sizes[n] for n in ("qkv", "q", "k", "v", "probs", "att_bmm", "att"))
+    attention_end = sizes["qkv"] + sizes["q"] + sizes["k"] + sizes["v"] + sizes["probs"] + sizes["att"]
 
     def place(mlp_start: int) -> dict[str, int]:
         offsets, start = {}, 0

@@ -1,9 +1,9 @@
 """The fused block's C kernels (hrm/model/cpu_block.c): the forward past the qkv projection and the
 input-gradient half of the backward, built on first use with the system C compiler and loaded through
-ctypes; fused_block's numba + MKL path stays as the fallback.
+ctypes. Imported only where the C path is asked for (`cpu_path`).
 
 Why C: what kept a CPU training step from the matmul peak was the memory traffic between the matmuls.
-* Attention: per (sequence, head) two 82×82×64 matmuls and a softmax. As batched MKL calls with numba
+* Attention: per (sequence, head) two 82×82×64 matmuls and a softmax. As batched MKL calls with element-wise
   kernels between them, q, k, v, the scores and the output streamed through memory (hidden 128, batch
   32: ~7 MiB per block); here one pair's q, kᵀ and scores stay in the core's cache from RoPE to the
   output, which is written straight into the o-projection's input layout.
@@ -13,11 +13,13 @@ Why C: what kept a CPU training step from the matmul peak was the memory traffic
   gate_up (gate and up packed side by side, so a tile holds both and the [M, 2I] gate_up output is
   never written without grad). On the 2-core EPYC these tiles ran the block's shapes as fast as MKL.
 
-Used when all of these hold (otherwise `reason()` says which did not): Linux x86-64 with AVX2 and FMA, a
-C compiler (`$CC`, else `cc`) that builds the library, torch's OpenMP runtime loaded first (one thread
-pool, see cpu_kernels), head and hidden sizes multiples of 16, and HRM_C_KERNELS is not "0". It is
-cached per source and flags under $HRM_CACHE_DIR/kernels (default ~/.cache/hrm-tui/kernels); a build is
-written to a temporary name and renamed, so ranks starting together never load a half-written file.
+Used when all of these hold (otherwise `reason()` says which did not): Linux on x86-64, torch reporting an
+AVX2 or AVX-512 CPU (`torch.backends.cpu.get_cpu_capability()`: its AVX2 level implies FMA), and a C compiler
+(`$CC`, else `cc`) that builds the library. The library runs its OpenMP loops on torch's own libgomp (made
+global before the library loads): one thread pool, whose threads each kernel call sizes to
+`torch.get_num_threads()`. It is cached per source and flags under $HRM_CACHE_DIR/kernels (default
+~/.cache/hrm-tui/kernels); a build is written to a temporary name and renamed, so ranks starting together
+never load a half-written file.
 """
 
 from __future__ import annotations
@@ -32,15 +34,12 @@ import tempfile
 import threading
 from pathlib import Path
 
-import numpy as np
 import torch
-
-from hrm.model import cpu_kernels  # noqa: F401 - loads torch's libgomp first: the kernel shares its pool
 
 SOURCE = Path(__file__).with_name("cpu_block.c")
 HEADERS = [Path(__file__).with_name("cpu_tile.h")]  # included by SOURCE: part of the cache key
 FLAGS = ["-O3", "-mavx2", "-mfma", "-fopenmp", "-fPIC", "-shared"]
-ENABLED = os.environ.get("HRM_C_KERNELS", "1") != "0"
+CAPABLE = ("AVX2", "AVX512")  # torch's CPU capability levels that include AVX2 and FMA
 _P = ctypes.c_void_p
 _I, _F = ctypes.c_int, ctypes.c_float
 _SIGNATURES = {
@@ -50,6 +49,8 @@ _SIGNATURES = {
     "attention_backward": (None, [_P, _P, _P, _P, _P, _P, _P, _I, _I, _I, _I, _I, _F, _P, _P, _I]),
     "pack_weight": (None, [_P, _I, _I, _I, _P, _I]),
     "linear": (None, [_P, _I, _I, _P, _I, _I, _I, _P, _P, _P, _P, _P, _F, _I]),
+    "rms_norm_backward": (None, [_P, _P, _P, _I, _I, _I]),
+    "exp_floats": (None, [_P, _P, ctypes.c_long]),
 }
 
 _lock = threading.Lock()
@@ -64,11 +65,14 @@ def _cache_dir() -> Path:
     return Path(root) / "kernels"
 
 
-def _cpu_has_avx2_fma() -> bool:
-    from llvmlite import binding  # numba's LLVM: the host's features without parsing /proc/cpuinfo
-
-    features = binding.get_host_cpu_features()
-    return bool(features.get("avx2") and features.get("fma"))
+def _share_torch_openmp() -> None:
+    """Make torch's bundled libgomp global before the library loads, so that the library's OpenMP calls
+    bind to it even where the system libgomp is another file: two OpenMP pools each spin after a parallel
+    region, and on a small machine the kernels between two matmuls then fought torch's spinning threads
+    (2-4x slower in a training step, measured with the former numba kernels)."""
+    bundled = sorted((Path(torch.__file__).parent / "lib").glob("libgomp*.so*"))
+    if bundled:
+        ctypes.CDLL(str(bundled[0]), mode=ctypes.RTLD_GLOBAL)
 
 
 def _library_path(compiler: str) -> Path:
@@ -111,9 +115,10 @@ def _load() -> ctypes.CDLL | None:
         compiler = os.environ.get("CC") or "cc"
         if not (platform.system() == "Linux" and platform.machine() in ("x86_64", "AMD64")):
             reason = f"needs Linux on x86-64 (this is {platform.system()} on {platform.machine()})"
-        elif not _cpu_has_avx2_fma():
-            reason = "the CPU has no AVX2/FMA"
+        elif torch.backends.cpu.get_cpu_capability() not in CAPABLE:
+            reason = f"torch reports CPU capability {torch.backends.cpu.get_cpu_capability()} (the kernels need AVX2)"
         else:
+            _share_torch_openmp()
             target = _library_path(compiler)
             try:
                 if target.exists():
@@ -135,17 +140,14 @@ def _load() -> ctypes.CDLL | None:
 
 
 def reason() -> str:
-    """Why the C kernels are not used ("" when they are)."""
-    if not ENABLED:
-        return "HRM_C_KERNELS=0"
+    """Why the C kernels cannot run here ("" when they can; builds them if need be)."""
     _load()
     return str(_state["reason"])
 
 
-def applies(*sizes: int) -> bool:
-    """True when the C kernels will run a block with these head, hidden and inner sizes (multiples of 16:
-    RoPE halves are whole 8-float vectors, outputs whole 16-column tiles)."""
-    return ENABLED and all(n % 16 == 0 for n in sizes) and _load() is not None
+def available() -> bool:
+    """True when the library builds and loads here (block sizes aside: `cpu_path.why_not_c`)."""
+    return _load() is not None
 
 
 def _scratch_for(name: str, floats: int) -> torch.Tensor:
@@ -158,27 +160,30 @@ def _scratch_for(name: str, floats: int) -> torch.Tensor:
     return buffer
 
 
-def _ptr(t: torch.Tensor | np.ndarray | None) -> int | None:
-    if t is None:
-        return None
-    return t.ctypes.data if isinstance(t, np.ndarray) else t.data_ptr()
+def _ptr(t: torch.Tensor | None) -> int | None:
+    return None if t is None else t.data_ptr()
+
+
+def _lib(name: str) -> ctypes.CDLL:
+    lib = _load()
+    assert lib is not None, f"c_kernels.{name} called where the library is not available: {reason()}"
+    return lib
 
 
 def attention(
     qkv: torch.Tensor,
     batch: int,
     heads: int,
-    tables: tuple[np.ndarray, np.ndarray, bool],
+    tables: tuple[torch.Tensor, torch.Tensor, bool],
     scale: float,
     att: torch.Tensor,
     threads: int,
     keep: tuple[torch.Tensor, ...] | None = None,
 ) -> None:
-    """att [B·S, H·D] ← the attention of qkv [B·S, 3·H·D] (RoPE per `tables`, see fused_block._tables), on
+    """att [B·S, H·D] ← the attention of qkv [B·S, 3·H·D] (RoPE per `tables`: [S, D] cos and sign-folded sin, and whether to rotate; see fused_block._tables), on
     `threads` threads. With `keep` = (q, k, v, probs) ([B, H, S, D] three times and [B·H, S, S]) those are
     filled too, for the backward."""
-    lib = _load()
-    assert lib is not None, "c_kernels.attention called where applies() is False"
+    lib = _lib("attention")
     for t in (qkv, att, *(keep or ())):
         assert t.is_contiguous() and t.dtype == torch.float32, "the C attention takes contiguous float32 tensors"
     cos, sin, rotate = tables
@@ -210,15 +215,14 @@ def attention_backward(
     kept: tuple[torch.Tensor, ...],
     batch: int,
     heads: int,
-    tables: tuple[np.ndarray, np.ndarray, bool],
+    tables: tuple[torch.Tensor, torch.Tensor, bool],
     scale: float,
     dqkv: torch.Tensor,
     threads: int,
 ) -> None:
     """dqkv [B·S, 3·H·D] ← the gradient of `attention` from datt [B·S, H·D] and what it kept (q, k, v,
     probs)."""
-    lib = _load()
-    assert lib is not None, "c_kernels.attention_backward called where applies() is False"
+    lib = _lib("attention_backward")
     for t in (datt, dqkv, *kept):
         assert t.is_contiguous() and t.dtype == torch.float32, "the C attention takes contiguous float32 tensors"
     cos, sin, rotate = tables
@@ -268,8 +272,7 @@ def linear(
       an RMSNorm whose output was `normed` (rstd given) of the gradient out + residual;
     * tail "swiglu" (W = [gate; up] rows): out [M, N/2] ← silu(gate)·up, gu [M, N] ← gate | up if given;
     * tail "swiglu_backward" (the product is dh [M, N]): out [M, 2N] ← d gate | d up, from gu [M, 2N]."""
-    lib = _load()
-    assert lib is not None, "c_kernels.linear called where applies() is False"
+    lib = _lib("linear")
     for t in (x, weight, out, gu, residual, normed, rstd):
         assert t is None or (t.is_contiguous() and t.dtype == torch.float32), "contiguous float32 tensors only"
     m, k = x.shape
@@ -294,3 +297,21 @@ def linear(
         eps,
         threads,
     )
+
+
+def rms_norm_backward(y: torch.Tensor, rstd: torch.Tensor, grad: torch.Tensor, threads: int) -> None:
+    """In place: grad [M, d] ← the gradient through an RMSNorm whose output was y [M, d] (rstd [M])."""
+    lib = _lib("rms_norm_backward")
+    for t in (y, rstd, grad):
+        assert t.is_contiguous() and t.dtype == torch.float32, "contiguous float32 tensors only"
+    lib.rms_norm_backward(_ptr(y), _ptr(rstd), _ptr(grad), y.shape[0], y.shape[1], threads)
+
+
+def exp(x: torch.Tensor) -> torch.Tensor:
+    """e^x of a 1-D float32 tensor through the kernels' exponential (for its accuracy test)."""
+    n = x.numel()
+    padded = torch.zeros(-(-n // 8) * 8)
+    padded[:n] = x
+    out = torch.empty_like(padded)
+    _lib("exp").exp_floats(_ptr(padded), _ptr(out), padded.numel())
+    return out[:n]

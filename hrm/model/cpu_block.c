@@ -6,11 +6,13 @@
    * linear: x·Wᵀ (or x·W in the backward) against weights packed by pack_weight, with the work that
      follows each matmul done while its rows are still in cache: residual add + RMSNorm (o and down
      projections) or silu(gate)·up (gate_up, whose gate and up columns are packed side by side); in the
-     backward the SwiGLU and RMSNorm gradients, and the residual add.
+     backward the SwiGLU and RMSNorm gradients, and the residual add;
+   * rms_norm_backward: the gradient through the block's last RMSNorm (the first step of the backward).
 
    Every matmul is a broadcast-FMA register tile of 6 rows × 16 columns (12 accumulators), the BLIS shape
-   for AVX2; the exponential is the Cephes-style polynomial of cpu_kernels._exp. Each output row is
-   computed by one thread in a fixed order: results do not depend on the thread count. */
+   for AVX2; the exponential is the Cephes-style polynomial of cpu_tile.h (exp8, ≤ 2 ulp against float64,
+   tests/test_c_kernels.py). Each output row is computed by one thread in a fixed order: results do not
+   depend on the thread count. */
 #include <omp.h>
 
 #include "cpu_tile.h"
@@ -208,4 +210,25 @@ void linear(const float *x, int M, int K, const float *Bp, int N, int tail, int 
             finish_rows(ending, residual + (long)lo * N, normed ? normed + (long)lo * N : 0, out + (long)lo * N,
                         rstd ? rstd + lo : 0, hi - lo, N, eps);
     }
+}
+
+/* g ← rstd·(g − y·mean(g·y)) per row: the gradient through an RMSNorm whose output was y [M, d] (rstd [M]
+   its inverse root mean squares), in place on the incoming gradient g [M, d]; d a multiple of 8. */
+void rms_norm_backward(const float *y, const float *rstd, float *g, int M, int d, int threads) {
+    #pragma omp parallel for num_threads(threads) schedule(static)
+    for (int r = 0; r < M; r++) {
+        const float *yr = y + (long)r * d;
+        float *gr = g + (long)r * d;
+        __m256 acc = _mm256_setzero_ps();
+        for (int j = 0; j < d; j += 8) acc = _mm256_fmadd_ps(_mm256_loadu_ps(gr + j), _mm256_loadu_ps(yr + j), acc);
+        const __m256 t = _mm256_set1_ps(hsum8(acc) / d), rs = _mm256_set1_ps(rstd[r]);
+        for (int j = 0; j < d; j += 8)
+            _mm256_storeu_ps(gr + j, _mm256_mul_ps(rs, _mm256_fnmadd_ps(_mm256_loadu_ps(yr + j), t,
+                                                                       _mm256_loadu_ps(gr + j))));
+    }
+}
+
+/* out ← e^x over n floats (n a multiple of 8): the kernels' exponential, exposed for its accuracy test. */
+void exp_floats(const float *x, float *out, long n) {
+    for (long i = 0; i < n; i += 8) _mm256_storeu_ps(out + i, exp8(_mm256_loadu_ps(x + i)));
 }

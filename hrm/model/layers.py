@@ -167,7 +167,7 @@ class Block(nn.Module):
         self.norm_eps = eps
 
     def forward(self, h: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor] | None) -> torch.Tensor:
-        if fused_block.applies(h):
+        if fused_block.applies(h, self.self_attn.head_dim, self.mlp.down_proj.weight.shape[1]):
             weights = (
                 self.self_attn.qkv_proj.weight,
                 self.self_attn.o_proj.weight,

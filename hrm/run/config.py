@@ -88,6 +88,16 @@ class ModelConfig(_Section):
     loss_type: Literal["stablemax_cross_entropy", "softmax_cross_entropy"] = Field(
         "stablemax_cross_entropy", description="Token loss of the ACT loss head."
     )
+    cpu_kernels: Literal["auto", "c", "off"] = Field(
+        "auto",
+        description="CPU float32 blocks: c = the fused C kernels (refuse to start where they cannot run), "
+        "off = the plain torch ops, auto = C where possible (the log says why not). Not bitwise equal.",
+    )
+
+    @field_validator("cpu_kernels", mode="before")
+    @classmethod
+    def _yaml_off(cls, v: object) -> object:
+        return "off" if v is False else v  # YAML reads a bare `off` as false
 
     @model_validator(mode="after")
     def _heads_divide(self) -> ModelConfig:
@@ -99,7 +109,7 @@ class ModelConfig(_Section):
 
     def hrm_fields(self) -> dict[str, Any]:
         """The HRMConfig keyword arguments this section sets (puzzle_emb_ndim resolved)."""
-        out = self.model_dump(exclude={"loss_type", "puzzle_emb_ndim"})
+        out = self.model_dump(exclude={"loss_type", "puzzle_emb_ndim", "cpu_kernels"})
         out["puzzle_emb_ndim"] = self.hidden_size if self.puzzle_emb_ndim is None else self.puzzle_emb_ndim
         return out
 
@@ -163,7 +173,13 @@ class TrainConfig(_Section):
     epochs: float | None = Field(
         20000, gt=0, description="Passes over the training groups; steps = epochs·examples/batch."
     )
-    eval_interval: int | None = Field(None, gt=0, description="Steps between evaluations; null = only at the end.")
+    eval_interval: int | None = Field(
+        None,
+        gt=0,
+        description="Steps between evaluations; null = only at the end. Also the data order, as the reference's "
+        "eval_interval (in epochs): each pass of the train loader shuffles round(eval_interval·batch/examples) "
+        "epochs together, null all epochs of the run (the reference's epochs_per_iter).",
+    )
     eval_split: Literal["test", "train"] = Field("test", description="Split evaluated.")
     eval_max_examples: int | None = Field(None, gt=0, description="Evaluate at most this many puzzles; null = all.")
     checkpoint_interval: int | None = Field(
@@ -188,6 +204,11 @@ class TrainConfig(_Section):
         description="torch.compile the training forward (the reference does); ~1 min before the first step on CPU.",
     )
     init_from: str | None = Field(None, description="Weights-only checkpoint (ours or the reference's) to start from.")
+    strict_resume: bool = Field(
+        False,
+        description="Refuse to resume where the result would not be bitwise the uninterrupted run's "
+        "(blocks on another path than the checkpoint's, see model.cpu_kernels); false = warn and go on.",
+    )
 
     @model_validator(mode="after")
     def _length_given(self) -> TrainConfig:

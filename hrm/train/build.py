@@ -114,6 +114,7 @@ def build_head(cfg: Any, data: DataInfo, env: D.DistEnv) -> torch.nn.Module:
     from hrm.model.losses import ACTLossHead
 
     mcfg = model_config(cfg, data, env)
+    log_block_path(cfg, mcfg, env)
     torch.manual_seed(int(cfg.train.seed) + env.rank)
     model = HierarchicalReasoningModel_ACTV1(mcfg)
     loss_type = getattr(cfg.model, "loss_type", "stablemax_cross_entropy")
@@ -121,6 +122,17 @@ def build_head(cfg: Any, data: DataInfo, env: D.DistEnv) -> torch.nn.Module:
     D.broadcast_module(env, head)
     head.train()
     return head
+
+
+def log_block_path(cfg: Any, mcfg: Any, env: D.DistEnv) -> None:
+    """Resolve model.cpu_kernels for this model and device (the choice checkpoints record) and log it;
+    raises CpuKernelsUnavailable for model.cpu_kernels=c where the C kernels cannot run."""
+    from hrm.model import cpu_path
+    from hrm.model.layers import resolve_forward_dtype
+
+    dtype = resolve_forward_dtype(mcfg.forward_dtype, env.device)
+    blocks = cpu_path.select(cfg.model.cpu_kernels, mcfg.head_dim, mcfg.hidden_size, mcfg.mlp_inner, env.device, dtype)
+    log.info("transformer blocks: %s", blocks.describe())
 
 
 def train_forward(cfg: Any, head: torch.nn.Module) -> Any:
@@ -140,19 +152,29 @@ def build_optimizers(cfg: Any, head: torch.nn.Module, steps: int, env: D.DistEnv
 def build_loader(cfg: Any, data: DataInfo, env: D.DistEnv):
     from hrm.data.loader import TrainLoader
 
-    # The reference walks eval_interval epochs per iterator start and drops only the last short batch
-    # of that stretch; one epoch per start would drop groups every epoch (232 of 1000 at batch 768).
-    batch = cfg.train.global_batch_size
-    examples = max(1.0, data.total_groups * data.mean_puzzle_examples)
-    epochs_per_iter = max(1, round((cfg.train.eval_interval or 0) * batch / examples))
     return TrainLoader(
         data.root,
-        batch,
+        cfg.train.global_batch_size,
         rank=env.rank,
         world_size=env.world_size,
         seed=int(cfg.train.seed),
-        epochs_per_iter=epochs_per_iter,
+        epochs_per_iter=epochs_per_iter(cfg, data),
     )
+
+
+def epochs_per_iter(cfg: Any, data: DataInfo) -> int:
+    """Epochs one iterator start of the train loader shuffles together: the reference's epochs_per_iter,
+    its eval_interval (in epochs) or, with eval_interval null, all epochs of the run. Ours is in steps:
+    round(eval_interval · batch / examples) epochs; null: train.epochs, or the epochs train.total_steps
+    covers (rounded up). The reference drops only the last short batch of each start; one epoch per start
+    would drop groups every epoch (232 of 1000 at batch 768) and feed other batches from step 1."""
+    batch = cfg.train.global_batch_size
+    examples = max(1.0, data.total_groups * data.mean_puzzle_examples)
+    if cfg.train.eval_interval is not None:
+        return max(1, round(cfg.train.eval_interval * batch / examples))
+    if cfg.train.total_steps is None:
+        return max(1, round(cfg.train.epochs))
+    return max(1, math.ceil(cfg.train.total_steps * batch / examples))
 
 
 def count_params(head: torch.nn.Module) -> int:

@@ -80,11 +80,9 @@ def launch(
         setup_logging(run_dir, env.rank)
         log.info("run directory %s (rank %d of %d, %s)", run_dir, env.rank, env.world_size, env.device)
         if env.device.type == "cpu":
-            from hrm.model import fused_block
             from hrm.train.host_alloc import keep_freed_memory
 
             keep_freed_memory()
-            log.info("CPU float32 blocks: %s", fused_block.describe())
         try:
             session = Session.open(cfg, run_dir, env, resume=resume, stop_at_step=stop_at_step)
         except (TrainerAlreadyRunning, CheckpointError) as e:

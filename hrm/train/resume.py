@@ -50,6 +50,7 @@ def apply_start_point(s: Any, resume: str | None) -> None:
         S.check_version(ckpt, src)
         S.check_model_fit(model, ckpt["model"], src)
         model.load_state_dict(ckpt["model"])
+        _check_block_path(s, ckpt.get("block_path"), src)
         s.optim.load_state_dict(ckpt["optimizers"])
         s.loader.load_state_dict(ckpt["loader"])
         s.start_step = int(ckpt["step"])
@@ -76,6 +77,19 @@ def apply_start_point(s: Any, resume: str | None) -> None:
         f"initialised weights from {src} (weights only): optimizer state, data order and "
         "the ACT carry start fresh at step 0",
     )
+
+
+def _check_block_path(s: Any, saved: str | None, src: Path) -> None:
+    """Resuming on another block path (model.cpu_kernels, the machine) warns, or refuses under
+    train.strict_resume: the paths agree to float32 rounding, not bitwise."""
+    from hrm.model import cpu_path
+
+    now = cpu_path.selected()
+    why = cpu_path.resume_mismatch(saved, now) if now is not None else ""
+    if why and s.cfg.train.strict_resume:
+        raise S.CheckpointError(f"{src}: {why}; train.strict_resume=true refuses it (set model.cpu_kernels)")
+    if why:
+        s.log_event("warning", f"resuming {src.name}: {why}")
 
 
 def _display(run_dir: Path, path: Path) -> str:
@@ -121,7 +135,15 @@ def build_checkpoint(s: Any, step: int, carry: Any, metrics: dict[str, Any]) -> 
         "config": s.cfg.to_dict(),
         "metrics": _plain(metrics),
         "world_size": s.env.world_size,
+        "block_path": _block_path(),
     }
+
+
+def _block_path() -> str | None:
+    from hrm.model import cpu_path
+
+    chosen = cpu_path.selected()
+    return chosen.path if chosen is not None else None
 
 
 def _plain(obj: Any) -> Any:
