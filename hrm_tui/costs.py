@@ -1,4 +1,4 @@
-"""Rough cost of a preset before it runs: memory and time per step (no torch, no dataset).
+"""Rough cost of a preset before it runs: memory per GPU and time per step (no torch, no dataset).
 
 Time: FLOPs per step (hrm.run.config.describe) over a sustained throughput. For the CPU that is
 measured here once per app start: the best of a few float32 matmuls small enough to stay on one
@@ -14,6 +14,8 @@ import functools
 import os
 import time
 from typing import Any
+
+from hrm.run.memory import FIT_MARGIN, format_bytes
 
 CPU_EFFICIENCY = 0.6  # share of the per-core matmul peak × cores a small HRM step reaches on CPU
 CUDA_FLOPS = 1.5e14  # sustained bf16 on a current datacenter GPU (H100-class, ~30-40 % of peak)
@@ -51,22 +53,23 @@ def cpu_flops() -> float:
     return cpu_core_flops() * cpu_cores() * CPU_EFFICIENCY
 
 
-def estimate(info: dict[str, Any]) -> tuple[str, str]:
-    """("≥N MiB", "≈T s") for a describe() result."""
+def estimate(info: dict[str, Any], gpu_mem_total: int | None = None) -> tuple[str, str]:
+    """("≈N GiB/GPU", "≈T s") for a describe() result. Memory is hrm.run.memory's estimate for the per-rank
+    batch (activations measured from the model's saved tensors, parameters, gradients, optimizer state,
+    and on CUDA the runtime); with the card's memory known it also says whether that fits."""
     gpus = max(1, int(info.get("gpus") or 1))
     cuda = info.get("device") == "cuda"
     flops = float(info.get("flops_per_step") or 0.0)
     rate = CUDA_FLOPS * gpus if cuda else cpu_flops()
     secs = flops / rate if flops else None
-    params = int(info.get("num_params") or 0)
-    # weights + grads + two Adam moments (fp32), plus the activations of one segment's graph
-    batch = int(info.get("global_batch_size") or 1) / gpus
-    hidden = int(info.get("hidden_size") or 0)
-    layers = int(info.get("layers") or 0)
-    per_value = 2 if cuda else 4  # bf16 on CUDA, fp32 on CPU; ~12 saved tensors per layer and token
-    acts = batch * int(info.get("seq_len") or 0) * hidden * layers * 12 * per_value
-    mem = params * 16 + acts
-    return f"≥{mem / 2**20:,.0f} MiB", f"≈{step_text(secs)}"
+    mem_bytes = info.get("mem_per_rank")
+    if not isinstance(mem_bytes, int | float):
+        return "?", f"≈{step_text(secs)}"
+    gpu = info.get("device") != "cpu"  # describe() plans `auto` for the GPU
+    mem = f"≈{format_bytes(mem_bytes)}" + ("/GPU" if gpu else "")
+    if gpu and gpu_mem_total:
+        mem += " ✓" if mem_bytes <= FIT_MARGIN * gpu_mem_total else f" ✗ > {format_bytes(gpu_mem_total)}"
+    return mem, f"≈{step_text(secs)}"
 
 
 def step_text(secs: float | None) -> str:

@@ -354,7 +354,6 @@ def test_resolve_forward_dtype() -> None:
     from hrm.model.layers import resolve_forward_dtype
 
     assert resolve_forward_dtype(None, "cpu") == torch.float32
-    assert resolve_forward_dtype("auto", torch.device("cuda", 0)) == torch.bfloat16
     assert resolve_forward_dtype("bfloat16", "cpu") == torch.bfloat16
     with pytest.raises(ValueError, match="forward_dtype"):
         resolve_forward_dtype("int8", "cpu")

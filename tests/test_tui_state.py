@@ -292,15 +292,14 @@ def test_cost_estimates_order_presets() -> None:
 
     def est(name: str) -> tuple[float, float]:
         cfg = load_preset(name)
-        info = {
-            **describe(cfg),
-            "hidden_size": cfg.model.hidden_size,
-            "layers": cfg.model.H_layers + cfg.model.L_layers,
-        }
-        mem, step = estimate(info)
-        assert mem.startswith("≥") and mem.endswith(" MiB") and step.startswith("≈") and step.endswith((" s", " ms"))
+        mem, step = estimate(describe(cfg))
+        assert mem.startswith("≈") and mem.endswith(" MiB") and step.startswith("≈") and step.endswith((" s", " ms"))
         value, unit = step[1:].split()
         return float(mem[1:-4].replace(",", "")), float(value) / (1000 if unit == "ms" else 1)
 
     tiny, small = est("tiny"), est("sudoku-cpu")
     assert tiny[0] < small[0] and tiny[1] < small[1]
+    maze = describe(load_preset("maze-hard-1k", ["train.gpus=1"]))
+    assert estimate(maze)[0].startswith("≈14") and estimate(maze)[0].endswith(" GiB/GPU")  # 768 mazes on one GPU
+    assert estimate(maze, gpu_mem_total=80 * 2**30)[0].endswith("✗ > 80.0 GiB")
+    assert estimate(describe(load_preset("sudoku-extreme-1k")), gpu_mem_total=80 * 2**30)[0].endswith("✓")

@@ -1,7 +1,6 @@
-"""HRM-ACT-v1 architecture config and closed-form size/cost formulas.
+"""HRM-ACT-v1 architecture config (the closed-form size/cost formulas live in hrm.run.sizes).
 
-Torch-free on purpose: the terminal app imports this to show model size and step cost without loading
-torch. Field names and defaults are the reference's (`HierarchicalReasoningModel_ACTV1Config`), except
+Torch-free. Field names and defaults are the reference's (`HierarchicalReasoningModel_ACTV1Config`), except
 `forward_dtype`, whose default here is float32 (the CPU path; the trainer resolves "auto" per device).
 """
 
@@ -11,7 +10,21 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-_DTYPES = ("float32", "bfloat16", "float16", "auto")
+from hrm.run import sizes
+from hrm.run.memory import FLOAT16_REFUSED
+from hrm.run.sizes import block_parameters, count_parameters, flops_per_example, layer_flops_per_token, round_up
+
+__all__ = [
+    "HRMConfig",
+    "block_parameters",
+    "count_parameters",
+    "flops_per_example",
+    "layer_flops_per_token",
+    "round_up",
+    "describe",
+]
+
+_DTYPES = ("float32", "bfloat16", "auto")
 
 
 @dataclass(kw_only=True)
@@ -72,6 +85,8 @@ class HRMConfig:
             )
         if self.pos_encodings not in self._POS_ENCODINGS:
             raise ValueError(f"model.pos_encodings must be one of {self._POS_ENCODINGS}, got {self.pos_encodings!r}")
+        if self.forward_dtype == "float16":
+            raise ValueError(f"model.forward_dtype: {FLOAT16_REFUSED}")
         if self.forward_dtype not in _DTYPES:
             raise ValueError(f"model.forward_dtype must be one of {_DTYPES}, got {self.forward_dtype!r}")
         if not 0.0 <= self.halt_exploration_prob <= 1.0:
@@ -94,7 +109,7 @@ class HRMConfig:
     @property
     def mlp_inner(self) -> int:
         """SwiGLU inner width: round(expansion·hidden·2/3) rounded up to a multiple of 256."""
-        return round_up(round(self.expansion * self.hidden_size * 2 / 3), 256)
+        return sizes.mlp_inner(self.hidden_size, self.expansion)
 
     # --- (de)serialisation ----------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
@@ -114,57 +129,6 @@ class HRMConfig:
         if missing:
             raise ValueError(f"model config lacks {', '.join(missing)} (normally taken from the dataset)")
         return cls(**merged)
-
-
-def round_up(x: int, multiple: int) -> int:
-    """x rounded up to a multiple of `multiple`."""
-    return -(x // -multiple) * multiple
-
-
-def block_parameters(cfg: HRMConfig) -> int:
-    """Weights of one post-norm block: fused qkv, o_proj, fused gate_up, down (no biases, no gains)."""
-    d, inner = cfg.hidden_size, cfg.mlp_inner
-    attn_out = cfg.num_heads * cfg.head_dim
-    return d * 3 * attn_out + attn_out * d + d * 2 * inner + inner * d
-
-
-def count_parameters(cfg: HRMConfig) -> int:
-    """Trainable parameter count (puzzle embedding, H_init and L_init are buffers: not counted)."""
-    d = cfg.hidden_size
-    n = (cfg.H_layers + cfg.L_layers) * block_parameters(cfg)
-    n += cfg.vocab_size * d  # embed_tokens
-    n += d * cfg.vocab_size  # lm_head (no bias)
-    n += d * 2 + 2  # q_head (with bias)
-    if cfg.pos_encodings == "learned":
-        n += cfg.total_seq_len * d
-    return n
-
-
-def layer_flops_per_token(cfg: HRMConfig) -> float:
-    """Forward FLOPs of one block application for one token: 2·(block weights) for the matmuls plus the
-    attention score and value matmuls (2·S·d each, S = total sequence length incl. the puzzle prefix)."""
-    return 2.0 * block_parameters(cfg) + 4.0 * cfg.total_seq_len * cfg.num_heads * cfg.head_dim
-
-
-def flops_per_example(cfg: HRMConfig, train: bool) -> float:
-    """Model FLOPs for one example in one ACT call (one segment).
-
-    Forward layer applications per segment: H_cycles·(L_cycles·L_layers + H_layers) (24 at the paper
-    config). Train mode adds the second no-grad forward for the Q target (another 24, without lm_head)
-    and the backward of the gradient-carrying last L and H update (2× their forward: 8 layers) and of the
-    heads. Element-wise work (norms, RoPE, softmax, SiLU) is not counted.
-    """
-    tokens = cfg.total_seq_len
-    per_layer = layer_flops_per_token(cfg) * tokens
-    apps = cfg.H_cycles * (cfg.L_cycles * cfg.L_layers + cfg.H_layers)
-    lm_head = 2.0 * cfg.hidden_size * cfg.vocab_size * tokens
-    q_head = 2.0 * cfg.hidden_size * 2
-    forward = apps * per_layer + lm_head + q_head
-    if not train:
-        return forward
-    q_target = apps * per_layer + q_head
-    backward = 2.0 * ((cfg.L_layers + cfg.H_layers) * per_layer + lm_head + q_head)
-    return forward + q_target + backward
 
 
 def describe(cfg: HRMConfig) -> str:

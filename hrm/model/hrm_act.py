@@ -131,8 +131,12 @@ class HierarchicalReasoningModel_ACTV1_Inner(nn.Module):
         )
 
     def reset_carry(self, reset: torch.Tensor, carry: InnerCarry) -> InnerCarry:
+        """Halted rows restart from H_init/L_init. The kept rows are cast to the compute dtype first: a
+        carry saved in another dtype (a float32 CPU checkpoint resumed on a bf16 GPU) would otherwise
+        promote `where` to float32 and keep the whole run in float32 from then on."""
         flag = reset.view(-1, 1, 1)
-        return InnerCarry(torch.where(flag, self.H_init, carry.z_H), torch.where(flag, self.L_init, carry.z_L))
+        z_H, z_L = carry.z_H.to(self.H_init.dtype), carry.z_L.to(self.L_init.dtype)
+        return InnerCarry(torch.where(flag, self.H_init, z_H), torch.where(flag, self.L_init, z_L))
 
     def forward(
         self, carry: InnerCarry, batch: Batch, with_logits: bool = True

@@ -14,18 +14,36 @@ from torch import nn
 
 from hrm.model import fused_block
 from hrm.model.init import lecun_normal_, trunc_normal_
+from hrm.run.memory import FLOAT16_REFUSED
 
 
 def resolve_forward_dtype(name: str | None, device: torch.device | str | None = None) -> torch.dtype:
-    """Compute dtype for a config value: "auto"/None → bfloat16 on CUDA, float32 elsewhere
-    (bf16 matmuls on CPU are an order of magnitude slower than fp32)."""
-    if name in (None, "auto"):
-        dev = torch.device(device) if device is not None else torch.get_default_device()
-        return torch.bfloat16 if dev.type == "cuda" else torch.float32
-    dtype = getattr(torch, str(name), None)
-    if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
-        raise ValueError(f"forward_dtype {name!r} is not a torch floating dtype (use float32, bfloat16 or auto)")
-    return dtype
+    """Compute dtype for a config value (see choose_forward_dtype)."""
+    return choose_forward_dtype(name, device)[0]
+
+
+def choose_forward_dtype(name: str | None, device: torch.device | str | None = None) -> tuple[torch.dtype, str]:
+    """(compute dtype, why) for a config value. "auto"/None: bfloat16 on CUDA cards that run it natively
+    (compute capability 8.0+), float32 on older cards (no fused bf16 attention: SDPA would fall back to
+    math attention and store a [B, heads, S, S] matrix per block) and on the CPU (bf16 matmuls there are an
+    order of magnitude slower than fp32). float16 is refused: without loss scaling its gradients underflow."""
+    if name == "float16":
+        raise ValueError(f"forward_dtype: {FLOAT16_REFUSED}")
+    if name not in (None, "auto"):
+        dtype = getattr(torch, str(name), None)
+        if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
+            raise ValueError(f"forward_dtype {name!r} is not a torch floating dtype (use float32, bfloat16 or auto)")
+        return dtype, f"{name} (set in the config)"
+    dev = torch.device(device) if device is not None else torch.get_default_device()
+    if dev.type != "cuda":
+        return torch.float32, f"auto: float32 on {dev.type}"
+    major, minor = torch.cuda.get_device_capability(dev)
+    if major >= 8:
+        return torch.bfloat16, f"auto: bfloat16 (compute capability {major}.{minor} runs it natively)"
+    return torch.float32, (
+        f"auto: float32 (compute capability {major}.{minor} < 8.0 has no native bfloat16; "
+        "set model.forward_dtype=bfloat16 to force it)"
+    )
 
 
 class CastedLinear(nn.Module):
@@ -101,15 +119,25 @@ class RotaryEmbedding(nn.Module):
         return self.cos_heads, self.sin_heads
 
 
+def _traceable(x: torch.Tensor) -> bool:
+    """Whether ops must take forms torch.compile traces without a graph break: always off the CPU (a CUDA
+    step may be compiled; the eager cost is the same) and whenever Dynamo is tracing."""
+    return x.device.type != "cpu" or torch.compiler.is_compiling()
+
+
 def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin_signed: torch.Tensor) -> torch.Tensor:
     """x·cos + rotate_half(x)·sin in fp32, cast back. x: [B, S, n, D]; tables [S, n, D]."""
     dtype = x.dtype
     x = x.to(torch.float32)
     half = x.shape[-1] // 2
-    if torch.is_grad_enabled():
+    if torch.is_grad_enabled() or _traceable(x):
         swapped = torch.cat((x[..., half:], x[..., :half]), dim=-1)  # [x2, x1]
-        return (x * cos + swapped * sin_signed).to(dtype)
-    # without grad: write [x2·(−sin_a), x1·sin_b] straight into one buffer (no cat copy), add in place
+        if torch.is_grad_enabled():
+            return (x * cos + swapped * sin_signed).to(dtype)
+        # no grad, CUDA or compiling: one fp32 temporary fewer than the sum of two products
+        return (x * cos).addcmul_(swapped, sin_signed).to(dtype)
+    # CPU eager without grad: write [x2·(−sin_a), x1·sin_b] straight into one buffer (no cat copy), add in
+    # place. Dynamo cannot trace `out=` into a non-contiguous view (a graph break per block), hence CPU only.
     out = x * cos
     rot = torch.empty_like(out)
     torch.mul(x[..., half:], sin_signed[..., :half], out=rot[..., :half])

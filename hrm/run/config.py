@@ -17,6 +17,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from hrm.run._config_errors import ConfigError, translate_validation_error
 from hrm.run._config_yaml import load_yaml, parse_overrides
+from hrm.run.memory import FLOAT16_REFUSED, compute_dtype
+from hrm.run.memory import estimate as estimate_memory
+from hrm.run.sizes import Shape, count_parameters, flops_per_example
 
 __all__ = [
     "Config",
@@ -38,6 +41,7 @@ __all__ = [
     "validate_run_name",
     "config_from_dict",
     "describe",
+    "model_shape",
     "task_shape",
 ]
 
@@ -82,8 +86,10 @@ class ModelConfig(_Section):
     )
     rms_norm_eps: float = Field(1e-5, gt=0, description="RMSNorm epsilon.")
     rope_theta: float = Field(10000.0, gt=0, description="RoPE base.")
-    forward_dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
-        "auto", description="Compute dtype; auto = bfloat16 on CUDA, float32 on CPU."
+    forward_dtype: Literal["auto", "float32", "bfloat16"] = Field(
+        "auto",
+        description="Compute dtype; auto = bfloat16 on GPUs that run it natively (compute capability 8.0+), "
+        "else float32. float16 is refused (no loss scaling).",
     )
     loss_type: Literal["stablemax_cross_entropy", "softmax_cross_entropy"] = Field(
         "stablemax_cross_entropy", description="Token loss of the ACT loss head."
@@ -98,6 +104,14 @@ class ModelConfig(_Section):
     @classmethod
     def _yaml_off(cls, v: object) -> object:
         return "off" if v is False else v  # YAML reads a bare `off` as false
+
+    @field_validator("forward_dtype", mode="before")
+    @classmethod
+    def _no_float16(cls, v: object) -> object:
+        # Before the Literal check, so the refusal says why instead of "input should be ...".
+        if v == "float16":
+            raise ValueError(f"model.forward_dtype: {FLOAT16_REFUSED}")
+        return v
 
     @model_validator(mode="after")
     def _heads_divide(self) -> ModelConfig:
@@ -408,24 +422,28 @@ def task_shape(data: DataConfig) -> tuple[list[int], int, int]:
     return [side, side], _MAZE_VOCAB, side * side
 
 
+def model_shape(cfg: Config) -> Shape:
+    """The model's sizes on the config's task (vocab and sequence length as the dataset builders write them)."""
+    _grid, vocab, seq_len = task_shape(cfg.data)
+    fields = cfg.model.hrm_fields()
+    return Shape(**{k: fields[k] for k in Shape.__dataclass_fields__ if k in fields}, seq_len=seq_len, vocab_size=vocab)
+
+
 def describe(cfg: Config) -> dict[str, Any]:
     """What a preset trains and roughly what it costs, without torch or the dataset: task label,
-    grid, parameter count, a short model string like 'h128 · 1.2M', device and FLOPs per step."""
-    from hrm.model.config import HRMConfig, count_parameters, flops_per_example
-
+    grid, parameter count, a short model string like 'h128 · 1.2M', device, FLOPs per step and the
+    training memory per rank (hrm.run.memory; bfloat16 for `auto` on CUDA)."""
     grid, vocab, seq_len = task_shape(cfg.data)
-    hrm = HRMConfig(
-        batch_size=max(1, cfg.train.global_batch_size // cfg.train.gpus),
-        seq_len=seq_len,
-        vocab_size=vocab,
-        num_puzzle_identifiers=1,
-        **cfg.model.hrm_fields(),
-    )
-    n = count_parameters(hrm)
+    shape = model_shape(cfg)
+    n = count_parameters(shape)
     size = f"{n / 1e6:.1f}M" if n >= 1e6 else f"{n / 1e3:.0f}k"
     label = f"{cfg.data.task.capitalize()} {grid[0]}×{grid[1]} {cfg.data.level}"
     if cfg.data.task == "sudoku" and cfg.data.blanks:
         label += f" · {cfg.data.blanks[0]}–{cfg.data.blanks[1]} blanks"
+    device = "cpu" if cfg.train.device == "cpu" else "cuda"  # auto plans for the GPU it is meant for
+    dtype = compute_dtype(cfg.model.forward_dtype, device)
+    per_rank = max(1, cfg.train.global_batch_size // cfg.train.gpus)
+    mem = estimate_memory(shape, dtype, device)
     return {
         "preset": cfg.run.preset,
         "description": cfg.run.description,
@@ -436,12 +454,19 @@ def describe(cfg: Config) -> dict[str, Any]:
         "seq_len": seq_len,
         "num_params": n,
         "model": f"h{cfg.model.hidden_size} · {size}",
+        "hidden_size": cfg.model.hidden_size,
+        "layers": cfg.model.H_layers + cfg.model.L_layers,
         "device": cfg.train.device,
         "gpus": cfg.train.gpus,
         "global_batch_size": cfg.train.global_batch_size,
+        "batch_per_rank": per_rank,
         "total_steps": cfg.train.total_steps,
         "epochs": cfg.train.epochs,
         # one ACT segment per example per optimizer step
-        "flops_per_step": flops_per_example(hrm, train=True) * cfg.train.global_batch_size,
+        "flops_per_step": flops_per_example(shape, train=True) * cfg.train.global_batch_size,
+        "compute_dtype": dtype,
+        "mem_per_example": mem.per_example,
+        "mem_fixed": mem.fixed,
+        "mem_per_rank": mem.total(per_rank),
         "dataset": cfg.data.model_dump(mode="json"),
     }

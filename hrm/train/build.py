@@ -94,9 +94,11 @@ def model_config(cfg: Any, data: DataInfo, env: D.DistEnv):
             f"train.global_batch_size={gb} is not divisible by the {env.world_size} ranks; "
             "pick a batch size that is a multiple of the number of processes"
         )
-    dtype = m.get("forward_dtype") or "auto"
-    if dtype == "auto":
-        dtype = "bfloat16" if env.device.type == "cuda" else "float32"
+    from hrm.model.layers import choose_forward_dtype
+
+    chosen, why = choose_forward_dtype(m.get("forward_dtype") or "auto", env.device)
+    dtype = str(chosen).removeprefix("torch.")
+    log.info("compute dtype %s", why)
     return HRMConfig.from_dict(
         m,
         batch_size=gb // env.world_size,
