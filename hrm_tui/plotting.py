@@ -22,6 +22,7 @@ class Series:
     ys: Sequence[float]
     style: str
     dots: bool = False  # markers only (eval points), not a line
+    marker: str = "●"
 
 
 def sample_indices(start: int, stop: int, limit: int) -> range | list[int]:
@@ -53,7 +54,13 @@ def format_tick(v: float) -> str:
 
 
 def braille_plot(
-    series: list[Series], width: int, height: int, *, log_y: bool = False, y_range: tuple[float, float] | None = None
+    series: list[Series],
+    width: int,
+    height: int,
+    *,
+    log_y: bool = False,
+    y_range: tuple[float, float] | None = None,
+    x_range: tuple[float, float] | None = None,
 ) -> list[Text]:
     """`height` lines of `width` cells: a y-axis gutter, then the braille canvas."""
     gutter = 8
@@ -69,8 +76,7 @@ def braille_plot(
         blank = [Text(" " * width) for _ in range(rows)]
         blank[rows // 2] = Text("no data yet".center(width), style="dim")
         return blank
-    x0 = min(q[0] for q in all_pts)
-    x1 = max(q[0] for q in all_pts)
+    x0, x1 = x_range if x_range is not None else (min(q[0] for q in all_pts), max(q[0] for q in all_pts))
     if y_range is not None:
         y0, y1 = ty(y_range[0]), ty(y_range[1])
     else:
@@ -100,7 +106,7 @@ def braille_plot(
         for x, y in p:
             cur = to_px(x, y)
             if s.dots:
-                markers[(cur[1] // 4, cur[0] // 2)] = s.style
+                markers[(cur[1] // 4, cur[0] // 2)] = f"{s.marker}{s.style}"
             elif prev is None:
                 dot(*cur, s.style)
             else:
@@ -121,7 +127,7 @@ def braille_plot(
         for c in range(cols):
             b = bits[r][c]
             if (r, c) in markers:
-                line.append("●", style=markers[(r, c)])
+                line.append(markers[(r, c)][0], style=markers[(r, c)][1:])
             else:
                 line.append(chr(0x2800 + b) if b else " ", style=owner[r][c] or "")
         lines.append(line)
@@ -157,3 +163,50 @@ def bar(fraction: float | None, width: int) -> str:
         return "░" * width
     full = int(round(min(max(fraction, 0.0), 1.0) * width))
     return "█" * full + "░" * (width - full)
+
+
+def ema(values: Sequence[float], weight: float) -> list[float]:
+    """Exponential moving average with TensorBoard's debiasing (the first points are not pulled
+    towards 0); unknown values are carried over, never averaged in. weight 0 returns the values."""
+    if weight <= 0:
+        return list(values)
+    out: list[float] = []
+    acc, n = 0.0, 0
+    for v in values:
+        if _finite(v):
+            acc = acc * weight + (1 - weight) * v
+            n += 1
+        out.append(acc / (1 - weight**n) if n else float("nan"))
+    return out
+
+
+def ema_last(values: Sequence[float], weight: float) -> float | None:
+    """The last EMA value, from enough of the tail that older points weigh < 1e-4."""
+    look = len(values) if weight <= 0 else min(len(values), int(10 / max(1e-6, 1 - weight)))
+    tail = [v for v in values[len(values) - look :] if _finite(v)]
+    return ema(tail, weight)[-1] if tail else None
+
+
+def x_axis(x0: float, x1: float, width: int, mark: float | None, gutter: int = 8) -> Text:
+    """The x axis under a braille plot: the first step at the left, `▲step` at the column of `mark`
+    (the current step), the last step at the right when the mark is not there."""
+    cols = max(1, width - gutter)
+    line = [" "] * cols
+
+    def put(text: str, at: int) -> None:
+        at = min(max(0, at), cols - len(text))
+        for i, ch in enumerate(text[:cols]):
+            line[at + i] = ch
+
+    put(f"{x0:,.0f}", 0)
+    span = (x1 - x0) or 1.0
+    if mark is not None:
+        col = round((mark - x0) / span * (cols - 1))
+        right = f"▲{mark:,.0f}"
+        if col + len(right) <= cols:
+            put(right, col)
+        else:  # no room on its right: the number goes before the mark
+            put(f"{mark:,.0f}▲", col - len(right) + 1)
+    if mark is None or x1 > mark:
+        put(f"{x1:,.0f}", cols)
+    return Text(" " * (gutter - 5) + "step " + "".join(line), style="dim")

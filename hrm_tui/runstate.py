@@ -12,14 +12,20 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
+from hrm_tui.fmt import human_bytes, human_duration, human_gib
+from hrm_tui.timing import RunClock
+
+__all__ = ["LIVE_STATES", "RunState", "human_bytes", "human_duration", "human_gib"]
+
 # Train fields kept as full-history columns (plots); everything else only as "latest".
-TRAIN_SERIES = ("loss", "accuracy", "exact_accuracy", "lr")
-EVAL_SERIES = ("loss", "accuracy", "exact_accuracy")
+TRAIN_SERIES = ("loss", "accuracy", "changed_accuracy", "exact_accuracy", "lr", "act_steps_mean", "q_halt_loss")
+EVAL_SERIES = ("loss", "accuracy", "changed_accuracy", "exact_accuracy")
+ACT_HIST_EVENTS = 50  # train halting histograms summed over the last this many train events
 SYSTEM_HISTORY = 120  # samples of GPU/host history kept for the sparklines (~2-4 min)
 LOG_LINES = 400
 
-LIVE_STATES = frozenset({"starting", "running", "paused", "stopping"})
-_PER_HALTED = frozenset({"accuracy", "exact_accuracy"})
+LIVE_STATES = frozenset({"starting", "building", "running", "paused", "stopping"})
+_PER_HALTED = frozenset({"accuracy", "changed_accuracy", "exact_accuracy", "q_halt_accuracy", "act_steps_mean"})
 
 
 @dataclass
@@ -53,14 +59,18 @@ class RunState:
         self.latest_act: dict[str, Any] = {}  # the last train event where some sequences halted
         self.evals: list[dict[str, Any]] = []  # eval events without their samples
         self.latest_eval: dict[str, Any] = {}
-        self.system: dict[str, Any] = {}
+        self.system: dict[str, Any] = {}  # the sample shown: the run's, or the app's own
+        self.run_system: dict[str, Any] = {}  # the run's last system event
         self.gpu_history: dict[int, GpuHistory] = {}
         self.cpu_history: deque[float] = deque(maxlen=SYSTEM_HISTORY)
         self.checkpoints: list[dict[str, Any]] = []
         self.log: deque[LogLine] = deque(maxlen=LOG_LINES)
         self.log_total = 0  # lines ever logged (the deque keeps the last LOG_LINES)
+        self.clock = RunClock()
+        self.act_hists: deque[list[float]] = deque(maxlen=ACT_HIST_EVENTS)  # train act_steps_hist, recent
         self.changed: set[str] = set()
         self.events_seen = 0
+        self._prev_t: float | None = None
         self.partial = False  # only the end of a long history so far (the full replay follows)
 
     # ---- folding -------------------------------------------------------------------------
@@ -73,6 +83,7 @@ class RunState:
         handler = _HANDLERS.get(kind)  # type: ignore[arg-type]
         self.events_seen += 1
         t = ev.get("t")
+        self._prev_t = self.last_t
         if isinstance(t, (int, float)):
             if self.first_t is None:
                 self.first_t = float(t)
@@ -99,6 +110,10 @@ class RunState:
         self.latest_train = ev
         if not none_halted:
             self.latest_act = ev
+        hist = ev.get("act_steps_hist")
+        if isinstance(hist, list) and hist:
+            self.act_hists.append([float(c) if isinstance(c, (int, float)) else 0.0 for c in hist])
+        self.clock.on_train(step, self.times[-1])
         self.step = step
         self.changed.update({"plots", "act"})
 
@@ -107,11 +122,14 @@ class RunState:
         self.latest_eval = ev
         acc = ev.get("exact_accuracy")
         cell = ev.get("accuracy")
+        changed = ev.get("changed_accuracy")
         text = f"eval step {_n(ev.get('step'))}"
+        if isinstance(changed, (int, float)):
+            text += f" · {self.headline} {changed * 100:.1f} %"
         if isinstance(acc, (int, float)):
             text += f" · exact {acc * 100:.1f} %"
         if isinstance(cell, (int, float)):
-            text += f" · cell {cell * 100:.1f} %"
+            text += f" · all cells {cell * 100:.1f} %"
         self._log(ev, "info", text)
         self.changed.update({"plots", "act", "puzzle"})
 
@@ -119,6 +137,7 @@ class RunState:
         self.run = ev
         resumed = ev.get("resumed_from")
         step = int(ev.get("step", 0))
+        self.clock.on_run(float(ev.get("t", self.last_t or 0.0)), self._prev_t)
         if resumed:
             self._truncate_after(step)
             self.step = step
@@ -134,6 +153,7 @@ class RunState:
         self.changed.update({"plots", "act", "puzzle", "system"})
 
     def _on_system(self, ev: dict[str, Any]) -> None:
+        self.run_system = ev  # the trainer's own figures (proc_*) live only in the run's samples
         self.push_system(ev)
 
     def _on_checkpoint(self, ev: dict[str, Any]) -> None:
@@ -149,6 +169,7 @@ class RunState:
 
     def _on_status(self, ev: dict[str, Any]) -> None:
         self.status = str(ev.get("state", "unknown"))
+        self.clock.on_status(self.status, float(ev.get("t", self.last_t or 0.0)))
         self.status_reason = ev.get("reason")
         self.status_error = ev.get("error")
         detail = self.status_error or self.status_reason
@@ -209,30 +230,54 @@ class RunState:
         return int(total) if isinstance(total, (int, float)) and total > 0 else None
 
     @property
-    def halt_max_steps(self) -> int:
-        cfg = self.run.get("config") or {}
-        model = cfg.get("model") if isinstance(cfg, dict) else None
-        value = (model or {}).get("halt_max_steps") if isinstance(model, dict) else None
-        if isinstance(value, int):
-            return value
-        hist = self.latest_eval.get("act_steps_hist")
-        return len(hist) if isinstance(hist, list) and hist else 16
+    def task(self) -> str | None:
+        """ "sudoku" | "maze" from the run event (None before it)."""
+        task = self.run.get("task")
+        if not task:
+            cfg = self.run.get("config")
+            data = cfg.get("data") if isinstance(cfg, dict) else None
+            task = data.get("task") if isinstance(data, dict) else None
+        return str(task) if task else None
 
-    def rate(self, span: int = 50) -> float | None:
-        """Steps per second over the last `span` train events (None when unknown)."""
-        n = len(self.steps)
-        if n < 2:
-            return None
-        k = max(0, n - 1 - span)
-        dt = self.times[-1] - self.times[k]
-        ds = self.steps[-1] - self.steps[k]
-        return ds / dt if dt > 0 and ds > 0 else None
+    @property
+    def headline(self) -> str:
+        """The UI name of `changed_accuracy`: the cells that differ from the input."""
+        return "path" if self.task == "maze" else "blanks"
+
+    @property
+    def halt_max_steps(self) -> int | None:
+        """From the run's resolved config; None before the run event says (never a default)."""
+        cfg = self.run.get("config")
+        model = cfg.get("model") if isinstance(cfg, dict) else None
+        value = model.get("halt_max_steps") if isinstance(model, dict) else None
+        return value if isinstance(value, int) else None
+
+    def train_act_hist(self) -> list[float]:
+        """The halting distribution of the recent train steps (summed counts per ACT step)."""
+        width = max((len(h) for h in self.act_hists), default=0)
+        out = [0.0] * width
+        for hist in self.act_hists:
+            for i, c in enumerate(hist):
+                out[i] += c
+        return out
+
+    def seconds_per_step(self) -> float | None:
+        return self.clock.seconds_per_step()
 
     def eta_seconds(self) -> float | None:
-        total, rate = self.total_steps, self.rate()
-        if total is None or rate is None:
+        """Steps left × the recent wall time of a running step (pauses, stops, resumes excluded)."""
+        total, per_step = self.total_steps, self.clock.seconds_per_step()
+        if total is None or per_step is None:
             return None
-        return max(0.0, (total - self.step) / rate)
+        return max(0.0, (total - self.step) * per_step)
+
+    def time_in(self, state: str, now: float, live: bool) -> float:
+        """Seconds spent running/paused/...: up to `now` while the trainer lives, else up to its last event."""
+        return self.clock.time_in(state, now if live else self.last_t)
+
+    def previous_eval(self) -> dict[str, Any]:
+        """The eval before the latest one (for the change since), or {}."""
+        return self.evals[-2] if len(self.evals) >= 2 else {}
 
     def window_slice(self, seconds: float | None) -> tuple[int, int]:
         """Index range of train points within the last `seconds` of event time (None: all)."""
@@ -259,30 +304,3 @@ _HANDLERS = {
 
 def _n(value: Any) -> str:
     return f"{value:,}" if isinstance(value, int) else str(value)
-
-
-def human_bytes(n: float | None) -> str:
-    if not isinstance(n, (int, float)):
-        return "N/A"
-    for unit in ("B", "KB", "MB", "GB", "TB"):
-        if abs(n) < 1000 or unit == "TB":
-            return f"{n:.0f} {unit}" if unit in ("B", "KB") else f"{n:.1f} {unit}"
-        n /= 1000
-    return f"{n:.1f} TB"
-
-
-def human_gib(n: float | None) -> str:
-    return f"{n / 2**30:.1f}" if isinstance(n, (int, float)) else "N/A"
-
-
-def human_duration(seconds: float | None) -> str:
-    if seconds is None:
-        return "–"
-    s = int(seconds)
-    if s < 60:
-        return f"{s}s"
-    if s < 3600:
-        return f"{s // 60}m{s % 60:02d}s"
-    if s < 86400:
-        return f"{s // 3600}h{(s % 3600) // 60:02d}m"
-    return f"{s // 86400}d{(s % 86400) // 3600:02d}h"

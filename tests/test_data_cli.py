@@ -125,7 +125,7 @@ def test_show_draws_a_maze_with_walls_start_goal_and_path(tmp_path, capsys):
     text = _plain(render_example(tmp_path / "m", "test", 0))
     lab = np.asarray(load_split(tmp_path / "m", "test")["labels"][0]).reshape(9, 9)
     grid = text.splitlines()[2:11]
-    cells = {"██": 1, "  ": 2, "S ": 3, "G ": 4, "··": 5}
+    cells = {"██": 1, "  ": 2, "S ": 3, "G ": 4, "● ": 5}  # hrm.run.render's glyphs, two columns a cell
     assert [[cells[row[2 * c : 2 * c + 2]] for c in range(9)] for row in grid] == lab.tolist()
     assert f"shortest path ({int((lab == 5).sum()) + 1} moves)" in text
     assert main(["show", str(tmp_path / "m"), "--index", "7"]) == 2
@@ -139,13 +139,13 @@ def test_show_draws_a_sudoku_puzzle_and_its_solution():
     text = _plain(render_example(root, "npy", 5))
     data = load_split(root, "npy")
     inp, lab = np.asarray(data["inputs"][5]).reshape(9, 9), np.asarray(data["labels"][5]).reshape(9, 9)
-    digit_rows = [line for line in text.splitlines() if line.startswith("| ")]
+    digit_rows = [line for line in text.splitlines() if "│" in line]
     assert len(digit_rows) == 9
     for r, line in enumerate(digit_rows):
-        left, right = line.split("   ", 1)
+        left, right = line[:22], line[22:]  # the puzzle's 22 columns, then the solution
         expect_left = "".join("." if t == 1 else str(t - 1) for t in inp[r])
-        assert left.replace("|", "").replace(" ", "") == expect_left
-        assert right.replace("|", "").replace(" ", "") == "".join(str(t - 1) for t in lab[r])
+        assert left.replace("│", "").replace(" ", "") == expect_left
+        assert right.replace("│", "").replace(" ", "") == "".join(str(t - 1) for t in lab[r])
     assert f"{int((inp > 1).sum())} givens" in text
 
 

@@ -108,7 +108,8 @@ def test_tmux_launch_pause_checkpoint_quit_kill_reattach_stop(tmp_path: Path) ->
         wait_for(lambda: "Runs" in screen() and "e2e" in screen(), 60, "the runs list")
         keys("Enter")
         # The whole history again: the plots start at step 1 and end where the run paused.
-        wait_for(lambda: header_step() == paused_at and f"step 1 … {paused_at:,}" in screen(), 60, "the full history")
+        full = re.compile(rf"step 1 +{paused_at:,}▲")  # the x axis: first step … the current one, marked
+        wait_for(lambda: header_step() == paused_at and full.search(screen()) is not None, 60, "the full history")
 
         keys("p")
         wait_for(lambda: "running" in screen().splitlines()[0], 60, "running again")

@@ -61,7 +61,7 @@ def test_dashboard_finished_maze(snap_compare, runs_root: Path, size: tuple[int,
     async def show_sample(pilot) -> None:
         await _loaded(pilot)
         if pilot.app.screen.compact:
-            pilot.app.screen.query_one("#tabs").active = "tab-sample"
+            await pilot.press("4")  # the sample panel, by its key
             await pilot.pause(0.3)
 
     assert snap_compare(_app(runs_root, "maze-cpu-20251125-0700"), terminal_size=size, run_before=show_sample)
@@ -86,7 +86,7 @@ def test_no_color_sudoku_sample(snap_compare, runs_root: Path, monkeypatch: pyte
 
     async def show_sample(pilot) -> None:
         await _loaded(pilot)
-        pilot.app.screen.query_one("#tabs").active = "tab-sample"
+        await pilot.press("4")
         await pilot.pause(0.3)
 
     app = _app(runs_root, "sudoku-cpu-20251125-0800")

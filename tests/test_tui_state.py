@@ -9,13 +9,12 @@ import sys
 from pathlib import Path
 
 import pytest
-from test_tui_support import T0, maze_sample, run_events, sudoku_sample, write_run
+from test_tui_support import T0, run_events, write_run
 
 from hrm.run.events import EventTailer, EventWriter
 from hrm.run.lock import write_pidfile
 from hrm_tui import runs
 from hrm_tui.plotting import Series, braille_plot, sample_indices, sparkline
-from hrm_tui.puzzles import render_sample
 from hrm_tui.runstate import RunState, human_duration
 
 REPO = Path(__file__).resolve().parents[1]
@@ -33,7 +32,7 @@ def test_fold_train_eval_checkpoint_status() -> None:
     assert "samples" not in st.evals[0] and len(st.latest_eval["samples"]) == 2
     assert [c["step"] for c in st.checkpoints] == [100, 200, 300]
     assert st.status == "finished" and st.halt_max_steps == 8
-    assert st.rate() == pytest.approx(2.0)  # dt = 0.5 s per step in the fixture
+    assert st.seconds_per_step() == pytest.approx(0.5)  # dt = 0.5 s per step in the fixture
     assert st.eta_seconds() == pytest.approx(350.0)
     texts = [line.text for line in st.log]
     assert any("warning" == line.level and "grad norm" in line.text for line in st.log)
@@ -200,26 +199,6 @@ def test_spawn_is_detached_with_output_in_trainer_log(tmp_path: Path) -> None:
     log = (tmp_path / "r" / "trainer.log").read_text()
     assert f"sid {proc.pid} stdin True" in log  # session leader: its sid is its own pid
     assert os.getsid(0) != proc.pid
-
-
-def test_sudoku_drawing_marks_wrong_cells() -> None:
-    text, legend, verdict = render_sample("sudoku", sudoku_sample(), [9, 9])
-    lines = text.plain.splitlines()
-    assert len(lines) == 11 and lines[0] == " 5 3 4 │ 6 8 8 │ 9 1 2"  # cell 4 answered 8 (label 7)
-    assert verdict == "✗ 2 wrong" and "wrong red" in legend
-    wrong = [s for s in text.spans if "red" in str(s.style)]
-    assert len(wrong) == 2 and all(
-        "underline" in str(s.style) and " on " in str(s.style) for s in wrong
-    )  # filled: readable in greys
-    assert render_sample("sudoku", sudoku_sample(wrong=()), [9, 9])[2] == "✓ solved"
-
-
-def test_maze_drawing_paths() -> None:
-    text, legend, verdict = render_sample("maze", maze_sample(7), [7, 7])
-    lines = text.plain.splitlines()
-    assert lines[0] == "█" * 7 and lines[1].startswith("█S•••")
-    assert "G" in lines[5] and "·" in lines[2]  # the label's path where the model's differs
-    assert verdict == "✗ 14 cells differ"
 
 
 def test_braille_plot_is_deterministic_and_sized() -> None:

@@ -108,6 +108,21 @@ def sudoku_sample(blanks_every: int = 3, wrong: tuple[int, ...] = (4, 40)) -> di
     return {"input": inp, "prediction": pred, "label": label}
 
 
+def with_segments(sample: dict[str, Any], n: int = 4, halt: int = 3) -> dict[str, Any]:
+    """The sample as the trainer records it for "watch it think": the prediction after each of `n`
+    ACT segments (segment k has the first k/n of the final answer's non-input cells filled, the rest
+    still blank), the Q logits per segment, and the segment where the Q-head would halt."""
+    final, inp = sample["prediction"], sample["input"]
+    todo = [i for i, t in enumerate(inp) if final[i] != t]
+    segments = []
+    for k in range(1, n + 1):
+        pred = list(inp)
+        for i in todo[: len(todo) * k // n]:
+            pred[i] = final[i]
+        segments.append({"pred": pred, "q_halt": -2.0 + k, "q_continue": 0.5})
+    return {**sample, "segments": segments, "halt_segment": halt}
+
+
 def maze_sample(side: int = 7) -> dict[str, list[int]]:
     grid = [[1] * side for _ in range(side)]
     for r in range(1, side - 1):
@@ -178,6 +193,7 @@ def run_events(
                 q_halt_loss=0.05,
                 q_continue_loss=0.02,
                 accuracy=acc,
+                changed_accuracy=acc**2,
                 exact_accuracy=acc**8,
                 q_halt_accuracy=0.8,
                 act_steps_mean=2 + 3 * (1 - math.exp(-s / 100)),
@@ -185,6 +201,8 @@ def run_events(
                 examples_per_s=412.0,
                 step_time_s=dt,
                 grad_norm=1.0,
+                param_norm=300.0 + s / 10,
+                act_steps_hist=[0, 1, 2, 3, 2, 0, 0, 0],
                 epoch=s / 10,
                 count=1,
             )
@@ -192,7 +210,14 @@ def run_events(
         if s % 4 == 0:
             nvml.util = 40 + (s * 7) % 60
             out.append(
-                _line("system", s, t, **{**system(), "torch_alloc": 12_884_901_888, "torch_peak": 14_173_392_076})
+                _line(
+                    "system",
+                    s,
+                    t,
+                    **{**system(), "torch_alloc": 12_884_901_888, "torch_peak": 14_173_392_076},
+                    proc_cpu_percent=180.0 + s % 7,
+                    proc_rss=1_500_000_000 + s * 1000,
+                )
             )
         if s % eval_every == 0:
             puzzle = sudoku_sample() if task == "sudoku" else maze_sample()
@@ -204,10 +229,11 @@ def run_events(
                     t + 0.2,
                     loss=loss * 1.1,
                     accuracy=acc * 0.98,
+                    changed_accuracy=min(1.0, ex + 0.1),
                     exact_accuracy=ex,
                     q_halt_accuracy=0.85,
                     act_steps_hist=[0, 5, 20, 40, 25, 10, 3, 1],
-                    samples=[puzzle, sudoku_sample(wrong=()) if task == "sudoku" else puzzle],
+                    samples=[with_segments(puzzle), sudoku_sample(wrong=()) if task == "sudoku" else puzzle],
                     split="test",
                     num_examples=200,
                 )

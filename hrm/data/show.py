@@ -1,4 +1,6 @@
-"""Drawing puzzles of a built dataset in the terminal (rich): Sudoku grids and mazes with their solutions."""
+"""Drawing puzzles of a built dataset in the terminal (rich): Sudoku grids and mazes with their solutions.
+
+The drawings come from hrm.run.render, the renderer the app's sample view uses too."""
 
 from __future__ import annotations
 
@@ -11,15 +13,9 @@ from rich.table import Table
 from rich.text import Text
 
 from hrm.data.format import load_split, read_metadata
+from hrm.run.render import PuzzleStyles, legend, maze_grid, sudoku_grid
 
-# maze tokens (hrm.data.maze_gen): 1 wall, 2 open, 3 start, 4 goal, 5 path
-_MAZE_CELLS = {
-    1: ("██", "grey50"),
-    2: ("  ", ""),
-    3: ("S ", "bold black on green"),
-    4: ("G ", "bold black on red"),
-    5: ("··", "bold yellow"),
-}
+STYLES = PuzzleStyles(answer="bold cyan")  # filled-in cells stand out from the givens
 
 
 def guess_task(vocab_size: int, seq_len: int) -> str:
@@ -28,42 +24,6 @@ def guess_task(vocab_size: int, seq_len: int) -> str:
     if vocab_size == 6 and math.isqrt(seq_len) ** 2 == seq_len:
         return "maze"
     return "tokens"
-
-
-def render_sudoku(inputs: np.ndarray, labels: np.ndarray | None = None) -> Text:
-    """The solution (or the puzzle when no label) with givens bold and filled-in cells coloured."""
-    inp = np.asarray(inputs).reshape(9, 9)
-    lab = None if labels is None else np.asarray(labels).reshape(9, 9)
-    text = Text()
-    rule = "+-------+-------+-------+\n"
-    for r in range(9):
-        if r % 3 == 0:
-            text.append(rule, style="dim")
-        for c in range(9):
-            if c % 3 == 0:
-                text.append("| ", style="dim")
-            given = inp[r, c] >= 2
-            token = inp[r, c] if given or lab is None else lab[r, c]
-            ch = str(int(token) - 1) if token >= 2 else "."
-            text.append(ch + " ", style="bold" if given else ("cyan" if token >= 2 else "dim"))
-        text.append("|\n", style="dim")
-    text.append(rule.rstrip("\n"), style="dim")
-    return text
-
-
-def render_maze(inputs: np.ndarray, labels: np.ndarray | None = None) -> Text:
-    """Walls, start, goal and (when a label is given) the path; two characters per cell."""
-    grid = np.asarray(labels if labels is not None else inputs)
-    side = math.isqrt(grid.size)
-    grid = grid.reshape(side, side)
-    text = Text()
-    for r in range(side):
-        for c in range(side):
-            chars, style = _MAZE_CELLS.get(int(grid[r, c]), ("??", "red"))
-            text.append(chars, style=style)
-        if r < side - 1:
-            text.append("\n")
-    return text
 
 
 def render_tokens(inputs: np.ndarray, labels: np.ndarray | None = None) -> Text:
@@ -88,24 +48,15 @@ def render_example(root: Path | str, split: str = "train", index: int = 0) -> Gr
     header = Text(f"{Path(root).name} · {split} example {index} of {n} · puzzle {puzzle} · group {group}", style="bold")
     if task == "sudoku":
         blanks = int((inp == 1).sum())
-        legend = Text.assemble(
-            f"{81 - blanks} givens ", ("bold", "bold"), f", {blanks} cells filled in ", ("in colour", "cyan")
-        )
+        counts = Text(f"{int(inp.size) - blanks} givens, {blanks} cells filled in · ")
         pair = Table.grid(padding=(0, 3))
         pair.add_row(Text("puzzle", style="bold"), Text("solution", style="bold"))
-        pair.add_row(render_sudoku(inp), render_sudoku(inp, lab))
-        return Group(header, legend, pair)
+        pair.add_row(
+            sudoku_grid(inp.tolist(), styles=STYLES), sudoku_grid(inp.tolist(), None, lab.tolist(), styles=STYLES)
+        )
+        return Group(header, counts + legend("sudoku", STYLES, with_prediction=False), pair)
     if task == "maze":
         moves = int((lab == 5).sum()) + 1
-        legend = Text.assemble(
-            ("██", "grey50"),
-            " wall  ",
-            ("S ", "bold black on green"),
-            " start  ",
-            ("G ", "bold black on red"),
-            " goal  ",
-            ("··", "bold yellow"),
-            f" shortest path ({moves} moves)",
-        )
-        return Group(header, legend, render_maze(inp, lab))
+        key = legend("maze", STYLES, with_prediction=False) + Text(f" ({moves} moves)")
+        return Group(header, key, maze_grid(inp.tolist(), None, lab.tolist(), styles=STYLES))
     return Group(header, Text("inputs:"), render_tokens(inp), Text("labels:"), render_tokens(lab))

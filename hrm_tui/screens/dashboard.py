@@ -3,41 +3,53 @@
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from pathlib import Path
-from typing import Any
 
-from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.containers import VerticalScroll
 from textual.reactive import reactive
-from textual.screen import Screen
-from textual.widgets import Footer, TabbedContent, TabPane
+from textual.widgets import ContentSwitcher
 
+from hrm_tui.alerts import AlertWatch
 from hrm_tui.host import AppHost, host
-from hrm_tui.messages import CommandDone, EventsRead, Liveness, SystemSampled
+from hrm_tui.messages import EventsRead, Liveness, SystemSampled
 from hrm_tui.runs import derive_status
 from hrm_tui.runstate import LIVE_STATES, RunState
-from hrm_tui.screens.confirm import ConfirmScreen
+from hrm_tui.screens.dashboard_control import ControlMixin
+from hrm_tui.screens.dashboard_layout import COMPACT_BELOW, PANELS, compose_compact, compose_wide, panel_title
 from hrm_tui.watch import RunWatcher
-from hrm_tui.widgets import ActPanel, DeathNote, GpuPanel, LogPanel, MetricPlot, PuzzleView, RunHeader
-from hrm_tui.widgets.plot import WINDOWS
+from hrm_tui.widgets import ActPanel, DeathNote, GpuPanel, LogPanel, MetricPlot, PuzzleView, Readout, RunHeader
+from hrm_tui.widgets.plot import SMOOTHING, WINDOWS, View
+from hrm_tui.widgets.puzzle import drawing_width
 
 REDRAW_S = 0.5  # at most 2 redraws per second, however fast events arrive
 PLOT_REDRAW_S = 1.0  # plots (the costliest panels) at most once a second
 CONTROL_ACTIONS = {"pause", "resume", "checkpoint", "evaluate", "stop"}
+_PANEL = Binding.Group("Panel", compact=True)
+_SAMPLE = Binding.Group("Sample", compact=True)
+_SEGMENT = Binding.Group("Segment", compact=True)
 
 
-class DashboardScreen(Screen):
+class DashboardScreen(ControlMixin):
     BINDINGS = [
         Binding("p", "pause", "Pause"),
         Binding("p", "resume", "Resume"),
         Binding("c", "checkpoint", "Checkpoint"),
         Binding("e", "evaluate", "Eval"),
         Binding("s", "stop", "Stop"),
+        *(Binding(key, f"panel('{pid}')", title, group=_PANEL, priority=True) for key, pid, title in PANELS),
+        Binding("left", "sample(-1)", "Prev sample", group=_SAMPLE, priority=True),
+        Binding("right", "sample(1)", "Next sample", group=_SAMPLE, priority=True),
+        Binding("left_square_bracket", "segment(-1)", "Prev segment", group=_SEGMENT, priority=True),
+        Binding("right_square_bracket", "segment(1)", "Next segment", group=_SEGMENT, priority=True),
         Binding("w", "window", "Window"),
-        Binding("left", "sample(-1)", "Prev sample", show=False),
-        Binding("right", "sample(1)", "Next sample", show=False),
+        Binding("m", "smoothing", "Smooth"),
+        Binding("l", "log_y", "Log y"),
+        Binding("a", "desktop_alerts", "Desktop alerts"),
+        Binding("pageup", "scroll_sample(-1)", "Scroll sample up", show=False, priority=True),
+        Binding("pagedown", "scroll_sample(1)", "Scroll sample down", show=False, priority=True),
     ]
 
     status = reactive("none", bindings=True)  # derived: last status + whether the trainer lives
@@ -48,7 +60,10 @@ class DashboardScreen(Screen):
         self.run_dir: Path | None = None
         self.state: RunState | None = None
         self.alive = False
-        self.window = 0
+        self.view = View()
+        self.panel = PANELS[0][1]  # the side panel the compact layout shows
+        self.desktop_alerts = False
+        self.alerts: AlertWatch | None = None
         self.sample_index = 0
         self._watcher: RunWatcher | None = None
         self._log_tail: list[str] = []
@@ -57,61 +72,16 @@ class DashboardScreen(Screen):
         self._app_sampled = False  # the GPU panel shows the app's own sample, not the run's
         self._plots_at = 0.0  # monotonic time of the last plot redraw
         self._plots_due = False  # plot changes held back by PLOT_REDRAW_S
-
-    @property
-    def hrm(self) -> AppHost:
-        return host(self)
+        self._replayed = False  # the full history is folded (alerts are armed after it)
 
     # ---- layout ----------------------------------------------------------------------------
     def compose(self) -> ComposeResult:
         self.set_reactive(DashboardScreen.compact, self._wants_compact())
         self.set_class(self.compact, "-compact")
-        yield RunHeader(self.hrm.clock, id="header")
         if self.compact:
-            yield MetricPlot(
-                "Loss", [("loss", "train", "$accent")], [("loss", "eval", "$primary-lighten-2")], log_y=True, id="loss"
-            )
-            yield MetricPlot(
-                "Accuracy",
-                [("accuracy", "cell", "$accent"), ("exact_accuracy", "exact", "$success")],
-                [("exact_accuracy", "eval exact", "$primary-lighten-2")],
-                y_range=(0.0, 1.0),
-                id="acc",
-            )
-            yield DeathNote(id="death")
-            with TabbedContent(id="tabs"):
-                with TabPane("ACT", id="tab-act"):
-                    yield ActPanel(id="act")
-                with TabPane("GPU", id="tab-gpu"):
-                    yield VerticalScroll(GpuPanel(id="gpu"))
-                with TabPane("Sample", id="tab-sample"):
-                    yield VerticalScroll(PuzzleView(id="puzzle"))
-                with TabPane("Log", id="tab-log"):
-                    yield LogPanel(id="log")
+            yield from compose_compact(self.hrm.clock, self.panel)
         else:
-            with Horizontal(id="plots"):
-                yield MetricPlot(
-                    "Loss",
-                    [("loss", "train", "$accent")],
-                    [("loss", "eval", "$primary-lighten-2")],
-                    log_y=True,
-                    id="loss",
-                )
-                yield MetricPlot(
-                    "Accuracy",
-                    [("accuracy", "cell", "$accent"), ("exact_accuracy", "exact", "$success")],
-                    [("exact_accuracy", "eval exact", "$primary-lighten-2")],
-                    y_range=(0.0, 1.0),
-                    id="acc",
-                )
-            yield DeathNote(id="death")
-            with Horizontal(id="side"):
-                with Vertical(id="act-box", classes="box"):
-                    yield ActPanel(id="act")
-                yield VerticalScroll(GpuPanel(id="gpu"), id="gpu-box", classes="box")
-                yield VerticalScroll(PuzzleView(id="puzzle"), id="puzzle-box", classes="box")
-            yield LogPanel(id="log", classes="box")
-        yield Footer()
+            yield from compose_wide(self.hrm.clock)
 
     def on_mount(self) -> None:
         self._set_titles()
@@ -121,7 +91,7 @@ class DashboardScreen(Screen):
 
     def _wants_compact(self) -> bool:
         w, h = self.app.size
-        return w < 110 or h < 34
+        return w < COMPACT_BELOW[0] or h < COMPACT_BELOW[1]
 
     async def on_resize(self) -> None:
         if self._wants_compact() != self.compact:
@@ -131,7 +101,10 @@ class DashboardScreen(Screen):
             self._render_all()
 
     def _set_titles(self) -> None:
-        titles = {"#act-box": "ACT halting", "#gpu-box": "GPU · host", "#log": "Log"}
+        if self.compact:
+            self.query_one("#panel").border_title = panel_title(self.panel)
+            return
+        titles = {"#readout-box": "Values", "#act-box": "ACT halting", "#gpu-box": "System", "#log": "Log"}
         for sel, title in titles.items():
             for w in self.query(sel):
                 w.border_title = title
@@ -154,6 +127,7 @@ class DashboardScreen(Screen):
         self.sample_index = 0
         self._log_tail = []
         self._app_sampled = False
+        self.alerts = AlertWatch(run_dir.name)
         self._watcher = RunWatcher(self, run_dir)
         self._watcher.start()
         self._render_all()
@@ -173,6 +147,7 @@ class DashboardScreen(Screen):
         if msg.initial:
             self.state = msg.state
             self._app_sampled = False
+            self._replayed = not msg.state.partial
             self._pending.add("all")
         else:
             self.state.apply(msg.events)
@@ -180,6 +155,8 @@ class DashboardScreen(Screen):
                 self._run_system_at = time.monotonic()
                 self._app_sampled = False
             self._pending |= self.state.take_changes()
+            if self.alerts is not None:
+                self._raise(self.alerts.on_events(msg.events, time.monotonic()))
         self._update_status()
 
     def on_liveness(self, msg: Liveness) -> None:
@@ -188,6 +165,8 @@ class DashboardScreen(Screen):
         self.alive, self._log_tail = msg.alive, msg.log_tail
         self.hrm.set_sampling(not msg.alive)
         self._update_status()
+        if self.alerts is not None and self._replayed and not self.alerts.armed:
+            self.alerts.arm(self.status, time.monotonic())  # from here on, changes are news
         self._pending |= {"header", "death"}
 
     def on_system_sampled(self, msg: SystemSampled) -> None:
@@ -198,19 +177,6 @@ class DashboardScreen(Screen):
         self._app_sampled = True
         self._pending.add("system")
 
-    def on_command_done(self, msg: CommandDone) -> None:
-        reply = msg.reply
-        ok = bool(reply.get("ok"))
-        text = reply.get("message") or (
-            f"{msg.cmd}: done at step {reply.get('step')}"
-            if ok
-            else f"{msg.cmd} failed: {reply.get('error', 'no reply')}"
-        )
-        if self.state is not None and msg.run_dir == self.run_dir:
-            self.state.add_log(self.hrm.clock(), "command" if ok else "error", f"[{msg.cmd}] {text}")
-            self._pending.add("log")
-        self.notify(text, title=msg.cmd, severity="information" if ok else "error")
-
     def _update_status(self) -> None:
         if self.state is None:
             self.status = "none"
@@ -218,14 +184,18 @@ class DashboardScreen(Screen):
         self.status = derive_status(
             self.state.status, self.alive, has_events=self.state.events_seen > 0, has_log=bool(self._log_tail)
         )
+        if self.alerts is not None:
+            self._raise(self.alerts.on_status(self.status))
 
     # ---- drawing (batched: at most every REDRAW_S) -------------------------------------------
     def _flush(self) -> None:
+        now = time.monotonic()
         if self.state is not None:
             self._pending |= self.state.take_changes()
         if self.alive:
             self._pending.add("header")  # elapsed time moves on
-        now = time.monotonic()
+            if self.alerts is not None and self.state is not None:
+                self._raise(self.alerts.check_stall(self.status, now, self.state.seconds_per_step()))
         if "plots" in self._pending and "all" not in self._pending and now - self._plots_at < PLOT_REDRAW_S:
             self._pending.discard("plots")
             self._plots_due = True
@@ -248,7 +218,9 @@ class DashboardScreen(Screen):
         self.query_one(RunHeader).show(name, s, self.status)
         if every or "plots" in what:
             for plot in self.query(MetricPlot):
-                plot.show(s, self.window)
+                plot.show(s, self.view)
+        if every or "plots" in what or "header" in what:
+            self.query_one(Readout).show(s, running=self.status == "running", smoothing=self.view.smoothing)
         if every or "act" in what:
             self.query_one(ActPanel).show(s)
         if every or "system" in what:
@@ -276,9 +248,19 @@ class DashboardScreen(Screen):
             view.show("sudoku", None, None, "")
             return
         self.sample_index %= len(samples)
-        task = str(s.run.get("task") or (s.run.get("config") or {}).get("data", {}).get("task") or "sudoku")
-        caption = f"Eval sample {self.sample_index + 1}/{len(samples)}  [←/→] · step {s.latest_eval.get('step', 0):,}"
-        view.show(task, s.run.get("grid"), samples[self.sample_index], caption)
+        task, grid, sample = s.task or "sudoku", s.run.get("grid"), samples[self.sample_index]
+        caption = f"Eval sample {self.sample_index + 1}/{len(samples)} ←/→ · step {s.latest_eval.get('step', 0):,}"
+        view.show(task, grid, sample, caption)
+        # The sample column is as wide as its drawing (two columns a maze cell while that fits).
+        box = self.query_one("#puzzle-box")
+        room = self.app.size.width * (3 if self.compact else 2) // 5
+        need = drawing_width(task, grid, sample) + 4
+        if need > room:
+            need = drawing_width(task, grid, sample, wide=False) + 4
+        need = max(need, 42 if self.compact else 44)
+        target = self.query_one("#panel") if self.compact else box
+        if not self.compact or self.panel == "puzzle-box":
+            target.styles.width = min(need, room)
 
     def _render_death(self) -> None:
         s = self.state
@@ -305,47 +287,46 @@ class DashboardScreen(Screen):
             return st in ("running", "paused")
         if action == "stop":
             return st in LIVE_STATES and st != "stopping"
-        if action in ("window", "sample"):
+        if action == "panel":
+            return self.compact  # the wide layout shows every panel
+        if action in ("window", "sample", "segment", "smoothing", "log_y", "scroll_sample"):
             return self.state is not None
         return True
 
-    def action_pause(self) -> None:
-        self.send("pause")
-
-    def action_resume(self) -> None:
-        self.send("resume")
-
-    def action_checkpoint(self) -> None:
-        self.send("checkpoint")
-
-    def action_evaluate(self) -> None:
-        self.send("eval")
-
-    @work(exclusive=True, group="confirm")
-    async def action_stop(self) -> None:
-        question = f"Stop {self.run_dir.name if self.run_dir else 'the run'}? It checkpoints first, then exits."
-        if await self.app.push_screen_wait(ConfirmScreen(question, yes="Stop the run")):
-            self.send("stop")
-
     def action_window(self) -> None:
-        self.window = (self.window + 1) % len(WINDOWS)
+        self.view = replace(self.view, window=(self.view.window + 1) % len(WINDOWS))
+        self._redraw({"plots"})
+
+    def action_smoothing(self) -> None:
+        k = SMOOTHING.index(self.view.smoothing) if self.view.smoothing in SMOOTHING else -1
+        self.view = replace(self.view, smoothing=SMOOTHING[(k + 1) % len(SMOOTHING)])
+        self._redraw({"plots"})
+
+    def action_log_y(self) -> None:
+        self.view = replace(self.view, log_y=not self.view.log_y)
         self._redraw({"plots"})
 
     def action_sample(self, delta: int) -> None:
         self.sample_index += delta
+        self.query_one(PuzzleView).segment = None  # a new sample starts at its final answer
         self._redraw({"puzzle"})
 
-    def send(self, cmd: str) -> None:
-        if self.run_dir is not None:
-            self._send_worker(self.run_dir, cmd)
+    def action_segment(self, delta: int) -> None:
+        self.query_one(PuzzleView).step_segment(delta)
 
-    @work(thread=True, group="control")
-    def _send_worker(self, run_dir: Path, cmd: str) -> None:
-        reply: dict[str, Any]
-        try:
-            from hrm.run.control import send_command
+    def action_scroll_sample(self, pages: int) -> None:
+        box = self.query_one("#puzzle-box", VerticalScroll)
+        box.scroll_to(y=box.scroll_y + pages * max(1, box.size.height - 2), animate=False)
 
-            reply = send_command(run_dir, cmd, timeout=30.0)
-        except Exception as exc:  # socket gone, timeout, trainer died: show it, never crash
-            reply = {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
-        self.post_message(CommandDone(run_dir, cmd, reply))
+    def action_panel(self, panel: str) -> None:
+        self.panel = panel
+        self.query_one("#panel", ContentSwitcher).current = panel
+        self._set_titles()
+        self._redraw({"puzzle"} if panel == "puzzle-box" else set())
+        if panel != "puzzle-box":
+            self.query_one("#panel").styles.width = max(38, self.app.size.width * 2 // 5) if panel == "log" else 42
+
+    def action_desktop_alerts(self) -> None:
+        self.desktop_alerts = not self.desktop_alerts
+        state = "on: OSC 9/777 notifications go to the terminal" if self.desktop_alerts else "off"
+        self.notify(f"desktop notifications {state}", title="alerts")

@@ -9,5 +9,6 @@ from hrm_tui.widgets.header import RunHeader
 from hrm_tui.widgets.logpanel import LogPanel
 from hrm_tui.widgets.plot import MetricPlot
 from hrm_tui.widgets.puzzle import PuzzleView
+from hrm_tui.widgets.readout import Readout
 
-__all__ = ["ActPanel", "DeathNote", "GpuPanel", "LogPanel", "MetricPlot", "PuzzleView", "RunHeader"]
+__all__ = ["ActPanel", "DeathNote", "GpuPanel", "LogPanel", "MetricPlot", "PuzzleView", "Readout", "RunHeader"]

@@ -1,0 +1,340 @@
+"""The dashboard tells the truth (issue 14): the readout's numbers are the last events' numbers, the
+ETA ignores pauses, ACT is honest, the segment stepper walks a sample's ACT segments, the 80×24
+panel keys work without focus, and alerts fire on what happens while watching. Events are written
+as real events.jsonl files (test_tui_support); one test reads a real tiny trainer's run."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from test_tui_support import T0, FakeNvml, fixed_sampler, maze_sample, run_events, write_run
+
+from hrm_tui.alerts import AlertWatch, osc_notification
+from hrm_tui.app import HrmApp
+from hrm_tui.runstate import RunState
+from hrm_tui.widgets import ActPanel, PuzzleView, Readout, RunHeader
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def make_app(root: Path, **kw) -> HrmApp:
+    kw.setdefault("sampler", fixed_sampler(FakeNvml()))
+    kw.setdefault("clock", lambda: T0 + 500)
+    return HrmApp(root, **kw)
+
+
+def text(widget) -> str:
+    return widget.render().plain
+
+
+async def wait_for(pilot, cond, timeout: float = 10.0) -> None:
+    for _ in range(int(timeout / 0.05)):
+        if cond():
+            return
+        await pilot.pause(0.05)
+    assert cond()
+
+
+def last(events: list[dict], kind: str, n: int = 1) -> dict:
+    return [e for e in events if e.get("kind") == kind][-n]
+
+
+def readout(dash) -> dict[str, str]:
+    """The readout's rows by label; the last eval's rows are indented ("  blanks", "  exact")."""
+    return dict(dash.query_one(Readout)._rows)
+
+
+def read_events(run: Path) -> list[dict]:
+    return [json.loads(line) for line in (run / "events.jsonl").read_text().splitlines() if line.strip()]
+
+
+async def test_readout_values_are_the_last_events_values(tmp_path: Path) -> None:
+    run = write_run(tmp_path, "r", run_events(230, status="finished"))
+    events = read_events(run)
+    app = make_app(tmp_path, attach=run)
+    async with app.run_test(size=(200, 50)) as pilot:
+        dash = app.screen
+        await wait_for(pilot, lambda: dash.state is not None and dash.state.step == 230 and dash.status == "finished")
+        await wait_for(pilot, lambda: readout(dash).get("step") == "230 / 1,000")
+        r = readout(dash)
+        tr, ev, prev, sysev = (
+            last(events, "train"),
+            last(events, "eval"),
+            last(events, "eval", 2),
+            last(events, "system"),
+        )
+        assert r["loss"] == f"{tr['loss']:.4f}"
+        assert r["blanks"] == f"{tr['changed_accuracy'] * 100:.1f} %"  # Sudoku: changed_accuracy is "blanks"
+        assert r["exact"] == f"{tr['exact_accuracy'] * 100:.1f} %"
+        assert r["all cells"] == f"{tr['accuracy'] * 100:.1f} %"
+        assert "eval @200" in r and ev["step"] == 200
+        change = (ev["changed_accuracy"] - prev["changed_accuracy"]) * 100
+        assert r["  blanks"] == f"{ev['changed_accuracy'] * 100:.1f} % ({change:+.1f} pp)"
+        assert r["  exact"].startswith(f"{ev['exact_accuracy'] * 100:.1f} %")
+        assert r["lr"] == f"{tr['lr']:.2e}" and r["grad norm"] == f"{tr['grad_norm']:.3g}"
+        assert r["param norm"] == f"{tr['param_norm']:.4g}"
+        assert r["step time"] == f"{tr['step_time_s'] * 1000:.0f} ms"
+        assert r["ex/s"] == "—"  # the run is over: no throughput
+        assert r["trainer CPU"] == f"{sysev['proc_cpu_percent']:.0f} %"
+        assert r["trainer RSS"] == f"{sysev['proc_rss'] / 1e9:.1f} GB"
+        # The smoothed loss is the plots' EMA (0.9, debiased) of the train losses.
+        losses = [e["loss"] for e in events if e["kind"] == "train"]
+        acc = 0.0
+        for v in losses[-100:]:
+            acc = acc * 0.9 + 0.1 * v
+        assert float(r["  ema 0.9"]) == pytest.approx(acc / (1 - 0.9**100), abs=1e-4)
+        await pilot.press("m")  # smoothing 0.99: the readout follows the plots
+        assert "  ema 0.99" in readout(dash)
+
+
+def _paused_run(pause_s: float = 480.0, dt: float = 0.5) -> list[str]:
+    """100 steps of `dt`, a pause of `pause_s`, 10 more steps, then paused again (now)."""
+    lines = run_events(100, status=None, dt=dt, eval_every=1000)
+    t = T0 + 100 * dt
+    extra = [
+        {"kind": "status", "state": "paused", "t": t + 0.1},
+        {"kind": "status", "state": "running", "t": t + pause_s},
+    ]
+    for k in range(1, 11):
+        extra.append({"kind": "train", "step": 100 + k, "t": t + pause_s + k * dt, "loss": 1.0, "step_time_s": dt})
+    extra.append({"kind": "status", "state": "paused", "t": t + pause_s + 10 * dt + 0.1})
+    return lines + [json.dumps({"v": 1, **e}) for e in extra]
+
+
+def test_eta_after_a_pause_is_steps_left_times_step_time() -> None:
+    st = RunState()
+    st.apply([json.loads(x) for x in _paused_run()])
+    assert st.step == 110 and st.total_steps == 1000
+    expected = (1000 - 110) * 0.5  # steps left × the running step time
+    assert st.eta_seconds() == pytest.approx(expected, rel=0.10)
+    assert st.eta_seconds() == pytest.approx(expected, rel=1e-6)  # in fact exact: the pause is not a step
+    # Training time leaves the 8-minute pause out and shows it apart.
+    end = T0 + 50 + 480 + 5 + 0.1
+    # running from the status at t0 + 0.1 to the pause at t0 + 50.1, then 5.1 s after it
+    assert st.time_in("running", end, live=False) == pytest.approx(50.0 + 5.1, abs=1e-6)
+    assert st.time_in("paused", end, live=True) == pytest.approx(480 - 0.1, abs=0.2)
+
+
+def test_eta_after_a_stop_and_resume() -> None:
+    """A stop, an hour away, and a resumed process: the gap is neither a step nor training time."""
+    lines = run_events(100, status="stopped", eval_every=1000)
+    run = json.loads(lines[0])
+    t = T0 + 3600
+    resumed = [
+        {**run, "t": t, "step": 100, "resumed_from": "checkpoints/step-00000100.pt"},
+        {"v": 1, "kind": "status", "state": "running", "t": t + 5, "step": 100},
+    ] + [{"v": 1, "kind": "train", "step": 100 + k, "t": t + 5 + k * 0.5, "loss": 1.0} for k in range(1, 4)]
+    st = RunState()
+    st.apply([json.loads(x) for x in lines] + resumed)
+    assert st.eta_seconds() == pytest.approx((1000 - 103) * 0.5, rel=0.10)
+    # t0 + 0.1 .. the stop at t0 + 51, then from the resumed process's `running` (t + 5) to t + 6.5
+    assert st.time_in("running", t + 6.5, live=True) == pytest.approx(50.9 + 1.5, abs=1e-6)
+
+
+@pytest.fixture
+def sleeper(tmp_path: Path):
+    """A living process that is not a trainer: a run whose pid file names it looks live."""
+    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
+    yield proc
+    proc.kill()
+    proc.wait()
+
+
+async def test_header_while_paused_and_alert_when_the_trainer_dies(tmp_path: Path, sleeper) -> None:
+    from hrm.run.lock import write_pidfile
+
+    run = write_run(tmp_path, "paused", _paused_run())
+    write_pidfile(run, pid=sleeper.pid)
+    now = T0 + 50 + 480 + 5 + 60.1  # paused for a minute now
+    app = make_app(tmp_path, attach=run, clock=lambda: now)
+    async with app.run_test(size=(200, 50)) as pilot:
+        dash = app.screen
+        await wait_for(pilot, lambda: dash.alive and dash.status == "paused")
+        await wait_for(pilot, lambda: "step 110/1,000" in text(dash.query_one(RunHeader)))
+        header = text(dash.query_one(RunHeader))
+        assert "● paused" in header and "— ex/s" in header  # no throughput while paused
+        assert "ETA 7m25s" in header  # 890 steps × 0.5 s, not stretched by either pause
+        assert "train 55s" in header and "paused 8m59s" in header  # 479.9 s, then 60 s more now
+        assert readout(dash)["ex/s"] == "—"
+        await wait_for(pilot, lambda: dash.alerts is not None and dash.alerts.armed)
+        sleeper.kill()
+        sleeper.wait()
+        await wait_for(pilot, lambda: dash.status == "died", timeout=10)
+        await wait_for(pilot, lambda: any("died" in n.title for n in app._notifications))
+        await wait_for(pilot, lambda: "✗ died" in text(dash.query_one(RunHeader)))
+        header = text(dash.query_one(RunHeader))
+        assert "ETA —" in header and "paused 7m59s" in header  # the dead run's time ends at its last event
+
+
+def test_alert_watch_ends_nonfinite_and_stalls() -> None:
+    w = AlertWatch("r")
+    assert w.on_status("finished") == []  # not armed: attaching to an ended run is no news
+    w.arm("running", now=100.0)
+    assert w.on_status("running") == []
+    assert [a.severity for a in w.on_status("failed")] == ["error"]
+    w.arm("running", now=100.0)
+    nan = [{"kind": "train", "step": 7, "loss": None}, {"kind": "train", "step": 8, "loss": None}]
+    alerts = w.on_events(nan, now=101.0)
+    assert len(alerts) == 1 and "step 7" in alerts[0].message  # once per bad stretch
+    logged = {"kind": "log", "level": "error", "message": "non-finite loss at step 9 (loss=nan)"}
+    assert w.on_events([{"kind": "train", "step": 9, "loss": 1.0}, logged], now=102.0)[0].message == logged["message"]
+    assert w.check_stall("running", now=102.0 + 59, seconds_per_step=0.5) == []  # under the 60 s floor
+    stall = w.check_stall("running", now=102.0 + 61, seconds_per_step=0.5)
+    assert len(stall) == 1 and "no step for 61 s" in stall[0].message
+    assert w.check_stall("running", now=300.0, seconds_per_step=0.5) == []  # said once
+    w.on_events([{"kind": "train", "step": 10, "loss": 1.0}], now=400.0)
+    assert w.check_stall("running", now=400.0 + 20 * 5 - 1, seconds_per_step=5.0) == []  # 20 × usual step
+    assert w.check_stall("running", now=400.0 + 20 * 5 + 1, seconds_per_step=5.0) != []
+    assert w.check_stall("paused", now=10_000.0, seconds_per_step=5.0) == []
+    osc = osc_notification("run; done", "finished\x07")
+    assert osc == "\x1b]777;notify;run, done;finished\x1b\\\x1b]9;run, done: finished\x1b\\"
+
+
+async def test_segment_stepper_walks_act_segments(tmp_path: Path) -> None:
+    run = write_run(tmp_path, "r", run_events(100, status="finished"))  # sample 1: 4 segments, halt at 3
+    app = make_app(tmp_path, attach=run)
+    async with app.run_test(size=(200, 50)) as pilot:
+        dash = app.screen
+        view = dash.query_one(PuzzleView)
+        await wait_for(pilot, lambda: "Eval sample 1/2" in text(view))
+        assert "segment  1 2◆3 4" in text(view) and "✗ 2 wrong of 27 blanks" in text(view)  # the last one
+        await pilot.press("left_square_bracket")
+        await wait_for(pilot, lambda: view.segment == 2)
+        shown = view.render()
+        # Segment 3 filled 20 of the 27 blanks (2 of them wrong): 7 left blank + 2 wrong.
+        assert "✗ 9 wrong of 27 blanks" in shown.plain
+        assert "q_halt +1.00 vs continue +0.50 → halt" in shown.plain and "◆ Q-head halts: 3" in shown.plain
+        underlined = [s for s in shown.spans if "underline" in str(s.style)]
+        assert len(underlined) == 20 - 13 + 1  # the 7 cells segment 3 filled, and the legend's sample
+        for _ in range(4):
+            await pilot.press("left_square_bracket")
+        assert view.segment == 0 and "q_halt -1.00 vs continue +0.50 → go on" in text(view)
+        for _ in range(6):
+            await pilot.press("right_square_bracket")
+        assert view.segment == 3
+        await pilot.press("right")  # the next sample has no segments: no stepper
+        assert "Eval sample 2/2" in text(view) and "segment" not in text(view)
+
+
+async def test_80x24_panel_keys_without_focus_and_arrows_change_sample(tmp_path: Path) -> None:
+    from textual.widgets import ContentSwitcher
+
+    run = write_run(tmp_path, "r", run_events(100, status="finished"))
+    app = make_app(tmp_path, attach=run)
+    async with app.run_test(size=(80, 24)) as pilot:
+        dash = app.screen
+        await wait_for(pilot, lambda: dash.state is not None and dash.state.step == 100 and dash.compact)
+        switcher = dash.query_one("#panel", ContentSwitcher)
+        for key, pid in (("2", "act-box"), ("3", "gpu-box"), ("4", "puzzle-box"), ("5", "log"), ("1", "readout-box")):
+            await pilot.press(key)
+            assert switcher.current == pid
+            assert switcher.border_title.count("[reverse]") == 1 and f"[reverse]{key} " in switcher.border_title
+        await pilot.press("4")
+        await pilot.press("tab", "tab")  # whatever has focus now, ← / → still mean the sample
+        view = dash.query_one(PuzzleView)
+        await pilot.press("right")
+        await wait_for(pilot, lambda: "Eval sample 2/2" in text(view))
+        await pilot.press("left")
+        await wait_for(pilot, lambda: "Eval sample 1/2" in text(view))
+        await pilot.pause(0.3)
+        box = dash.query_one("#puzzle-box")
+        assert box.max_scroll_y == 0  # the whole Sudoku fits at 80×24: nothing cut off
+        lines = view.render().plain.splitlines()
+        grid = [ln for ln in lines if "│" in ln or "┼" in ln]
+        assert len(grid) == 11 and box.size.width >= max(len(ln) for ln in grid)
+        header = text(dash.query_one(RunHeader))
+        assert "finished" in header and "step 100/1,000" in header and "ETA" in header
+        assert len(header) <= 80
+        plot = dash.query_one("#loss")
+        assert plot.size.height >= 9  # each of the two stacked plots gets half of the rows
+
+
+def _maze_run(root: Path, side: int = 30) -> Path:
+    """A finished maze run of `side`×`side` whose eval sample is a real-sized maze."""
+    lines = run_events(100, task="maze", status="finished")
+    out = []
+    base = maze_sample(7)
+    inp = [1 if r in (0, side - 1) or c in (0, side - 1) else 2 for r in range(side) for c in range(side)]
+    inp[side + 1], inp[side * side - side - 2] = 3, 4
+    lab = list(inp)
+    for c in range(2, side - 1):
+        lab[side + c] = 5
+    sample = {"input": inp, "prediction": lab, "label": lab}
+    for line in lines:
+        ev = json.loads(line)
+        if ev["kind"] == "run":
+            ev["grid"] = [side, side]
+        if ev["kind"] == "eval":
+            ev["samples"] = [sample, base]
+        out.append(json.dumps(ev))
+    return write_run(root, "maze", out)
+
+
+async def test_30x30_maze_readable_at_200x50_and_scrollable_at_80x24(tmp_path: Path) -> None:
+    run = _maze_run(tmp_path)
+    app = make_app(tmp_path, attach=run)
+    async with app.run_test(size=(200, 50)) as pilot:
+        dash = app.screen
+        view = dash.query_one(PuzzleView)
+        await wait_for(pilot, lambda: "✓ path found (27 cells)" in text(view))
+        await pilot.pause(0.3)
+        rows = [ln for ln in view.render().plain.splitlines() if ln.startswith("██")]
+        assert len(rows) == 30 and {len(ln) for ln in rows} == {60}  # two columns a cell
+        assert dash.query_one("#puzzle-box").max_scroll_y == 0  # all of it on screen
+    app = make_app(tmp_path, attach=run)
+    async with app.run_test(size=(80, 24)) as pilot:
+        dash = app.screen
+        await wait_for(pilot, lambda: dash.state is not None and dash.state.step == 100)
+        await pilot.press("4")
+        box = dash.query_one("#puzzle-box")
+        await wait_for(pilot, lambda: box.max_scroll_y > 0)
+        await pilot.press("pagedown")
+        await wait_for(pilot, lambda: box.scroll_y > 0)
+
+
+async def test_act_off_and_nothing_before_the_run_event(tmp_path: Path) -> None:
+    lines = run_events(20, status="finished")
+    run = json.loads(lines[0])
+    run["config"]["model"]["halt_max_steps"] = 1
+    off = write_run(tmp_path, "off", [json.dumps(run)] + lines[1:])
+    before = write_run(tmp_path, "before", [ln for ln in lines if json.loads(ln)["kind"] != "run"])
+    app = make_app(tmp_path, attach=off)
+    async with app.run_test(size=(200, 50)) as pilot:
+        act = app.screen.query_one(ActPanel)
+        await wait_for(pilot, lambda: text(act).startswith("ACT off"))
+        assert "mean steps" not in text(act) and "q-halt" not in text(act)
+    st = RunState()
+    st.apply([json.loads(x) for x in before.joinpath("events.jsonl").read_text().splitlines()])
+    assert st.halt_max_steps is None  # no default made up
+    on = RunState()
+    on.apply([json.loads(x) for x in lines])
+    assert on.train_act_hist() == [0.0, 20.0, 40.0, 60.0, 40.0, 0.0, 0.0, 0.0]  # 20 train events summed
+
+
+@pytest.mark.slow
+async def test_a_real_tiny_trainer_run_reads_back_into_the_readout(tmp_path: Path) -> None:
+    run = tmp_path / "runs" / "tiny"
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "hrm.train", "tiny", "--run-dir", str(run), "train.total_steps=12"]
+    cmd += ["train.eval_interval=6", "train.checkpoint_interval=12"]
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    events = read_events(run)
+    app = make_app(run.parent, attach=run)
+    async with app.run_test(size=(200, 50)) as pilot:
+        dash = app.screen
+        await wait_for(pilot, lambda: dash.state is not None and dash.state.step == 12, timeout=20)
+        await wait_for(pilot, lambda: readout(dash).get("step") == "12 / 12", timeout=5)
+        r, tr, ev = readout(dash), last(events, "train"), last(events, "eval")
+        assert r["loss"] == f"{tr['loss']:.4f}" and r["lr"] == f"{tr['lr']:.2e}"
+        assert r["exact"] == f"{tr['exact_accuracy'] * 100:.1f} %"
+        if "changed_accuracy" in tr:  # the trainer's field (issue 14); "—" until it reports it
+            assert r["blanks"] == f"{tr['changed_accuracy'] * 100:.1f} %"
+        assert r[f"eval @{ev['step']:,}"] == "" and ev["step"] == 12
+        assert "finished" in text(dash.query_one(RunHeader))
+        assert text(dash.query_one(ActPanel)).startswith("mean steps")  # tiny has halt_max_steps 3
