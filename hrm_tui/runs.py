@@ -81,7 +81,7 @@ def derive_status(last_state: str, alive: bool, has_events: bool = True, has_log
     """What to call a run, given the last `status` event and whether its trainer lives."""
     if alive:  # a live process that has not said "running" yet (or a resume of a finished run)
         return last_state if last_state in LIVE_STATES else "starting"
-    if last_state in ("finished", "failed"):
+    if last_state in ("finished", "failed", "stopped"):  # final states the trainer wrote
         return last_state
     if last_state == "stopping":
         return "stopped"

@@ -13,7 +13,6 @@ from textual.reactive import reactive
 from textual.widgets import ContentSwitcher
 
 from hrm_tui.alerts import AlertWatch
-from hrm_tui.host import AppHost, host
 from hrm_tui.messages import EventsRead, Liveness, SystemSampled
 from hrm_tui.runs import derive_status
 from hrm_tui.runstate import LIVE_STATES, RunState

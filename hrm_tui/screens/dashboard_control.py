@@ -9,10 +9,9 @@ from textual import work
 from textual.screen import Screen
 
 from hrm_tui.alerts import Alert, osc_notification
+from hrm_tui.host import AppHost, host
 from hrm_tui.messages import CommandDone
 from hrm_tui.screens.confirm import ConfirmScreen
-
-from hrm_tui.host import AppHost, host
 
 if TYPE_CHECKING:
     from hrm_tui.runstate import RunState

@@ -11,6 +11,7 @@ from collections.abc import Callable
 from rich.text import Text
 from textual.widget import Widget
 
+from hrm.run.status import STATE_LABELS
 from hrm_tui.fmt import UNKNOWN
 from hrm_tui.runstate import LIVE_STATES, RunState, human_duration
 
@@ -26,7 +27,6 @@ STATUS_COLOUR = {
     "failed": ("#ffffff", "error"),
     "died": ("#ffffff", "error"),
 }
-STATE_LABELS = {"building": "building data"}
 
 
 def status_label(status: str) -> str:
