@@ -223,38 +223,6 @@ def test_human_duration() -> None:
     assert [human_duration(s) for s in (5, 75, 3 * 3600 + 120, 90000)] == ["5s", "1m15s", "3h02m", "1d01h"]
 
 
-def test_app_never_imports_torch_in_source() -> None:
-    offenders = [
-        str(p)
-        for p in (REPO / "hrm_tui").rglob("*.py")
-        if any(line.strip().startswith(("import torch", "from torch")) for line in p.read_text().splitlines())
-    ]
-    assert offenders == []
-
-
-def test_app_process_never_loads_torch(tmp_path: Path) -> None:
-    """Start the real app (headless) on every screen it has, then look at sys.modules."""
-    run = write_run(tmp_path / "runs", "r1", run_events(50, status="finished"))
-    code = f"""
-import sys, asyncio
-from pathlib import Path
-from hrm_tui.app import HrmApp
-
-async def main():
-    app = HrmApp(Path({str(tmp_path / 'runs')!r}), attach=Path({str(run)!r}))
-    async with app.run_test(size=(120, 40)) as pilot:
-        await pilot.pause(0.5)
-        for key in ("r", "n", "question_mark", "escape"):
-            await pilot.press(key)
-            await pilot.pause(0.3)
-        await pilot.pause(1.0)
-asyncio.run(main())
-print("TORCH_LOADED" if "torch" in sys.modules else "TORCH_ABSENT")
-"""
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=REPO)
-    assert "TORCH_ABSENT" in out.stdout, out.stdout + out.stderr
-
-
 def test_cli_attach_to_a_missing_run_says_what_to_give(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     from hrm_tui.__main__ import main
 
