@@ -21,7 +21,9 @@ def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="hrm-eval", description=__doc__.split("\n\n")[0])
     p.add_argument("--checkpoint", required=True, help="our checkpoint (.pt) or a reference step_N file")
     p.add_argument("--config", help="reference all_config.yaml (default: the one beside the checkpoint)")
-    p.add_argument("--data", required=True, help="dataset root (holds <split>/dataset.json)")
+    p.add_argument(
+        "--data", help="dataset root (holds <split>/dataset.json); default: the dataset the checkpoint's run trained on"
+    )
     p.add_argument("--split", default="test")
     p.add_argument("--batch-size", type=int, help="batch size (default: the checkpoint's training batch size)")
     p.add_argument("--max-examples", type=int, help="evaluate only the first N examples")
@@ -42,23 +44,38 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def _batches(root: Path, split: str, batch_size: int, max_examples: int | None):
-    """(set_name, batch, effective rows) from the shared test loader (tolerates (batch, effective) items)."""
-    from hrm.data.loader import iter_test_batches
+def default_data(checkpoint: Path, raw: dict[str, Any], split: str) -> Path:
+    """The dataset the checkpoint's run trained on: its config's data recipe (as the trainer resolves it),
+    else the path the run event recorded; an error naming the fix when neither is there."""
+    from hrm.run.layout import CKPT_DIR, events_path
+    from hrm.run.recipes import dataset_dir
 
-    kwargs: dict[str, Any] = {"max_examples": max_examples}
-    if split != "test":
-        kwargs["split"] = split
-    for item in iter_test_batches(root, batch_size, **kwargs):
-        if len(item) == 3:
-            yield str(item[0]), item[1], int(item[2])
-        else:
-            yield "all", item[0], int(item[1])
+    tried: list[str] = []
+    recipe = (raw.get("config") or {}).get("data")
+    if isinstance(recipe, dict):
+        path = dataset_dir(recipe)
+        if (path / split / "dataset.json").is_file():
+            return path
+        tried.append(str(path))
+    run_dir = checkpoint.resolve().parent.parent if checkpoint.resolve().parent.name == CKPT_DIR else None
+    if run_dir is not None and events_path(run_dir).is_file():
+        with open(events_path(run_dir), "rb") as f:  # the run event is near the top; a resume adds one later
+            recorded = [json.loads(line) for line in f if b'"kind":"run"' in line[:80]]
+        for ev in reversed(recorded):
+            path = Path(str((ev.get("dataset") or {}).get("path", "")))
+            if (path / split / "dataset.json").is_file():
+                return path
+            tried.append(str(path))
+    where = f" (looked in {', '.join(tried)})" if tried else ""
+    raise ValueError(
+        f"{checkpoint}: the dataset its run trained on is not there{where}; build it with `hrm-data build` "
+        "or pass --data DIR"
+    )
 
 
 def evaluate_checkpoint(
     checkpoint: str | Path,
-    data: str | Path,
+    data: str | Path | None = None,
     *,
     split: str = "test",
     config: str | Path | None = None,
@@ -68,15 +85,18 @@ def evaluate_checkpoint(
     dtype: str = "auto",
     save_outputs: str | Path | None = None,
 ) -> dict[str, Any]:
-    """Evaluate and return {"metrics": {...}, "sets": {set: {...}}, ...} (metrics divided by count)."""
+    """Evaluate and return {"metrics": {...}, "sets": {set: {...}}, ...} (metrics divided by count), with the
+    trainer's own evaluation loop; `data` defaults to the dataset an hrm-tui checkpoint's run trained on."""
     import numpy as np
     import torch
 
     from hrm.data.format import read_metadata
+    from hrm.data.loader import iter_test_batches
     from hrm.model.hrm_act import HierarchicalReasoningModel_ACTV1
     from hrm.model.layers import resolve_forward_dtype
-    from hrm.model.losses import ACTLossHead
+    from hrm.model.losses import METRIC_KEYS, ACTLossHead
     from hrm.model.reference import CheckpointMismatch, load_any_checkpoint, load_model_weights
+    from hrm.train.evaluate import eval_batches, summarize
 
     t0 = time.perf_counter()
     dev = torch.device(
@@ -85,6 +105,10 @@ def evaluate_checkpoint(
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise ValueError("--device cuda given but torch sees no CUDA device (use --device cpu)")
     ckpt = load_any_checkpoint(checkpoint, config)
+    if data is None:
+        if ckpt.kind != "hrm-tui":
+            raise ValueError(f"{checkpoint}: a reference checkpoint does not record its dataset; pass --data DIR")
+        data = default_data(Path(checkpoint), ckpt.raw, split)
     meta = read_metadata(data, split)
     bs = int(batch_size or ckpt.batch_size or 256)
     fdtype = str(resolve_forward_dtype(None if dtype == "auto" else dtype, dev)).removeprefix("torch.")
@@ -95,69 +119,52 @@ def evaluate_checkpoint(
     load_model_weights(head, ckpt.state_dict)
     head.to(dev).eval()
 
-    sums: dict[str, dict[str, float]] = {}
     saved: dict[str, list[Any]] = {k: [] for k in SAVE_KEYS}
-    n_examples, segments = 0, 0
-    with torch.inference_mode():
-        for set_name, batch, effective in _batches(Path(data), split, bs, max_examples):
+
+    def checked_batches():
+        for set_name, batch, effective in iter_test_batches(data, bs, max_examples=max_examples, split=split):
             ids = batch["puzzle_identifiers"]
             if cfg.puzzle_emb_ndim > 0 and int(ids.max()) >= cfg.num_puzzle_identifiers:
                 raise CheckpointMismatch(
                     f"data {data} uses puzzle identifier {int(ids.max())} but checkpoint tensor "
                     f"'puzzle_emb.weights' has {cfg.num_puzzle_identifiers} rows: a different dataset build"
                 )
-            batch = {k: v.to(dev) for k, v in batch.items()}
-            carry = head.initial_carry(batch)
-            segments = 0
-            while True:  # eval mode: every row halts at halt_max_steps, all together
-                carry, _, metrics, outputs, all_halted = head(carry, batch, return_keys=SAVE_KEYS[3:])
-                segments += 1
-                if bool(all_halted):
-                    break
-            acc = sums.setdefault(set_name, {})
-            for k, v in metrics.items():
-                acc[k] = acc.get(k, 0.0) + float(v)
-            n_examples += effective
-            if save_outputs is not None:
-                for k in SAVE_KEYS:
-                    src = batch[k] if k in batch else outputs[k]
-                    saved[k].append(
-                        src[:effective].float().cpu().numpy() if k in outputs else src[:effective].cpu().numpy()
-                    )
+            yield set_name, batch, effective
 
-    per_set = {name: _normalise(acc) for name, acc in sums.items()}
-    total: dict[str, float] = {}
-    for acc in sums.values():
-        for k, v in acc.items():
-            total[k] = total.get(k, 0.0) + v
+    def save(batch: dict[str, torch.Tensor], outputs: dict[str, torch.Tensor], effective: int) -> None:
+        for k in SAVE_KEYS:
+            src = outputs[k].float() if k in outputs else batch[k]
+            saved[k].append(src[:effective].cpu().numpy())
+
+    tot = eval_batches(
+        head, checked_batches(), dev, cfg.halt_max_steps, on_outputs=save if save_outputs is not None else None
+    )
+    no_extras = torch.zeros(cfg.halt_max_steps + 2, dtype=torch.float64)  # sets report the metric keys only
+    per_set = {
+        name: {k: v for k, v in summarize(torch.cat([sums, no_extras]), cfg.halt_max_steps).items() if k in METRIC_KEYS}
+        for name, sums in tot.sums.items()
+    }
     if save_outputs is not None:
         out_dir = Path(save_outputs)
         out_dir.mkdir(parents=True, exist_ok=True)
         for k, parts in saved.items():
             np.save(out_dir / f"{k}.npy", np.concatenate(parts) if parts else np.zeros((0,)))
+    metrics = summarize(tot.packed(), cfg.halt_max_steps)
     return {
         "checkpoint": str(checkpoint),
         "kind": ckpt.kind,
         "step": ckpt.step,
         "split": split,
         "data": str(data),
-        "num_examples": n_examples,
+        "num_examples": tot.num_examples,
         "batch_size": bs,
-        "segments": segments,
+        "segments": tot.segments,
         "device": str(dev),
         "dtype": fdtype,
-        "metrics": _normalise(total),
+        "metrics": metrics,
         "sets": per_set,
         "seconds": round(time.perf_counter() - t0, 3),
     }
-
-
-def _normalise(acc: dict[str, float]) -> dict[str, float]:
-    """The reference's reduction: every metric (losses too) divided by count; count reported as is."""
-    count = acc.get("count", 0.0)
-    out = {k: v / count if count else 0.0 for k, v in acc.items() if k != "count"}
-    out["count"] = int(count)
-    return out
 
 
 def _table(result: dict[str, Any]) -> str:
@@ -170,7 +177,8 @@ def _table(result: dict[str, Any]) -> str:
     ]
     for k in METRIC_ORDER + tuple(k for k in m if k not in METRIC_ORDER):
         if k in m:
-            lines.append(f"  {k:<16} {m[k]:.6g}" if k != "count" else f"  {k:<16} {m[k]}")
+            v = m[k]
+            lines.append(f"  {k:<16} {v:.6g}" if isinstance(v, float) else f"  {k:<16} {v}")
     return "\n".join(lines)
 
 

@@ -184,6 +184,23 @@ def _step_from_name(path: Path) -> int | None:
     return int(m.group(1)) if m else None
 
 
+def _our_model_fields(path: Path, model: dict[str, Any]) -> dict[str, Any]:
+    """HRMConfig fields of our config's model section, resolved as the trainer resolved them (a null
+    puzzle_emb_ndim means hidden_size)."""
+    from pydantic import ValidationError
+
+    from hrm.run.config import ModelConfig
+
+    try:
+        return ModelConfig.model_validate(model).hrm_fields()
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        where = ".".join(str(x) for x in err["loc"])
+        raise CheckpointError(
+            f"checkpoint {path}: its model config is not valid (model.{where}: {err['msg']})"
+        ) from None
+
+
 def load_any_checkpoint(path: str | Path, config_path: str | Path | None = None) -> LoadedCheckpoint:
     """Read our trainer checkpoint or a reference weights-only one (+ its all_config.yaml, by default the
     file beside it)."""
@@ -199,7 +216,7 @@ def load_any_checkpoint(path: str | Path, config_path: str | Path | None = None)
             path=path,
             kind="hrm-tui",
             state_dict=strip_prefixes(obj["model"]),
-            model_fields=model,
+            model_fields=_our_model_fields(path, model),
             loss_type=model.get("loss_type", "stablemax_cross_entropy"),
             step=obj.get("step"),
             batch_size=train.get("global_batch_size"),
