@@ -203,6 +203,11 @@ class TrainConfig(_Section):
     seed: int = Field(0, ge=0, description="Seed of model init, data order and ACT exploration.")
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto = cuda when available, else cpu.")
     gpus: int = Field(1, ge=1, description="GPUs (processes under torchrun) to train on.")
+    memory_check: Literal["refuse", "warn", "off"] = Field(
+        "refuse",
+        description="At start, when the estimated per-GPU memory exceeds the card: refuse (naming the largest "
+        "batch that fits), warn, or off.",
+    )
     dist_timeout_s: float = Field(
         600,
         gt=0,

@@ -3,6 +3,7 @@
 hrm-train PRESET [section.key=value ...] [--run-dir DIR | --runs-root DIR] [--run-name NAME]
           [--resume CKPT|latest] [--stop-at-step N]
 hrm-train --run-dir DIR [--resume latest] [section.key=value ...]   (continue a run from its config.yaml)
+hrm-train --find-batch PRESET [section.key=value ...]   (largest per-GPU batch that fits, by real steps)
 hrm-train ctl RUN pause|resume|checkpoint|stop|eval|status
 torchrun --nproc_per_node=N -m hrm.train PRESET ...
 """
@@ -53,6 +54,12 @@ def _train_parser() -> argparse.ArgumentParser:
         help="stop (with a checkpoint) once this step is reached, as the stop command does",
     )
     p.add_argument(
+        "--find-batch",
+        action="store_true",
+        help="try real training steps on this machine's GPU and print the largest per-GPU batch that fits "
+        "(with a 10%% margin); starts no run",
+    )
+    p.add_argument(
         "--take-over",
         action="store_true",
         help="claim a run directory whose lock names another host or a process that is gone "
@@ -86,6 +93,11 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, ValueError, FileExistsError, FileNotFoundError) as e:
         print(f"hrm-train: {e}", file=sys.stderr)
         return EXIT_USAGE
+    if args.find_batch:
+        from hrm.train.fit import find_batch_main
+
+        logging.basicConfig(level=logging.INFO, format="%(message)s")
+        return find_batch_main(cfg)
     from hrm.train.launch import launch
 
     try:

@@ -17,6 +17,7 @@ from hrm.run.layout import QUERIES, checkpoints_dir, events_path
 from hrm.train import build as B
 from hrm.train import distributed as D
 from hrm.train import resume as R
+from hrm.train.fit import check_memory
 from hrm.train.steering import Steering
 
 log = logging.getLogger(__name__)
@@ -53,6 +54,7 @@ class Session:
             s.data = B.prepare_dataset(cfg, env)
             s.total_steps = B.total_steps(cfg, s.data)
             s.mcfg = B.model_config(cfg, s.data, env)
+            check_memory(cfg, s.mcfg, env.device, env.world_size)
             s.head = B.build_head(cfg, s.data, env)
             s.train_forward = B.train_forward(cfg, s.head)
             s.optim = B.build_optimizers(cfg, s.head, s.total_steps, env)
