@@ -10,6 +10,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,6 +23,7 @@ TRAINER_LOG = layout.LOG_FILE
 # Trainers launched by this app, by run directory: polled so they never linger as zombies, and
 # counted as alive while they start (before the trainer has written its pid file).
 _children: dict[Path, subprocess.Popen] = {}
+STARTUP_GRACE_S = 120.0  # a launched trainer records its first event within this (torch import, lock)
 
 
 @dataclass
@@ -67,13 +69,16 @@ def reap_children() -> None:
 def run_info(run_dir: Path) -> RunInfo:
     """State and step of one run (hrm.run.status: the trainer's state.json, else a backwards scan of
     its events), fast however long its history. A trainer this app just launched counts as
-    `starting` until it records anything."""
+    `starting` until it records anything; one that left only its trainer.log (it exited on bad
+    arguments before its first event) is `died` once the log is older than a start-up takes."""
     st = read_status(run_dir)
     state, live = st.state, st.live
-    if not live and Path(run_dir).resolve() in _children:
+    if not live and st.source == "none":
         reap_children()
-        if Path(run_dir).resolve() in _children and st.source == "none":
-            state, live = "starting", True
+        if Path(run_dir).resolve() in _children:
+            live = True
+        elif time.time() - _mtime(Path(run_dir) / TRAINER_LOG, default=time.time()) > STARTUP_GRACE_S:
+            state = "died"
     return RunInfo(run_dir, state, st.step, st.total_steps, live, st.updated, st.reason)
 
 
@@ -110,11 +115,11 @@ def list_runs(runs_root: Path) -> list[RunInfo]:
     return infos
 
 
-def _mtime(p: Path) -> float:
+def _mtime(p: Path, default: float = 0.0) -> float:
     try:
         return p.stat().st_mtime
     except OSError:
-        return 0.0
+        return default
 
 
 def log_tail(run_dir: Path, lines: int = 12) -> list[str]:

@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -148,6 +149,15 @@ def test_run_info_and_list_runs(tmp_path: Path) -> None:
         sleeper.kill()
         sleeper.wait()
     assert not runs.run_info(live).alive  # same pid file, process gone: stale, not alive
+    # A trainer that exited on bad arguments leaves only trainer.log: `starting` while it may still
+    # be importing torch, `died` once the log is older than any start-up.
+    bad = tmp_path / "d-bad-args"
+    bad.mkdir()
+    (bad / "trainer.log").write_text("hrm-train: error: unrecognized arguments: --nope\n")
+    assert runs.run_info(bad).status == "starting"
+    old = time.time() - runs.STARTUP_GRACE_S - 1
+    os.utime(bad / "trainer.log", (old, old))
+    assert runs.run_info(bad).status == "died" and not runs.run_info(bad).alive
     runs.delete_run(tmp_path / "a-done")
     assert not (tmp_path / "a-done").exists()
 

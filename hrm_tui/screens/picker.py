@@ -178,7 +178,7 @@ class PickerScreen(Screen):
         return True
 
     def action_edit_overrides(self) -> None:
-        self.query_one("#run-name", Input).focus()
+        self.set_focus(self.query_one("#run-name", Input))  # at once: the keys that follow go to it
 
     def action_back(self) -> None:
         self.hrm.back()
