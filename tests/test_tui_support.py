@@ -214,9 +214,13 @@ def run_events(
                     "system",
                     s,
                     t,
-                    **{**system(), "torch_alloc": 12_884_901_888, "torch_peak": 14_173_392_076},
-                    proc_cpu_percent=180.0 + s % 7,
-                    proc_rss=1_500_000_000 + s * 1000,
+                    **{
+                        **system(),
+                        "torch_alloc": 12_884_901_888,
+                        "torch_peak": 14_173_392_076,
+                        "proc_cpu_percent": 180.0 + s % 7,  # the trainer's own, moving so tests can tell
+                        "proc_rss": 1_500_000_000 + s * 1000,
+                    },
                 )
             )
         if s % eval_every == 0:
