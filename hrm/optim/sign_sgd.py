@@ -130,6 +130,9 @@ def sparse_sign_sgd_update(
         all_grad = _all_gather(local_grad, world_size)
         all_ids = _all_gather(local_ids, world_size)
 
+    if _dense(weights):
+        _dense_update(all_grad, all_ids, weights, lr, weight_decay)
+        return
     ids, inverse = all_ids.unique(return_inverse=True)  # ids [K], inverse [world·B]
     grad = torch.zeros((ids.shape[0], dim), dtype=all_grad.dtype, device=all_grad.device)
     grad.scatter_add_(0, inverse.unsqueeze(-1).expand(-1, dim), all_grad)
@@ -138,3 +141,28 @@ def sparse_sign_sgd_update(
     p = weights[rows]
     p.mul_(1.0 - lr * weight_decay).add_(torch.sign(grad).to(p.dtype), alpha=-lr)
     weights[rows] = p
+
+
+# Tables up to this many elements (64 MiB of float32) take the dense update on a GPU.
+DENSE_MAX_ELEMENTS = 1 << 24
+
+
+def _dense(weights: Tensor) -> bool:
+    """`unique` has a data-dependent output size: on a GPU it waits for the device (a host sync every
+    step). A small table (Sudoku and Maze have one puzzle identifier) is cheaper updated whole, masked
+    to the rows in the batch; a large one (ARC) keeps the reference's unique. CPU keeps the reference."""
+    return weights.is_cuda and weights.numel() <= DENSE_MAX_ELEMENTS
+
+
+def _dense_update(all_grad: Tensor, all_ids: Tensor, weights: Tensor, lr: float, weight_decay: float) -> None:
+    """The same update without `unique`: gradients summed per id into a table-sized buffer in the
+    batch's order (as the scatter-add above), the same arithmetic on every row, kept only for the
+    rows in the batch. Equal to the reference bitwise where the sums are ordered (CPU; tested);
+    on a GPU both forms sum with atomics."""
+    rows = all_ids.long()
+    grad = torch.zeros((weights.shape[0], all_grad.shape[1]), dtype=all_grad.dtype, device=all_grad.device)
+    grad.index_add_(0, rows, all_grad)
+    seen = torch.zeros(weights.shape[0], dtype=torch.bool, device=weights.device).index_fill_(0, rows, True)
+    p = weights.clone()
+    p.mul_(1.0 - lr * weight_decay).add_(torch.sign(grad).to(p.dtype), alpha=-lr)
+    weights.copy_(torch.where(seen.unsqueeze(-1), p, weights))

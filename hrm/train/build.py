@@ -153,8 +153,9 @@ def build_optimizers(cfg: Any, head: torch.nn.Module, steps: int, env: D.DistEnv
 
 def build_loader(cfg: Any, data: DataInfo, env: D.DistEnv):
     from hrm.data.loader import TrainLoader
+    from hrm.data.prefetch import device_loader
 
-    return TrainLoader(
+    loader = TrainLoader(
         data.root,
         cfg.train.global_batch_size,
         rank=env.rank,
@@ -162,6 +163,7 @@ def build_loader(cfg: Any, data: DataInfo, env: D.DistEnv):
         seed=int(cfg.train.seed),
         epochs_per_iter=epochs_per_iter(cfg, data),
     )
+    return device_loader(loader, env.device)  # CUDA: pinned batches made ahead on a thread
 
 
 def epochs_per_iter(cfg: Any, data: DataInfo) -> int:

@@ -31,7 +31,7 @@ class Session:
         self.sampler = None
         self.writer = None
         self.sinks: list[Any] = []
-        self.steering = Steering(env.rank)
+        self.steering = Steering(env.rank, device=env.device)
         self.start_step = 0
         self.carry: Any = None
         self.stop_at_step: int | None = None
@@ -92,7 +92,7 @@ class Session:
             from hrm.run.control import ControlServer
 
             self.server = ControlServer(self.run_dir, commands=LAYOUT_COMMANDS + QUERIES)
-            self.steering = Steering(0, self.server, status_fn=self._status_fields)
+            self.steering = Steering(0, self.server, status_fn=self._status_fields, device=self.env.device)
         self.steering.install_signals()
 
     def _status_fields(self) -> dict[str, Any]:

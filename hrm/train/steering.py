@@ -46,9 +46,16 @@ class Steering:
     """Collects commands between steps; never blocks."""
 
     def __init__(
-        self, rank: int, server: Any | None = None, status_fn: Callable[[], dict[str, Any]] | None = None
+        self,
+        rank: int,
+        server: Any | None = None,
+        status_fn: Callable[[], dict[str, Any]] | None = None,
+        device: torch.device | None = None,
     ) -> None:
         self.rank = rank
+        # The flag vector is built where the step's metrics are: a copy from pageable host memory
+        # to a GPU would cost the step a host sync of its own.
+        self.device = device or torch.device("cpu")
         self.server = server  # hrm.run.control.ControlServer on rank 0, else None
         self.status_fn = status_fn or (lambda: {})
         # Re-entrant: Python runs signal handlers in the main thread between bytecodes, possibly while
@@ -110,9 +117,10 @@ class Steering:
                 )
 
     def local_flags(self) -> torch.Tensor:
-        """This rank's wishes as a float64 vector (one slot per FLAGS entry)."""
+        """This rank's wishes as a float64 vector (one slot per FLAGS entry) on `self.device`: zeros
+        and scalar fills are kernel launches there, never a copy from the host."""
         self._poll_socket()
-        v = torch.zeros(len(FLAGS), dtype=torch.float64)
+        v = torch.zeros(len(FLAGS), dtype=torch.float64, device=self.device)
         with self._lock:
             if self._signal_stop:
                 v[FLAGS.index("stop")] = 1

@@ -24,6 +24,12 @@ from hrm.model.losses import IGNORE_LABEL_ID, METRIC_KEYS, changed_cell_sums
 from hrm.train import distributed as D
 from hrm.train.steering import FLAGS
 
+# Host syncs per training step on a GPU (tests/test_host_syncs.py counts them): the copy of the reduced
+# vector to the host, nothing else. Batches come from pinned memory (hrm.data.prefetch), the control
+# flags are built on the device (Steering.device), SignSGD's small tables skip `unique`
+# (hrm.optim.sign_sgd._dense); AdamATan2's step counters live on the CPU.
+HOST_SYNCS_PER_STEP = 1
+
 # Slots after the metric sums: loss, non-finite flag, grad norm², param norm², changed [correct, total];
 # then the halting histogram (halt_max_steps slots, none with ACT off), then the control flags.
 _LOSS, _NONFINITE, _GRAD_SQ, _PARAM_SQ, _CHANGED = (len(METRIC_KEYS) + i for i in range(5))
