@@ -53,6 +53,24 @@ def cpu_flops() -> float:
     return cpu_core_flops() * cpu_cores() * CPU_EFFICIENCY
 
 
+@functools.cache
+def local_gpu_memory() -> int | None:
+    """Memory of the smallest GPU a run started here would get (NVML, as CUDA_VISIBLE_DEVICES selects
+    them; a MIG instance's own memory); None when NVML sees none. Read once per app start."""
+    from hrm.run.sysmon import SystemSampler
+
+    try:
+        sampler = SystemSampler()
+        try:
+            gpus = sampler.sample_once()["gpus"]
+        finally:
+            sampler.stop()
+    except Exception:  # no NVML, no driver, no psutil: the picker just shows no verdict
+        return None
+    totals = [g["mem_total"] for g in gpus if g.get("ours") and isinstance(g.get("mem_total"), int)]
+    return min(totals) if totals else None
+
+
 def estimate(info: dict[str, Any], gpu_mem_total: int | None = None) -> tuple[str, str]:
     """("≈N GiB/GPU", "≈T s") for a describe() result. Memory is hrm.run.memory's estimate for the per-rank
     batch (activations measured from the model's saved tensors, parameters, gradients, optimizer state,

@@ -85,3 +85,26 @@ def test_largest_batch_fits_and_the_next_does_not() -> None:
 def test_float16_has_no_memory_model() -> None:
     with pytest.raises(ValueError, match="no memory model"):
         R.estimate(model_shape(load_preset("tiny")), "float16")
+
+
+def test_picker_verdict_uses_the_gpu_a_run_would_get(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The picker's memory column against the card NVML reports for CUDA_VISIBLE_DEVICES (here the second,
+    a 40 GB one): maze 8×96 fits an 80 GB card, not this one."""
+    from test_sysmon import H100, FakeNVML
+
+    import hrm.run.sysmon as sysmon
+    from hrm_tui import costs
+
+    small = dict(H100, name="NVIDIA A100 40GB", uuid="GPU-b0000000-1111-2222-3333-444444444444", total=40 << 30)
+    monkeypatch.setattr(sysmon, "_load_pynvml", lambda: FakeNVML([H100, small]))
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "1")
+    costs.local_gpu_memory.cache_clear()
+    try:
+        assert costs.local_gpu_memory() == 40 << 30
+        info = describe(load_preset("maze-hard-1k"))  # 8 GPUs × 96: ≈21 GB each
+        assert costs.estimate(info, costs.local_gpu_memory())[0].endswith("✓")
+        big = describe(load_preset("maze-hard-1k-1gpu"))  # 256 on one GPU: ≈53 GB
+        assert costs.estimate(big, costs.local_gpu_memory())[0].endswith("✗ > 40.0 GiB")
+        assert costs.estimate(big, 80 << 30)[0].endswith("✓")
+    finally:
+        costs.local_gpu_memory.cache_clear()

@@ -71,10 +71,11 @@ async def test_startup_picks_picker_without_runs(tmp_path: Path) -> None:
         assert {"tiny", "sudoku-cpu", "maze-cpu"} <= set(names)
         tiny = next(r for r in app.screen.rows if r["preset"] == "tiny")
         from hrm.run.config import load_preset
+        from hrm.run.memory import format_bytes
 
         assert tiny["task_label"].startswith("Sudoku 9×9")
         assert tiny["model"].startswith(f"h{load_preset('tiny').model.hidden_size} · ")
-        assert tiny["step_est"].startswith("≈") and tiny["mem"].startswith("≥")
+        assert tiny["step_est"].startswith("≈") and tiny["mem"] == f"≈{format_bytes(tiny['mem_per_rank'])}"
         assert "launch" in footer_actions(app)
 
 

@@ -16,7 +16,7 @@ from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Input, Label, Static
 
 from hrm_tui import runs
-from hrm_tui.costs import estimate
+from hrm_tui.costs import estimate, local_gpu_memory
 from hrm_tui.host import AppHost, host
 from hrm_tui.runs import LaunchError
 
@@ -57,7 +57,7 @@ def describe_preset(path: Path) -> dict[str, Any]:
     info["path"] = path
     info["hidden_size"] = cfg.model.hidden_size
     info["layers"] = cfg.model.H_layers + cfg.model.L_layers
-    info["mem"], info["step_est"] = estimate(info)
+    info["mem"], info["step_est"] = estimate(info, local_gpu_memory())
     try:
         from hrm.run.recipes import is_built
 
