@@ -57,7 +57,7 @@ def build_step(preset: str):
     state = {"carry": head.initial_carry(data)}
 
     def step() -> None:
-        state["carry"], _loss, _metrics, _grad_sq = forward_backward(head, state["carry"], data, batch, env, params)
+        state["carry"] = forward_backward(head, state["carry"], data, batch, env, params, mcfg.halt_max_steps)[0]
         optim.step()
         optim.zero_grad()
 

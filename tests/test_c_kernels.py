@@ -312,7 +312,16 @@ def test_a_cpu_torch_rates_below_avx2_takes_the_plain_ops(tmp_path: Path) -> Non
     assert not (tmp_path / "kernels").exists()  # nothing built
 
 
-def test_off_and_sizes_the_kernels_cannot_tile_take_the_plain_ops() -> None:
+def test_off_and_sizes_the_kernels_cannot_tile_take_the_plain_ops(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(cpu_path, "_mode", cpu_path.mode())  # select() sets the process's choice
+    monkeypatch.setattr(cpu_path, "_selected", None)
+    cpu, f32 = torch.device("cpu"), torch.float32
+    assert cpu_path.select("off", 32, 64, 256, cpu, f32) == cpu_path.BlockPath("plain", "model.cpu_kernels=off")
+    assert cpu_path.select("c", 32, 64, 256, cpu, torch.bfloat16).path == "plain"  # bf16 never takes them
+    if c_kernels.available():  # a compiled training step traces the plain ops whatever the choice
+        assert "train.compile=true" in cpu_path.select("c", 32, 64, 256, cpu, f32, compiled=True).reason
+    chosen = cpu_path.selected()
+    assert chosen is not None and chosen.path == "plain"  # what the next checkpoint records
     with cpu_path.forced("off"):
         assert cpu_path.why_not_c(32, 64, 256) == "model.cpu_kernels=off"
     with cpu_path.forced("auto"):

@@ -80,10 +80,18 @@ def why_not_c(head_dim: int, hidden: int, inner: int) -> str:
     return c_kernels.reason()
 
 
-def select(mode: str, head_dim: int, hidden: int, inner: int, device: torch.device, dtype: torch.dtype) -> BlockPath:
-    """Set `mode` and resolve it for one model's sizes, device and compute dtype; remembered as the
-    process's path (`selected`, written into checkpoints). Raises CpuKernelsUnavailable for an
-    unsatisfiable `c`."""
+def select(
+    mode: str,
+    head_dim: int,
+    hidden: int,
+    inner: int,
+    device: torch.device,
+    dtype: torch.dtype,
+    compiled: bool = False,
+) -> BlockPath:
+    """Set `mode` and resolve it for one model's sizes, device and compute dtype (`compiled`: the training
+    step is torch.compile'd); remembered as the process's path (`selected`, written into checkpoints).
+    Raises CpuKernelsUnavailable for an unsatisfiable `c`."""
     global _selected
     if device.type != "cpu" or dtype != torch.float32:
         chosen = BlockPath(PLAIN, f"blocks on {device.type} in {str(dtype).removeprefix('torch.')} use the torch ops")
@@ -95,6 +103,8 @@ def select(mode: str, head_dim: int, hidden: int, inner: int, device: torch.devi
                 f"model.cpu_kernels=c but the C kernels cannot run: {why}; "
                 "set model.cpu_kernels=auto (plain torch ops where C cannot run) or off"
             )
+        if compiled and not why:  # evaluation, not compiled, still takes the C kernels
+            why = "train.compile=true: the compiled training step traces the torch ops"
         chosen = BlockPath(PLAIN, why) if why else BlockPath(C)
     use(mode)
     _selected = chosen

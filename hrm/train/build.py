@@ -133,7 +133,8 @@ def log_block_path(cfg: Any, mcfg: Any, env: D.DistEnv) -> None:
     from hrm.model.layers import resolve_forward_dtype
 
     dtype = resolve_forward_dtype(mcfg.forward_dtype, env.device)
-    blocks = cpu_path.select(cfg.model.cpu_kernels, mcfg.head_dim, mcfg.hidden_size, mcfg.mlp_inner, env.device, dtype)
+    sizes = (mcfg.head_dim, mcfg.hidden_size, mcfg.mlp_inner)
+    blocks = cpu_path.select(cfg.model.cpu_kernels, *sizes, env.device, dtype, compiled=cfg.train.compile)
     log.info("transformer blocks: %s", blocks.describe())
 
 
