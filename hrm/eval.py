@@ -92,7 +92,7 @@ def evaluate_checkpoint(
 
     from hrm.data.format import read_metadata
     from hrm.data.loader import iter_test_batches
-    from hrm.model.hrm_act import HierarchicalReasoningModel_ACTV1
+    from hrm.model.factory import build_model
     from hrm.model.layers import resolve_forward_dtype
     from hrm.model.losses import METRIC_KEYS, ACTLossHead
     from hrm.model.reference import CheckpointMismatch, load_any_checkpoint, load_model_weights
@@ -115,7 +115,7 @@ def evaluate_checkpoint(
     cfg = ckpt.build_config(
         seq_len=int(meta.seq_len), batch_size=bs, forward_dtype=fdtype, vocab_size=int(meta.vocab_size)
     )
-    head = ACTLossHead(HierarchicalReasoningModel_ACTV1(cfg), loss_type=ckpt.loss_type)
+    head = ACTLossHead(build_model(cfg), loss_type=ckpt.loss_type)
     load_model_weights(head, ckpt.state_dict)
     head.to(dev).eval()
 

@@ -196,3 +196,58 @@ def test_weight_ema_matches_the_official_update_and_restores_the_raw_weights() -
     assert all(torch.equal(again.shadow[n], ema.shadow[n]) for n in official)
     with pytest.raises(ValueError, match="does not fit"):
         again.load_state_dict({})
+
+
+def test_the_schema_keeps_trm_fields_to_trm() -> None:
+    from hrm.run.config import ConfigError, load_preset
+
+    cfg = load_preset("tiny", ["model.arch=trm", "model.H_layers=0", "model.mlp_t=true", "model.pos_encodings=none"])
+    fields = cfg.model.hrm_fields()
+    assert (fields["arch"], fields["puzzle_emb_len"], fields["no_ACT_continue"]) == ("trm", 16, True)
+    for bad, word in (
+        (["model.H_layers=0"], "H_layers"),
+        (["model.mlp_t=true"], "arch=trm"),
+        (["model.pos_encodings=none"], "arch trm"),
+    ):
+        with pytest.raises(ConfigError, match=word):
+            load_preset("tiny", bad)
+
+
+def test_a_checkpoint_in_the_official_layout_loads(tmp_path) -> None:
+    """The official trainer saves `_orig_mod.model.inner.*` tensors beside an all_config.yaml whose arch
+    names the TRM class; hrm-eval's loader builds a TRM from it and takes every tensor."""
+    import yaml
+
+    from hrm.model.factory import build_model
+    from hrm.model.reference import load_any_checkpoint, load_model_weights
+
+    model, _ = _tiny(mlp_t=True, pos_encodings="none")
+    sd = {f"_orig_mod.model.{k}": v for k, v in model.state_dict().items()}
+    torch.save(sd, tmp_path / "step_100")
+    arch = dict(
+        name="recursive_reasoning.trm@TinyRecursiveReasoningModel_ACTV1",
+        loss=dict(name="losses@ACTLossHead", loss_type="stablemax_cross_entropy"),
+        halt_exploration_prob=0.1,
+        halt_max_steps=4,
+        H_cycles=2,
+        L_cycles=2,
+        H_layers=0,
+        L_layers=1,
+        hidden_size=32,
+        num_heads=2,
+        expansion=4,
+        puzzle_emb_ndim=32,
+        pos_encodings="none",
+        forward_dtype="bfloat16",
+        mlp_t=True,
+        puzzle_emb_len=2,
+        no_ACT_continue=True,
+    )
+    (tmp_path / "all_config.yaml").write_text(yaml.safe_dump(dict(arch=arch, global_batch_size=4)))
+    ckpt = load_any_checkpoint(tmp_path / "step_100")
+    cfg = ckpt.build_config(seq_len=16, forward_dtype="float32")
+    loaded = build_model(cfg)
+    load_model_weights(loaded, ckpt.state_dict)
+    assert type(loaded).__name__ == "TinyRecursiveReasoningModel_ACTV1"
+    for k, v in model.state_dict().items():
+        assert torch.equal(loaded.state_dict()[k], v), k

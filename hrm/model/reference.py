@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from hrm.model.config import HRMConfig
+from hrm.model.factory import config_from_fields
 
 OUR_FORMAT = "hrm-tui-checkpoint"
 _PREFIXES = ("_orig_mod.", "module.", "model.", "inner.")  # torch.compile, DDP, loss head, ACT wrapper
@@ -131,7 +132,7 @@ def config_from_reference_yaml(path: str | Path, **fields: Any) -> HRMConfig:
         meta = json.loads(meta_path.read_text())
         merged.update({k: meta[k] for k in ("seq_len", "vocab_size", "num_puzzle_identifiers") if k in meta})
     merged.update(arch)
-    return HRMConfig.from_dict(merged, **fields)
+    return config_from_fields(merged, **fields)
 
 
 @dataclass
@@ -176,7 +177,7 @@ class LoadedCheckpoint:
             fields["forward_dtype"] = forward_dtype
         if "seq_len" not in fields:
             raise CheckpointError(f"checkpoint {self.path}: seq_len unknown (give the dataset it was trained on)")
-        return HRMConfig.from_dict(fields)
+        return config_from_fields(fields)
 
 
 def _step_from_name(path: Path) -> int | None:

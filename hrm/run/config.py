@@ -69,18 +69,25 @@ class _Section(BaseModel):
 
 
 class ModelConfig(_Section):
-    """HRM-ACT-v1 architecture (HRM-SPEC §1.1). Sizes the dataset fixes (vocab, seq_len, ids) are injected."""
+    """HRM-ACT-v1 or TRM architecture (HRM-SPEC §1.1). Sizes the dataset fixes (vocab, seq_len, ids) are injected."""
 
+    arch: Literal["hrm", "trm"] = Field(
+        "hrm",
+        description="hrm = HRM-ACT-v1 (H and L modules, only the last L and H update carry gradient); "
+        "trm = Tiny Recursive Model (one L-module network for both updates, the whole last H cycle with grad).",
+    )
     hidden_size: int = Field(512, gt=0, description="Width of every layer (d).")
     num_heads: int = Field(8, gt=0, description="Attention heads; hidden_size must divide by it.")
     expansion: float = Field(4.0, gt=0, description="SwiGLU expansion (inner = 2/3·expansion·d, rounded up to 256).")
-    H_layers: int = Field(4, gt=0, description="Transformer blocks in the high-level (slow) module.")
+    H_layers: int = Field(4, ge=0, description="Transformer blocks in the high-level (slow) module (TRM: unused).")
     L_layers: int = Field(4, gt=0, description="Transformer blocks in the low-level (fast) module.")
     H_cycles: int = Field(2, gt=0, description="High-level updates per ACT segment (N).")
     L_cycles: int = Field(2, gt=0, description="Low-level updates per high-level update (T).")
     halt_max_steps: int = Field(16, gt=0, description="Maximum ACT segments per puzzle (M_max).")
     halt_exploration_prob: float = Field(0.1, ge=0, le=1, description="Chance a row draws a minimum halting step.")
-    pos_encodings: Literal["rope", "learned"] = Field("rope", description="Position encoding: rope or learned.")
+    pos_encodings: Literal["rope", "learned", "none"] = Field(
+        "rope", description="Position encoding: rope or learned (TRM also none, for mlp_t)."
+    )
     puzzle_emb_ndim: int | None = Field(
         None, ge=0, description="Puzzle-embedding width; null = hidden_size (the reference), 0 disables it."
     )
@@ -98,6 +105,16 @@ class ModelConfig(_Section):
         "auto",
         description="CPU float32 blocks: c = the fused C kernels (refuse to start where they cannot run), "
         "off = the plain torch ops, auto = C where possible (the log says why not). Not bitwise equal.",
+    )
+
+    mlp_t: bool = Field(
+        False, description="TRM: mix positions with a SwiGLU across them instead of attention (fixed-size grids)."
+    )
+    puzzle_emb_len: int | None = Field(
+        None, ge=0, description="TRM: positions the puzzle embedding fills; null = 16 (TRM), 0 = as many as it needs."
+    )
+    no_ACT_continue: bool = Field(
+        True, description="TRM: halt on q_halt > 0 alone, no Q-continue target (no second forward)."
     )
 
     @field_validator("cpu_kernels", mode="before")
@@ -119,12 +136,22 @@ class ModelConfig(_Section):
             raise ValueError(
                 f"model.hidden_size ({self.hidden_size}) must be divisible by model.num_heads ({self.num_heads})"
             )
+        if self.arch == "hrm":
+            if self.H_layers < 1:
+                raise ValueError("model.H_layers must be at least 1 for arch hrm (only TRM has no H module)")
+            if self.pos_encodings == "none":
+                raise ValueError("model.pos_encodings=none is for arch trm (with mlp_t); HRM needs rope or learned")
+            if self.mlp_t or self.puzzle_emb_len is not None:
+                raise ValueError("model.mlp_t and model.puzzle_emb_len are TRM fields: set model.arch=trm")
         return self
 
     def hrm_fields(self) -> dict[str, Any]:
         """The HRMConfig keyword arguments this section sets (puzzle_emb_ndim resolved)."""
-        out = self.model_dump(exclude={"loss_type", "puzzle_emb_ndim", "cpu_kernels"})
+        trm_only = {"mlp_t", "puzzle_emb_len", "no_ACT_continue"} if self.arch == "hrm" else set()
+        out = self.model_dump(exclude={"loss_type", "puzzle_emb_ndim", "cpu_kernels"} | trm_only)
         out["puzzle_emb_ndim"] = self.hidden_size if self.puzzle_emb_ndim is None else self.puzzle_emb_ndim
+        if self.arch == "trm" and self.puzzle_emb_len is None:
+            out["puzzle_emb_len"] = 16
         return out
 
 
@@ -222,6 +249,8 @@ class TrainConfig(_Section):
         False,
         description="torch.compile the training forward (the reference does); ~1 min before the first step on CPU.",
     )
+    ema: bool = Field(False, description="Keep an exponential moving average of the weights and evaluate it (TRM).")
+    ema_rate: float = Field(0.999, gt=0, lt=1, description="EMA decay per optimizer step.")
     init_from: str | None = Field(None, description="Weights-only checkpoint (ours or the reference's) to start from.")
     strict_resume: bool = Field(
         False,

@@ -85,7 +85,7 @@ def total_steps(cfg: Any, data: DataInfo) -> int:
 
 
 def model_config(cfg: Any, data: DataInfo, env: D.DistEnv):
-    from hrm.model.config import HRMConfig
+    from hrm.model.factory import config_from_fields
 
     m = cfg.model.hrm_fields()
     gb = cfg.train.global_batch_size
@@ -99,7 +99,7 @@ def model_config(cfg: Any, data: DataInfo, env: D.DistEnv):
     chosen, why = choose_forward_dtype(m.get("forward_dtype") or "auto", env.device)
     dtype = str(chosen).removeprefix("torch.")
     log.info("compute dtype %s", why)
-    return HRMConfig.from_dict(
+    return config_from_fields(
         m,
         batch_size=gb // env.world_size,
         seq_len=data.seq_len,
@@ -112,13 +112,13 @@ def model_config(cfg: Any, data: DataInfo, env: D.DistEnv):
 def build_head(cfg: Any, data: DataInfo, env: D.DistEnv) -> torch.nn.Module:
     """Model + ACT loss head on the device; seeded with seed + rank (the reference), then every
     rank takes rank 0's weights."""
-    from hrm.model.hrm_act import HierarchicalReasoningModel_ACTV1
+    from hrm.model.factory import build_model
     from hrm.model.losses import ACTLossHead
 
     mcfg = model_config(cfg, data, env)
     log_block_path(cfg, mcfg, env)
     torch.manual_seed(int(cfg.train.seed) + env.rank)
-    model = HierarchicalReasoningModel_ACTV1(mcfg)
+    model = build_model(mcfg)
     loss_type = getattr(cfg.model, "loss_type", "stablemax_cross_entropy")
     head = ACTLossHead(model, loss_type=loss_type).to(env.device)
     D.broadcast_module(env, head)
