@@ -102,6 +102,7 @@ class HierarchicalReasoningModel_ACTV1_Inner(nn.Module):
         self.L_init = nn.Buffer(trunc_normal_(torch.empty(d, dtype=self.forward_dtype), std=1), persistent=True)
 
         # Q head starts at "almost zero" halting probability: σ(−5) ≈ 0.0067 (the draw above still happened)
+        assert self.q_head.bias is not None  # built with bias=True
         with torch.no_grad():
             self.q_head.weight.zero_()
             self.q_head.bias.fill_(-5)

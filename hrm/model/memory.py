@@ -100,7 +100,7 @@ def fused_attention() -> Iterator[None]:
     try:
         yield
     finally:
-        F.scaled_dot_product_attention = original  # type: ignore[assignment]
+        F.scaled_dot_product_attention = original
 
 
 def _meta_batch(cfg: HRMConfig, batch: int) -> dict[str, torch.Tensor]:

@@ -27,7 +27,7 @@ class ModelShape(Protocol):
     vocab_size: int
 
 
-@dataclass(frozen=True, kw_only=True)
+@dataclass(kw_only=True)
 class Shape:
     """The sizes of one model on one task (a torch-free stand-in for HRMConfig)."""
 
