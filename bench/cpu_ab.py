@@ -64,15 +64,17 @@ def build_step(preset: str):
     return step, mcfg
 
 
-def timed(step, steps: int) -> float:
-    """Median seconds of `steps` steps after one untimed one."""
+def timed(step, steps: int) -> tuple[float, float]:
+    """Median wall seconds and median CPU seconds (this process, all its threads) of `steps` steps after
+    one untimed one."""
     step()
-    times = []
+    wall, cpu = [], []
     for _ in range(steps):
-        t0 = time.perf_counter()
+        w0, c0 = time.perf_counter(), time.process_time()
         step()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+        wall.append(time.perf_counter() - w0)
+        cpu.append(time.process_time() - c0)
+    return statistics.median(wall), statistics.median(cpu)
 
 
 def main() -> None:
@@ -96,7 +98,9 @@ def main() -> None:
     )
     if chosen.path != cpu_path.C:
         raise SystemExit("the C path cannot run here: nothing to compare")
-    print(f"{'round':>5} {'load1':>6} {'C s':>8} {'plain s':>8} {'ratio':>6}")
+    print(
+        f"{'round':>5} {'load1':>6} {'C s':>8} {'plain s':>8} {'ratio':>6} {'C cpu s':>8} {'plain cpu':>9} {'ratio':>6}"
+    )
     rows = []
     for r in range(args.rounds):
         order = ("auto", "off") if r % 2 == 0 else ("off", "auto")
@@ -104,22 +108,29 @@ def main() -> None:
         for mode in order:
             with cpu_path.forced(mode):
                 got[mode] = timed(step, args.steps)
-        load = os.getloadavg()[0]
-        rows.append((load, got["auto"], got["off"]))
+        (c_wall, c_cpu), (p_wall, p_cpu) = got["auto"], got["off"]
+        rows.append((os.getloadavg()[0], c_wall, p_wall, c_cpu, p_cpu))
         print(
-            f"{r + 1:>5} {load:>6.2f} {got['auto']:>8.4f} {got['off']:>8.4f} {got['off'] / got['auto']:>6.2f}",
+            f"{r + 1:>5} {rows[-1][0]:>6.2f} {c_wall:>8.4f} {p_wall:>8.4f} {p_wall / c_wall:>6.2f} "
+            f"{c_cpu:>8.4f} {p_cpu:>9.4f} {p_cpu / c_cpu:>6.2f}",
             flush=True,
         )
+    summary(rows)
+
+
+def summary(rows: list[tuple[float, float, float, float, float]]) -> None:
     loads = [row[0] for row in rows]
-    c, plain = [row[1] for row in rows], [row[2] for row in rows]
-    ratios = sorted(b / a for _, a, b in rows)
-    print(
-        f"\nC path median {statistics.median(c):.4f} s (best {min(c):.4f}), plain ops median "
-        f"{statistics.median(plain):.4f} s (best {min(plain):.4f}); per-round ratio median "
-        f"{statistics.median(ratios):.2f} (quartiles {ratios[len(ratios) // 4]:.2f}-{ratios[3 * len(ratios) // 4]:.2f}, "
-        f"range {ratios[0]:.2f}-{ratios[-1]:.2f}); ratio of bests {min(plain) / min(c):.2f}; "
-        f"load1 {min(loads):.2f}-{max(loads):.2f} (median {statistics.median(loads):.2f})"
-    )
+    print(f"\n{len(rows)} rounds, load1 {min(loads):.2f}-{max(loads):.2f} (median {statistics.median(loads):.2f})")
+    for label, c_at, p_at in (("wall", 1, 2), ("CPU", 3, 4)):
+        c, plain = [row[c_at] for row in rows], [row[p_at] for row in rows]
+        ratios = sorted(row[p_at] / row[c_at] for row in rows)
+        q = len(ratios) // 4
+        print(
+            f"{label}: C median {statistics.median(c):.4f} s (best {min(c):.4f}), plain median "
+            f"{statistics.median(plain):.4f} s (best {min(plain):.4f}); per-round ratio median "
+            f"{statistics.median(ratios):.2f} (quartiles {ratios[q]:.2f}-{ratios[-1 - q]:.2f}, range "
+            f"{ratios[0]:.2f}-{ratios[-1]:.2f}); ratio of bests {min(plain) / min(c):.2f}"
+        )
 
 
 if __name__ == "__main__":
