@@ -252,6 +252,11 @@ async def test_80x24_panel_keys_without_focus_and_arrows_change_sample(tmp_path:
         assert len(header) <= 80
         plot = dash.query_one("#loss")
         assert plot.size.height >= 9  # each of the two stacked plots gets half of the rows
+        # The footer lists the panel keys and still shows `? Help` within the 80 columns.
+        shown = {k.description: k.region for k in app.screen.query("FooterKey") if k.region.width}
+        assert "Help" in shown and shown["Help"].right <= 80
+        groups = [lbl.render().plain for lbl in app.screen.query("FooterLabel")]
+        assert "Panel" in groups
 
 
 def _maze_run(root: Path, side: int = 30) -> Path:
@@ -338,3 +343,14 @@ async def test_a_real_tiny_trainer_run_reads_back_into_the_readout(tmp_path: Pat
         assert r[f"eval @{ev['step']:,}"] == "" and ev["step"] == 12
         assert "finished" in text(dash.query_one(RunHeader))
         assert text(dash.query_one(ActPanel)).startswith("mean steps")  # tiny has halt_max_steps 3
+
+
+def test_ema_is_debiased_and_the_axis_marks_the_current_step() -> None:
+    from hrm_tui.plotting import ema, ema_last, x_axis
+
+    assert ema([4.0, 4.0, 4.0], 0.9) == pytest.approx([4.0, 4.0, 4.0])  # no pull towards 0 at the start
+    assert ema([1.0, float("nan"), 3.0], 0.5)[1] == 1.0  # unknown values carried, not averaged in
+    assert ema_last([1.0] * 50 + [2.0], 0.0) == 2.0
+    assert x_axis(1, 400, 60, 400).plain.split() == ["step", "1", "400▲"]
+    axis = x_axis(100, 500, 60, 150).plain  # an eval ahead of the current step: both ends shown
+    assert axis.split() == ["step", "100", "▲150", "500"] and axis.index("▲") == 8 + round(50 / 400 * 51)

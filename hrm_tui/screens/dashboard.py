@@ -29,6 +29,9 @@ CONTROL_ACTIONS = {"pause", "resume", "checkpoint", "evaluate", "stop"}
 _PANEL = Binding.Group("Panel", compact=True)
 _SAMPLE = Binding.Group("Sample", compact=True)
 _SEGMENT = Binding.Group("Segment", compact=True)
+_PLOT = Binding.Group("Plots", compact=True)
+# ←/→, [ ], w, m, l are named where they act (the sample's caption, its segment strip, each plot's
+# legend) and in the help; the footer keeps the panel keys, the controls and `? Help` within 80 columns.
 
 
 class DashboardScreen(ControlMixin):
@@ -39,14 +42,14 @@ class DashboardScreen(ControlMixin):
         Binding("e", "evaluate", "Eval"),
         Binding("s", "stop", "Stop"),
         *(Binding(key, f"panel('{pid}')", title, group=_PANEL, priority=True) for key, pid, title in PANELS),
-        Binding("left", "sample(-1)", "Prev sample", group=_SAMPLE, priority=True),
-        Binding("right", "sample(1)", "Next sample", group=_SAMPLE, priority=True),
-        Binding("left_square_bracket", "segment(-1)", "Prev segment", group=_SEGMENT, priority=True),
-        Binding("right_square_bracket", "segment(1)", "Next segment", group=_SEGMENT, priority=True),
-        Binding("w", "window", "Window"),
-        Binding("m", "smoothing", "Smooth"),
-        Binding("l", "log_y", "Log y"),
-        Binding("a", "desktop_alerts", "Desktop alerts"),
+        Binding("left", "sample(-1)", "Prev sample", group=_SAMPLE, priority=True, show=False),
+        Binding("right", "sample(1)", "Next sample", group=_SAMPLE, priority=True, show=False),
+        Binding("left_square_bracket", "segment(-1)", "Prev segment", group=_SEGMENT, priority=True, show=False),
+        Binding("right_square_bracket", "segment(1)", "Next segment", group=_SEGMENT, priority=True, show=False),
+        Binding("w", "window", "Window", group=_PLOT, show=False),
+        Binding("m", "smoothing", "Smooth", group=_PLOT, show=False),
+        Binding("l", "log_y", "Log y", group=_PLOT, show=False),
+        Binding("a", "desktop_alerts", "Desktop alerts", show=False),  # in the help (?), not the footer
         Binding("pageup", "scroll_sample(-1)", "Scroll sample up", show=False, priority=True),
         Binding("pagedown", "scroll_sample(1)", "Scroll sample down", show=False, priority=True),
     ]

@@ -78,7 +78,7 @@ def compose_compact(clock: Callable[[], float], panel: str) -> ComposeResult:
             yield VerticalScroll(PuzzleView(id="puzzle"), id="puzzle-box")
             yield LogPanel(id="log")
     yield DeathNote(id="death")
-    yield Footer()
+    yield Footer(compact=True)  # at 80 columns every group up to `? Help` still fits
 
 
 def panel_title(current: str) -> str:

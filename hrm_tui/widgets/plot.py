@@ -125,10 +125,9 @@ class MetricPlot(Widget):
                     series.append(Series(xs, ys, style))
             evals = s.evals_since(s.times[lo] if lo < hi else None)
             for line in (ln for ln in self.lines if ln.eval):
-                pts = [
-                    (e.get("step", 0), e.get(line.field)) for e in evals if isinstance(e.get(line.field), (int, float))
-                ]
-                xe, ye = [p[0] for p in pts], [p[1] for p in pts]
+                pts = [(float(e.get("step", 0)), e.get(line.field)) for e in evals]
+                xe = [x for x, y in pts if isinstance(y, (int, float))]
+                ye = [float(y) for _, y in pts if isinstance(y, (int, float))]
                 series.append(Series(xe, ye, self._style(line.style), dots=True, marker=line.marker))
             all_x = xs + [x for sr in series if sr.dots for x in sr.xs]
             if all_x:
