@@ -10,6 +10,7 @@ import argparse
 import json
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +35,19 @@ def _parser() -> argparse.ArgumentParser:
         help="write inputs, labels, puzzle_identifiers, logits, q_halt_logits, q_continue_logits as "
         ".npy in test-set order (padding rows of the last batch dropped)",
     )
+    ttc = p.add_argument_group("test-time compute (HRM and TRM checkpoints)")
+    ttc.add_argument(
+        "--segments", type=int, metavar="N", help="run N ACT segments (more than trained) and score after each count"
+    )
+    ttc.add_argument(
+        "--trajectories",
+        type=int,
+        metavar="K",
+        help="K variants per puzzle (the dataset's augmentations; the first is the puzzle itself), mapped back",
+    )
+    ttc.add_argument("--pick", choices=("qhalt", "vote", "both"), default="both", help="how K answers become one")
+    ttc.add_argument("--no-augment", action="store_true", help="K identical trajectories (a check: equals K = 1)")
+    ttc.add_argument("--seed", type=int, default=0, help="seed of the Sudoku variants")
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     p.add_argument(
         "--dtype",
@@ -73,32 +87,38 @@ def default_data(checkpoint: Path, raw: dict[str, Any], split: str) -> Path:
     )
 
 
-def evaluate_checkpoint(
+@dataclass
+class Loaded:
+    """A checkpoint ready to evaluate: the loss head in eval mode on its device, its config and the data."""
+
+    head: Any  # ACTLossHead
+    cfg: Any  # HRMConfig or TRMConfig
+    ckpt: Any  # LoadedCheckpoint
+    data: Path
+    batch_size: int
+    device: Any  # torch.device
+    dtype: str
+
+
+def load_for_eval(
     checkpoint: str | Path,
     data: str | Path | None = None,
     *,
     split: str = "test",
     config: str | Path | None = None,
     batch_size: int | None = None,
-    max_examples: int | None = None,
     device: str = "auto",
     dtype: str = "auto",
-    save_outputs: str | Path | None = None,
-) -> dict[str, Any]:
-    """Evaluate and return {"metrics": {...}, "sets": {set: {...}}, ...} (metrics divided by count), with the
-    trainer's own evaluation loop; `data` defaults to the dataset an hrm-tui checkpoint's run trained on."""
-    import numpy as np
+) -> Loaded:
+    """Read the checkpoint, complete its config from the data, build the model and load every tensor."""
     import torch
 
     from hrm.data.format import read_metadata
-    from hrm.data.loader import iter_test_batches
     from hrm.model.factory import build_model
     from hrm.model.layers import resolve_forward_dtype
-    from hrm.model.losses import METRIC_KEYS, ACTLossHead
-    from hrm.model.reference import CheckpointMismatch, load_any_checkpoint, load_model_weights
-    from hrm.train.evaluate import eval_batches, summarize
+    from hrm.model.losses import ACTLossHead
+    from hrm.model.reference import load_any_checkpoint, load_model_weights
 
-    t0 = time.perf_counter()
     dev = torch.device(
         "cuda" if device == "auto" and torch.cuda.is_available() else ("cpu" if device == "auto" else device)
     )
@@ -118,18 +138,61 @@ def evaluate_checkpoint(
     head = ACTLossHead(build_model(cfg), loss_type=ckpt.loss_type)
     load_model_weights(head, ckpt.state_dict)
     head.to(dev).eval()
+    return Loaded(head, cfg, ckpt, Path(data), bs, dev, fdtype)
 
+
+def checked_batches(loaded: Loaded, split: str, max_examples: int | None):
+    """The split's batches, refusing puzzle identifiers the checkpoint's embedding does not have."""
+    from hrm.data.loader import iter_test_batches
+    from hrm.model.reference import CheckpointMismatch
+
+    cfg = loaded.cfg
+    for set_name, batch, effective in iter_test_batches(
+        loaded.data, loaded.batch_size, max_examples=max_examples, split=split
+    ):
+        ids = batch["puzzle_identifiers"]
+        if cfg.puzzle_emb_ndim > 0 and int(ids.max()) >= cfg.num_puzzle_identifiers:
+            raise CheckpointMismatch(
+                f"data {loaded.data} uses puzzle identifier {int(ids.max())} but checkpoint tensor "
+                f"'puzzle_emb.weights' has {cfg.num_puzzle_identifiers} rows: a different dataset build"
+            )
+        yield set_name, batch, effective
+
+
+def evaluate_checkpoint(
+    checkpoint: str | Path,
+    data: str | Path | None = None,
+    *,
+    split: str = "test",
+    config: str | Path | None = None,
+    batch_size: int | None = None,
+    max_examples: int | None = None,
+    device: str = "auto",
+    dtype: str = "auto",
+    save_outputs: str | Path | None = None,
+) -> dict[str, Any]:
+    """Evaluate and return {"metrics": {...}, "sets": {set: {...}}, ...} (metrics divided by count), with the
+    trainer's own evaluation loop; `data` defaults to the dataset an hrm-tui checkpoint's run trained on."""
+    import numpy as np
+    import torch
+
+    from hrm.model.losses import METRIC_KEYS
+    from hrm.train.evaluate import eval_batches, summarize
+
+    t0 = time.perf_counter()
+    loaded = load_for_eval(
+        checkpoint, data, split=split, config=config, batch_size=batch_size, device=device, dtype=dtype
+    )
+    head, cfg, ckpt, dev, bs, fdtype, data = (
+        loaded.head,
+        loaded.cfg,
+        loaded.ckpt,
+        loaded.device,
+        loaded.batch_size,
+        loaded.dtype,
+        loaded.data,
+    )
     saved: dict[str, list[Any]] = {k: [] for k in SAVE_KEYS}
-
-    def checked_batches():
-        for set_name, batch, effective in iter_test_batches(data, bs, max_examples=max_examples, split=split):
-            ids = batch["puzzle_identifiers"]
-            if cfg.puzzle_emb_ndim > 0 and int(ids.max()) >= cfg.num_puzzle_identifiers:
-                raise CheckpointMismatch(
-                    f"data {data} uses puzzle identifier {int(ids.max())} but checkpoint tensor "
-                    f"'puzzle_emb.weights' has {cfg.num_puzzle_identifiers} rows: a different dataset build"
-                )
-            yield set_name, batch, effective
 
     def save(batch: dict[str, torch.Tensor], outputs: dict[str, torch.Tensor], effective: int) -> None:
         for k in SAVE_KEYS:
@@ -137,7 +200,11 @@ def evaluate_checkpoint(
             saved[k].append(src[:effective].cpu().numpy())
 
     tot = eval_batches(
-        head, checked_batches(), dev, cfg.halt_max_steps, on_outputs=save if save_outputs is not None else None
+        head,
+        checked_batches(loaded, split, max_examples),
+        dev,
+        cfg.halt_max_steps,
+        on_outputs=save if save_outputs is not None else None,
     )
     no_extras = torch.zeros(cfg.halt_max_steps + 2, dtype=torch.float64)  # sets report the metric keys only
     per_set = {
@@ -186,6 +253,8 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     from hrm.model.reference import CheckpointError
 
+    if args.segments is not None or args.trajectories is not None:
+        return _test_time(args)
     try:
         result = evaluate_checkpoint(
             args.checkpoint,
@@ -202,6 +271,33 @@ def main(argv: list[str] | None = None) -> int:
         print(f"hrm-eval: error: {exc}", file=sys.stderr)
         return 2
     print(json.dumps(result) if args.json else _table(result))
+    return 0
+
+
+def _test_time(args: argparse.Namespace) -> int:
+    from hrm.model.reference import CheckpointError
+    from hrm.ttc import PICKS, evaluate_test_time, format_table
+
+    try:
+        result = evaluate_test_time(
+            args.checkpoint,
+            args.data,
+            segments=args.segments,
+            trajectories=args.trajectories or 1,
+            picks=PICKS if args.pick == "both" else (args.pick,),
+            augment=not args.no_augment,
+            seed=args.seed,
+            split=args.split,
+            config=args.config,
+            batch_size=args.batch_size,
+            max_examples=args.max_examples,
+            device=args.device,
+            dtype=args.dtype,
+        )
+    except (CheckpointError, ValueError, FileNotFoundError) as exc:
+        print(f"hrm-eval: error: {exc}", file=sys.stderr)
+        return 2
+    print(json.dumps(result) if args.json else format_table(result))
     return 0
 
 
