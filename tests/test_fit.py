@@ -38,6 +38,10 @@ def test_start_refuses_a_batch_over_the_card_naming_the_largest_that_fits(monkey
     assert f"largest per-GPU batch that fits is {best} " in msg and "NVIDIA H100" in msg
     assert est.total(best) <= FIT_MARGIN * 80 * GIB < est.total(best + 1)  # the named batch is the right one
     assert "per-GPU batch 768 needs ≈14" in msg and "hrm-train --find-batch" in msg
+    # the preset asks for 8 GPUs but one process was started (its rank takes all 768): say how to start eight
+    eight = load_preset("maze-hard-1k", ["model.forward_dtype=bfloat16"])
+    with pytest.raises(fit.MemoryPlanError, match=r"train.gpus=8 GPUs .*torchrun --nproc_per_node=8"):
+        fit.check_memory(eight, mcfg, dev, world_size=1)
 
 
 def test_start_warns_instead_when_asked_and_passes_the_reference_8_gpu_setup(
@@ -91,3 +95,17 @@ def test_find_batch_cli_on_cpu_and_without_a_gpu(capsys: pytest.CaptureFixture[s
     if not torch.cuda.is_available():
         assert main(["--find-batch", "maze-hard-1k", "--runs-root", str(tmp_path)]) == 2
         assert "no CUDA device is available" in capsys.readouterr().out
+
+
+def test_start_logs_the_compute_dtype_and_why(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A V100 (compute capability 7.0) under auto: float32, and the trainer log says why."""
+    dev = _fake_card(monkeypatch, 32 * GIB, name="Tesla V100-SXM2-32GB")
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda d: (7, 0))
+    cfg = load_preset("sudoku-extreme-1k", ["train.global_batch_size=64"])
+    mcfg = fit.model_for(cfg, torch.device("cpu"))  # float32, as the trainer resolves auto on this card
+    with caplog.at_level(logging.INFO, logger="hrm.train.fit"):
+        fit.check_memory(cfg, mcfg, dev, world_size=1)
+    assert "compute dtype auto: float32 (compute capability 7.0 < 8.0 has no native bfloat16" in caplog.text
+    assert "at batch 64 of Tesla V100-SXM2-32GB" in caplog.text

@@ -96,9 +96,8 @@ def model_config(cfg: Any, data: DataInfo, env: D.DistEnv):
         )
     from hrm.model.layers import choose_forward_dtype
 
-    chosen, why = choose_forward_dtype(m.get("forward_dtype") or "auto", env.device)
+    chosen, _why = choose_forward_dtype(m.get("forward_dtype") or "auto", env.device)  # logged by fit.check_memory
     dtype = str(chosen).removeprefix("torch.")
-    log.info("compute dtype %s", why)
     return config_from_fields(
         m,
         batch_size=gb // env.world_size,

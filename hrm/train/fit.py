@@ -37,7 +37,10 @@ def plan(mcfg: HRMConfig, device: torch.device) -> MemoryEstimate:
 
 
 def check_memory(cfg: Config, mcfg: HRMConfig, device: torch.device, world_size: int) -> None:
-    """Refuse or warn at start when one rank's step is estimated not to fit its device."""
+    """Log the compute dtype and why; refuse or warn when one rank's step is estimated not to fit its device."""
+    from hrm.model.layers import choose_forward_dtype
+
+    log.info("compute dtype %s", choose_forward_dtype(cfg.model.forward_dtype, device)[1])
     if cfg.train.memory_check == "off":
         return
     est = plan(mcfg, device)
@@ -53,13 +56,16 @@ def check_memory(cfg: Config, mcfg: HRMConfig, device: torch.device, world_size:
         log.info("memory: ≈%s per rank at batch %d of %s", format_bytes(need), mcfg.batch_size, where)
         return
     best = est.largest_batch(capacity)
-    advice = (
-        f"the largest per-GPU batch that fits is {best} (train.global_batch_size={best * world_size} "
-        f"on {world_size} GPU{'s' if world_size > 1 else ''}; more GPUs: train.gpus=N), "
-        "or find it with real steps: hrm-train --find-batch PRESET"
-        if best
-        else "no batch fits: use a smaller model or more memory"
-    )
+    if best:
+        advice = f"the largest per-GPU batch that fits is {best} (train.global_batch_size={best * world_size})"
+        if cfg.train.gpus > world_size:
+            advice += (
+                f"; or run on the train.gpus={cfg.train.gpus} GPUs the config asks for "
+                f"(torchrun --nproc_per_node={cfg.train.gpus} -m hrm.train ..., as hrm-tui launches it)"
+            )
+        advice += "; or measure it with real steps: hrm-train --find-batch PRESET"
+    else:
+        advice = "no batch fits: use a smaller model or more memory"
     msg = (
         f"per-GPU batch {mcfg.batch_size} needs ≈{format_bytes(need)} ({mcfg.forward_dtype}), more than "
         f"{'fits in' if need <= capacity else 'the whole of'} {where}; {advice}"
