@@ -1,6 +1,6 @@
 """`hrm-export`: a run's events as a table (CSV or Parquet), or mirrored to TensorBoard / W&B.
 
-    hrm-export RUN --csv OUT [--kinds train,eval]
+    hrm-export RUN --csv [OUT] [--kinds train,eval]      (no OUT, or -: stdout)
     hrm-export RUN --parquet OUT
     hrm-export RUN --tensorboard DIR | --wandb DIR
 
@@ -15,10 +15,11 @@ Torch-free.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 from hrm.run.layout import events_path
 
@@ -69,12 +70,16 @@ def event_rows(events_path: str | Path, kinds: set[str] | None = None) -> tuple[
 
 
 def write_csv(path: str | Path, columns: list[str], rows: list[dict[str, Any]]) -> None:
-    """Missing and null cells are empty; floats keep every digit (repr round-trips)."""
-    with open(path, "w", newline="", encoding="utf-8") as f:
+    """Missing and null cells are empty; floats keep every digit (repr round-trips). Path "-": stdout."""
+    with contextlib.ExitStack() as stack:
+        f: TextIO = (
+            sys.stdout if str(path) == "-" else stack.enter_context(open(path, "w", newline="", encoding="utf-8"))
+        )
         w = csv.DictWriter(f, fieldnames=columns, restval="", extrasaction="raise")
         w.writeheader()
         for row in rows:
             w.writerow({k: ("" if v is None else v) for k, v in row.items()})
+        f.flush()
 
 
 def _column_type(values: list[Any]) -> str:
@@ -122,7 +127,9 @@ def _parser() -> argparse.ArgumentParser:
     )
     ap.add_argument("run", help="run directory (or its events.jsonl)")
     out = ap.add_mutually_exclusive_group(required=True)
-    out.add_argument("--csv", metavar="OUT", help="write a CSV table")
+    out.add_argument(
+        "--csv", metavar="OUT", nargs="?", const="-", help="write a CSV table to OUT (no OUT, or -: to stdout)"
+    )
     out.add_argument("--parquet", metavar="OUT", help="write a Parquet table (needs pyarrow)")
     out.add_argument("--tensorboard", metavar="DIR", help="write TensorBoard event files into DIR")
     out.add_argument("--wandb", metavar="DIR", help="write an offline W&B run under DIR (sync with `wandb sync`)")
@@ -164,7 +171,12 @@ def main(argv: list[str] | None = None) -> int:
             write_csv(args.csv, columns, rows)
         else:
             write_parquet(args.parquet, columns, rows)
-        print(f"wrote {len(rows)} rows x {len(columns)} columns to {args.csv or args.parquet}")
+        where = "stdout" if args.csv == "-" else args.csv or args.parquet
+        # the CSV may be on stdout: the note goes to stderr then
+        print(
+            f"wrote {len(rows)} rows x {len(columns)} columns to {where}",
+            file=sys.stderr if args.csv == "-" else sys.stdout,
+        )
         return 0
     except (FileNotFoundError, ImportError, OSError) as exc:
         print(f"hrm-export: {exc}", file=sys.stderr)

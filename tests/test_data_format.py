@@ -176,7 +176,7 @@ def test_a_ctrl_c_swallowed_by_a_finalizer_still_publishes_nothing(tmp_path) -> 
     script = f"""
 import os, signal
 from pathlib import Path
-from hrm.data import progress
+from hrm import progress
 from hrm.data.format import atomic_output_dir
 progress.install_interrupt_guard()
 class Bomb:

@@ -133,3 +133,32 @@ def test_tensorboard_mirror_of_a_resumed_run(tmp_path):
     acc.Reload()
     assert [(e.step, e.value) for e in acc.Scalars("train/loss")] == [(1, 1.0), (2, 0.5), (3, 13.0), (4, 14.0)]
     assert [(e.step, e.value) for e in acc.Scalars("eval/exact_accuracy")] == [(4, 0.75)]
+
+
+@pytest.mark.parametrize("dash", [[], ["-"]])
+def test_csv_without_a_file_name_or_dash_goes_to_stdout(tmp_path, capsys, monkeypatch, dash):
+    make_run(tmp_path)
+    out = tmp_path / "metrics.csv"
+    assert main([str(tmp_path), "--csv", str(out)]) == 0
+    capsys.readouterr()
+    monkeypatch.chdir(tmp_path)
+    assert main([str(tmp_path), "--csv", *dash]) == 0
+    got = capsys.readouterr()
+    assert got.out == out.read_bytes().decode() and "wrote 5 rows x" in got.err and "to stdout" in got.err
+    assert not (tmp_path / "-").exists()
+
+
+def test_csv_on_stdout_of_a_real_run(tmp_path, capsys):
+    """The trainer's own events: one row per train step, its loss and blanks accuracy as the events have them."""
+    from hrm.train.cli import main as train
+
+    run_dir = tmp_path / "run"
+    assert train(["tiny", "train.total_steps=3", "train.eval_interval=3", "--run-dir", str(run_dir)]) == 0
+    capsys.readouterr()
+    assert main([str(run_dir), "--csv", "--kinds", "train"]) == 0
+    rows = list(csv.DictReader(capsys.readouterr().out.splitlines()))
+    train = [e for e in read_events(run_dir / "events.jsonl") if e["kind"] == "train"]
+    assert [int(r["step"]) for r in rows] == [e["step"] for e in train] == [1, 2, 3]
+    for r, e in zip(rows, train):
+        assert float(r["loss"]) == e["loss"] and float(r["param_norm"]) == e["param_norm"]
+        assert r["changed_accuracy"] == ("" if e["changed_accuracy"] is None else repr(e["changed_accuracy"]))

@@ -14,7 +14,7 @@ from rich.table import Table
 
 from hrm.data.csvio import CsvFormatError
 from hrm.data.format import DatasetError, OutputExistsError
-from hrm.data.progress import install_interrupt_guard
+from hrm.progress import install_interrupt_guard
 
 EPILOG = """examples:
   hrm-data maze --out data/maze-hard --level hard --train 1000 --test 1000
@@ -133,6 +133,7 @@ def main(argv: list[str] | None = None) -> int:
         install_interrupt_guard()
     out, err = Console(), Console(stderr=True)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("hrm.progress").setLevel(logging.INFO)  # plain progress lines when stderr is no terminal
     try:
         if args.command == "show":
             from hrm.data.show import render_example

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from hrm.data.progress import raise_if_interrupted
+from hrm.progress import raise_if_interrupted
 
 log = logging.getLogger(__name__)
 

@@ -286,7 +286,7 @@ def build_dataset(
     progress: bool = True,
 ) -> dict:
     """Build a maze dataset at `out` (atomically) and return a summary dict."""
-    from hrm.data.progress import task_progress
+    from hrm.progress import task_progress
 
     out = Path(out)
     if train < 1 or test < 1:

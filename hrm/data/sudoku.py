@@ -7,11 +7,11 @@ puzzle, copy 0 the original, all in the original's group); the test split is not
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +19,7 @@ import numpy as np
 from hrm.data import format as fmt
 from hrm.data.augment import augment_all, random_symmetry
 from hrm.data.sudoku_solver import InvalidPuzzle, count_solutions, is_valid_solution, rate, solve
+from hrm.progress import task_progress
 from hrm.run.tasks import SUDOKU_VOCAB_SIZE
 
 __all__ = [
@@ -111,39 +112,15 @@ def _write(root: Path, split: str, puzzles: np.ndarray, solutions: np.ndarray, n
     return n_puzzles
 
 
-def _progress_bar(enabled: bool):
-    """A rich Progress (or None) and a factory of per-task callbacks."""
-    if not enabled:
-        return None
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeElapsedColumn,
-        TimeRemainingColumn,
-    )
-
-    return Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        TextColumn("eta"),
-        TimeRemainingColumn(),
-    )
-
-
 def _generate_split(name: str, n: int, level: str, seed: int, blanks, min_rating, bar) -> tuple[np.ndarray, np.ndarray]:
     if n <= 0:
         raise ValueError(f"--{name} must be a positive number of puzzles, got {n}")
     from hrm.data.sudoku_gen import generate  # numba: imported where puzzles are generated
 
-    cb: Callable[[int], None] | None = None
-    if bar is not None:
-        task = bar.add_task(f"{name}: {level} sudoku", total=n)
-        cb = lambda k: bar.update(task, completed=k)  # noqa: E731
-    return generate(n, level, seed, blanks=blanks, min_rating=min_rating, progress=cb)
+    task = bar.add_task(f"{name}: {level} sudoku", total=n)
+    return generate(
+        n, level, seed, blanks=blanks, min_rating=min_rating, progress=lambda k: bar.update(task, completed=k)
+    )
 
 
 def _load_csv_split(
@@ -194,10 +171,9 @@ def build_dataset(
     out = Path(out)
     fmt.check_output_dir(out, force)
     blanks_t = tuple(blanks) if blanks is not None else None
-    bar = _progress_bar(progress)
+    bars = contextlib.ExitStack()
+    bar = bars.enter_context(task_progress(progress))  # the project's one progress helper (with the Ctrl-C check)
     summary: dict = {"task": "sudoku", "out": str(out), "seed": seed, "num_aug": num_aug}
-    if bar is not None:
-        bar.start()
     try:
         if from_csv is not None:
             folder = Path(from_csv)
@@ -238,8 +214,7 @@ def build_dataset(
             fmt.write_identifiers(tmp, ["<blank>"])
             (tmp / "build_summary.json").write_text(json.dumps(summary, indent=1))
     finally:
-        if bar is not None:
-            bar.stop()
+        bars.close()
     summary.update(
         train_groups=len(tr_p),
         train_examples=n_train,

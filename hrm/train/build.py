@@ -3,8 +3,10 @@ dataset (built into the cache on first use), model + loss head, optimizers, trai
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -39,20 +41,53 @@ def _section(cfg: Any, name: str) -> dict[str, Any]:
     return sec.model_dump() if hasattr(sec, "model_dump") else dict(sec)
 
 
-def prepare_dataset(cfg: Any, env: D.DistEnv) -> DataInfo:
+def prepare_dataset(
+    cfg: Any,
+    env: D.DistEnv,
+    status: Callable[..., None] | None = None,
+    event: Callable[..., None] | None = None,
+) -> DataInfo:
     """Rank 0 builds the dataset if needed (progress goes to trainer.log); the others wait for
-    its path, then check it exists on their own host and build it there if it does not."""
+    its path, then check it exists on their own host and build it there if it does not.
+
+    A build rank 0 starts is reported: status `building` (the app shows "building data"), `log` events
+    carrying `build: {what, done, total}` about once a second, then status `starting` again."""
     from hrm.data.cache import ensure_dataset
 
     recipe = _section(cfg, "data")
     root: Path | None = None
     if env.is_main:
-        root = Path(ensure_dataset(recipe, progress=True))
+        with _reporting_build(recipe, status, event):
+            root = Path(ensure_dataset(recipe, progress=True))
     D.barrier_after_rank0(env, "dataset built")  # the others wait here, named, not in a timed collective
     root = Path(D.broadcast_object(env, str(root) if root else None))
     if not env.is_main and not (root / "train" / "dataset.json").is_file():
         root = Path(ensure_dataset(recipe, progress=env.local_rank == 0))
     return read_data_info(root, recipe.get("task", "sudoku"))
+
+
+@contextlib.contextmanager
+def _reporting_build(
+    recipe: dict[str, Any], status: Callable[..., None] | None, event: Callable[..., None] | None
+) -> Iterator[None]:
+    from hrm.progress import BuildProgress, listening
+    from hrm.run.recipes import dataset_dir, is_built
+
+    if recipe.get("path") or is_built(recipe) or status is None:
+        yield
+        return
+    name = dataset_dir(recipe).name
+    status("building", reason=f"building data {name}")
+
+    def report(p: BuildProgress) -> None:
+        if event is not None:
+            total = p.total if p.total is not None else "?"
+            build = {"dataset": name, "what": p.what, "done": p.done, "total": p.total}
+            event("log", 0, level="info", message=f"building data: {p.what} {p.done}/{total}", build=build)
+
+    with listening(report):
+        yield
+    status("starting", reason=f"data built: {name}")
 
 
 def read_data_info(root: Path, task: str) -> DataInfo:

@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 
-from hrm.model.losses import IGNORE_LABEL_ID, METRIC_KEYS, changed_cell_sums
+from hrm.model.losses import IGNORE_LABEL_ID, METRIC_KEYS, ACTLossHead, changed_cell_sums
 from hrm.train import distributed as D
 
 MAX_SAMPLES = 8
@@ -54,7 +54,7 @@ class EvalTotals:
 
 @torch.inference_mode()
 def eval_batches(
-    head: torch.nn.Module,
+    head: ACTLossHead,
     batches: Iterable[tuple[str, Batch, int]],
     device: torch.device,
     halt_max_steps: int,
@@ -100,7 +100,7 @@ class _Trace:
     q_continue: list[torch.Tensor] = field(default_factory=list)
 
 
-def _run_batch(head: torch.nn.Module, batch: Batch, halt_max_steps: int, rows: torch.Tensor):
+def _run_batch(head: ACTLossHead, batch: Batch, halt_max_steps: int, rows: torch.Tensor):
     carry = head.initial_carry(batch)
     first_halt = torch.full((batch["inputs"].shape[0],), halt_max_steps, dtype=torch.long, device=rows.device)
     trace = _Trace()
@@ -167,7 +167,7 @@ def summarize(packed: torch.Tensor, halt_max_steps: int) -> dict[str, Any]:
 
 
 def evaluate(
-    head: torch.nn.Module,
+    head: ACTLossHead,
     data_root: Path,
     global_batch: int,
     env: D.DistEnv,

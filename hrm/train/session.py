@@ -51,7 +51,7 @@ class Session:
             s._open_run_dir()
             D.watch_reports_to(env, lambda msg: s.status("failed", error=msg), s.current_step)
             s.status("starting")
-            s.data = B.prepare_dataset(cfg, env)
+            s.data = B.prepare_dataset(cfg, env, s.status, s.event)
             s.total_steps = B.total_steps(cfg, s.data)
             s.mcfg = B.model_config(cfg, s.data, env)
             check_memory(cfg, s.mcfg, env.device, env.world_size)
@@ -86,6 +86,9 @@ class Session:
             self.sinks = [
                 build_sinks(self.cfg.sinks, self.run_dir, run_name=self.cfg.run.name, task=self.cfg.data.task)
             ]
+        from hrm.progress import TrainProgress
+
+        self.sinks.append(TrainProgress())  # progress lines on stderr (trainer.log when launched by the app)
 
     def _open_control(self) -> None:
         if self.env.is_main:

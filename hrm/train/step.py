@@ -62,7 +62,7 @@ def forward_backward(
     batch: dict[str, torch.Tensor],
     global_batch: int,
     env: D.DistEnv,
-    params: list[torch.nn.Parameter],
+    params: list[torch.Tensor],
     halt_max_steps: int = 1,
 ) -> tuple[Any, StepTensors]:
     """Returns (new carry, the step's tensors); gradients are all-reduced in place."""
