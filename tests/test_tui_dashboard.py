@@ -354,3 +354,20 @@ def test_ema_is_debiased_and_the_axis_marks_the_current_step() -> None:
     assert x_axis(1, 400, 60, 400).plain.split() == ["step", "1", "400▲"]
     axis = x_axis(100, 500, 60, 150).plain  # an eval ahead of the current step: both ends shown
     assert axis.split() == ["step", "100", "▲150", "500"] and axis.index("▲") == 8 + round(50 / 400 * 51)
+
+
+def test_readout_accuracy_from_the_last_step_that_halted_sequences() -> None:
+    """With ACT, a step where no sequence halted reports 0/0 (count 0, changed_accuracy null), as
+    the real trainer writes it: the readout shows the last step that measured, and says which."""
+    from hrm_tui.widgets.readout import rows
+
+    lines = [json.loads(x) for x in run_events(10, status=None, eval_every=1000)]
+    lines.append({"kind": "train", "step": 11, "t": T0 + 6, "loss": 0.8, "accuracy": 0.0, "exact_accuracy": 0.0,
+                  "changed_accuracy": None, "count": 0.0, "act_steps_hist": [0] * 8})  # fmt: skip
+    st = RunState()
+    st.apply(lines)
+    r = dict(rows(st, running=True, smoothing=0.9))
+    halted = lines[-2]
+    assert halted["kind"] == "train" and halted["step"] == 10
+    assert r["blanks"] == f"{halted['changed_accuracy'] * 100:.1f} % @10"
+    assert r["all cells"] == f"{halted['accuracy'] * 100:.1f} % @10" and r["loss"] == "0.8000"

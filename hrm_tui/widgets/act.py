@@ -7,6 +7,7 @@ what halt_max_steps is (never a default)."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 from rich.text import Text
@@ -32,8 +33,10 @@ def _hist_line(t: Text, label: str, hist: Sequence[float], note: str) -> None:
 
 
 def _trend(values: Sequence[float], n: int = TREND) -> list[float]:
-    """`n` points spread over the whole run (the trend, not the last few steps)."""
-    return [values[i] for i in sample_indices(0, len(values), n)]
+    """`n` points spread over the whole run (the trend, not the last few steps); steps where no
+    sequence halted measured nothing and are left out, not drawn as gaps."""
+    known = [v for v in values if math.isfinite(v)]
+    return [known[i] for i in sample_indices(0, len(known), n)]
 
 
 class ActPanel(Widget):

@@ -28,9 +28,15 @@ def rows(state: RunState, *, running: bool, smoothing: float) -> list[tuple[str,
         ("step", f"{state.step:,}" + (f" / {total:,}" if total else "")),
         ("loss", num(tr.get("loss"), ".4f")),
         (f"  ema {weight:g}", num(smoothed, ".4f")),
-        (head, pct(tr.get("changed_accuracy"))),
-        ("exact", pct(tr.get("exact_accuracy"))),
-        ("all cells", pct(tr.get("accuracy"))),
+    ]
+    # Accuracies are over the sequences that halted in a step; with ACT a step may halt none (0/0):
+    # show the last step that measured them, and which step that was.
+    act = state.latest_act or tr
+    at = f" @{act.get('step', 0):,}" if act and act is not tr else ""
+    out += [
+        (head, pct(act.get("changed_accuracy")) + at),
+        ("exact", pct(act.get("exact_accuracy")) + at),
+        ("all cells", pct(act.get("accuracy")) + at),
     ]
     if ev:
         out.append((f"eval @{ev.get('step', 0):,}", ""))
