@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 TORCH_CPU := torch==2.13.0
 
-.PHONY: setup test run bench clean
+.PHONY: setup test run bench gpu-check clean
 
 setup: $(VENV)/.installed
 
@@ -30,6 +30,11 @@ run: setup
 
 bench: setup
 	$(PY) bench/step.py
+
+# Verifies a GPU box in under 10 minutes (CUDA tests, both paper presets at the batch that fits,
+# bench/step.py --cuda, 2-GPU torchrun when present) and prints one table; `--dry-run` shows the plan.
+gpu-check: setup
+	$(PY) bench/gpu_check.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -20,10 +20,13 @@ plain ops; one autograd node per block); `plain` (--plain) the same step through
 (model.cpu_kernels=off, and what CUDA and bf16 run); `compile` (--compile) the plain ops torch.compile'd.
 bench/cpu_ab.py alternates the two CPU paths on a preset's training step.
 
-Peak: torch.mm of 2048×2048 float32 matrices repeated for a few seconds, measured in the same process,
-before every timed run; MFU = achieved FLOP/s / the best peak of the run, and 'paired' / the peak of
-the same moment. The machine is shared, so every
-number is the best of several repeats (the least-disturbed one).
+Peak on CPU: torch.mm of 2048×2048 float32 matrices repeated for a few seconds, measured in the same
+process, before every timed run; MFU = achieved FLOP/s / the best peak of the run, and 'paired' / the
+peak of the same moment. The machine is shared, so every number is the best of several repeats (the
+least-disturbed one). On CUDA (bench/gpu_peak.py): 8192² bf16 matmuls with one sync per timing
+window (smaller ones, or a sync after each, leave a card like the H100 far below its rate and would
+overstate MFU ~2×), and MFU(sheet) against the datasheet's dense bf16 figure when the card is known;
+no CPU-time columns (a GPU step's CPU time says nothing about the GPU).
 
     python bench/step.py                          # eager, CPU, the table of the issue
     python bench/step.py --plain                  # also the plain torch ops, same run
@@ -37,6 +40,7 @@ import argparse
 import time
 
 import torch
+from gpu_peak import cuda_matmul_peak, datasheet_tflops
 
 from hrm.model import cpu_path
 from hrm.model.config import HRMConfig, flops_per_example
@@ -188,6 +192,7 @@ def main() -> None:
     )
     p.add_argument("--compile", action="store_true", help="also time torch.compile'd steps (opt-in)")
     p.add_argument("--cuda", action="store_true", help="GPU, bf16, paper config: hidden 512, batch 768")
+    p.add_argument("--cuda-batch", type=int, nargs="+", default=[768], help="batch sizes timed with --cuda")
     args = p.parse_args()
 
     if args.threads:
@@ -199,7 +204,7 @@ def main() -> None:
         if not torch.cuda.is_available():
             raise SystemExit("--cuda: torch sees no CUDA device")
         torch.backends.cuda.matmul.allow_tf32 = False
-        hiddens, batches, dtype, mm_dtype = [512], [768], "bfloat16", torch.bfloat16
+        hiddens, batches, dtype, mm_dtype = [512], args.cuda_batch, "bfloat16", torch.bfloat16
     else:
         hiddens, batches, dtype, mm_dtype = args.hidden, args.batch, "float32", torch.float32
     name = torch.cuda.get_device_name() if args.cuda else f"CPU, {torch.get_num_threads()} threads"
@@ -211,14 +216,17 @@ def main() -> None:
         print(f"eager CPU float32 blocks: {cpu_path.select('auto', 64, 512, 2048, device, torch.float32).describe()}")
 
     modes = ["eager"] + (["plain"] if args.plain else []) + (["compile"] if args.compile else [])
+    cuda = device.type == "cuda"
+    sheet_tflops = datasheet_tflops(name) if cuda else None
+    sheet = sheet_tflops * 1e12 if sheet_tflops else None
     peak_wall = peak_cpu = 0.0
     rows = []
-    print(
-        f"{'mode':<8}{'hidden':>7}{'batch':>6}{'step s':>8}{'ex/s':>7}{'GFLOP/s':>9}{'MFU':>7}{'paired':>8}"
-        f"{'cpu s':>8}{'MFU(cpu)':>9}{'paired':>8}"
-    )
+    extra = f"{'MFU(sheet)':>11}" if cuda else f"{'cpu s':>8}{'MFU(cpu)':>9}{'paired':>8}"
+    print(f"{'mode':<8}{'hidden':>7}{'batch':>6}{'step s':>8}{'ex/s':>7}{'GFLOP/s':>9}{'MFU':>7}{'paired':>8}{extra}")
 
     def peak() -> tuple[float, float]:
+        if cuda:  # the card's rate; CPU time is not measured on a GPU
+            return cuda_matmul_peak(device, args.peak_seconds), float("nan")
         return matmul_peak(device, mm_dtype, args.peak_seconds)
 
     for mode in modes:
@@ -231,38 +239,46 @@ def main() -> None:
                     r = time_steps(step, device, args.steps, args.repeats, warmup, peak, args.min_seconds)
                 peak_wall, peak_cpu = max(peak_wall, r["peak_wall"]), max(peak_cpu, r["peak_cpu"])
                 flop = flops_per_example(cfg, train=True) * batch
-                rows.append(
-                    (
-                        mode,
-                        hidden,
-                        batch,
-                        batch / r["wall"],
-                        flop / r["wall"],
-                        flop / r["paired_wall"],
-                        flop / r["cpu"],
-                        flop / r["paired_cpu"],
-                    )
+                fw, fpw = flop / r["wall"], flop / r["paired_wall"]
+                rows.append((mode, hidden, batch, batch / r["wall"], fw, fpw, flop / r["cpu"], flop / r["paired_cpu"]))
+                tail = (
+                    (f"{fw / sheet:>11.1%}" if sheet else f"{'-':>11}")
+                    if cuda
+                    else f"{r['cpu']:>8.2f}{flop / r['cpu'] / peak_cpu:>9.1%}{flop / r['paired_cpu']:>8.1%}"
                 )
                 print(
                     f"{mode:<8}{hidden:>7}{batch:>6}{r['wall']:>8.2f}{batch / r['wall']:>7.1f}"
-                    f"{flop / r['wall'] / 1e9:>9.1f}{flop / r['wall'] / peak_wall:>7.1%}{flop / r['paired_wall']:>8.1%}"
-                    f"{r['cpu']:>8.2f}{flop / r['cpu'] / peak_cpu:>9.1%}{flop / r['paired_cpu']:>8.1%}",
+                    f"{fw / 1e9:>9.1f}{fw / peak_wall:>7.1%}{fpw:>8.1%}{tail}",
                     flush=True,
                 )
-    print(
-        f"\npeak ({mm_dtype}, 2048² mm, best window of the run): {peak_wall / 1e9:.1f} GFLOP/s wall, "
-        f"{peak_cpu / 1e9:.1f} GFLOP per CPU-second"
-    )
-    print(
-        "MFU: best step FLOP/s ÷ best peak of the whole run (conservative). paired: per timed run, ÷ the peak\n"
-        "measured just before it (best run kept). (cpu): CPU seconds of this process instead of wall seconds,\n"
-        "which removes the time other processes held the cores (exact with --threads 1)."
-    )
-    print("\nfinal (MFU, paired, MFU(cpu), paired(cpu)):")
+    if cuda:
+        print(
+            f"\npeak (bfloat16, 8192² mm, one sync per window, best of the run): {peak_wall / 1e12:.1f} TFLOP/s; "
+            + (
+                f"datasheet (dense bf16, {name}): {sheet_tflops:.0f} TFLOP/s"
+                if sheet
+                else f"no datasheet figure for {name}"
+            )
+        )
+        print(
+            "MFU: ÷ the measured peak; paired: ÷ the peak measured just before that run; MFU(sheet): ÷ the datasheet."
+        )
+    else:
+        print(
+            f"\npeak ({mm_dtype}, 2048² mm, best window of the run): {peak_wall / 1e9:.1f} GFLOP/s wall, "
+            f"{peak_cpu / 1e9:.1f} GFLOP per CPU-second"
+        )
+        print(
+            "MFU: best step FLOP/s ÷ best peak of the whole run (conservative). paired: per timed run, ÷ the peak\n"
+            "measured just before it (best run kept). (cpu): CPU seconds of this process instead of wall seconds,\n"
+            "which removes the time other processes held the cores (exact with --threads 1)."
+        )
+    print("\nfinal (MFU, paired" + (", MFU(sheet)):" if cuda else ", MFU(cpu), paired(cpu)):"))
     for mode, hidden, batch, exs, fw, fpw, fc, fpc in rows:
+        tail = (f"{fw / sheet:6.1%}" if sheet else "     -") if cuda else f"{fc / peak_cpu:6.1%} {fpc:6.1%}"
         print(
             f"  {mode:<8} hidden {hidden:>4} batch {batch:>4}: {exs:6.1f} ex/s  {fw / 1e9:6.1f} GFLOP/s  "
-            f"{fw / peak_wall:6.1%} {fpw:6.1%} {fc / peak_cpu:6.1%} {fpc:6.1%}"
+            f"{fw / peak_wall:6.1%} {fpw:6.1%} {tail}"
         )
 
 
