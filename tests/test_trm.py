@@ -251,3 +251,49 @@ def test_a_checkpoint_in_the_official_layout_loads(tmp_path) -> None:
     assert type(loaded).__name__ == "TinyRecursiveReasoningModel_ACTV1"
     for k, v in model.state_dict().items():
         assert torch.equal(loaded.state_dict()[k], v), k
+
+
+@pytest.mark.parametrize("mlp_t", [False, True], ids=["attention", "mlp_t"])
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_memory_closed_form_matches_trm_saved_tensors_and_peak(mlp_t: bool, dtype: str) -> None:
+    """The picker's torch-free estimate knows TRM: the whole last cycle saved for the backward, no
+    Q-target forward, mlp_t's own tensors (measured on meta tensors with the model itself)."""
+    from hrm.model.memory import measure_step
+    from hrm.run import memory as R
+
+    kw = dict(mlp_t=True, pos_encodings="none") if mlp_t else {}
+    cfg = TRMConfig(
+        batch_size=4,
+        seq_len=81,
+        vocab_size=11,
+        puzzle_emb_ndim=64,
+        hidden_size=64,
+        num_heads=2,
+        H_cycles=2,
+        L_cycles=3,
+        L_layers=2,
+        halt_max_steps=8,
+        forward_dtype=dtype,
+        **kw,
+    )
+    closed = R.estimate(cfg, dtype, device="cpu")
+    one, two = measure_step(cfg, 1), measure_step(cfg, 2)
+    assert two.saved - one.saved == pytest.approx(closed.saved_per_example, rel=0.001)
+    m = measure_step(cfg, 16)
+    total = m.state + m.carry_in + m.peak
+    assert total <= closed.total(16) <= 1.05 * total
+
+
+def test_the_picker_describes_the_trm_presets() -> None:
+    from hrm.run.config import describe, load_preset
+
+    sudoku, maze = describe(load_preset("trm-sudoku-extreme-1k")), describe(load_preset("trm-maze-hard-1k"))
+    assert sudoku["num_params"] == official_parameter_count(
+        hidden=512, heads=8, expansion=4, L_layers=2, vocab=11, seq_len=81, puzzle_emb_len=16, mlp_t=True
+    )
+    assert maze["num_params"] == official_parameter_count(
+        hidden=512, heads=8, expansion=4, L_layers=2, vocab=6, seq_len=900, puzzle_emb_len=16, mlp_t=False
+    )
+    # the official recipes ran on 48 GB L40S cards: one for Sudoku (768), four for mazes (4 × 192)
+    assert sudoku["batch_per_rank"] == 768 and maze["batch_per_rank"] == 192
+    assert sudoku["mem_per_rank"] < 48e9 and maze["mem_per_rank"] < 48e9

@@ -71,6 +71,7 @@ class HRMConfig:
         "halt_max_steps",
     )
     _POS_ENCODINGS: ClassVar[tuple[str, ...]] = ("rope", "learned")
+    arch: ClassVar[str] = "hrm"
 
     def __post_init__(self) -> None:
         for name in self._POSITIVE:
@@ -113,7 +114,7 @@ class HRMConfig:
 
     # --- (de)serialisation ----------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        return {**dataclasses.asdict(self), "arch": self.arch}
 
     @classmethod
     def field_names(cls) -> list[str]:

@@ -124,12 +124,13 @@ def _storage_bytes(tensors: list[torch.Tensor]) -> int:
 
 def measure_step(cfg: HRMConfig, batch: int, loss_type: str = "stablemax_cross_entropy") -> StepMemory:
     """One training step of `cfg` (forward_dtype = the compute dtype) at per-rank `batch`, on meta tensors."""
-    from hrm.model.hrm_act import HierarchicalReasoningModel_ACTV1, carry_state_dict
+    from hrm.model.factory import build_model
+    from hrm.model.hrm_act import carry_state_dict
     from hrm.model.losses import ACTLossHead
 
-    cfg = HRMConfig.from_dict(cfg.to_dict(), batch_size=batch)
+    cfg = type(cfg).from_dict(cfg.to_dict(), batch_size=batch)
     with torch.device("meta"):
-        head = ACTLossHead(HierarchicalReasoningModel_ACTV1(cfg), loss_type=loss_type).train()
+        head = ACTLossHead(build_model(cfg), loss_type=loss_type).train()
     params = list(head.parameters())
     state = _storage_bytes(params + list(head.buffers())) + 2 * sum(p.numel() * 4 for p in params)
     data = _meta_batch(cfg, batch)

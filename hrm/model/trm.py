@@ -50,6 +50,7 @@ class TRMConfig(HRMConfig):
 
     _POSITIVE: ClassVar[tuple[str, ...]] = tuple(n for n in HRMConfig._POSITIVE if n != "H_layers")
     _POS_ENCODINGS: ClassVar[tuple[str, ...]] = ("rope", "learned", "none")
+    arch: ClassVar[str] = "trm"
 
     def __post_init__(self) -> None:
         super().__post_init__()

@@ -3,7 +3,8 @@
 meta tensors). tests/test_memory.py holds the two together on tiny and paper shapes.
 
 Per token of the sequence (S = seq_len + the puzzle prefix), b = bytes of the compute dtype, d = hidden,
-i = SwiGLU inner, H = heads, per block that carries gradient (the last L and H update: H_layers+L_layers):
+i = SwiGLU inner, H = heads, per block application that carries gradient (HRM: the last L and H update,
+H_layers+L_layers; TRM: the whole last cycle, (L_cycles+1)·L_layers; its mlp_t block saves its own set):
 
 * saved for the backward: the block input, norm-1 output and down-projection input (d·b, d·b, i·b);
   the fused qkv output (3d·b: v is a view of it), RoPE's rotated q|k (2d·b), the attention output (d·b)
@@ -24,7 +25,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from hrm.run.sizes import ModelShape, block_parameters, count_parameters, head_dim, mlp_inner, total_seq_len
+from hrm.run.sizes import (
+    ModelShape,
+    block_parameters,
+    count_parameters,
+    grad_applications,
+    head_dim,
+    is_trm,
+    mlp_inner,
+    q_target_forward,
+    total_seq_len,
+)
 
 DTYPE_BYTES = {"float32": 4, "bfloat16": 2}
 # float16 is refused (schema and model): the reference trains bf16 without a loss scale, and in fp16 the
@@ -68,18 +79,24 @@ def saved_per_token(m: ModelShape, dtype: str) -> float:
     """Bytes autograd keeps for the backward, per sequence position."""
     b = DTYPE_BYTES[dtype]
     d, i, h = m.hidden_size, mlp_inner(m.hidden_size, m.expansion), m.num_heads
-    block = 8 * d * b + 4 * i * b + 8 * d + 4 * h + 8
-    if m.pos_encodings != "rope":
-        block -= 2 * d * b  # q and k stay views of the qkv output
+    if is_trm(m) and getattr(m, "mlp_t", False):
+        # mlp_t over the transposed [d, S] layout: its gate|up, silu and down input (4·i_t·d·b per
+        # example), the float32 norm input and its rsqrt per hidden row; then the hidden MLP as below
+        s = total_seq_len(m)
+        block = 2 * d * b + 4 * i * b + 8 * d + 4 + (4 * mlp_inner(s, m.expansion) * d * b + 4 * d) / s
+    else:
+        block = 8 * d * b + 4 * i * b + 8 * d + 4 * h + 8
+        if m.pos_encodings != "rope":
+            block -= 2 * d * b  # q and k stay views of the qkv output
     loss = (33 * m.vocab_size + 21) * m.seq_len / total_seq_len(m)
-    return (m.H_layers + m.L_layers) * block + d * b + loss
+    return grad_applications(m) * block + d * b + loss
 
 
 def temporaries_per_token(m: ModelShape, dtype: str) -> float:
     """Bytes per position alive on top of the saved tensors at the step's peak."""
     b = DTYPE_BYTES[dtype]
     d, i = m.hidden_size, mlp_inner(m.hidden_size, m.expansion)
-    if m.halt_max_steps <= 1:
+    if not q_target_forward(m):
         return 8 * d * b
     rope = 2 * d * 4 * (2 if b == 4 else 3) if m.pos_encodings == "rope" else 0
     return max(rope, 3 * i * b) + 12 * d * b
@@ -95,7 +112,7 @@ def estimate(m: ModelShape, dtype: str, device: str = "cuda", num_puzzle_identif
     saved = saved_per_token(m, dtype) * s
     per_example = saved + (temporaries_per_token(m, dtype) + carry) * s + 8 * m.puzzle_emb_ndim
     params = count_parameters(m)
-    casts = (m.H_layers + m.L_layers) * block_parameters(m) * b if b != 4 else 0
+    casts = grad_applications(m) * block_parameters(m) * b if b != 4 else 0
     rope_tables = 2 * s * (2 * m.num_heads + 1) * head_dim(m) * 4 if m.pos_encodings == "rope" else 0
     buffers = 2 * d * b + rope_tables + num_puzzle_identifiers * m.puzzle_emb_ndim * 4
     fixed = 16 * params + casts + buffers + (CUDA_RUNTIME_BYTES if device == "cuda" else 0)
