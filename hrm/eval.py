@@ -302,4 +302,6 @@ def _test_time(args: argparse.Namespace) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from hrm.run.errors import run_tool
+
+    sys.exit(run_tool("hrm-eval", main))

@@ -21,6 +21,7 @@ import sys
 from pathlib import Path
 from typing import Any, TextIO
 
+from hrm.run.errors import ToolError, reading, writing
 from hrm.run.layout import events_path
 
 __all__ = ["main", "event_rows", "flatten_event", "write_csv", "write_parquet"]
@@ -117,8 +118,20 @@ def _events_file(run: str) -> Path:
     if p.is_dir():
         p = events_path(p)
     if not p.is_file():
-        raise FileNotFoundError(f"no events file at {p}: give a run directory (runs/<run-id>) or its events.jsonl")
+        raise ToolError(f"{p}: no events file there; give a run directory (runs/<run-id>) or its events.jsonl")
     return p
+
+
+def _check_events(path: Path) -> None:
+    """A file with bytes but not one event line is not a run's events file (a .pt, garbage): say so
+    rather than write an empty table."""
+    from hrm.run.events import read_events
+
+    with reading(path, "events file"):
+        if path.stat().st_size and not read_events(path):
+            raise ToolError(
+                f"{path}: not an events file (no JSON event line in it); give a run directory or its events.jsonl"
+            )
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -150,11 +163,13 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 2
-    try:
-        events = _events_file(args.run)
-        if args.tensorboard or args.wandb:
-            from hrm.train.sinks import TensorBoardSink, WandbSink, replay
+    events = _events_file(args.run)
+    _check_events(events)
+    if args.tensorboard or args.wandb:
+        from hrm.train.sinks import TensorBoardSink, WandbSink, replay
 
+        out = args.tensorboard or args.wandb
+        with writing(out):
             sink = (
                 TensorBoardSink(args.tensorboard)
                 if args.tensorboard
@@ -164,24 +179,28 @@ def main(argv: list[str] | None = None) -> int:
                 n = replay(events, sink, kinds)
             finally:
                 sink.close()
-            print(f"mirrored {n} events to {args.tensorboard or args.wandb}")
-            return 0
-        columns, rows = event_rows(events, kinds)
-        if args.csv:
-            write_csv(args.csv, columns, rows)
-        else:
-            write_parquet(args.parquet, columns, rows)
-        where = "stdout" if args.csv == "-" else args.csv or args.parquet
-        # the CSV may be on stdout: the note goes to stderr then
-        print(
-            f"wrote {len(rows)} rows x {len(columns)} columns to {where}",
-            file=sys.stderr if args.csv == "-" else sys.stdout,
-        )
+        print(f"mirrored {n} events to {out}")
         return 0
-    except (FileNotFoundError, ImportError, OSError) as exc:
-        print(f"hrm-export: {exc}", file=sys.stderr)
-        return 2
+    with reading(events, "events file"):
+        columns, rows = event_rows(events, kinds)
+    out = args.csv or args.parquet
+    try:
+        with writing(out):
+            if args.csv:
+                write_csv(args.csv, columns, rows)
+            else:
+                write_parquet(args.parquet, columns, rows)
+    except ImportError as exc:
+        raise ToolError(str(exc)) from None
+    # the CSV may be on stdout: the note goes to stderr then
+    print(
+        f"wrote {len(rows)} rows x {len(columns)} columns to {'stdout' if out == '-' else out}",
+        file=sys.stderr if out == "-" else sys.stdout,
+    )
+    return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from hrm.run.errors import run_tool
+
+    sys.exit(run_tool("hrm-export", main))

@@ -29,7 +29,19 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> None:
+    from hrm.run.errors import run_tool  # one way for every tool to fail: a line, never a traceback
+
+    sys.exit(run_tool("hrm-tui", _main, argv))
+
+
+def _main(argv: list[str]) -> int:
     args = parse_args(argv)
+    if args.runs_root.exists() and not args.runs_root.is_dir():
+        print(
+            f"hrm-tui: --runs-root {args.runs_root} is a file, not a directory: give the folder runs live in",
+            file=sys.stderr,
+        )
+        return 2
     run_dir = None
     if args.command == "attach":
         run_dir = args.run if args.run.is_dir() else args.runs_root / args.run
@@ -39,7 +51,7 @@ def main(argv: list[str] | None = None) -> None:
                 f"directory, or a run id under --runs-root",
                 file=sys.stderr,
             )
-            sys.exit(2)
+            return 2
         run_dir = run_dir.resolve()
     from hrm_tui import lastrun
     from hrm_tui.app import HrmApp  # after argument errors: they need no Textual start-up
@@ -47,7 +59,7 @@ def main(argv: list[str] | None = None) -> None:
     readonly = args.readonly or getattr(args, "attach_readonly", False)
     app = HrmApp(args.runs_root.resolve(), attach=run_dir, readonly=readonly, last_run_file=lastrun.default_path())
     app.run()
-    sys.exit(app.return_code or 0)
+    return app.return_code or 0
 
 
 if __name__ == "__main__":

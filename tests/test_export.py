@@ -7,7 +7,8 @@ import sys
 
 import pytest
 
-from hrm.export import flatten_event, main
+from hrm.cli import export_main as main  # the entry point: errors become one line and an exit status
+from hrm.export import flatten_event
 from hrm.run.events import EventWriter, drop_superseded, read_events
 
 

@@ -15,6 +15,7 @@ from rich.table import Table
 from hrm.data.csvio import CsvFormatError
 from hrm.data.format import DatasetError, OutputExistsError
 from hrm.progress import install_interrupt_guard
+from hrm.run.errors import describe
 
 EPILOG = """examples:
   hrm-data maze --out data/maze-hard --level hard --train 1000 --test 1000
@@ -157,9 +158,15 @@ def main(argv: list[str] | None = None) -> int:
         err.print(f"hrm-data: error: {e}", markup=False, highlight=False, soft_wrap=True)
         return 2
     except OSError as e:  # out of disk space and the like: atomic_output_dir has removed the partial build
-        err.print(f"hrm-data: error: {e}; nothing was written", markup=False, highlight=False, soft_wrap=True)
-        return 1
+        if e.filename is None:
+            e.filename = str(args.dir if args.command == "show" else args.out)
+        code, text = describe(e)
+        written = "" if args.command == "show" else "; nothing was written"
+        err.print(f"hrm-data: error: {text}{written}", markup=False, highlight=False, soft_wrap=True)
+        return code
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from hrm.run.errors import run_tool
+
+    sys.exit(run_tool("hrm-data", main))

@@ -27,6 +27,10 @@ def load_yaml(path: Path) -> Any:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError(f"cannot read {path}: {exc.strerror or exc}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(
+            f"{path}: not a YAML text file (bytes that are not UTF-8); give a preset or config.yaml"
+        ) from None
     try:
         return yaml.load(text, Loader=_Loader)
     except yaml.YAMLError as exc:

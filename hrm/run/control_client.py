@@ -14,6 +14,7 @@ import json
 import os
 import shutil
 import socket
+import stat
 import tempfile
 import time
 from collections.abc import Iterator
@@ -69,11 +70,15 @@ def send_command(run_dir: str | os.PathLike[str], cmd: str, timeout: float = 30.
     missing or unresponsive trainer: returns {"ok": false, "error": "..."} naming the problem."""
     run_dir = Path(run_dir)
     sock_path = run_dir / SOCKET_NAME
-    if not sock_path.exists():
+    try:
+        mode = sock_path.lstat().st_mode
+    except OSError as exc:
+        why = "the run is not running, or it is starting up" if isinstance(exc, FileNotFoundError) else exc.strerror
+        return {"ok": False, "error": f"no trainer is listening: {sock_path} does not exist ({why})"}
+    if not stat.S_ISSOCK(mode):
         return {
             "ok": False,
-            "error": f"no trainer is listening: {sock_path} does not exist "
-            "(the run is not running, or it is starting up)",
+            "error": f"{sock_path} is not a socket (a leftover file, not a trainer's): no trainer is listening",
         }
     deadline = time.monotonic() + timeout
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:

@@ -74,6 +74,7 @@ def _ctl_parser() -> argparse.ArgumentParser:
     p.add_argument("cmd", choices=CTL_COMMANDS)
     p.add_argument("--runs-root", type=Path, default=None)
     p.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for the reply")
+    p.add_argument("--debug", action="store_true", help="print tracebacks of unexpected errors")
     return p
 
 
@@ -162,6 +163,8 @@ def ctl_main(argv: list[str]) -> int:
     if not reply.get("ok") and args.cmd == "status":
         reply = _offline_status(run, reply)
     print(json.dumps(reply))
+    if not reply.get("ok"):  # stdout stays one JSON object for scripts; people read stderr
+        print(f"hrm-train ctl: {reply.get('error') or reply}", file=sys.stderr)
     return EXIT_OK if reply.get("ok") else EXIT_FAILED
 
 
