@@ -25,6 +25,7 @@ SYSTEM_HISTORY = 120  # samples of GPU/host history kept for the sparklines (~2-
 LOG_LINES = 400
 
 LIVE_STATES = frozenset({"starting", "building", "running", "paused", "stopping"})
+_NAN = float("nan")
 _PER_HALTED = frozenset({"accuracy", "changed_accuracy", "exact_accuracy", "q_halt_accuracy", "act_steps_mean"})
 
 
@@ -55,6 +56,7 @@ class RunState:
         self.steps = array("q")
         self.times = array("d")
         self.series: dict[str, array] = {name: array("d") for name in TRAIN_SERIES}
+        self._columns = [(name, self.series[name], name in _PER_HALTED) for name in TRAIN_SERIES]
         self.latest_train: dict[str, Any] = {}
         self.latest_act: dict[str, Any] = {}  # the last train event where some sequences halted
         self.evals: list[dict[str, Any]] = []  # eval events without their samples
@@ -67,7 +69,7 @@ class RunState:
         self.log: deque[LogLine] = deque(maxlen=LOG_LINES)
         self.log_total = 0  # lines ever logged (the deque keeps the last LOG_LINES)
         self.clock = RunClock()
-        self.act_hists: deque[list[float]] = deque(maxlen=ACT_HIST_EVENTS)  # train act_steps_hist, recent
+        self.act_hists: deque[list[Any]] = deque(maxlen=ACT_HIST_EVENTS)  # train act_steps_hist, recent
         self.changed: set[str] = set()
         self.events_seen = 0
         self._prev_t: float | None = None
@@ -101,18 +103,22 @@ class RunState:
         self.times.append(float(ev.get("t", self.last_t or 0.0)))
         # Accuracies and ACT statistics are over the sequences that halted in the step; with none
         # (count == 0) they are 0/0, not zero: leave them out rather than plot a false drop.
-        count = ev.get("count")
+        get = ev.get
+        count = get("count")
         none_halted = isinstance(count, (int, float)) and count <= 0
-        for name in TRAIN_SERIES:
-            value = ev.get(name)
-            ok = isinstance(value, (int, float)) and not (none_halted and name in _PER_HALTED)
-            self.series[name].append(float(value) if ok else float("nan"))
+        # (the hot loop of a replay: a 200k-line history folds every train event through here)
+        for name, col, per_halted in self._columns:
+            value = get(name)
+            if (type(value) is float or type(value) is int) and not (none_halted and per_halted):
+                col.append(value)
+            else:
+                col.append(_NAN)
         self.latest_train = ev
         if not none_halted:
             self.latest_act = ev
-        hist = ev.get("act_steps_hist")
-        if isinstance(hist, list) and hist:
-            self.act_hists.append([float(c) if isinstance(c, (int, float)) else 0.0 for c in hist])
+        hist = get("act_steps_hist")
+        if hist:
+            self.act_hists.append(hist)  # checked when summed (train_act_hist), not per event
         self.clock.on_train(step, self.times[-1])
         self.step = step
         self.changed.update({"plots", "act"})
@@ -254,11 +260,12 @@ class RunState:
 
     def train_act_hist(self) -> list[float]:
         """The halting distribution of the recent train steps (summed counts per ACT step)."""
-        width = max((len(h) for h in self.act_hists), default=0)
-        out = [0.0] * width
-        for hist in self.act_hists:
+        hists = [h for h in self.act_hists if isinstance(h, list)]
+        out = [0.0] * max((len(h) for h in hists), default=0)
+        for hist in hists:
             for i, c in enumerate(hist):
-                out[i] += c
+                if isinstance(c, (int, float)):
+                    out[i] += c
         return out
 
     def seconds_per_step(self) -> float | None:
