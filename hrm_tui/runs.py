@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from hrm.run import layout
-from hrm.run.status import STATE_LABELS, read_status
+from hrm.run.status import ENDED_STATES, STATE_LABELS, read_status
 from hrm_tui.runstate import LIVE_STATES
 
 EVENTS = layout.EVENTS_FILE
@@ -23,6 +23,7 @@ TRAINER_LOG = layout.LOG_FILE
 # Trainers launched by this app, by run directory: polled so they never linger as zombies, and
 # counted as alive while they start (before the trainer has written its pid file).
 _children: dict[Path, subprocess.Popen] = {}
+_ended: dict[Path, tuple[tuple[tuple[int, int], ...], RunInfo]] = {}  # ended runs, by their files' stamp
 STARTUP_GRACE_S = 120.0  # a launched trainer records its first event within this (torch import, lock)
 
 
@@ -70,7 +71,14 @@ def run_info(run_dir: Path) -> RunInfo:
     """State and step of one run (hrm.run.status: the trainer's state.json, else a backwards scan of
     its events), fast however long its history. A trainer this app just launched counts as
     `starting` until it records anything; one that left only its trainer.log (it exited on bad
-    arguments before its first event) is `died` once the log is older than a start-up takes."""
+    arguments before its first event) is `died` once the log is older than a start-up takes.
+
+    An ended run whose files have not changed is not read again: the runs list rescans every few
+    seconds, and an old run without state.json can cost a scan of its whole history."""
+    stamp = _stamp(run_dir)
+    cached = _ended.get(run_dir)
+    if cached is not None and cached[0] == stamp:
+        return cached[1]
     st = read_status(run_dir)
     state, live = st.state, st.live
     if not live and st.source == "none":
@@ -79,7 +87,25 @@ def run_info(run_dir: Path) -> RunInfo:
             live = True
         elif time.time() - _mtime(Path(run_dir) / TRAINER_LOG, default=time.time()) > STARTUP_GRACE_S:
             state = "died"
-    return RunInfo(run_dir, state, st.step, st.total_steps, live, st.updated, st.reason)
+    info = RunInfo(run_dir, state, st.step, st.total_steps, live, st.updated, st.reason)
+    if not live and state in ENDED_STATES:
+        _ended[run_dir] = (stamp, info)
+    else:
+        _ended.pop(run_dir, None)
+    return info
+
+
+def _stamp(run_dir: Path) -> tuple[tuple[int, int], ...]:
+    """Size and mtime of every file a run's state is read from: a new trainer, a new event or a
+    rewritten state changes one of them."""
+    out = []
+    for name in (EVENTS, layout.STATE_FILE, layout.PID_FILE, TRAINER_LOG):
+        try:
+            st = os.stat(Path(run_dir) / name)
+            out.append((st.st_size, st.st_mtime_ns))
+        except OSError:
+            out.append((-1, -1))
+    return tuple(out)
 
 
 def derive_status(last_state: str, alive: bool, has_events: bool = True, has_log: bool = False) -> str:

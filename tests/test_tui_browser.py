@@ -358,3 +358,18 @@ def test_screens_use_the_app_only_through_its_interface() -> None:
         if path.parent.name == "screens":
             assert "hrm_tui.app" not in text, path
             assert not re.search(r"self\.(app|hrm)\.\w+\s*=[^=]", text), path
+
+
+def test_an_ended_run_read_again_once_a_trainer_takes_it_up(tmp_path: Path, sleeper: subprocess.Popen) -> None:
+    """Ended runs are not re-read while their files stay the same (the list rescans every 2 s);
+    a resume (a new trainer, new events) shows at once."""
+    run = trainer_run(tmp_path, "r", [("running", 0), ("stopping", 30), ("stopped", 30)])
+    assert (runs.run_info(run).status, runs.run_info(run).step) == ("stopped", 30)
+    write_pidfile(run, pid=sleeper.pid)
+    sf = StateFile(run, total_steps=1000, step=30)
+    with EventWriter(layout.events_path(run)) as w:
+        w.write("run", 30, total_steps=1000, resumed_from="step-00000030.pt")
+        w.write("status", 30, state="running")
+        sf.set("running", 31)
+    info = runs.run_info(run)
+    assert (info.status, info.step, info.alive) == ("running", 31, True)
