@@ -82,6 +82,10 @@ def _close(a: Path, b: Path, steps: range) -> None:
         assert ta[s]["count"] == tb[s]["count"], f"step {s}: halting differs"
         rel = abs(ta[s]["loss"] - tb[s]["loss"]) / abs(ta[s]["loss"])
         assert rel < 1e-5, f"step {s}: loss {ta[s]['loss']} vs {tb[s]['loss']}"
+        # the viewer fields reduce over ranks like the metrics: summed counts, rank 0's norm
+        assert ta[s].get("act_steps_hist") == tb[s].get("act_steps_hist"), f"step {s}: halting histogram differs"
+        assert ta[s]["changed_accuracy"] == pytest.approx(tb[s]["changed_accuracy"], abs=1e-12), f"step {s}"
+        assert ta[s]["param_norm"] == pytest.approx(tb[s]["param_norm"], rel=1e-5), f"step {s}: param_norm"
     ma, mb = model_of(latest_ckpt(a)), model_of(latest_ckpt(b))
     for k in ma:
         torch.testing.assert_close(ma[k], mb[k], rtol=1e-4, atol=1e-6, msg=f"weights differ in {k}")
