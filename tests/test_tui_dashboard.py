@@ -202,23 +202,28 @@ async def test_segment_stepper_walks_act_segments(tmp_path: Path) -> None:
         dash = app.screen
         view = dash.query_one(PuzzleView)
         await wait_for(pilot, lambda: "Eval sample 1/2" in text(view))
-        assert "segment  1 2◆3 4" in text(view) and "✗ 2 wrong of 27 blanks" in text(view)  # the last one
+        assert "seg 1 2◆3 4 [ ] ◆ Q halts" in text(view) and "✗ 2 wrong of 27 blanks" in text(view)  # the last one
         await pilot.press("left_square_bracket")
         await wait_for(pilot, lambda: view.segment == 2)
         shown = view.render()
         # Segment 3 filled 20 of the 27 blanks (2 of them wrong): 7 left blank + 2 wrong.
         assert "✗ 9 wrong of 27 blanks" in shown.plain
-        assert "q_halt +1.00 vs continue +0.50 → halt" in shown.plain and "◆ Q-head halts: 3" in shown.plain
+        assert "q halt +1.00 / go on +0.50 → halt" in shown.plain
+        strip_at = shown.plain.index("seg")
+        strip_end = shown.plain.index("\n", strip_at)
+        current = [shown.plain[sp.start : sp.end] for sp in shown.spans
+                   if strip_at <= sp.start < strip_end and "reverse" in str(sp.style)]  # fmt: skip
+        assert current == ["3"]  # the shown segment, reversed in the strip
         underlined = [s for s in shown.spans if "underline" in str(s.style)]
         assert len(underlined) == 20 - 13 + 1  # the 7 cells segment 3 filled, and the legend's sample
         for _ in range(4):
             await pilot.press("left_square_bracket")
-        assert view.segment == 0 and "q_halt -1.00 vs continue +0.50 → go on" in text(view)
+        assert view.segment == 0 and "q halt -1.00 / go on +0.50 → go on" in text(view)
         for _ in range(6):
             await pilot.press("right_square_bracket")
         assert view.segment == 3
         await pilot.press("right")  # the next sample has no segments: no stepper
-        assert "Eval sample 2/2" in text(view) and "segment" not in text(view)
+        assert "Eval sample 2/2" in text(view) and "seg " not in text(view)
 
 
 async def test_80x24_panel_keys_without_focus_and_arrows_change_sample(tmp_path: Path) -> None:
@@ -371,3 +376,18 @@ def test_readout_accuracy_from_the_last_step_that_halted_sequences() -> None:
     assert halted["kind"] == "train" and halted["step"] == 10
     assert r["blanks"] == f"{halted['changed_accuracy'] * 100:.1f} % @10"
     assert r["all cells"] == f"{halted['accuracy'] * 100:.1f} % @10" and r["loss"] == "0.8000"
+
+
+async def test_80x24_failed_run_shows_reason_and_the_whole_sudoku(tmp_path: Path) -> None:
+    run = write_run(tmp_path, "r", run_events(100, status="failed"), log="step 100\nRuntimeError: boom\n")
+    app = make_app(tmp_path, attach=run)
+    async with app.run_test(size=(80, 24)) as pilot:
+        dash = app.screen
+        await wait_for(pilot, lambda: dash.status == "failed" and bool(dash._log_tail))
+        await pilot.press("4")
+        view = dash.query_one(PuzzleView)
+        await wait_for(pilot, lambda: "Eval sample 1/2" in text(view))
+        await pilot.pause(0.3)
+        death = dash.query_one("#death")
+        assert "CUDA out of memory" in text(death) and "trainer.log: RuntimeError: boom" in text(death)
+        assert dash.query_one("#puzzle-box").max_scroll_y == 0  # grid, segments and legend all on screen

@@ -203,12 +203,12 @@ def legend(task: str, styles: PuzzleStyles = PuzzleStyles(), with_prediction: bo
         if not with_prediction:
             return Text.assemble(("██", styles.wall), " wall  ", ("S G", styles.endpoint), " start goal  ",
                                  (PATH_GLYPH, styles.path), " shortest path")  # fmt: skip
-        return Text.assemble((PATH_GLYPH, styles.path), " right path  ", (EXTRA_GLYPH, styles.extra),
-                             " model off path  ", (MISSED_GLYPH, styles.missed), " missed")  # fmt: skip
+        return Text.assemble((PATH_GLYPH, styles.path), " right  ", (EXTRA_GLYPH, styles.extra),
+                             " off path  ", (MISSED_GLYPH, styles.missed), " missed")  # fmt: skip
     if not with_prediction:
         return Text.assemble(("1", styles.given), " given  ", ("1", styles.answer or "none"), " answer")
-    return Text.assemble(("1", styles.given), " given  ", ("1", styles.answer or "none"), " right  ",
-                         ("8", styles.wrong), ("⁷", styles.fix), " wrong, answer 7")  # fmt: skip
+    return Text.assemble(("1", styles.given), " given  ", ("8", styles.wrong), ("⁷", styles.fix),
+                         " wrong, answer 7")  # fmt: skip
 
 
 def changed_cells(before: Sequence[int] | None, after: Sequence[int], n: int) -> set[int]:

@@ -25,7 +25,10 @@ class DeathNote(Widget):
     def render(self) -> Text:
         t = Text()
         t.append(self._headline, style="bold")  # the red border says "bad"; text stays readable in greys
-        if self._tail:
+        if len(self._tail) == 1:  # the compact layout: one line of the log, labelled on the same line
+            t.append("\ntrainer.log: ", style="dim")
+            t.append(self._tail[0])
+        elif self._tail:
             t.append("\ntrainer.log:\n", style="dim")
             t.append("\n".join(self._tail))
         return t

@@ -67,19 +67,19 @@ class PuzzleView(Widget):
         )
 
     def _segment_strip(self, segs: list[dict[str, Any]], k: int) -> Text:
+        """`seg 1 2◆3 4 [ ]` (the shown one reversed, ◆ before the segment where the Q-head halts),
+        then that segment's Q logits: two lines that fit the 80-column panel."""
         halt = self._sample.get("halt_segment") if self._sample else None
-        t = Text("segment ")
+        t = Text("seg")
         for j in range(len(segs)):
-            mark = "◆" if halt == j + 1 else " "
-            t.append(mark, style="bold")
+            t.append("◆" if halt == j + 1 else " ", style="bold")
             t.append(str(j + 1), style="bold reverse" if j == k else "dim")
-        t.append("  [ ]", style="dim")
+        t.append(" [ ]", style="dim")
         if isinstance(halt, int):
-            t.append(f" ◆ Q-head halts: {halt}", style="dim")
-        seg = segs[k]
-        q_halt, q_cont = seg.get("q_halt"), seg.get("q_continue")
+            t.append(" ◆ Q halts", style="dim")
+        q_halt, q_cont = segs[k].get("q_halt"), segs[k].get("q_continue")
         if isinstance(q_halt, (int, float)) and isinstance(q_cont, (int, float)):
-            t.append(f"\nq_halt {q_halt:+.2f} vs continue {q_cont:+.2f} → {'halt' if q_halt > q_cont else 'go on'}")
+            t.append(f"\nq halt {q_halt:+.2f} / go on {q_cont:+.2f} → {'halt' if q_halt > q_cont else 'go on'}")
         return t
 
     def render(self) -> Text:
@@ -114,5 +114,5 @@ class PuzzleView(Widget):
         if segs:
             out.append("  ")
             out.append("x", style=styles.changed)
-            out.append(" changed this segment", style="dim")
+            out.append(" changed", style="dim")
         return out
