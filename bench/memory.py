@@ -25,15 +25,15 @@ from hrm.run.memory import CUDA_RUNTIME_BYTES  # noqa: E402
 from hrm.run.memory import estimate as closed_form  # noqa: E402
 
 # issue 16: bytes per token saved / in all, bytes per example, GB at the batches it names
-ISSUE = {
-    "sudoku-extreme-1k": dict(saved_tok=211e3, ex=19e6, batches={768: 16e9}),
-    "maze-hard-1k": dict(saved_tok=211e3, ex=214e6, batches={768: 165e9, 256: 55e9, 96: 21e9}),
+ISSUE: dict[str, tuple[float, float, dict[int, float]]] = {
+    "sudoku-extreme-1k": (211e3, 19e6, {768: 16e9}),
+    "maze-hard-1k": (211e3, 214e6, {768: 165e9, 256: 55e9, 96: 21e9}),
 }
 
 
 def main() -> None:
     print(f"{'preset':18s} {'what':28s} {'measured':>12s} {'closed form':>12s} {'issue 16':>10s}")
-    for preset, issue in ISSUE.items():
+    for preset, (issue_saved_tok, issue_ex, issue_batches) in ISSUE.items():
         t0 = time.perf_counter()
         shape = model_shape(load_preset(preset))
         fields = {**load_preset(preset).model.hrm_fields(), "forward_dtype": "bfloat16"}
@@ -42,11 +42,11 @@ def main() -> None:
         m, c = measure(mcfg), closed_form(mcfg, "bfloat16", device="cpu")
         rows = [
             ("saved KB/token", m.saved_per_example / tokens / 1e3, c.saved_per_example / tokens / 1e3,
-             issue["saved_tok"] / 1e3),
-            ("MB/example (all)", m.per_example / 1e6, c.per_example / 1e6, issue["ex"] / 1e6),
+             issue_saved_tok / 1e3),
+            ("MB/example (all)", m.per_example / 1e6, c.per_example / 1e6, issue_ex / 1e6),
             ("fixed MB (no CUDA runtime)", m.fixed / 1e6, c.fixed / 1e6, float("nan")),
         ]  # fmt: skip
-        for b, gb in issue["batches"].items():
+        for b, gb in issue_batches.items():
             rt = CUDA_RUNTIME_BYTES
             rows.append((f"GB per GPU at batch {b}", (m.total(b) + rt) / 1e9, (c.total(b) + rt) / 1e9, gb / 1e9))
         for what, a, b_, i in rows:
