@@ -168,6 +168,7 @@ def format_duration(seconds: float) -> str:
 # --- training ----------------------------------------------------------------------------------------------
 _RECENT = 50  # steps whose step time makes the ETA: recent running steps only (pauses are not step time)
 _QUIET = frozenset({"starting", "building", "running"})
+_LINE_MARK = "hrm_progress_line"  # log records of the periodic line
 
 
 class TrainProgress:
@@ -232,9 +233,10 @@ class TrainProgress:
         now = time.monotonic()
         if self._live is not None:
             self._live.show(step, self.total, self.line(step, ev))
-        elif now - self._t_line >= self.interval or (self.total and step >= self.total):
+        if now - self._t_line >= self.interval or (self.total and step >= self.total):
             self._t_line = now
-            log.info(self.line(step, ev))
+            # with a live display the terminal's handlers skip this line; trainer.log still gets it
+            log.info(self.line(step, ev), extra={_LINE_MARK: True})
 
     def _note(self, text: str) -> None:
         log.info(text)  # above the live display on a terminal (its handler writes through it), and in the log
@@ -266,13 +268,19 @@ class _Live:
             for h in logging.getLogger().handlers:
                 if type(h) is logging.StreamHandler and getattr(h.stream, "isatty", lambda: False)():
                     self._handlers.append((h, h.setStream(sys.stderr)))
+                    h.addFilter(_not_a_line)
         self._bar.update(self._task, completed=step, total=total, description=text)
 
     def close(self) -> None:
         for h, stream in self._handlers:
             h.setStream(stream)
+            h.removeFilter(_not_a_line)
         if self._task is not None:
             self._bar.stop()
+
+
+def _not_a_line(record: logging.LogRecord) -> bool:
+    return not getattr(record, _LINE_MARK, False)
 
 
 def _num(x: Any) -> str:

@@ -221,3 +221,26 @@ def test_a_train_step_reads_the_device_once(tmp_path: Path, monkeypatch: pytest.
         assert t.step == 7 and sum(t.last_train["act_steps_hist"]) == t.last_train["count"]
     finally:
         s.close()
+
+
+def test_log_interval_aggregates_the_new_fields(tmp_path: Path) -> None:
+    """With train.log_interval=3 one event stands for three steps: the histograms summed, the loss and
+    changed_accuracy averaged, the parameter norm of the last step (same runs, same steps otherwise)."""
+    from hrm.train.cli import main
+
+    each, every3 = tmp_path / "each", tmp_path / "every3"
+    common = [*TINY, "train.total_steps=6", "train.eval_interval=100", "train.checkpoint_interval=100"]
+    assert main([*common, "--run-dir", str(each)]) == 0
+    assert main([*common, "train.log_interval=3", "--run-dir", str(every3)]) == 0
+    one, agg = effective(events(each)), effective(events(every3))
+    assert sorted(agg) == [3, 6]
+    for end in (3, 6):
+        steps = [one[s] for s in range(end - 2, end + 1)]
+        assert agg[end]["steps_aggregated"] == 3
+        assert agg[end]["act_steps_hist"] == [sum(col) for col in zip(*(e["act_steps_hist"] for e in steps))]
+        assert agg[end]["param_norm"] == one[end]["param_norm"]
+        assert agg[end]["loss"] == pytest.approx(sum(e["loss"] for e in steps) / 3, rel=1e-12)
+        # a step where no row halted has no changed_accuracy: the mean is over the steps that have one
+        changed = [e["changed_accuracy"] for e in steps if e["changed_accuracy"] is not None]
+        assert changed, "tiny halts every row by the third step"
+        assert agg[end]["changed_accuracy"] == pytest.approx(sum(changed) / len(changed), rel=1e-12)

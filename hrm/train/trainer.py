@@ -139,10 +139,11 @@ class Trainer:
         self._window.append(fields)
         if step % n == 0:
             w = self._window
-            keys = [
-                k for k, v in fields.items() if isinstance(v, (int, float)) and all(m.get(k) is not None for m in w)
-            ]
-            agg: dict[str, Any] = {k: sum(m[k] for m in w) / len(w) for k in keys}
+            agg: dict[str, Any] = {}
+            for k, v in fields.items():  # the mean over the steps that have the number (a step where no
+                if v is None or isinstance(v, (int, float)):  # row halted has no changed_accuracy)
+                    vals = [m[k] for m in w if isinstance(m.get(k), (int, float))]
+                    agg[k] = sum(vals) / len(vals) if vals else None
             if "act_steps_hist" in fields:
                 agg["act_steps_hist"] = [sum(col) for col in zip(*(m["act_steps_hist"] for m in w))]
             agg.update({k: fields[k] for k in ("lr", "epoch", "param_norm") if k in fields})
