@@ -127,6 +127,9 @@ async def test_runs_list_states_and_steps_as_recorded(tmp_path: Path, sleeper: s
         shown = {table.get_row_at(i)[1]: table.get_row_at(i) for i in range(table.row_count)}
         assert shown["paused"][2:] == ["paused", "204 / 1,000"] and shown["died"][0] == "✗"
         assert shown["building"][2] == "building data"
+        failed = next(i for i, info in enumerate(app.screen.infos) if info.name == "failed")
+        table.move_cursor(row=failed)  # the reason the trainer recorded, under the list
+        await wait_for(pilot, lambda: table.border_subtitle == "failed: CUDA out of memory")
 
 
 def abandoned_branch_run(root: Path) -> Path:

@@ -119,7 +119,6 @@ class RunsScreen(Screen):
         at = next((i for i, info in enumerate(self.infos) if info.path == keep), None)
         if at is not None and at != table.cursor_row:
             table.move_cursor(row=at)
-        table.border_subtitle = "" if self.infos else "no runs yet: press n for a new run"
         self._selection_changed()
         self.refresh_bindings()
 
@@ -135,6 +134,11 @@ class RunsScreen(Screen):
         run = self.selected_run
         info = next((i for i in self.infos if i.path == run), None)
         self.selected_alive = bool(info and info.alive)
+        # Why the selected run failed or died, where the eye already is.
+        reason = f"{info.label}: {info.reason}" if info and info.reason and info.status in MARK else ""
+        self.query_one("#runs", DataTable).border_subtitle = (
+            reason[:100] if self.infos else "no runs yet: press n for a new run"
+        )
         pane = self.query_one("#ckpts", DataTable)
         if run is None:
             pane.border_title, pane.border_subtitle = "Checkpoints", ""
