@@ -285,6 +285,15 @@ async def test_picker_refuses_cuda_without_cuda_and_offers_cpu(tmp_path: Path, m
         assert picker.query_one("#extra").value == "train.device=cpu"  # the offer, in the field
         await pilot.press("enter")  # accepted: it launches, on the CPU
         await wait_for(pilot, lambda: launched == [["train.device=cpu"]])
+        # A preset for 8 GPUs: on the CPU, one process (not 8 on these cores).
+        picker.query_one("#extra").value = ""
+        eight = next(i for i, r in enumerate(picker.rows) if r["preset"] == "maze-hard-1k")
+        assert picker.rows[eight]["gpus"] == 8
+        picker.query_one("#presets").move_cursor(row=eight)
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: picker.query_one("#extra").value == "train.device=cpu train.gpus=1")
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: launched[-1] == ["train.device=cpu", "train.gpus=1"])
 
 
 def test_overrides_placeholder_validates() -> None:

@@ -105,6 +105,7 @@ class PickerScreen(Screen):
 
     def on_mount(self) -> None:
         self.query_one("#picker").border_title = "New run"
+        self.query_one("#preset-about", Static).update("reading the presets…")
         self.call_after_refresh(self.load)  # after the first paint: describing presets imports pydantic
 
     def on_screen_resume(self) -> None:
@@ -221,11 +222,12 @@ class PickerScreen(Screen):
         """Refuse a CUDA run on a machine without CUDA, and put the CPU override in the field so
         that a second enter launches it on the CPU (a choice the user makes, never made for them)."""
         extra = self.query_one("#extra", Input)
-        if CPU_OVERRIDE not in extra.value.split():
-            extra.value = f"{extra.value} {CPU_OVERRIDE}".strip()
+        # One process on the CPU: a preset for several GPUs would start one per GPU on these cores.
+        offer = [CPU_OVERRIDE] + (["train.gpus=1"] if int(row.get("gpus") or 1) > 1 else [])
+        extra.value = " ".join([*extra.value.split(), *(o for o in offer if o not in extra.value.split())])
         self.notify(
-            f"{row['preset']} trains on CUDA: {self.no_cuda}. Added {CPU_OVERRIDE} to the overrides: "
-            f"enter launches it on the CPU ({_cpu_step(row)} a step).",
+            f"{row['preset']} trains on CUDA: {self.no_cuda}. Added {' '.join(offer)} to the overrides: "
+            f"enter launches it on the CPU ({_cpu_step({**row, 'gpus': 1})} a step).",
             title="no CUDA here",
             severity="warning",
             timeout=12,
