@@ -162,10 +162,19 @@ async def test_header_while_paused_and_alert_when_the_trainer_dies(tmp_path: Pat
         assert "train 55s" in header and "paused 8m59s" in header  # 479.9 s, then 60 s more now
         assert readout(dash)["ex/s"] == "—"
         await wait_for(pilot, lambda: dash.alerts is not None and dash.alerts.armed)
+        bells: list[int] = []
+        written: list[str] = []
+        app.bell = lambda: bells.append(1)  # type: ignore[method-assign]
+        app._driver.write = written.append  # type: ignore[method-assign,union-attr]
+        await pilot.press("a")  # desktop notifications on (off by default)
+        assert dash.desktop_alerts
         sleeper.kill()
         sleeper.wait()
         await wait_for(pilot, lambda: dash.status == "died", timeout=10)
         await wait_for(pilot, lambda: any("died" in n.title for n in app._notifications))
+        assert bells == [1]  # one alert, one bell
+        osc = [w for w in written if w.startswith("\x1b]777;notify;paused died;")]
+        assert len(osc) == 1 and "\x1b]9;paused died: " in osc[0]
         await wait_for(pilot, lambda: "✗ died" in text(dash.query_one(RunHeader)))
         header = text(dash.query_one(RunHeader))
         assert "ETA —" in header and "paused 7m59s" in header  # the dead run's time ends at its last event
