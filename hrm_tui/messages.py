@@ -28,6 +28,7 @@ class Liveness(Message, bubble=False):
     run_dir: Path
     alive: bool
     log_tail: list[str] = field(default_factory=list)
+    recorded: str | None = None  # hrm.run.status.read_status's state ("starting" for a new trainer)
 
     def can_replace(self, message: Message) -> bool:
         return isinstance(message, Liveness) and message.run_dir == self.run_dir

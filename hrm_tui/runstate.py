@@ -12,6 +12,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
+from hrm.run.status import LIVE_STATES  # the one list of states
 from hrm_tui.fmt import human_bytes, human_duration, human_gib
 from hrm_tui.timing import RunClock
 
@@ -24,7 +25,6 @@ ACT_HIST_EVENTS = 50  # train halting histograms summed over the last this many 
 SYSTEM_HISTORY = 120  # samples of GPU/host history kept for the sparklines (~2-4 min)
 LOG_LINES = 400
 
-LIVE_STATES = frozenset({"starting", "building", "running", "paused", "stopping"})
 _NAN = float("nan")
 _PER_HALTED = frozenset({"accuracy", "changed_accuracy", "exact_accuracy", "q_halt_accuracy", "act_steps_mean"})
 

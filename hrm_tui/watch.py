@@ -85,8 +85,11 @@ class RunWatcher(_Worker):
         self._check_liveness()
 
     def _check_liveness(self) -> None:
+        from hrm.run.status import read_status
+
         alive = runs.trainer_alive(self.run_dir)
-        self.post(Liveness(self.run_dir, alive, [] if alive else runs.log_tail(self.run_dir)))
+        recorded = read_status(self.run_dir).state  # tells a new trainer from one finishing its exit
+        self.post(Liveness(self.run_dir, alive, [] if alive else runs.log_tail(self.run_dir), recorded))
 
 
 class SystemSampler(_Worker):

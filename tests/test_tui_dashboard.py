@@ -400,3 +400,37 @@ async def test_80x24_failed_run_shows_reason_and_the_whole_sudoku(tmp_path: Path
         death = dash.query_one("#death")
         assert "CUDA out of memory" in text(death) and "trainer.log: RuntimeError: boom" in text(death)
         assert dash.query_one("#puzzle-box").max_scroll_y == 0  # grid, segments and legend all on screen
+
+
+async def test_a_stopping_trainer_that_writes_its_end_is_not_starting(tmp_path: Path, sleeper) -> None:
+    """The trainer writes its final status, then exits: while it exits the header keeps the final
+    state (it once read `● starting`), the alert says what it was, and no `died` follows. A new
+    trainer holding the run (a resume) before its first event reads `starting`."""
+    from hrm.run.layout import STATE_FILE
+    from hrm.run.lock import write_pidfile
+
+    run = write_run(tmp_path, "r", run_events(50, status="stopping"))
+    write_pidfile(run, pid=sleeper.pid)
+    app = make_app(tmp_path, attach=run)
+    async with app.run_test(size=(200, 50)) as pilot:
+        dash = app.screen
+        await wait_for(pilot, lambda: dash.alive and dash.status == "stopping")
+        await wait_for(pilot, lambda: dash.alerts is not None and dash.alerts.armed)
+        end = {"v": 1, "t": T0 + 30, "kind": "status", "step": 50, "state": "stopped", "reason": "stop command"}
+        (run / STATE_FILE).write_text(json.dumps({"state": "stopped", "step": 50, "pid": sleeper.pid, "t": T0 + 30}))
+        with open(run / "events.jsonl", "a") as f:
+            f.write(json.dumps(end) + "\n")
+        await wait_for(pilot, lambda: dash.status == "stopped")
+        await wait_for(pilot, lambda: any("stopped" in n.title for n in app._notifications))
+        assert [n.message for n in app._notifications if "stopped" in n.title] == ["the run is stopped (was stopping)"]
+        seen = dash.liveness_checks
+        await wait_for(pilot, lambda: dash.liveness_checks >= seen + 2)  # the trainer is still exiting
+        assert dash.status == "stopped" and dash.alive
+        other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+        try:
+            write_pidfile(run, pid=other.pid)  # a resumed trainer took the directory over
+            await wait_for(pilot, lambda: dash.status == "starting")
+        finally:
+            other.kill()
+            other.wait()
+        assert not any("died" in n.title for n in app._notifications)

@@ -12,6 +12,7 @@ from textual.containers import VerticalScroll
 from textual.reactive import reactive
 from textual.widgets import ContentSwitcher
 
+from hrm.run.status import ENDED_STATES
 from hrm_tui.alerts import AlertWatch
 from hrm_tui.messages import EventsRead, Liveness, SystemSampled
 from hrm_tui.runs import derive_status
@@ -75,6 +76,8 @@ class DashboardScreen(ControlMixin):
         self._plots_at = 0.0  # monotonic time of the last plot redraw
         self._plots_due = False  # plot changes held back by PLOT_REDRAW_S
         self._replayed = False  # the full history is folded (alerts are armed after it)
+        self._recorded: str | None = None  # read_status's state at the last liveness check
+        self.liveness_checks = 0  # how many have arrived (tests wait on it, not on the clock)
 
     # ---- layout ----------------------------------------------------------------------------
     def compose(self) -> ComposeResult:
@@ -164,7 +167,8 @@ class DashboardScreen(ControlMixin):
     def on_liveness(self, msg: Liveness) -> None:
         if msg.run_dir != self.run_dir:
             return
-        self.alive, self._log_tail = msg.alive, msg.log_tail
+        self.alive, self._log_tail, self._recorded = msg.alive, msg.log_tail, msg.recorded
+        self.liveness_checks += 1
         self.hrm.set_sampling(not msg.alive)
         self._update_status()
         if self.alerts is not None and self._replayed and not self.alerts.armed:
@@ -183,9 +187,15 @@ class DashboardScreen(ControlMixin):
         if self.state is None:
             self.status = "none"
             return
-        self.status = derive_status(
-            self.state.status, self.alive, has_events=self.state.events_seen > 0, has_log=bool(self._log_tail)
-        )
+        last = self.state.status
+        if last in ENDED_STATES and last != "died":
+            # The trainer said it is done: that holds while it exits, unless a new trainer (a resume)
+            # has taken the run over and not written its first event yet.
+            self.status = "starting" if self.alive and self._recorded == "starting" else last
+        else:
+            self.status = derive_status(
+                last, self.alive, has_events=self.state.events_seen > 0, has_log=bool(self._log_tail)
+            )
         if self.alerts is not None:
             self._raise(self.alerts.on_status(self.status))
 
