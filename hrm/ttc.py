@@ -23,7 +23,7 @@ import torch
 
 from hrm.data.augment import random_transform
 from hrm.data.format import dihedral_transform
-from hrm.model.losses import IGNORE_LABEL_ID
+from hrm.model.losses import IGNORE_LABEL_ID, ACTLossHead, ACTModel
 
 PICKS = ("qhalt", "vote")
 
@@ -85,9 +85,9 @@ class Trajectories:
 
 @torch.inference_mode()
 def run_trajectories(
-    head: torch.nn.Module, batch: dict[str, torch.Tensor], vs: list[Variant], segments: int
+    head: ACTLossHead | ACTModel, batch: dict[str, torch.Tensor], vs: list[Variant], segments: int
 ) -> Trajectories:
-    model = head.model if hasattr(head, "model") else head
+    model: ACTModel = head.model if isinstance(head, ACTLossHead) else head
     cfg = model.config
     saved_limit = cfg.halt_max_steps
     cfg.halt_max_steps = segments  # eval mode halts only at the limit: run exactly `segments`

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Any
-
-from torch import nn
+from typing import TYPE_CHECKING, Any
 
 from hrm.model.config import HRMConfig
 from hrm.model.trm import TRMConfig
+
+if TYPE_CHECKING:
+    from hrm.model.losses import ACTModel
 
 ARCHS = ("hrm", "trm")
 # The reference configs name their model class as `<module>@<class>`: these modules are ours.
@@ -35,7 +36,7 @@ def config_from_fields(fields: dict[str, Any], **overrides: Any) -> HRMConfig:
     return cls.from_dict(fields, **overrides)
 
 
-def build_model(cfg: HRMConfig) -> nn.Module:
+def build_model(cfg: HRMConfig) -> ACTModel:
     """The ACT model of a config: TRM for a TRMConfig, HRM-ACT-v1 otherwise."""
     if isinstance(cfg, TRMConfig):
         from hrm.model.trm import TinyRecursiveReasoningModel_ACTV1

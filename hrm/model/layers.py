@@ -8,6 +8,8 @@ on fresh temporaries: the same arithmetic, fewer allocations.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -210,7 +212,7 @@ class Block(nn.Module):
 class ReasoningModule(nn.Module):
     """One level (H or L): z ← z + injection, then its blocks in sequence."""
 
-    def __init__(self, layers: list[Block]) -> None:
+    def __init__(self, layers: Sequence[nn.Module]) -> None:
         super().__init__()
         self.layers = nn.ModuleList(layers)
 

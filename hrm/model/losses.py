@@ -8,7 +8,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from hrm.model.hrm_act import Batch, Carry
+from hrm.model.hrm_act import Batch, Carry, HierarchicalReasoningModel_ACTV1
+from hrm.model.trm import TinyRecursiveReasoningModel_ACTV1
+
+ACTModel = HierarchicalReasoningModel_ACTV1 | TinyRecursiveReasoningModel_ACTV1
 
 IGNORE_LABEL_ID = -100
 
@@ -81,7 +84,7 @@ LOSS_FUNCTIONS: dict[str, Callable[..., torch.Tensor]] = {
 class ACTLossHead(nn.Module):
     """Wraps the ACT model as `.model` (state_dict keys `model.inner.*`) and adds the loss and metric sums."""
 
-    def __init__(self, model: nn.Module, loss_type: str = "stablemax_cross_entropy") -> None:
+    def __init__(self, model: ACTModel, loss_type: str = "stablemax_cross_entropy") -> None:
         super().__init__()
         if loss_type not in LOSS_FUNCTIONS:
             raise ValueError(f"loss_type {loss_type!r} is not one of {sorted(LOSS_FUNCTIONS)}")

@@ -49,5 +49,5 @@ class CastedSparseEmbedding(nn.Module):
         out = super()._apply(fn, recurse)
         lw = self.local_weights
         if lw.grad_fn is not None or not lw.requires_grad:
-            self.local_weights = lw.detach().requires_grad_(True)
+            self.local_weights = nn.Buffer(lw.detach().requires_grad_(True), persistent=False)
         return out

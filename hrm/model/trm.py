@@ -45,7 +45,7 @@ class TRMConfig(HRMConfig):
     H_layers: int = 0
     L_layers: int = 2
     mlp_t: bool = False
-    puzzle_emb_len: int = 16  # type: ignore[assignment]  # a field here; HRM derives it from puzzle_emb_ndim
+    puzzle_emb_len: int = 16  # a field here; HRM derives it from puzzle_emb_ndim
     no_ACT_continue: bool = True
 
     _POSITIVE: ClassVar[tuple[str, ...]] = tuple(n for n in HRMConfig._POSITIVE if n != "H_layers")
@@ -128,6 +128,7 @@ class TinyRecursiveReasoningModel_ACTV1_Inner(nn.Module):
         self.H_init = nn.Buffer(trunc_normal_(torch.empty(d, dtype=self.forward_dtype), std=1), persistent=True)
         self.L_init = nn.Buffer(trunc_normal_(torch.empty(d, dtype=self.forward_dtype), std=1), persistent=True)
 
+        assert self.q_head.bias is not None  # built with bias=True
         with torch.no_grad():  # Q head starts at σ(−5): "almost never halt"
             self.q_head.weight.zero_()
             self.q_head.bias.fill_(-5)

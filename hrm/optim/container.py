@@ -195,7 +195,11 @@ def build_optimizer_set(
 
 def optimizer_set_from_config(model: nn.Module, optim: Any, *, total_steps: int, world_size: int = 1) -> OptimizerSet:
     """Build from the config's `optim` section (an object with attributes, or a dict)."""
-    get = optim.get if isinstance(optim, dict) else (lambda k: getattr(optim, k))
+
+    def get(key: str) -> float:
+        value = optim[key] if isinstance(optim, dict) else getattr(optim, key)
+        return float(value)
+
     return build_optimizer_set(
         model,
         lr=get("lr"),
@@ -204,7 +208,7 @@ def optimizer_set_from_config(model: nn.Module, optim: Any, *, total_steps: int,
         weight_decay=get("weight_decay"),
         puzzle_emb_lr=get("puzzle_emb_lr"),
         puzzle_emb_weight_decay=get("puzzle_emb_weight_decay"),
-        warmup_steps=get("lr_warmup_steps"),
+        warmup_steps=int(get("lr_warmup_steps")),
         total_steps=total_steps,
         min_ratio=get("lr_min_ratio"),
         world_size=world_size,

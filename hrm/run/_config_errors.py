@@ -11,6 +11,7 @@ import typing
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
+from pydantic_core import ErrorDetails
 
 
 class ConfigError(ValueError):
@@ -58,8 +59,9 @@ def _all_paths(model: type[BaseModel], prefix: str = "") -> list[str]:
     for name, info in model.model_fields.items():
         dotted = f"{prefix}{name}"
         paths.append(dotted)
-        if _is_model(info.annotation):
-            paths.extend(_all_paths(info.annotation, dotted + "."))
+        sub = info.annotation
+        if isinstance(sub, type) and issubclass(sub, BaseModel):
+            paths.extend(_all_paths(sub, dotted + "."))
     return paths
 
 
@@ -86,7 +88,7 @@ def _nearest_key(root: type[BaseModel], loc: tuple[Any, ...]) -> tuple[str | Non
     return (close[0] if close else None), valid
 
 
-def _describe(err: dict[str, Any], root: type[BaseModel]) -> str:
+def _describe(err: ErrorDetails, root: type[BaseModel]) -> str:
     loc = tuple(err.get("loc", ()))
     dotted = ".".join(str(p) for p in loc) or "(top level)"
     kind = err.get("type", "")

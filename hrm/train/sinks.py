@@ -21,7 +21,7 @@ import threading
 import time
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 log = logging.getLogger(__name__)
 
@@ -193,7 +193,7 @@ class WandbSink(_Sink):
         *,
         project: str = "hrm-tui",
         name: str | None = None,
-        mode: str = "offline",
+        mode: Literal["online", "offline", "disabled"] = "offline",
         config: dict[str, Any] | None = None,
         run_id: str | None = None,
     ) -> None:
