@@ -7,6 +7,7 @@ asks once per app start and refuses a `cuda` preset with the answer instead of l
 
 from __future__ import annotations
 
+import importlib
 import importlib.util
 import os
 import re
@@ -45,17 +46,18 @@ def nvidia_gpus(proc: Path, nvml: Any | None) -> tuple[int, str]:
         found = 0
     if found:
         return found, str(gpus_dir)
-    if nvml is None:
+    lib: Any = nvml
+    if lib is None:
         try:
-            import pynvml as nvml  # nvidia-ml-py: a dependency of hrm (hrm.run.sysmon)
+            lib = importlib.import_module("pynvml")  # nvidia-ml-py: a dependency of hrm (hrm.run.sysmon)
         except ImportError:
             return 0, f"no {gpus_dir}, no nvidia-ml-py"
     try:
-        nvml.nvmlInit()
+        lib.nvmlInit()
         try:
-            count = int(nvml.nvmlDeviceGetCount())
+            count = int(lib.nvmlDeviceGetCount())
         finally:
-            nvml.nvmlShutdown()
+            lib.nvmlShutdown()
     except Exception as exc:  # NVMLError_LibraryNotFound / DriverNotLoaded: no usable driver
         return 0, f"NVML: {exc or type(exc).__name__}"
     return count, "NVML" if count else "NVML sees no device"

@@ -109,7 +109,7 @@ class RunsScreen(Screen):
         table = self.query_one("#runs", DataTable)
         keep, self._select = self._select or self.selected_run, None
         self.infos = msg.infos
-        rows = [
+        rows: list[tuple[str, ...]] = [
             (MARK.get(i.status, "●" if i.status in LIVE_STATES else "○"), i.name, i.label, _step(i)) for i in msg.infos
         ]
         shown = {str(i.path): row for i, row in zip(msg.infos, rows)}
