@@ -385,3 +385,22 @@ def test_an_ended_run_read_again_once_a_trainer_takes_it_up(tmp_path: Path, slee
         sf.set("running", 31)
     info = runs.run_info(run)
     assert (info.status, info.step, info.alive) == ("running", 31, True)
+
+
+async def test_picker_fits_80_columns_and_shows_every_column_when_wide(tmp_path: Path) -> None:
+    app = make_app(tmp_path / "runs")
+    async with app.run_test(size=(80, 24)) as pilot:
+        await wait_for(pilot, lambda: isinstance(app.screen, PickerScreen) and app.screen.rows)
+        from textual.widgets import DataTable
+
+        table = app.screen.query_one("#presets", DataTable)
+        await wait_for(pilot, lambda: table.row_count == len(app.screen.rows))
+        labels = [str(c.label) for c in table.columns.values()]
+        assert labels == ["preset", "task", "device", "step est.", "data"]  # model, memory: under the table
+        await pilot.pause()
+        assert table.virtual_size.width <= table.scrollable_content_region.width  # nothing scrolled off
+        about = app.screen.query_one("#preset-about").render().plain
+        first = app.screen.rows[0]
+        assert first["model"] in about and first["mem"] in about
+        await pilot.resize_terminal(200, 50)
+        await wait_for(pilot, lambda: len(table.columns) == 7)

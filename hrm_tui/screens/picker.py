@@ -136,18 +136,25 @@ class PickerScreen(Screen):
         table.clear(columns=True)
         narrow = self._narrow = self.app.size.width < NARROW  # model and memory go under the table
         columns = [c for c in COLUMNS if not (narrow and c in ("model", "memory"))]
-        table.add_columns(*columns)
+        rows = []
         for r in self.rows:
             if "error" in r:
-                table.add_row(r["preset"], f"✗ {r['error']}"[:60], *[""] * (len(columns) - 2))
+                rows.append([r["preset"], f"✗ {r['error']}"[:60], *[""] * (len(columns) - 2)])
                 continue
             device = r["device"] + (f" ×{r['gpus']}" if r.get("gpus", 1) > 1 else "")
             if r["device"] == "cuda" and self.no_cuda:
                 device += " ✗"
-            task = r["task_label"] if not narrow or len(r["task_label"]) <= 24 else r["task_label"][:23] + "…"
-            cells = {"preset": r["preset"], "task": task, "model": r["model"], "device": device}
+            cells = {"preset": r["preset"], "task": r["task_label"], "model": r["model"], "device": device}
             cells |= {"memory": r["mem"], "step est.": r["step_est"], "data": r["built"]}
-            table.add_row(*[cells[c] for c in columns])
+            rows.append([cells[c] for c in columns])
+        if narrow:  # the task column gets what the others leave (2 cells of padding per column, borders)
+            widths = [max([len(c)] + [len(row[i]) for row in rows]) for i, c in enumerate(columns)]
+            room = max(10, self.app.size.width - 6 - sum(widths) + widths[1] - 2 * len(columns))
+            for row in rows:
+                row[1] = row[1] if len(row[1]) <= room else row[1][: room - 1] + "…"
+        table.add_columns(*columns)
+        for row in rows:
+            table.add_row(*row)
         if keep is not None and 0 < keep < len(self.rows):
             table.move_cursor(row=keep)
 
