@@ -3,14 +3,11 @@
 from __future__ import annotations
 
 import time
-from dataclasses import replace
 from pathlib import Path
 
 from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.containers import VerticalScroll
 from textual.reactive import reactive
-from textual.widgets import ContentSwitcher
 
 from hrm.run.status import ENDED_STATES
 from hrm_tui.alerts import AlertWatch
@@ -18,10 +15,11 @@ from hrm_tui.messages import EventsRead, Liveness, SystemSampled
 from hrm_tui.runs import derive_status
 from hrm_tui.runstate import LIVE_STATES, RunState
 from hrm_tui.screens.dashboard_control import ControlMixin
+from hrm_tui.screens.dashboard_keys import ViewKeysMixin
 from hrm_tui.screens.dashboard_layout import COMPACT_BELOW, PANELS, compose_compact, compose_wide, panel_title
 from hrm_tui.watch import RunWatcher
 from hrm_tui.widgets import ActPanel, DeathNote, GpuPanel, LogPanel, MetricPlot, PuzzleView, Readout, RunHeader
-from hrm_tui.widgets.plot import SMOOTHING, WINDOWS, View
+from hrm_tui.widgets.plot import View
 from hrm_tui.widgets.puzzle import drawing_width
 
 REDRAW_S = 0.5  # at most 2 redraws per second, however fast events arrive
@@ -35,7 +33,7 @@ _PLOT = Binding.Group("Plots", compact=True)
 # legend) and in the help; the footer keeps the panel keys, the controls and `? Help` within 80 columns.
 
 
-class DashboardScreen(ControlMixin):
+class DashboardScreen(ViewKeysMixin, ControlMixin):
     BINDINGS = [
         Binding("p", "pause", "Pause"),
         Binding("p", "resume", "Resume"),
@@ -304,41 +302,3 @@ class DashboardScreen(ControlMixin):
         if action in ("window", "sample", "segment", "smoothing", "log_y", "scroll_sample"):
             return self.state is not None
         return True
-
-    def action_window(self) -> None:
-        self.view = replace(self.view, window=(self.view.window + 1) % len(WINDOWS))
-        self._redraw({"plots"})
-
-    def action_smoothing(self) -> None:
-        k = SMOOTHING.index(self.view.smoothing) if self.view.smoothing in SMOOTHING else -1
-        self.view = replace(self.view, smoothing=SMOOTHING[(k + 1) % len(SMOOTHING)])
-        self._redraw({"plots"})
-
-    def action_log_y(self) -> None:
-        self.view = replace(self.view, log_y=not self.view.log_y)
-        self._redraw({"plots"})
-
-    def action_sample(self, delta: int) -> None:
-        self.sample_index += delta
-        self.query_one(PuzzleView).segment = None  # a new sample starts at its final answer
-        self._redraw({"puzzle"})
-
-    def action_segment(self, delta: int) -> None:
-        self.query_one(PuzzleView).step_segment(delta)
-
-    def action_scroll_sample(self, pages: int) -> None:
-        box = self.query_one("#puzzle-box", VerticalScroll)
-        box.scroll_to(y=box.scroll_y + pages * max(1, box.size.height - 2), animate=False)
-
-    def action_panel(self, panel: str) -> None:
-        self.panel = panel
-        self.query_one("#panel", ContentSwitcher).current = panel
-        self._set_titles()
-        self._redraw({"puzzle"} if panel == "puzzle-box" else set())
-        if panel != "puzzle-box":
-            self.query_one("#panel").styles.width = max(38, self.app.size.width * 2 // 5) if panel == "log" else 42
-
-    def action_desktop_alerts(self) -> None:
-        self.desktop_alerts = not self.desktop_alerts
-        state = "on: OSC 9/777 notifications go to the terminal" if self.desktop_alerts else "off"
-        self.notify(f"desktop notifications {state}", title="alerts")
