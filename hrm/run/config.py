@@ -1,4 +1,5 @@
-"""The run configuration: schema, presets, `key=value` overrides, config.yaml.
+"""The run configuration: schema, `key=value` overrides, merging and validation (presets and config.yaml
+files: hrm.run.presets; what a config implies: hrm.run.config_facts; both re-exported here).
 
 Defaults < preset YAML (overrides only) < command-line `section.key=value`; validated once, by pydantic,
 with messages that name the key to change. Torch-free: the app reads presets through this module.
@@ -6,20 +7,14 @@ with messages that name the key to change. Torch-free: the app reads presets thr
 
 from __future__ import annotations
 
-import difflib
-import os
-import sys
-from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from hrm.run._config_errors import ConfigError, translate_validation_error
-from hrm.run._config_yaml import load_yaml, parse_overrides
-from hrm.run.memory import FLOAT16_REFUSED, compute_dtype
-from hrm.run.memory import estimate as estimate_memory
-from hrm.run.sizes import Shape, count_parameters, flops_per_example
+from hrm.run._config_yaml import parse_overrides
+from hrm.run.memory import FLOAT16_REFUSED
+from hrm.run.tasks import MAZE_LEVEL_SIZES
 
 __all__ = [
     "Config",
@@ -47,7 +42,7 @@ __all__ = [
 
 
 # Maze side when data.size is null, per level (as hrm.run.recipes / hrm.data.maze_gen define it).
-MAZE_DEFAULT_SIZE = {"easy": 9, "medium": 15, "hard": 30}
+MAZE_DEFAULT_SIZE = MAZE_LEVEL_SIZES
 
 
 # Every number ends up in a float32 tensor or an int64 one: beyond these it overflows far from the config.
@@ -348,159 +343,7 @@ def apply_overrides(cfg: Config, overrides: list[str]) -> Config:
     return config_from_dict(_merge(cfg.model_dump(), parse_overrides(overrides)), source="overrides")
 
 
-# --- presets -----------------------------------------------------------------------------------------
-
-
-def presets_dir() -> Path:
-    """Where named presets live: $HRM_PRESETS_DIR, else presets/ beside the hrm package (the repo
-    or an editable install), else hrm/presets inside an installed package, else the wheel's
-    data files (<prefix>/share/hrm-tui/presets)."""
-    env = os.environ.get("HRM_PRESETS_DIR")
-    if env:
-        return Path(env)
-    package = Path(__file__).resolve().parents[1]
-    shared = Path(sys.prefix) / "share" / "hrm-tui" / "presets"
-    for candidate in (package.parent / "presets", package / "presets", shared):
-        if candidate.is_dir():
-            return candidate
-    return package.parent / "presets"
-
-
-def list_presets() -> list[Path]:
-    """The preset files shipped with the project, sorted by name."""
-    folder = presets_dir()
-    return sorted(folder.glob("*.yaml")) if folder.is_dir() else []
-
-
-def _preset_path(name_or_path: str | os.PathLike[str]) -> Path:
-    text = os.fspath(name_or_path)
-    path = Path(text).expanduser()
-    looks_like_path = os.sep in text or text.endswith((".yaml", ".yml"))
-    if looks_like_path or path.is_file():
-        if not path.is_file():
-            raise ConfigError(f"preset file {path} does not exist")
-        return path
-    candidate = presets_dir() / f"{text}.yaml"
-    if candidate.is_file():
-        return candidate
-    names = [p.stem for p in list_presets()]
-    close = difflib.get_close_matches(text, names, n=1)
-    hint = f" Did you mean {close[0]!r}?" if close else ""
-    raise ConfigError(
-        f"unknown preset {text!r}.{hint} Available: {', '.join(names) or '(none)'} "
-        f"in {presets_dir()}; or give a path to a .yaml file."
-    )
-
-
-def load_preset(name_or_path: str | os.PathLike[str], overrides: list[str] | None = None) -> Config:
-    """Defaults + the preset's overrides (+ command-line overrides), validated once."""
-    path = _preset_path(name_or_path)
-    data = load_yaml(path)
-    if data is None:
-        data = {}
-    if not isinstance(data, dict):
-        raise ConfigError(
-            f"{path}: a preset must be a mapping of sections (model, data, optim, train, "
-            f"run, sinks), got {type(data).__name__}"
-        )
-    run_section = data.get("run") or {}
-    if isinstance(run_section, dict) and not run_section.get("preset"):
-        data = _merge(data, {"run": {"preset": path.stem}})
-    cfg = config_from_dict(data, source=str(path))  # the preset alone: its errors name the file
-    if overrides:
-        cfg = config_from_dict(_merge(data, parse_overrides(overrides)), source="command-line overrides")
-    return cfg
-
-
-def save_config(cfg: Config, path: str | os.PathLike[str]) -> None:
-    """Write the fully resolved config as YAML (temp file + rename: never half written)."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False), encoding="utf-8")
-    os.replace(tmp, path)
-
-
-def load_config(path: str | os.PathLike[str]) -> Config:
-    """Read a config.yaml written by save_config (or any partial config file)."""
-    path = Path(path)
-    data = load_yaml(path)
-    return config_from_dict({} if data is None else data, source=str(path))
-
-
-def resolve_total_steps(cfg: Config, train_examples: float) -> int:
-    """Optimizer steps of the run. With epochs: int(epochs · examples / global_batch) as the reference
-    (examples = total_groups · mean_puzzle_examples of the train split)."""
-    if cfg.train.total_steps is not None:
-        return cfg.train.total_steps
-    assert cfg.train.epochs is not None  # the schema guarantees one of the two
-    steps = int(cfg.train.epochs * train_examples / cfg.train.global_batch_size)
-    if steps < 1:
-        raise ConfigError(
-            f"train.epochs={cfg.train.epochs:g} over {train_examples:g} training examples at "
-            f"train.global_batch_size={cfg.train.global_batch_size} gives 0 steps: "
-            "raise train.epochs or set train.total_steps"
-        )
-    return steps
-
-
-# --- derived facts for the app (no dataset needed) ---------------------------------------------------
-
-_SUDOKU_VOCAB, _MAZE_VOCAB = 11, 6
-
-
-def task_shape(data: DataConfig) -> tuple[list[int], int, int]:
-    """(grid [rows, cols], vocab_size, seq_len) of the task, as the dataset builders write them."""
-    if data.task == "sudoku":
-        return [9, 9], _SUDOKU_VOCAB, 81
-    side = data.size or MAZE_DEFAULT_SIZE[data.level]
-    return [side, side], _MAZE_VOCAB, side * side
-
-
-def model_shape(cfg: Config) -> Shape:
-    """The model's sizes on the config's task (vocab and sequence length as the dataset builders write them)."""
-    _grid, vocab, seq_len = task_shape(cfg.data)
-    fields = cfg.model.hrm_fields()
-    return Shape(**{k: fields[k] for k in Shape.__dataclass_fields__ if k in fields}, seq_len=seq_len, vocab_size=vocab)
-
-
-def describe(cfg: Config) -> dict[str, Any]:
-    """What a preset trains and roughly what it costs, without torch or the dataset: task label,
-    grid, parameter count, a short model string like 'h128 · 1.2M', device, FLOPs per step and the
-    training memory per rank (hrm.run.memory; bfloat16 for `auto` on CUDA)."""
-    grid, vocab, seq_len = task_shape(cfg.data)
-    shape = model_shape(cfg)
-    n = count_parameters(shape)
-    size = f"{n / 1e6:.1f}M" if n >= 1e6 else f"{n / 1e3:.0f}k"
-    label = f"{cfg.data.task.capitalize()} {grid[0]}×{grid[1]} {cfg.data.level}"
-    if cfg.data.task == "sudoku" and cfg.data.blanks:
-        label += f" · {cfg.data.blanks[0]}–{cfg.data.blanks[1]} blanks"
-    device = "cpu" if cfg.train.device == "cpu" else "cuda"  # auto plans for the GPU it is meant for
-    dtype = compute_dtype(cfg.model.forward_dtype, device)
-    per_rank = max(1, cfg.train.global_batch_size // cfg.train.gpus)
-    mem = estimate_memory(shape, dtype, device)
-    return {
-        "preset": cfg.run.preset,
-        "description": cfg.run.description,
-        "task": cfg.data.task,
-        "task_label": label,
-        "grid": grid,
-        "vocab_size": vocab,
-        "seq_len": seq_len,
-        "num_params": n,
-        "model": f"h{cfg.model.hidden_size} · {size}",
-        "hidden_size": cfg.model.hidden_size,
-        "layers": cfg.model.H_layers + cfg.model.L_layers,
-        "device": cfg.train.device,
-        "gpus": cfg.train.gpus,
-        "global_batch_size": cfg.train.global_batch_size,
-        "batch_per_rank": per_rank,
-        "total_steps": cfg.train.total_steps,
-        "epochs": cfg.train.epochs,
-        # one ACT segment per example per optimizer step
-        "flops_per_step": flops_per_example(shape, train=True) * cfg.train.global_batch_size,
-        "compute_dtype": dtype,
-        "mem_per_example": mem.per_example,
-        "mem_fixed": mem.fixed,
-        "mem_per_rank": mem.total(per_rank),
-        "dataset": cfg.data.model_dump(mode="json"),
-    }
+# Loading and saving (hrm.run.presets) and what a config implies (hrm.run.config_facts) live in their own
+# modules, which import this one only inside their functions; re-exported so callers need one import.
+from hrm.run.config_facts import describe, model_shape, resolve_total_steps, task_shape  # noqa: E402
+from hrm.run.presets import list_presets, load_config, load_preset, presets_dir, save_config  # noqa: E402
