@@ -307,3 +307,24 @@ async def test_a_stopping_trainer_that_writes_its_end_is_not_starting(tmp_path: 
             other.kill()
             other.wait()
         assert not any("died" in n.title for n in app._notifications)
+
+
+async def test_building_data_is_named_in_the_header(tmp_path: Path, sleeper) -> None:
+    """A trainer building its dataset says so (status `building`); the header shows "building data"
+    and the build's progress lines reach the log."""
+    from hrm.run.lock import write_pidfile
+
+    lines = run_events(0, status=None)[:2]  # the run event and `starting`
+    lines.append(json.dumps({"v": 1, "t": T0 + 1, "kind": "status", "step": 0, "state": "building"}))
+    progress = "building data: sudoku train 500/1000"
+    lines.append(json.dumps({"v": 1, "t": T0 + 5, "kind": "log", "step": 0, "level": "info", "message": progress}))
+    run = write_run(tmp_path, "b", lines)
+    write_pidfile(run, pid=sleeper.pid)
+    app = make_app(tmp_path, attach=run)
+    async with app.run_test(size=(80, 24)) as pilot:
+        dash = app.screen
+        await wait_for(pilot, lambda: dash.alive and dash.status == "building")
+        await wait_for(pilot, lambda: "● building data" in text(dash.query_one(RunHeader)))
+        header = text(dash.query_one(RunHeader))
+        assert "ETA —" in header and "— ex/s" in header  # no step yet: nothing made up
+        assert progress in [line.text for line in dash.state.log]
