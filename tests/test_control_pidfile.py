@@ -204,3 +204,24 @@ def test_dataset_build_lock_is_the_same_flock(tmp_path: Path) -> None:
     with exclusive(lock):  # the kernel dropped the dead holder's lock
         assert subprocess.run([sys.executable, "-c", code, str(lock)]).returncode == 3
     assert subprocess.run([sys.executable, "-c", code, str(lock)]).returncode == 0
+
+
+def test_hrm_train_refuses_a_foreign_lock_untouched_then_takes_it_over(tmp_path: Path) -> None:
+    """A real trainer on a run dir whose lock names another host (a restarted container): refused with
+    host, pid and age and nothing in the run dir changed; --take-over continues the run."""
+    from test_train_helpers import TINY, run, statuses, train_cmd
+
+    d = tmp_path / "run"
+    assert run(train_cmd(*TINY, "train.total_steps=1", "--run-dir", str(d)), timeout=600).returncode == 0
+    _foreign_record(d, started=time.time() - 7200)
+    before = {p: p.read_bytes() for p in sorted(d.rglob("*")) if p.is_file()}
+    refused = run(train_cmd("--run-dir", str(d), "--resume", "latest", "train.total_steps=2"), timeout=600)
+    assert refused.returncode == 2 and "Traceback" not in refused.stderr
+    said = [line for line in refused.stderr.splitlines() if line.startswith("hrm-train:")]
+    assert len(said) == 1, refused.stderr
+    assert all(s in said[0] for s in ("pid 4242", "other-host-7", "2 h 0 min ago", "--take-over")), said
+    assert "ctl" not in said[0]
+    assert {p: p.read_bytes() for p in sorted(d.rglob("*")) if p.is_file()} == before  # nothing written
+    took = run(train_cmd("--run-dir", str(d), "--resume", "latest", "train.total_steps=2", "--take-over"), timeout=600)
+    assert took.returncode == 0, took.stderr[-3000:]
+    assert statuses(d)[-1]["state"] == "finished" and not (d / PIDFILE_NAME).exists()
