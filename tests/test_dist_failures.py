@@ -108,7 +108,9 @@ def _gather_rank(rank: int, world: int, port: int, out: mp.Queue) -> None:
         "steps": torch.tensor([10 * rank, 10 * rank + 1], dtype=torch.int32),
     }
     got = global_carry(env, mine)
-    out.put((rank, {k: v.clone() for k, v in got.items()}))
+    # numpy arrays travel by value (a torch tensor would be shared through a descriptor this process
+    # may close before the test reads it)
+    out.put((rank, {k: v.numpy().copy() for k, v in got.items()}))
     torch.distributed.destroy_process_group()
 
 
@@ -126,7 +128,7 @@ def test_checkpoint_carry_is_gathered_on_rank0_only() -> None:
             p.join(60)
     assert all(p.exitcode == 0 for p in procs)
     assert got[1] == {}  # rank 1 holds no copy of the global carry
-    c = got[0]
+    c = {k: torch.from_numpy(v) for k, v in got[0].items()}
     assert c["z_H"].shape == (4, 3, 4) and c["z_H"][:2].eq(0).all() and c["z_H"][2:].eq(1).all()
     assert c["halted"].dtype == torch.bool and c["halted"].tolist() == [True, True, False, True]
     assert c["steps"].tolist() == [0, 1, 10, 11]

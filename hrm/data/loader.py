@@ -145,6 +145,7 @@ class TrainLoader:
     def next_batch(self) -> tuple[str, dict[str, torch.Tensor], int]:
         if self._plan is None:
             self._start()
+        assert self._plan is not None  # _start sets it
         ex, pz, _ = self._plan
         if self._position >= len(ex):
             self._finish_start()
@@ -186,6 +187,7 @@ class TrainLoader:
         """Full global batches in one iterator start of the current set."""
         if self._plan is None:
             self._start()
+        assert self._plan is not None  # _start sets it
         return len(self._plan.examples)
 
     def state_dict(self) -> dict:

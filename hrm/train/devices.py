@@ -47,10 +47,10 @@ def sampler_options(env: DistEnv) -> dict[str, Any]:
             if not uuid:
                 continue
             text = memory_info(dev) if rank == env.rank else (env.watch.peer_info(rank) if env.watch else None)
-            a, p = (int(x) for x in text.split()) if text else (None, None)
             entry = per.setdefault(uuid, {"torch_alloc": None, "torch_peak": None, "ranks": []})
             entry["ranks"].append(rank)
-            if a is not None:  # two ranks on one device (tests, oversubscription): their sum
+            if text:  # two ranks on one device (tests, oversubscription): their sum
+                a, p = (int(x) for x in text.split())
                 entry["torch_alloc"] = (entry["torch_alloc"] or 0) + a
                 entry["torch_peak"] = (entry["torch_peak"] or 0) + p
         return {"torch_alloc": alloc, "torch_peak": peak, "devices": per}

@@ -141,12 +141,9 @@ class CollectiveWatch:
     def check(self) -> str | None:
         """Publish this rank's wait; report it once when it is within the margin of its timeout."""
         cur = self.current()
-        self._publish("-" if cur is None else f"{cur[0]}|{cur[1]}")
-        if self.info is not None and self.store is not None:
-            info = self.info()
-            if info != self._published_info:
-                self.store.set(f"info{self.rank}", info)
-                self._published_info = info
+        self._published = self._publish("rank", "-" if cur is None else f"{cur[0]}|{cur[1]}", self._published)
+        if self.info is not None:
+            self._published_info = self._publish("info", self.info(), self._published_info)
         if cur is None or self.fired:
             return None
         name, step, waited, limit = cur
@@ -160,14 +157,16 @@ class CollectiveWatch:
         self.report(msg)
         return msg
 
-    def _publish(self, value: str) -> None:
-        if self.store is None or value == self._published:
-            return
+    def _publish(self, key: str, value: str, last: str | None) -> str | None:
+        """Set `<key><rank>` when it changed; returns what the store now holds (as far as we know)."""
+        if self.store is None or value == last:
+            return last
         try:
-            self.store.set(f"rank{self.rank}", value)
-            self._published = value
+            self.store.set(f"{key}{self.rank}", value)
+            return value
         except Exception as e:  # the store is a convenience: the report still names this rank
             log.debug("collective watch: store.set failed: %s", e)
+            return last
 
     def peer_info(self, rank: int) -> str | None:
         """What rank `rank` last published as its `info` (None when nothing yet)."""

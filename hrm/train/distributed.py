@@ -238,24 +238,10 @@ def all_reduce_sum(env: DistEnv, t: torch.Tensor, name: str = "metrics all-reduc
     if env.is_distributed:
         with waiting(env, name):
             dist.all_reduce(t)
-        t = t.cpu()
-        _sync(env)
+        t = t.cpu()  # waits for the collective: everything issued before it has completed too
+        if env.watch is not None:
+            env.watch.synced()
     return t
-
-
-def gather_rows(env: DistEnv, t: torch.Tensor) -> torch.Tensor:
-    """Concatenate every rank's rows (dim 0) in rank order; all ranks get the full tensor."""
-    if not env.is_distributed:
-        return t
-    t = t.contiguous()
-    # gloo cannot all_gather bool tensors: move through uint8.
-    src = t.to(torch.uint8) if t.dtype == torch.bool else t
-    parts = [torch.empty_like(src) for _ in range(env.world_size)]
-    with waiting(env, "all-gather"):
-        dist.all_gather(parts, src)
-        _sync(env)
-    out = torch.cat(parts, dim=0)
-    return out.bool() if t.dtype == torch.bool else out
 
 
 def gather_rows_to_main(env: DistEnv, t: torch.Tensor, name: str = "gather") -> torch.Tensor | None:
