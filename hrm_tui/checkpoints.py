@@ -1,11 +1,13 @@
 """A run's checkpoints as the runs browser shows them: which belong to the live branch, which to a
 branch abandoned by a resume from an earlier step, and the best of the live branch.
 
-A run directory is a sequence of trainer segments, each opened by a `run` event at its start step
-(`resumed_from` set when it continued from a checkpoint). Step `s` of the live history belongs to
-the last segment that started before `s`; a checkpoint of step `s` written before that segment began
-is from a continuation that a later resume replaced. index.json's `best` is the trainer's, kept
-across branches: here it only counts on the live branch (else the best-scored live checkpoint does).
+Two pieces of evidence, either enough: the write order (hrm.run.ckpt_index.live_branch: a later
+checkpoint at a lower step continues an earlier one), and the trainer segments, each opened by a `run`
+event at its start step — which knows at once, before the resumed run writes its first checkpoint.
+Step `s` of the live history belongs to the last segment that started before `s`; a checkpoint of step
+`s` written before that segment began is from a continuation that a later resume replaced. index.json's
+`best` is the trainer's, kept across branches: here it only counts on the live branch (else the
+best-scored live checkpoint does).
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from hrm.run import layout
-from hrm.run.ckpt_index import CheckpointInfo, list_checkpoints, read_index
+from hrm.run.ckpt_index import CheckpointInfo, list_checkpoints, live_branch, read_index
 
 _RUN_MARKS = (b'"kind":"run"', b'"kind": "run"')  # EventWriter's compact form, and json.dumps' default
 
@@ -74,11 +76,12 @@ def browse(run_dir: Path) -> list[Checkpoint]:
         if isinstance(e, dict)
     }
     segs = segments(layout.events_path(run_dir))
+    by_writes = {c.path for c in live_branch(run_dir)}
     rows = []
     for c in infos:
         t = times.get(c.path.name)
         written = float(t) if isinstance(t, (int, float)) else c.mtime
-        rows.append((c, written, not on_live_branch(c.step, written, segs)))
+        rows.append((c, written, c.path not in by_writes or not on_live_branch(c.step, written, segs)))
     live_scored = [c for c, _, abandoned in rows if not abandoned and c.score is not None]
     best = next((c for c, _, abandoned in rows if c.best and not abandoned), None)
     if best is None and live_scored:

@@ -158,6 +158,15 @@ def test_abandoned_branch_is_marked_and_never_best(tmp_path: Path) -> None:
     listed = [(c.step, c.abandoned, c.best) for c in checkpoints.browse(run)]
     # The live branch (126, then 86) first; 246 is the index's best but abandoned: the best live one wins.
     assert listed == [(126, False, True), (86, False, False), (246, True, False), (166, True, False)]
+    # Just after the resume, before the resumed run writes a checkpoint: the write order alone still
+    # reads 86 → 166 → 246 as one branch; the resume's `run` event already says which is abandoned.
+    index_file = layout.checkpoints_dir(run) / layout.CKPT_INDEX_FILE
+    index = json.loads(index_file.read_text())
+    index["checkpoints"] = [e for e in index["checkpoints"] if e["step"] != 126]
+    index_file.write_text(json.dumps(index))
+    (layout.checkpoints_dir(run) / layout.checkpoint_name(126)).unlink()
+    listed = [(c.step, c.abandoned, c.best) for c in checkpoints.browse(run)]
+    assert listed == [(86, False, True), (246, True, False), (166, True, False)]
 
 
 async def test_browser_checkpoints_of_a_resumed_run(tmp_path: Path) -> None:
