@@ -230,7 +230,8 @@ class DashboardScreen(ViewKeysMixin, ControlMixin):
             for plot in self.query(MetricPlot):
                 plot.show(s, self.view)
         if every or "plots" in what or "header" in what:
-            self.query_one(Readout).show(s, running=self.status == "running", smoothing=self.view.smoothing)
+            running, live = self.status == "running", self.status in LIVE_STATES
+            self.query_one(Readout).show(s, running=running, smoothing=self.view.smoothing, live=live)
         if every or "act" in what:
             self.query_one(ActPanel).show(s)
         if every or "system" in what:

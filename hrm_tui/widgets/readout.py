@@ -17,8 +17,9 @@ from hrm_tui.runstate import RunState
 README_SMOOTHING = 0.9  # the smoothed loss when the plots show raw curves
 
 
-def rows(state: RunState, *, running: bool, smoothing: float) -> list[tuple[str, str]]:
-    """(label, value) pairs, in the order shown; pure so tests can read them without a screen."""
+def rows(state: RunState, *, running: bool, smoothing: float, live: bool = True) -> list[tuple[str, str]]:
+    """(label, value) pairs, in the order shown; pure so tests can read them without a screen.
+    `running`: throughput is shown; `live`: the trainer process exists (its CPU and RSS mean something)."""
     tr, ev, prev = state.latest_train, state.latest_eval, state.previous_eval()
     head = state.headline
     weight = smoothing or README_SMOOTHING
@@ -48,7 +49,7 @@ def rows(state: RunState, *, running: bool, smoothing: float) -> list[tuple[str,
             out.append((label, pct(value) + change))
     else:
         out.append(("eval", "none yet"))
-    sample = state.run_system
+    sample = state.run_system if live else {}
     out += [
         ("lr", num(tr.get("lr"), ".2e")),
         ("grad norm", num(tr.get("grad_norm"), ".3g")),
@@ -80,8 +81,8 @@ class Readout(Widget):
         super().__init__(**kwargs)
         self._rows: list[tuple[str, str]] = []
 
-    def show(self, state: RunState | None, *, running: bool, smoothing: float) -> None:
-        self._rows = rows(state, running=running, smoothing=smoothing) if state is not None else []
+    def show(self, state: RunState | None, *, running: bool, smoothing: float, live: bool) -> None:
+        self._rows = rows(state, running=running, smoothing=smoothing, live=live) if state is not None else []
         self.refresh(layout=True)
 
     def render(self) -> Text:
