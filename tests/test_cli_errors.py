@@ -10,6 +10,7 @@ import shutil
 import subprocess
 import sys
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -178,10 +179,21 @@ CASES.update(
 )
 
 
+@pytest.fixture(scope="module")
+def outcomes(files: Files) -> dict[str, subprocess.CompletedProcess]:
+    """Every case's process, three at a time: most of each is importing torch."""
+    argvs = {case: (name, args(files)) for case, (name, args, _) in CASES.items()}
+    with ThreadPoolExecutor(max_workers=3) as pool:
+        running = {case: pool.submit(tool, name, *argv) for case, (name, argv) in argvs.items()}
+        return {case: job.result() for case, job in running.items()}
+
+
 @pytest.mark.parametrize("case", list(CASES))
-def test_bad_input_gets_one_or_two_lines_naming_the_file(files: Files, case: str) -> None:
-    name, args, named = CASES[case]
-    proc = tool(name, *args(files))
+def test_bad_input_gets_one_or_two_lines_naming_the_file(
+    files: Files, outcomes: dict[str, subprocess.CompletedProcess], case: str
+) -> None:
+    _name, _args, named = CASES[case]
+    proc = outcomes[case]
     said = [line for line in proc.stderr.splitlines() if line.strip() and not _LOG_LINE.match(line)]
     assert proc.returncode in (1, 2), (proc.returncode, proc.stderr[-3000:])
     assert "Traceback" not in proc.stderr, proc.stderr[-3000:]
