@@ -1,13 +1,21 @@
-"""Does it learn on 2 CPU cores? Train sudoku-cpu and maze-cpu for N minutes each (wall clock)
-with the real trainer (`python -m hrm.train`), and print over time the held-out accuracy on the
-cells that matter — Sudoku: blank cells; maze: path cells (recall) — and exact accuracy.
+"""Does recursion pay on 2 CPU cores? Train the recursive CPU presets (HRM and TRM with cycles and ACT on)
+beside the one-pass baseline of the same task, for the same minutes of training each, with the real trainer
+(`python -m hrm.train`), and print held-out accuracy on the cells that matter — Sudoku: blanks; mazes: path
+cells (recall) — and exact accuracy every few minutes, then the final table with each run's eval halting
+histogram (the segment at which the model's own Q head would halt, 1..halt_max_steps).
 
-Both are the trainer's own `eval` events: `changed_accuracy` is the accuracy on cells whose label
-differs from the input (exactly the Sudoku blanks, and the maze path cells), `exact_accuracy` the
-share of puzzles solved whole.
+Everything comes from the trainers' own events.jsonl: `changed_accuracy`, `exact_accuracy`, `act_steps_hist`
+of the `eval` events; a run's minutes are the time it spent in state `running` (its `status` events), so the
+dataset build and pauses do not count.
 
-    python bench/learn.py                      # 30 min per task
-    python bench/learn.py --minutes 10 --tasks maze --set optim.lr=2e-3
+    python bench/learn.py                                   # Sudoku and mazes, 3 presets each, side by side
+    python bench/learn.py --tasks sudoku --minutes 10 --mode alternate --slice 1
+    python bench/learn.py --presets sudoku-cpu,trm-sudoku-cpu --minutes 5
+    python bench/learn.py --report runs/bench-learn/trm-sudoku-cpu-*   # the table of runs already made
+
+--mode parallel (default) runs all presets at once, one thread each (on 2 cores, 3 runs share them: compare
+only runs made together). --mode alternate keeps one trainer stepping at a time and pauses the others
+(`pause`/`resume` commands), switching every --slice minutes of training: fair on a busy machine.
 """
 
 from __future__ import annotations
@@ -21,121 +29,257 @@ import sys
 import time
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from hrm.run.control import send_command  # noqa: E402  (torch-free)
 from hrm.run.events import EventTailer  # noqa: E402
+from hrm.run.layout import EVENTS_FILE  # noqa: E402
 
+PRESETS = {
+    "sudoku": ("sudoku-cpu", "sudoku-think-cpu", "trm-sudoku-cpu"),
+    "maze": ("maze-cpu", "maze-think-cpu", "trm-maze-cpu"),
+}
 TARGETS = {"sudoku": (0.95, 0.50), "maze": (0.90, 0.50)}
-METRIC = {"sudoku": "blank acc", "maze": "path recall"}
+METRIC = {"sudoku": "blanks", "maze": "path"}
 
 
-def run_task(task: str, preset: str, minutes: float, overrides: list[str], root: Path, threads: int) -> dict:
-    run_dir = root / f"{preset}-{datetime.now(timezone.utc):%Y%m%d-%H%M%S}"
-    cmd = [sys.executable, "-m", "hrm.train", preset, "--run-dir", str(run_dir), *overrides]
-    print(f"\n== {task}: {' '.join(cmd[2:])}", flush=True)
-    run_dir.mkdir(parents=True)
-    log = open(run_dir / "bench-stdout.log", "w")
-    env = dict(os.environ)
-    if threads > 0:
-        env["OMP_NUM_THREADS"] = str(threads)
-    p = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    tail = EventTailer(run_dir / "events.jsonl")
-    t_start: float | None = None  # the clock starts when training starts (after the dataset build)
-    stopped_at: float | None = None
-    curve: list[dict] = []
-    last_train: dict = {}
-    print(
-        f"{'min':>6} {'step':>7} {'train exact':>11} {METRIC[task]:>12} {'eval exact':>10} {'act steps':>9}", flush=True
-    )
-    try:
-        while p.poll() is None:
-            for e in tail.read():
-                if e["kind"] == "status" and e["state"] == "running" and t_start is None:
-                    t_start = time.monotonic()
-                elif e["kind"] == "train":
-                    last_train = e
-                elif e["kind"] == "eval" and t_start is not None:
-                    row = {
-                        "minutes": ((stopped_at or time.monotonic()) - t_start) / 60,
-                        "step": e["step"],
-                        "train_exact": last_train.get("exact_accuracy"),
-                        "changed_accuracy": e.get("changed_accuracy"),
-                        "exact_accuracy": e["exact_accuracy"],
-                        "act_steps": e.get("act_steps_hist"),
-                    }
-                    curve.append(row)
-                    print(
-                        f"{row['minutes']:6.1f} {row['step']:7d} {_pct(row['train_exact']):>11} "
-                        f"{_pct(row['changed_accuracy']):>12} {_pct(row['exact_accuracy']):>10} "
-                        f"{_mean_hist(e.get('act_steps_hist')):>9}",
-                        flush=True,
-                    )
-            if t_start is not None and stopped_at is None and time.monotonic() - t_start > minutes * 60:
-                stopped_at = time.monotonic()
-                send_command(run_dir, "eval", timeout=600)
-                send_command(run_dir, "stop", timeout=600)
-            time.sleep(1.0)
-        for e in tail.read():
-            if e["kind"] == "eval":
-                curve.append(
-                    {
-                        "minutes": minutes,
-                        "step": e["step"],
-                        "changed_accuracy": e.get("changed_accuracy"),
-                        "exact_accuracy": e["exact_accuracy"],
-                        "train_exact": last_train.get("exact_accuracy"),
-                    }
-                )
-    finally:
-        if p.poll() is None:
-            os.killpg(p.pid, signal.SIGTERM)
-            p.wait(120)
-    best = max(curve, key=lambda r: (r["exact_accuracy"] or 0, r.get("changed_accuracy") or 0)) if curve else {}
-    return {"task": task, "preset": preset, "run_dir": str(run_dir), "curve": curve, "best": best}
+class Follower:
+    """One run's curve, built from its events alone (so synthetic event files test it)."""
+
+    def __init__(self, preset: str, run_dir: Path) -> None:
+        self.preset, self.run_dir = preset, run_dir
+        self.task = "sudoku" if "maze" not in preset else "maze"  # until the run event says
+        self.one_pass: bool | None = None
+        self.state = "starting"
+        self.running_s = 0.0  # closed intervals in state running
+        self.since: float | None = None  # start of the open running interval
+        self.last_t: float | None = None
+        self.rows: list[dict[str, Any]] = []
+        self.tail = EventTailer(run_dir / EVENTS_FILE)
+
+    def minutes(self, now: float | None = None) -> float:
+        """Training minutes so far; `now` (epoch seconds) extends an open running interval."""
+        open_s = 0.0
+        if self.since is not None:
+            open_s = max(0.0, (now if now is not None else self.last_t or self.since) - self.since)
+        return (self.running_s + open_s) / 60
+
+    def feed(self, events: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Take new events; returns the eval rows they added."""
+        new = []
+        for e in events:
+            t = e.get("t")
+            if isinstance(t, (int, float)):
+                self.last_t = float(t)
+            kind = e.get("kind")
+            if kind == "run":
+                self.task = e.get("task") or self.task
+                m = (e.get("config") or {}).get("model") or {}
+                self.one_pass = m.get("halt_max_steps") == 1 and m.get("H_cycles") == m.get("L_cycles") == 1
+            elif kind == "status":
+                self._status(str(e.get("state")), self.last_t)
+            elif kind == "eval":
+                row = {
+                    "minutes": self.minutes(),
+                    "step": e.get("step"),
+                    "changed_accuracy": e.get("changed_accuracy"),
+                    "exact_accuracy": e.get("exact_accuracy"),
+                    "act_steps_hist": e.get("act_steps_hist") or [],
+                }
+                self.rows.append(row)
+                new.append(row)
+        return new
+
+    def _status(self, state: str, t: float | None) -> None:
+        if self.since is not None and t is not None:
+            self.running_s += max(0.0, t - self.since)
+        self.since = t if state == "running" else None
+        self.state = state
+
+    def poll(self) -> list[dict[str, Any]]:
+        return self.feed(self.tail.read())
+
+    @property
+    def last(self) -> dict[str, Any]:
+        return self.rows[-1] if self.rows else {}
 
 
-def _pct(x: float | None) -> str:
+def pct(x: float | None) -> str:
     return "-" if x is None else f"{100 * x:.1f}%"
 
 
-def _mean_hist(h: list[int] | None) -> str:
-    if not h or not sum(h):
-        return "-"
-    return f"{sum((i + 1) * c for i, c in enumerate(h)) / sum(h):.2f}"
+def mean_steps(hist: list[int]) -> str:
+    n = sum(hist)
+    return f"{sum((i + 1) * c for i, c in enumerate(hist)) / n:.2f}" if n else "-"
 
 
-def main() -> int:
+def hist_text(hist: list[int]) -> str:
+    """`1:12 2:40 6:204` — the non-empty bins of the eval halting histogram (1-based segment)."""
+    return " ".join(f"{i + 1}:{c}" for i, c in enumerate(hist) if c) or "-"
+
+
+def table(followers: list[Follower]) -> str:
+    """The latest eval of every run, with its halting histogram and, per task, exact minus the one-pass run's."""
+    base = {f.task: f.last.get("exact_accuracy") for f in followers if f.one_pass and f.rows}
+    head = f"{'preset':18} {'task':6} {'min':>5} {'step':>6} {'cells':>7} {'exact':>7} {'vs 1-pass':>9} {'segs':>5}"
+    lines = [head + "  eval halting (segment:count)"]
+    for f in followers:
+        r = f.last
+        ex, b = r.get("exact_accuracy"), base.get(f.task)
+        delta = "-" if f.one_pass or ex is None or b is None else f"{100 * (ex - b):+.1f}"
+        lines.append(
+            f"{f.preset:18} {f.task:6} {f.minutes():5.1f} {r.get('step', '-')!s:>6} "
+            f"{pct(r.get('changed_accuracy')):>7} {pct(ex):>7} {delta:>9} {mean_steps(r.get('act_steps_hist', [])):>5}"
+            f"  {hist_text(r.get('act_steps_hist', []))}"
+        )
+    return "\n".join(lines)
+
+
+def summary(followers: list[Follower]) -> str:
+    """Per run: the final figures against the issue's targets (cells: blanks / path recall)."""
+    out = []
+    for f in followers:
+        r, (need_cells, need_exact) = f.last, TARGETS[f.task]
+        ok = (r.get("changed_accuracy") or 0) >= need_cells and (r.get("exact_accuracy") or 0) >= need_exact
+        out.append(
+            f"{f.preset:18} {METRIC[f.task]} {pct(r.get('changed_accuracy'))} exact {pct(r.get('exact_accuracy'))}"
+            f" at step {r.get('step', '-')} after {f.minutes():.1f} min: target {'met' if ok else 'NOT met'}"
+            f"  [{f.run_dir}]"
+        )
+    return "\n".join(out)
+
+
+def report(run_dirs: list[Path]) -> list[Follower]:
+    """Followers of finished runs (their preset from config.yaml's run event)."""
+    out = []
+    for d in run_dirs:
+        f = Follower(d.name, d)
+        events = f.tail.read()
+        run = next((e for e in events if e.get("kind") == "run"), {})
+        f.preset = ((run.get("config") or {}).get("run") or {}).get("preset") or d.name
+        f.feed(events)
+        out.append(f)
+    return out
+
+
+def machine_line() -> str:
+    load = " ".join(f"{x:.1f}" for x in os.getloadavg())
+    return f"machine: {os.cpu_count() or 0} CPU cores, {os.uname().nodename}, load average (1/5/15 min) {load}"
+
+
+def start(preset: str, overrides: list[str], root: Path, threads: int) -> tuple[subprocess.Popen[bytes], Follower]:
+    run_dir = root / f"{preset}-{datetime.now(timezone.utc):%Y%m%d-%H%M%S}"
+    run_dir.mkdir(parents=True)
+    cmd = [sys.executable, "-m", "hrm.train", preset, "--run-dir", str(run_dir), *overrides]
+    env = dict(os.environ)
+    if threads > 0:
+        env["OMP_NUM_THREADS"] = str(threads)
+    with open(run_dir / "bench-stdout.log", "wb") as log:
+        p = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    print(f"started {' '.join(cmd[2:])}", flush=True)
+    return p, Follower(preset, run_dir)
+
+
+def bench(args: argparse.Namespace, presets: list[str]) -> list[Follower]:
+    procs = [start(p, args.set, args.runs_root, args.threads) for p in presets]
+    followers = [f for _, f in procs]
+    done: set[str] = set()  # presets told to finish (final eval + stop)
+    active = 0  # alternate mode: the one trainer allowed to step
+    slice_end = args.slice
+    next_print = time.monotonic() + args.every * 60
+    try:
+        while any(p.poll() is None for p, _ in procs):
+            now = time.time()
+            for i, (p, f) in enumerate(procs):
+                f.poll()
+                if p.poll() is not None or f.preset in done:
+                    continue
+                if args.mode == "alternate" and f.state == "running" and i != active:
+                    _command(f, "pause")
+                if f.minutes(now) >= args.minutes:
+                    done.add(f.preset)
+                    _command(f, "eval")
+                    _command(f, "stop")
+            if args.mode == "alternate":
+                active, slice_end = _rotate(procs, done, active, slice_end, args.slice, now)
+            if time.monotonic() >= next_print:
+                next_print += args.every * 60
+                print(f"\n{datetime.now(timezone.utc):%H:%M:%S} UTC\n{table(followers)}", flush=True)
+            time.sleep(1.0)
+        for f in followers:
+            f.poll()
+    finally:
+        for p, _ in procs:
+            if p.poll() is None:
+                os.killpg(p.pid, signal.SIGTERM)
+                p.wait(120)
+    return followers
+
+
+def _rotate(
+    procs: list[tuple[subprocess.Popen[bytes], Follower]],
+    done: set[str],
+    active: int,
+    slice_end: float,
+    n: float,
+    now: float,
+) -> tuple[int, float]:
+    """Alternate mode: after `n` training minutes of the active run (or when it is done), resume the next."""
+    f = procs[active][1]
+    if f.preset not in done and procs[active][0].poll() is None and f.minutes(now) < slice_end:
+        return active, slice_end
+    left = [i for i, (p, g) in enumerate(procs) if g.preset not in done and p.poll() is None]
+    if not left:
+        return active, slice_end
+    nxt = min(left, key=lambda i: (procs[i][1].minutes(now), i))  # the one furthest behind
+    if nxt != active and f.preset not in done and procs[active][0].poll() is None:
+        _command(f, "pause")
+    g = procs[nxt][1]
+    if g.state == "paused":
+        _command(g, "resume")
+    return nxt, g.minutes(now) + n
+
+
+def _command(f: Follower, cmd: str) -> None:
+    try:
+        send_command(f.run_dir, cmd, timeout=600)
+    except Exception as exc:  # a trainer that just ended cannot answer: the loop sees it exit
+        print(f"{f.preset}: {cmd} not delivered ({exc})", flush=True)
+
+
+def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--minutes", type=float, default=30.0, help="training wall clock per task")
-    ap.add_argument("--tasks", default="sudoku,maze")
-    ap.add_argument("--sudoku-preset", default="sudoku-cpu")
-    ap.add_argument("--maze-preset", default="maze-cpu")
-    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override for every task")
+    ap.add_argument("--minutes", type=float, default=30.0, help="training minutes per run (time in state running)")
+    ap.add_argument("--tasks", default="sudoku,maze", help="sudoku, maze or both: their presets (PRESETS)")
+    ap.add_argument("--presets", help="comma-separated presets instead of --tasks' (one-pass ones are the baseline)")
+    ap.add_argument("--mode", choices=("parallel", "alternate"), default="parallel")
+    ap.add_argument("--slice", type=float, default=2.0, help="alternate mode: training minutes per turn")
+    ap.add_argument("--every", type=float, default=3.0, help="print the table every N wall-clock minutes")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override for every run")
     ap.add_argument("--runs-root", type=Path, default=REPO / "runs" / "bench-learn")
     # On a machine shared with other jobs, OpenMP threads that spin-wait for a busy core make a step
     # ~8x slower (measured: 5 s vs 0.6 s per step); one thread per trainer avoids that. 0 = torch's default.
-    ap.add_argument("--threads", type=int, default=1, help="OMP_NUM_THREADS of the trainer (0: torch default)")
+    ap.add_argument("--threads", type=int, default=1, help="OMP_NUM_THREADS of each trainer (0: torch default)")
+    ap.add_argument("--report", type=Path, nargs="+", metavar="RUN_DIR", help="only print the table of these runs")
     ap.add_argument("--json", type=Path, help="also write the curves here")
-    args = ap.parse_args()
-    results = []
-    for task in args.tasks.split(","):
-        preset = args.sudoku_preset if task == "sudoku" else args.maze_preset
-        results.append(run_task(task, preset, args.minutes, args.set, args.runs_root, args.threads))
-    print(f"\n== summary (machine: {os.cpu_count() or 0} CPU cores, {os.uname().nodename})")
-    for r in results:
-        b = r["best"]
-        need_cells, need_exact = TARGETS[r["task"]]
-        ok = (b.get("changed_accuracy") or 0) >= need_cells and (b.get("exact_accuracy") or 0) >= need_exact
-        print(
-            f"{r['task']:7} {METRIC[r['task']]} {_pct(b.get('changed_accuracy'))}  exact {_pct(b.get('exact_accuracy'))}"
-            f"  at step {b.get('step')}  ({b.get('minutes', 0):.1f} min)  target {'met' if ok else 'NOT met'}"
-            f"  [{r['run_dir']}]"
-        )
+    args = ap.parse_args(argv)
+    if args.report:
+        missing = [d for d in args.report if not (d / EVENTS_FILE).is_file()]
+        if missing:
+            print(f"learn.py: no {EVENTS_FILE} in {missing[0]}: give run directories of the trainer", file=sys.stderr)
+            return 2
+        followers = report(args.report)
+    else:
+        presets = args.presets.split(",") if args.presets else [p for t in args.tasks.split(",") for p in PRESETS[t]]
+        print(machine_line(), flush=True)
+        followers = bench(args, presets)
+    print(f"\n== final ({machine_line()})\n{table(followers)}\n\n{summary(followers)}", flush=True)
     if args.json:
-        args.json.write_text(json.dumps(results, indent=1))
+        curves = [{"preset": f.preset, "task": f.task, "run_dir": str(f.run_dir), "curve": f.rows} for f in followers]
+        args.json.write_text(json.dumps(curves, indent=1))
     return 0
 
 

@@ -1,16 +1,28 @@
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
+from test_train_helpers import events, latest_ckpt
 
 from hrm.run.config import describe, list_presets, load_preset, presets_dir, resolve_total_steps
+from hrm.run.presets import FIRST_PRESETS
 
 PRESETS = list_presets()
 NAMES = {p.stem for p in PRESETS}
+# The CPU presets with recursion and ACT on, beside the one-pass preset of the same task (same data recipe).
+THINKING = {
+    "sudoku-think-cpu": "sudoku-cpu",
+    "trm-sudoku-cpu": "sudoku-cpu",
+    "maze-think-cpu": "maze-cpu",
+    "trm-maze-cpu": "maze-cpu",
+}
 
 
 def test_the_shipped_presets_exist() -> None:
     assert presets_dir().name == "presets"
     assert {"tiny", "sudoku-cpu", "maze-cpu", "sudoku-extreme-1k", "maze-hard-1k"} <= NAMES
+    assert set(THINKING) <= NAMES
 
 
 @pytest.mark.parametrize("path", PRESETS, ids=[p.stem for p in PRESETS])
@@ -64,3 +76,63 @@ def test_presets_dir_can_be_pointed_elsewhere(tmp_path, monkeypatch) -> None:
     monkeypatch.setenv("HRM_PRESETS_DIR", str(tmp_path))
     assert [p.stem for p in list_presets()] == ["mine"]
     assert load_preset("mine").train.total_steps == 3
+
+
+@pytest.mark.parametrize("name", THINKING)
+def test_thinking_presets_recurse_and_halt_on_a_cpu(name: str) -> None:
+    cfg, m = load_preset(name), load_preset(name).model
+    assert cfg.train.device == "cpu" and 64 <= m.hidden_size <= 128
+    assert 4 <= m.halt_max_steps <= 8 and m.halt_exploration_prob > 0  # ACT on: segments to halt among
+    assert m.H_cycles >= 2 and m.L_cycles >= 2  # recursion inside each segment
+    if m.arch == "trm":
+        assert cfg.train.ema and m.mlp_t and m.pos_encodings == "none" and m.no_ACT_continue
+    else:
+        assert m.arch == "hrm"
+    base = load_preset(THINKING[name])
+    # the same puzzles as the one-pass preset, so bench/learn.py compares like with like
+    assert describe(cfg)["dataset"] == describe(base)["dataset"]
+    assert cfg.train.global_batch_size == base.train.global_batch_size
+    assert cfg.train.eval_max_examples == base.train.eval_max_examples
+    assert cfg.train.eval_interval is not None and cfg.train.eval_interval <= 200
+    assert describe(cfg)["num_params"] < describe(base)["num_params"]  # recursion, not size, does the work
+
+
+def test_the_picker_lists_the_thinking_preset_first() -> None:
+    assert FIRST_PRESETS and set(FIRST_PRESETS) <= set(THINKING)
+    assert [p.stem for p in PRESETS[: len(FIRST_PRESETS)]] == list(FIRST_PRESETS)
+    rest = [p.name for p in PRESETS[len(FIRST_PRESETS) :]]
+    assert rest == sorted(rest)  # the others by file name, as before
+
+
+# The preset's own model on a few puzzles of its task, level and size.
+TINY_DATA = ["data.train=16", "data.test=8", "train.global_batch_size=8", "train.eval_max_examples=8"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", THINKING)
+def test_thinking_preset_trains_evaluates_checkpoints_and_resumes(name: str, tmp_path: Path) -> None:
+    from hrm.train.cli import main
+
+    run = tmp_path / name
+    sets = [
+        *TINY_DATA,
+        "train.eval_interval=3",
+        "train.total_steps=3",
+        "train.checkpoint_interval=2",
+        "train.log_interval=1",
+    ]
+    assert main([name, "--run-dir", str(run), *sets, "--stop-at-step", "2"]) == 0
+    assert latest_ckpt(run).name.endswith("00000002.pt")
+    assert main(["--run-dir", str(run), "--resume", "latest"]) == 0
+    evs = events(run)
+    hmax = load_preset(name).model.halt_max_steps
+    runs = [e for e in evs if e["kind"] == "run"]
+    assert len(runs) == 2 and runs[1]["step"] == 2 and runs[0]["config"]["model"]["halt_max_steps"] == hmax
+    train = {e["step"]: e for e in evs if e["kind"] == "train"}
+    assert sorted(train) == [1, 2, 3]
+    # ACT is on: the train events carry the per-segment halting counts, one bin per segment
+    assert all(len(e["act_steps_hist"]) == hmax for e in train.values())
+    (ev,) = [e for e in evs if e["kind"] == "eval"]
+    assert ev["step"] == 3 and len(ev["act_steps_hist"]) == hmax and sum(ev["act_steps_hist"]) == 8
+    assert ev["changed_accuracy"] is not None
+    assert [e["state"] for e in evs if e["kind"] == "status"][-1] == "finished"

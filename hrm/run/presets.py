@@ -33,10 +33,18 @@ def presets_dir() -> Path:
     return package.parent / "presets"
 
 
+# Listed first (the picker's first row, what a new user sees): the CPU preset that shows thinking best —
+# recursion plus a halting distribution that moves (README: "Thinking on a CPU").
+FIRST_PRESETS: tuple[str, ...] = ("trm-sudoku-cpu",)
+
+
 def list_presets() -> list[Path]:
-    """The preset files shipped with the project, sorted by name."""
+    """The preset files shipped with the project: FIRST_PRESETS in their order, then the rest by file name."""
     folder = presets_dir()
-    return sorted(folder.glob("*.yaml")) if folder.is_dir() else []
+    if not folder.is_dir():
+        return []
+    first = {name: i for i, name in enumerate(FIRST_PRESETS)}
+    return sorted(folder.glob("*.yaml"), key=lambda p: (first.get(p.stem, len(first)), p.name))
 
 
 def _preset_path(name_or_path: str | os.PathLike[str]) -> Path:
