@@ -143,12 +143,28 @@ def test_full_disk_removes_temp_and_keeps_older_checkpoints(tmp_path: Path, monk
     writer.wait()
     monkeypatch.setattr(ckpt_mod.torch, "save", real_save)
 
-    assert len(errors) == 1 and "No space left" in errors[0]["error"] and errors[0]["step"] == 2
-    assert "No space left" in writer.last_error
+    assert len(errors) == 1 and errors[0]["step"] == 2
+    why = errors[0]["error"]  # one line: the problem, the file, the way out
+    assert why.startswith("no space left on device writing ") and "step-00000002.pt" in why, why
+    assert "--resume latest" in why and "\n" not in why
+    assert "no space left on device" in writer.last_error and writer.failed_steps == {2: why}
     names = sorted(p.name for p in (tmp_path / "checkpoints").iterdir())
     assert names == ["index.json", "step-00000001.pt"]  # no temp file, no step 2, step 1 untouched
     assert good.read_bytes() == good_bytes and len(done) == 1
     assert latest_checkpoint(tmp_path) == good
+
+
+def test_torch_zip_writer_error_on_a_full_disk_is_called_no_space(tmp_path: Path, monkeypatch) -> None:
+    """torch reports ENOSPC as an internal enforce failure; the free space tells what happened."""
+    from hrm.train.checkpoint import describe_write_error
+
+    class VFS:
+        f_bavail, f_frsize = 3, 4096  # 12 KiB free
+
+    monkeypatch.setattr(ckpt_mod.os, "statvfs", lambda _p: VFS())
+    exc = RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 518656 vs 518548")
+    why = describe_write_error(exc, tmp_path / "checkpoints" / "step-00000003.pt")
+    assert why.startswith("no space left on device writing ") and "12.0 KiB free" in why and "enforce" not in why
 
 
 def test_killed_writer_leaves_only_complete_checkpoints(tmp_path: Path) -> None:

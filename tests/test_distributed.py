@@ -166,7 +166,7 @@ def test_two_nodes_obey_commands_at_the_same_step(tmp_path: Path) -> None:
     for what in ("pause", "checkpoint", "resume", "stop"):
         seen = _rank_lines(text, what)
         assert set(seen) == {"0", "1"} and len(set(seen.values())) == 1, (what, seen)
-    assert statuses(d)[-1]["state"] == "finished"
+    assert statuses(d)[-1]["state"] == "stopped"
     assert next(e for e in events(d) if e["kind"] == "run")["world_size"] == 2
 
 

@@ -77,7 +77,7 @@ def test_commands_act_within_one_step(tmp_path: Path) -> None:
     finally:
         kill_group(p)
     last = statuses(d)[-1]
-    assert last["state"] == "finished" and "stop command" in last["reason"]
+    assert last["state"] == "stopped" and "stop command" in last["reason"]
     assert last_train_step(d) == m
     assert (d / "checkpoints" / f"step-{m:08d}.pt").is_file()
     assert not (d / "control.sock").exists() and not (d / "trainer.pid").exists()
@@ -99,7 +99,7 @@ def test_signals(tmp_path: Path) -> None:
     finally:
         kill_group(p)
     last = statuses(d)[-1]
-    assert last["state"] == "finished" and "SIGTERM" in last["reason"], last
+    assert last["state"] == "stopped" and "SIGTERM" in last["reason"], last
     stop_step = last_train_step(d)
     assert (d / "checkpoints" / f"step-{stop_step:08d}.pt").is_file()
 
@@ -112,7 +112,7 @@ def test_signals(tmp_path: Path) -> None:
     finally:
         kill_group(p)
     last = statuses(d)[-1]
-    assert last["state"] == "finished" and "SIGINT" in last["reason"], last
+    assert last["state"] == "stopped" and "SIGINT" in last["reason"], last
 
 
 def test_stale_pidfile_is_detected(tmp_path: Path) -> None:

@@ -15,6 +15,7 @@ from test_train_helpers import (
     kill_group,
     latest_ckpt,
     model_of,
+    nan_loss_cmd,
     run,
     show,
     start,
@@ -23,8 +24,9 @@ from test_train_helpers import (
     wait_state,
 )
 
-# lr so large that the first update overflows the weights: step 2's loss is NaN.
-EXPLODE = ["optim.lr=1e36", "optim.lr_warmup_steps=0", "train.checkpoint_interval=1"]
+# A NaN loss from step 2 on (the loss alone: the weights of step 1 are sound and checkpointed).
+NAN_FROM = 2
+CKPT_EVERY_STEP = ["train.checkpoint_interval=1"]
 
 
 def test_run_writes_the_documented_events(tmp_path: Path) -> None:
@@ -75,10 +77,9 @@ def test_run_writes_the_documented_events(tmp_path: Path) -> None:
 
 
 def test_nonfinite_loss_stops_and_keeps_last_good_checkpoint(tmp_path: Path) -> None:
-    from hrm.train.cli import main
-
     d = tmp_path / "run"
-    assert main([*TINY, *EXPLODE, "train.total_steps=6", "--run-dir", str(d)]) == 1
+    r = run(nan_loss_cmd(NAN_FROM, *TINY, *CKPT_EVERY_STEP, "train.total_steps=6", "--run-dir", str(d)))
+    assert r.returncode == 1, r.stderr[-2000:]
     last = statuses(d)[-1]
     assert last["state"] == "failed" and "non-finite loss at step 2" in last["error"]
     assert any(e["kind"] == "log" and e["level"] == "error" and "non-finite" in e["message"] for e in events(d))
@@ -91,7 +92,8 @@ def test_nonfinite_loss_pauses_when_asked(tmp_path: Path) -> None:
     from hrm.run.control import send_command
 
     d, log = tmp_path / "run", tmp_path / "log"
-    p = start(train_cmd(*TINY, *EXPLODE, "train.total_steps=100", "train.on_nonfinite=pause", "--run-dir", str(d)), log)
+    args = [*TINY, *CKPT_EVERY_STEP, "train.total_steps=100", "train.on_nonfinite=pause", "--run-dir", str(d)]
+    p = start(nan_loss_cmd(NAN_FROM, *args), log)
     try:
         paused = wait_state(d, "paused", 90)
         assert "non-finite" in paused["reason"]

@@ -33,6 +33,27 @@ def train_cmd(*args: str) -> list[str]:
     return [PY, "-m", "hrm.train", *args]
 
 
+def nan_loss_cmd(from_step: int, *args: str) -> list[str]:
+    """The trainer in a process whose loss is NaN from training step `from_step` on (the weights stay
+    as they were: a fault in the loss alone). Evaluation calls are left alone."""
+    code = (
+        "import sys, torch\n"
+        "from hrm.model.losses import ACTLossHead\n"
+        "real, calls = ACTLossHead.forward, [0]\n"
+        "def forward(self, *a, **k):\n"
+        "    out = real(self, *a, **k)\n"
+        "    if torch.is_grad_enabled():\n"
+        "        calls[0] += 1\n"
+        f"        if calls[0] >= {from_step}:\n"
+        "            out = (out[0], out[1] * float('nan'), *out[2:])\n"
+        "    return out\n"
+        "ACTLossHead.forward = forward\n"
+        "from hrm.train.cli import main\n"
+        "sys.exit(main(sys.argv[1:]))\n"
+    )
+    return [PY, "-c", code, *args]
+
+
 def run(cmd: list[str], timeout: float = 120, **kw: Any) -> subprocess.CompletedProcess:
     return subprocess.run(cmd, cwd=REPO, env=proc_env(), capture_output=True, text=True, timeout=timeout, **kw)
 
@@ -102,6 +123,20 @@ def latest_ckpt(run_dir: Path) -> Path:
     p = latest_checkpoint(run_dir / "checkpoints")
     assert p is not None, f"no checkpoint in {run_dir}"
     return Path(p)
+
+
+def flip_a_data_byte(ckpt: Path) -> None:
+    """Flip one bit in the middle of the largest tensor's bytes of a checkpoint (a flip in the zip's
+    alignment padding would change nothing that is read)."""
+    import struct
+    import zipfile
+
+    with zipfile.ZipFile(ckpt) as zf:
+        info = max(zf.infolist(), key=lambda i: i.compress_size)
+    raw = bytearray(ckpt.read_bytes())
+    name_len, extra_len = struct.unpack("<HH", raw[info.header_offset + 26 : info.header_offset + 30])
+    raw[info.header_offset + 30 + name_len + extra_len + info.compress_size // 2] ^= 0x01
+    ckpt.write_bytes(bytes(raw))
 
 
 def free_port() -> int:

@@ -56,6 +56,7 @@ class EventWriter:
         self._lock = threading.Lock()
         self._closed = False
         self._dirty = False
+        self._deferred: OSError | None = None  # a flush of the timer thread that failed
         # A timer thread bounds how long a buffered line can wait, even while the trainer is busy
         # in a long evaluation and writes nothing.
         self._stop = threading.Event()
@@ -82,6 +83,7 @@ class EventWriter:
         with self._lock:
             if self._closed:
                 raise ValueError(f"EventWriter for {self.path} is closed")
+            self._raise_deferred()
             self._file.write(line + "\n")
             self._dirty = True
             now = time.monotonic()
@@ -94,16 +96,33 @@ class EventWriter:
         self._last_flush = now
         self._dirty = False
 
+    def _raise_deferred(self) -> None:
+        if self._deferred is not None:
+            err, self._deferred = self._deferred, None
+            raise err
+
     def _flush_loop(self) -> None:
         while not self._stop.wait(self._flush_s / 2):
             with self._lock:
-                if self._dirty and not self._closed:
-                    self._flush_locked(time.monotonic())
+                if self._dirty and not self._closed and self._deferred is None:
+                    try:
+                        self._flush_locked(time.monotonic())
+                    except OSError as e:  # a full disk: the writing thread hears of it on its next call
+                        self._deferred = e
 
     def flush(self) -> None:
         with self._lock:
             if not self._closed:
+                self._raise_deferred()
                 self._flush_locked(time.monotonic())
+
+    def sync(self) -> None:
+        """Flush and fsync: every event written so far is on disk when this returns."""
+        with self._lock:
+            if not self._closed:
+                self._raise_deferred()
+                self._flush_locked(time.monotonic())
+                os.fsync(self._file.fileno())
 
     def maybe_flush(self) -> None:
         """Flush if the buffer is older than `flush_s` (the timer thread does this too)."""
@@ -116,9 +135,14 @@ class EventWriter:
             if self._closed:
                 return
             self._closed = True
-            self._file.flush()
-            os.fsync(self._file.fileno())
-            self._file.close()
+            try:
+                self._file.flush()
+                os.fsync(self._file.fileno())
+            finally:
+                try:
+                    self._file.close()
+                except OSError:
+                    pass  # the flush above already raised what went wrong
 
     def __enter__(self) -> EventWriter:
         return self

@@ -91,7 +91,7 @@ class StateFile:
     `last_error`; events.jsonl stays the record."""
 
     def __init__(self, run_dir: str | os.PathLike[str], total_steps: int | None = None, step: int = 0) -> None:
-        self.path = state_path(run_dir)
+        self.path = state_path(Path(run_dir))
         prev = _read_state_file(self.path) or {}
         self.total_steps = total_steps
         self.step = int(step)
@@ -232,7 +232,7 @@ def last_event(path: Path) -> dict[str, Any] | None:
 def status_from_events(run_dir: str | os.PathLike[str]) -> RunStatus:
     """The recorded state of a run without state.json: its last status event, the step of its last
     event, the total from that status (or the last run event). `live` is not checked here."""
-    path = events_path(run_dir)
+    path = events_path(Path(run_dir))
     status = _last_event_with(path, _STATUS_MARK)
     newest = last_event(path)
     if status is None and newest is None:

@@ -13,6 +13,7 @@ from typing import Any
 
 import torch
 
+from hrm.run.config import Config
 from hrm.train import distributed as D
 
 log = logging.getLogger(__name__)
@@ -36,13 +37,8 @@ class DataInfo:
         return [side, side] if side * side == self.seq_len else [1, self.seq_len]
 
 
-def _section(cfg: Any, name: str) -> dict[str, Any]:
-    sec = getattr(cfg, name)
-    return sec.model_dump() if hasattr(sec, "model_dump") else dict(sec)
-
-
 def prepare_dataset(
-    cfg: Any,
+    cfg: Config,
     env: D.DistEnv,
     status: Callable[..., None] | None = None,
     event: Callable[..., None] | None = None,
@@ -54,7 +50,7 @@ def prepare_dataset(
     carrying `build: {what, done, total}` about once a second, then status `starting` again."""
     from hrm.data.cache import ensure_dataset
 
-    recipe = _section(cfg, "data")
+    recipe = cfg.data.model_dump()
     root: Path | None = None
     if env.is_main:
         with _reporting_build(recipe, status, event):
@@ -112,14 +108,14 @@ def read_data_info(root: Path, task: str) -> DataInfo:
     )
 
 
-def total_steps(cfg: Any, data: DataInfo) -> int:
+def total_steps(cfg: Config, data: DataInfo) -> int:
     """train.total_steps if set, else the reference's int(epochs · groups · mean examples / batch)."""
     from hrm.run.config import resolve_total_steps
 
     return resolve_total_steps(cfg, data.total_groups * data.mean_puzzle_examples)
 
 
-def model_config(cfg: Any, data: DataInfo, env: D.DistEnv):
+def model_config(cfg: Config, data: DataInfo, env: D.DistEnv):
     from hrm.model.factory import config_from_fields
 
     m = cfg.model.hrm_fields()
@@ -143,7 +139,7 @@ def model_config(cfg: Any, data: DataInfo, env: D.DistEnv):
     )
 
 
-def build_head(cfg: Any, data: DataInfo, env: D.DistEnv) -> torch.nn.Module:
+def build_head(cfg: Config, data: DataInfo, env: D.DistEnv) -> torch.nn.Module:
     """Model + ACT loss head on the device; seeded with seed + rank (the reference), then every
     rank takes rank 0's weights."""
     from hrm.model.factory import build_model
@@ -153,14 +149,13 @@ def build_head(cfg: Any, data: DataInfo, env: D.DistEnv) -> torch.nn.Module:
     log_block_path(cfg, mcfg, env)
     torch.manual_seed(int(cfg.train.seed) + env.rank)
     model = build_model(mcfg)
-    loss_type = getattr(cfg.model, "loss_type", "stablemax_cross_entropy")
-    head = ACTLossHead(model, loss_type=loss_type).to(env.device)
+    head = ACTLossHead(model, loss_type=cfg.model.loss_type).to(env.device)
     D.broadcast_module(env, head)
     head.train()
     return head
 
 
-def log_block_path(cfg: Any, mcfg: Any, env: D.DistEnv) -> None:
+def log_block_path(cfg: Config, mcfg: Any, env: D.DistEnv) -> None:
     """Resolve model.cpu_kernels for this model and device (the choice checkpoints record) and log it;
     raises CpuKernelsUnavailable for model.cpu_kernels=c where the C kernels cannot run."""
     from hrm.model import cpu_path
@@ -172,21 +167,21 @@ def log_block_path(cfg: Any, mcfg: Any, env: D.DistEnv) -> None:
     log.info("transformer blocks: %s", blocks.describe())
 
 
-def train_forward(cfg: Any, head: torch.nn.Module) -> Any:
+def train_forward(cfg: Config, head: torch.nn.Module) -> torch.nn.Module:
     """What a training step calls: the head itself, or (train.compile) its torch.compile'd wrapper, which
     shares the head's parameters, so checkpoints and eval keep using the plain module."""
-    if not getattr(cfg.train, "compile", False):
+    if not cfg.train.compile:
         return head
-    return torch.compile(head, dynamic=False)
+    return torch.compile(head, dynamic=False)  # type: ignore[return-value]  # an OptimizedModule
 
 
-def build_optimizers(cfg: Any, head: torch.nn.Module, steps: int, env: D.DistEnv):
+def build_optimizers(cfg: Config, head: torch.nn.Module, steps: int, env: D.DistEnv):
     from hrm.optim.container import optimizer_set_from_config
 
     return optimizer_set_from_config(head, cfg.optim, total_steps=steps, world_size=env.world_size)
 
 
-def build_loader(cfg: Any, data: DataInfo, env: D.DistEnv):
+def build_loader(cfg: Config, data: DataInfo, env: D.DistEnv):
     from hrm.data.loader import TrainLoader
     from hrm.data.prefetch import device_loader
 
@@ -201,7 +196,7 @@ def build_loader(cfg: Any, data: DataInfo, env: D.DistEnv):
     return device_loader(loader, env.device)  # CUDA: pinned batches made ahead on a thread
 
 
-def epochs_per_iter(cfg: Any, data: DataInfo) -> int:
+def epochs_per_iter(cfg: Config, data: DataInfo) -> int:
     """Epochs one iterator start of the train loader shuffles together: the reference's epochs_per_iter,
     its eval_interval (in epochs) or, with eval_interval null, all epochs of the run. Ours is in steps:
     round(eval_interval · batch / examples) epochs; null: train.epochs, or the epochs train.total_steps
@@ -212,7 +207,7 @@ def epochs_per_iter(cfg: Any, data: DataInfo) -> int:
     if cfg.train.eval_interval is not None:
         return max(1, round(cfg.train.eval_interval * batch / examples))
     if cfg.train.total_steps is None:
-        return max(1, round(cfg.train.epochs))
+        return max(1, round(cfg.train.epochs or 1))  # epochs is set when total_steps is not
     return max(1, math.ceil(cfg.train.total_steps * batch / examples))
 
 

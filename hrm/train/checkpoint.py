@@ -8,6 +8,7 @@ it, renames it to `step-N.pt`, fsyncs the directory, updates index.json and prun
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import os
@@ -135,6 +136,7 @@ class CheckpointWriter:
         on_done: Callback | None = None,
         on_error: Callback | None = None,
         reuse_buffers: bool = True,
+        before_publish: Callable[[], None] | None = None,
     ) -> None:
         if keep_last < 1:
             raise ValueError(f"keep_last must be at least 1, got {keep_last}")
@@ -145,6 +147,10 @@ class CheckpointWriter:
         self.on_done = on_done
         self.on_error = on_error
         self.last_error: str | None = None
+        self.failed_steps: dict[int, str] = {}  # step -> why its checkpoint was not written
+        # Called on the writer thread after the file is durable, before it becomes visible: the
+        # trainer makes the events of every step the checkpoint covers durable first.
+        self.before_publish = before_publish
         # Keeping the last snapshot's CPU tensors costs one copy of the state in host memory and
         # turns later saves into plain memcpy (no allocation): the training-loop stall shrinks.
         self.reuse_buffers = reuse_buffers
@@ -208,17 +214,21 @@ class CheckpointWriter:
                 torch.save(state, f)
                 f.flush()
                 os.fsync(f.fileno())
+            if self.before_publish is not None:
+                self.before_publish()
             os.replace(tmp, final)
             _fsync_dir(self.dir)
         except BaseException as exc:  # ENOSPC, EIO, ...: drop the temp file, keep older checkpoints
+            why = describe_write_error(exc, final)  # before the unlink: a full disk is still full
             try:
                 tmp.unlink()
             except FileNotFoundError:
                 pass
-            self.last_error = f"checkpoint at step {step} not written: {exc}"
-            log.error("%s", self.last_error)
+            self.last_error = f"checkpoint at step {step} not written: {why}"
+            self.failed_steps[step] = why
+            log.error("%s", self.last_error, exc_info=exc)
             if self.on_error is not None:
-                _safe_call(self.on_error, {"path": str(final), "step": step, "error": str(exc)})
+                _safe_call(self.on_error, {"path": str(final), "step": step, "error": why})
             if not isinstance(exc, Exception):
                 raise
             return
@@ -268,6 +278,40 @@ class CheckpointWriter:
 
     def close(self) -> None:
         self.wait()
+
+
+def describe_write_error(exc: BaseException, path: Path) -> str:
+    """One line for a failed write: a full filesystem is named as such with the way out (torch's
+    zip writer reports ENOSPC as "[enforce fail at inline_container.cc] unexpected pos ...")."""
+    try:
+        st = os.statvfs(path.parent)
+        free = st.f_bavail * st.f_frsize
+    except OSError:
+        free = None
+    nospace = (isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT)) or (
+        free is not None and free < _NEARLY_FULL_BYTES
+    )
+    if nospace:
+        return (
+            f"no space left on device writing {path} ({_human(free)} free on that filesystem); "
+            "free some space there (or lower train.keep_last), then continue with --resume latest"
+        )
+    text = str(exc).splitlines()[0] if str(exc) else ""
+    return f"{type(exc).__name__}: {text} (writing {path})"
+
+
+# Below this much free space a failed write is put down to a full disk whatever the library said.
+_NEARLY_FULL_BYTES = 1 << 20
+
+
+def _human(n: int | None) -> str:
+    if n is None:
+        return "unknown space"
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024  # type: ignore[assignment]
+    return f"{n} B"
 
 
 def load_checkpoint(path: str | os.PathLike[str], map_location: str | torch.device = "cpu") -> Any:

@@ -16,8 +16,13 @@ import logging
 import os
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from hrm.run.layout import CKPT_DIR, COMMANDS, CONFIG_FILE, EVENTS_FILE, QUERIES, run_id
+from hrm.run.status import STATE_LABELS
+
+if TYPE_CHECKING:
+    from hrm.run.config import Config
 
 log = logging.getLogger("hrm.train")
 
@@ -65,6 +70,7 @@ def _train_parser() -> argparse.ArgumentParser:
         help="claim a run directory whose lock names another host or a process that is gone "
         "(never a live trainer on this host)",
     )
+    p.add_argument("--debug", action="store_true", help="print tracebacks on stderr too (trainer.log always has them)")
     return p
 
 
@@ -90,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
     from hrm.run.config import ConfigError
 
     try:
-        cfg, run_dir, fresh = resolve_run(args)
+        cfg, run_dir = resolve_run(args)
     except (ConfigError, ValueError, FileExistsError, FileNotFoundError) as e:
         print(f"hrm-train: {e}", file=sys.stderr)
         return EXIT_USAGE
@@ -103,15 +109,20 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         return launch(
-            cfg, run_dir, fresh=fresh, resume=args.resume, stop_at_step=args.stop_at_step, take_over=args.take_over
+            cfg,
+            run_dir,
+            resume=args.resume,
+            stop_at_step=args.stop_at_step,
+            take_over=args.take_over,
+            debug=args.debug or os.environ.get("HRM_DEBUG", "") not in ("", "0"),
         )
     except KeyboardInterrupt:  # Ctrl-C before the trainer's own handlers are installed (dataset build)
         print("hrm-train: interrupted during start-up", file=sys.stderr)
         return 130
 
 
-def resolve_run(args: argparse.Namespace):
-    """(config, run directory, fresh?) from the arguments; errors name the fix."""
+def resolve_run(args: argparse.Namespace) -> tuple[Config, Path]:
+    """(config, run directory) from the arguments; errors name the fix."""
     from hrm.run.config import apply_overrides, load_config, load_preset, validate_run_name
 
     preset, overrides = None, []
@@ -129,7 +140,12 @@ def resolve_run(args: argparse.Namespace):
         if not cfg_path.is_file():
             raise FileNotFoundError(f"{cfg_path} does not exist: give a preset to start a new run in {args.run_dir}")
         cfg = apply_overrides(load_config(cfg_path), overrides)
-        return cfg, args.run_dir, not _has_history(args.run_dir)
+        if _has_history(args.run_dir) and not args.resume:
+            raise FileExistsError(
+                f"{args.run_dir} already holds a run; continue it with --resume latest "
+                "(from its newest checkpoint, or from step 0 if it has none)"
+            )
+        return cfg, args.run_dir
     cfg = load_preset(preset, overrides)
     if args.run_name:
         cfg = apply_overrides(cfg, [f"run.name={args.run_name}"])
@@ -140,9 +156,10 @@ def resolve_run(args: argparse.Namespace):
         run_dir = _runs_root(args.runs_root) / validate_run_name(name)
     if _has_history(run_dir) and not args.resume:
         raise FileExistsError(
-            f"{run_dir} already holds a run; continue it with --resume latest, or choose another --run-name / --run-dir"
+            f"{run_dir} already holds a run; continue it with --resume latest (from its newest checkpoint, "
+            "or from step 0 if it has none), or choose another --run-name / --run-dir"
         )
-    return cfg, run_dir, not args.resume
+    return cfg, run_dir
 
 
 def _has_history(run_dir: Path) -> bool:
@@ -159,28 +176,28 @@ def ctl_main(argv: list[str]) -> int:
         return EXIT_USAGE
     from hrm.run.control import send_command
 
-    reply = send_command(run, args.cmd, timeout=args.timeout)
-    if not reply.get("ok") and args.cmd == "status":
-        reply = _offline_status(run, reply)
+    if args.cmd == "status":
+        reply = status_reply(run, args.timeout)
+    else:
+        reply = send_command(run, args.cmd, timeout=args.timeout)
     print(json.dumps(reply))
     if not reply.get("ok"):  # stdout stays one JSON object for scripts; people read stderr
         print(f"hrm-train ctl: {reply.get('error') or reply}", file=sys.stderr)
     return EXIT_OK if reply.get("ok") else EXIT_FAILED
 
 
-def _offline_status(run: Path, reply: dict) -> dict:
-    """No live trainer: report the last status the run recorded."""
-    from hrm.run.events import read_events
+def status_reply(run: Path, timeout: float) -> dict[str, Any]:
+    """The run's state as hrm.run.status reads it (state.json, liveness); a live trainer's own
+    answer over the socket when it gives one (its step is the freshest)."""
+    from hrm.run.control import send_command
+    from hrm.run.status import read_status
 
-    events = read_events(run / EVENTS_FILE) if (run / EVENTS_FILE).is_file() else []
-    last = next((e for e in reversed(events) if e.get("kind") == "status"), None)
-    if last is None:
-        return reply
-    return {
-        "ok": True,
-        "cmd": "status",
-        "live": False,
-        "state": last.get("state"),
-        "step": last.get("step"),
-        "message": last.get("reason") or last.get("error") or last.get("state"),
-    }
+    st = read_status(run)
+    out: dict[str, Any] = {"ok": True, "cmd": "status", **st.to_dict()}
+    out["running_s"], out["paused_s"] = round(st.running_time(), 3), round(st.paused_time(), 3)
+    if st.live:
+        live = send_command(run, "status", timeout=timeout)
+        if live.get("ok"):
+            out.update(state=live.get("state", st.state), step=live.get("step", st.step))
+    out["message"] = st.reason or STATE_LABELS.get(str(out["state"]), str(out["state"]))
+    return out

@@ -9,26 +9,43 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from hrm.run.layout import config_path, log_path
+from hrm.run.config import Config
+from hrm.run.layout import log_path
 
 log = logging.getLogger("hrm.train")
 
 
-def setup_logging(run_dir: Path | None, rank: int) -> None:
+class _NoTraceback(logging.Formatter):
+    """stderr gets one line per record; the traceback stays in trainer.log (or --debug)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        saved = record.exc_info, record.exc_text, record.stack_info
+        record.exc_info = record.exc_text = record.stack_info = None
+        try:
+            return super().format(record)
+        finally:
+            record.exc_info, record.exc_text, record.stack_info = saved
+
+
+def setup_logging(run_dir: Path | None, rank: int, debug: bool = False) -> None:
     """Rank 0 logs to stderr and to run_dir/trainer.log (unless stderr already is that file, as
-    when the app launches us with output redirected there); other ranks log warnings to stderr."""
+    when the app launches us with output redirected there); other ranks log warnings to stderr.
+    Tracebacks go to trainer.log; to stderr only with `debug` (or when stderr is trainer.log)."""
     root = logging.getLogger()
     for h in list(root.handlers):
         if getattr(h, "_hrm", False):
             root.removeHandler(h)
-    fmt = logging.Formatter(f"%(asctime)s {'' if rank == 0 else f'[rank {rank}] '}%(levelname)s %(name)s: %(message)s")
-    handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
-    if rank == 0 and run_dir is not None:
-        path = log_path(run_dir)
-        if not _same_file(sys.stderr, path):
-            handlers.append(logging.FileHandler(path, encoding="utf-8"))
+    spec = f"%(asctime)s {'' if rank == 0 else f'[rank {rank}] '}%(levelname)s %(name)s: %(message)s"
+    full, short = logging.Formatter(spec), _NoTraceback(spec)
+    stderr_is_log = rank == 0 and run_dir is not None and _same_file(sys.stderr, log_path(run_dir))
+    err = logging.StreamHandler(sys.stderr)
+    err.setFormatter(full if debug or stderr_is_log else short)
+    handlers: list[logging.Handler] = [err]
+    if rank == 0 and run_dir is not None and not stderr_is_log:
+        fh = logging.FileHandler(log_path(run_dir), encoding="utf-8")
+        fh.setFormatter(full)
+        handlers.append(fh)
     for h in handlers:
-        h.setFormatter(fmt)
         h._hrm = True  # type: ignore[attr-defined]
         root.addHandler(h)
     root.setLevel(logging.INFO)
@@ -43,11 +60,20 @@ def _same_file(stream: Any, path: Path) -> bool:
 
 
 def launch(
-    cfg: Any, run_dir: Path, *, fresh: bool, resume: str | None, stop_at_step: int | None, take_over: bool = False
+    cfg: Config,
+    run_dir: Path,
+    *,
+    resume: str | None,
+    stop_at_step: int | None,
+    take_over: bool = False,
+    debug: bool = False,
 ) -> int:
-    from hrm.run.config import config_from_dict, load_config, save_config
+    """Train `cfg` in `run_dir`; the exit code: 0 finished or stopped with the final checkpoint on
+    disk, 1 failed (the final state not saved included), 2 refused before anything was written."""
+    from hrm.run.config import config_from_dict
     from hrm.run.lock import TrainerAlreadyRunning, acquire, release
     from hrm.train import distributed as D
+    from hrm.train.fit import MemoryPlanError
     from hrm.train.session import Session
     from hrm.train.state import CheckpointError
     from hrm.train.trainer import run_training
@@ -62,22 +88,16 @@ def launch(
         cfg_dict, run_dir_s = D.broadcast_object(env, (cfg.to_dict(), str(run_dir)))
         cfg, run_dir = config_from_dict(cfg_dict), Path(run_dir_s)
         if env.is_main:
-            # Locked before anything in the directory is touched (config.yaml, trainer.log): a refused
-            # start changes nothing. Session.open finds the lock already ours.
+            # Locked before anything in the directory is touched (trainer.log): a refused start changes
+            # nothing. Session.open finds the lock already ours, and writes config.yaml once its start
+            # point is validated.
             try:
                 acquire(run_dir, take_over=take_over)
             except TrainerAlreadyRunning as e:
                 print(f"hrm-train: {e}", file=sys.stderr)
                 return 2
-        if env.is_main:
             run_dir.mkdir(parents=True, exist_ok=True)
-            cfg_path = config_path(run_dir)
-            if fresh or not cfg_path.is_file():
-                save_config(cfg, cfg_path)
-            elif load_config(cfg_path).to_dict() != cfg.to_dict():
-                # Resumed with overrides (e.g. more steps): config.yaml stays the run's current truth.
-                save_config(cfg, cfg_path)
-        setup_logging(run_dir, env.rank)
+        setup_logging(run_dir, env.rank, debug)
         log.info("run directory %s (rank %d of %d, %s)", run_dir, env.rank, env.world_size, env.device)
         if env.device.type == "cpu":
             from hrm.train.host_alloc import keep_freed_memory
@@ -85,12 +105,12 @@ def launch(
             keep_freed_memory()
         try:
             session = Session.open(cfg, run_dir, env, resume=resume, stop_at_step=stop_at_step)
-        except (TrainerAlreadyRunning, CheckpointError) as e:
+        except (TrainerAlreadyRunning, CheckpointError, MemoryPlanError) as e:
+            _to_log_only(f"hrm-train: {e}")
             print(f"hrm-train: {e}", file=sys.stderr)
             return 2
         except Exception as e:
-            log.error("start-up failed: %s", e)
-            print(f"hrm-train: start-up failed: {e}", file=sys.stderr)
+            log.error("start-up failed: %s", e, exc_info=e)
             return 1
         try:
             return run_training(session)
@@ -101,6 +121,14 @@ def launch(
             release(run_dir)  # usually Session.close has already released it
         D.cleanup(env)
         _remove_handlers()
+
+
+def _to_log_only(line: str) -> None:
+    """A refusal printed on stderr is also kept in trainer.log (when that is another file)."""
+    for h in logging.getLogger().handlers:
+        if getattr(h, "_hrm", False) and isinstance(h, logging.FileHandler) and h.stream is not None:
+            h.stream.write(line + "\n")
+            h.flush()
 
 
 def _remove_handlers() -> None:

@@ -1,205 +1,181 @@
-"""Where a session starts (fresh, a full checkpoint of ours, or reference weights only) and how it
-writes checkpoints (the dict of hrm.train.state, handed to the background writer of
-hrm.train.checkpoint on rank 0)."""
+"""Where a session starts: fresh, a full checkpoint of ours, or weights only (a reference checkpoint,
+or `train.init_from`). Two steps, both before anything is written to the run directory:
+
+`choose_start` finds and verifies the file (for `--resume latest`, the newest checkpoint that
+verifies, naming those it skipped; no checkpoint at all starts from step 0 in place);
+`apply_start` puts it into the built parts and returns the `StartPoint` the session begins at."""
 
 from __future__ import annotations
 
 import logging
-import time
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
-from hrm.run.layout import checkpoint_path, checkpoints_dir
+from hrm.run.ckpt_index import latest_checkpoint, list_checkpoints
+from hrm.run.config import Config
+from hrm.run.layout import checkpoints_dir
 from hrm.train import distributed as D
 from hrm.train import state as S
+from hrm.train.parts import Parts
+
+if TYPE_CHECKING:
+    from hrm.model.hrm_act import Carry
 
 log = logging.getLogger(__name__)
 
-
-def find_latest(run_dir: Path) -> Path:
-    """The newest complete checkpoint of a run directory (temp files never count)."""
-    from hrm.train.checkpoint import latest_checkpoint
-
-    path = latest_checkpoint(checkpoints_dir(run_dir))
-    if path is None:
-        raise S.CheckpointError(
-            f"--resume latest: no checkpoint in {Path(run_dir) / 'checkpoints'}; "
-            "start without --resume or name a checkpoint file"
-        )
-    return Path(path)
+# `resumed_from` of a `run` event that restarted a directory without a checkpoint: readers
+# supersede every earlier train/eval event past step 0, as for any resume.
+RESTART_IN_PLACE = "step 0"
 
 
-def resolve_resume(run_dir: Path, resume: str | None) -> Path | None:
-    if not resume:
-        return None
-    return find_latest(run_dir) if resume == "latest" else Path(resume).expanduser()
+@dataclass(frozen=True)
+class Note:
+    level: str  # "info" | "warning"
+    message: str
 
 
-def apply_start_point(s: Any, resume: str | None) -> None:
-    """Load a checkpoint (ours: everything; reference: weights only) into the built session."""
-    path = resolve_resume(s.run_dir, resume)
-    init_from = getattr(s.cfg.train, "init_from", None)
-    if path is None and not init_from:
-        return
-    src = path or Path(init_from).expanduser()
-    ckpt = S.load_checkpoint_file(src)
-    model = s.head.model
-    if S.is_full_checkpoint(ckpt) and path is not None:
-        S.check_version(ckpt, src)
-        S.check_model_fit(model, ckpt["model"], src)
-        model.load_state_dict(ckpt["model"])
-        _check_block_path(s, ckpt.get("block_path"), src)
-        s.optim.load_state_dict(ckpt["optimizers"])
-        s.loader.load_state_dict(ckpt["loader"])
-        s.start_step = int(ckpt["step"])
-        s.carry = _carry_from(s, ckpt["carry"])
-        S.restore_rank_rng(s.env, ckpt["rng"], int(s.cfg.train.seed), s.start_step)
-        s.resumed_from = _display(s.run_dir, src)
-        s.log_event(
-            "info",
-            f"resumed from {s.resumed_from} at step {s.start_step}"
-            + (f" (written by {ckpt.get('world_size')} ranks)" if ckpt.get("world_size") else ""),
-        )
-        return
-    # Weights only: a reference checkpoint, or one of ours used as init_from.
-    weights = ckpt["model"] if S.is_full_checkpoint(ckpt) else ckpt
-    from hrm.model.reference import load_model_weights
+@dataclass(frozen=True)
+class StartFile:
+    """A verified checkpoint file and how it will be used."""
 
-    try:
-        load_model_weights(s.head, weights)
-    except Exception as e:
-        raise S.CheckpointError(f"checkpoint {src} does not fit the config: {e}") from e
-    s.resumed_from = None
-    s.log_event(
-        "warning",
-        f"initialised weights from {src} (weights only): optimizer state, data order and "
-        "the ACT carry start fresh at step 0",
-    )
+    path: Path
+    ckpt: dict[str, Any]
+    full: bool  # everything (resume) rather than weights only
+    notes: tuple[Note, ...] = ()
 
 
-def _check_block_path(s: Any, saved: str | None, src: Path) -> None:
-    """Resuming on another block path (model.cpu_kernels, the machine) warns, or refuses under
-    train.strict_resume: the paths agree to float32 rounding, not bitwise."""
-    from hrm.model import cpu_path
-
-    now = cpu_path.selected()
-    why = cpu_path.resume_mismatch(saved, now) if now is not None else ""
-    if why and s.cfg.train.strict_resume:
-        raise S.CheckpointError(f"{src}: {why}; train.strict_resume=true refuses it (set model.cpu_kernels)")
-    if why:
-        s.log_event("warning", f"resuming {src.name}: {why}")
+@dataclass(frozen=True)
+class StartPoint:
+    step: int = 0
+    carry: Carry | None = None
+    resumed_from: str | None = None  # run-relative path, RESTART_IN_PLACE, or None (a fresh run)
+    notes: tuple[Note, ...] = field(default_factory=tuple)
 
 
-def _display(run_dir: Path, path: Path) -> str:
+def display(run_dir: Path, path: Path) -> str:
+    """A path as the run's events name it: relative to the run directory when inside it."""
     try:
         return str(Path(path).resolve().relative_to(Path(run_dir).resolve()))
     except ValueError:
         return str(path)
 
 
-def _carry_from(s: Any, saved: dict[str, torch.Tensor]) -> Any:
+def _candidates(run_dir: Path) -> list[Path]:
+    """Checkpoints of the live branch, newest first: the latest, then the earlier ones by step."""
+    latest = latest_checkpoint(checkpoints_dir(run_dir))
+    if latest is None:
+        return []
+    older = [c for c in list_checkpoints(run_dir) if c.path != latest]
+    latest_step = next((c.step for c in list_checkpoints(run_dir) if c.path == latest), None)
+    if latest_step is not None:
+        older = [c for c in older if c.step < latest_step]  # higher steps belong to an abandoned branch
+    return [latest, *(c.path for c in sorted(older, key=lambda c: c.step, reverse=True))]
+
+
+def _latest_that_verifies(run_dir: Path) -> StartFile | None:
+    skipped: list[str] = []
+    for path in _candidates(run_dir):
+        try:
+            ckpt = S.load_checkpoint_file(path)
+            S.check_version(ckpt, path)
+        except S.CheckpointError as e:
+            skipped.append(f"{display(run_dir, path)} ({e})")
+            continue
+        notes = tuple(Note("warning", f"--resume latest: skipped {s}") for s in skipped)
+        return StartFile(path=path, ckpt=ckpt, full=True, notes=notes)
+    if skipped:
+        raise S.CheckpointError(
+            f"--resume latest: no checkpoint in {checkpoints_dir(run_dir)} verifies ({'; '.join(skipped)}); "
+            "name an earlier checkpoint file with --resume PATH"
+        )
+    return None
+
+
+def choose_start(cfg: Config, run_dir: Path, resume: str | None) -> StartFile | None:
+    """The verified start file, or None for step 0. Raises CheckpointError (one line naming the
+    file, the problem and the fix) for a file that cannot be used; writes nothing."""
+    if resume == "latest":
+        found = _latest_that_verifies(run_dir)
+        if found is not None:
+            return found
+        if not cfg.train.init_from:
+            return None  # a run killed before its first checkpoint: apply_start says so
+    if resume and resume != "latest":
+        path = Path(resume).expanduser()
+        ckpt = S.load_checkpoint_file(path)
+        if S.is_full_checkpoint(ckpt):
+            S.check_version(ckpt, path)
+            return StartFile(path=path, ckpt=ckpt, full=True)
+        return StartFile(path=path, ckpt=ckpt, full=False)
+    if cfg.train.init_from:
+        path = Path(cfg.train.init_from).expanduser()
+        return StartFile(path=path, ckpt=S.load_checkpoint_file(path), full=False)
+    return None
+
+
+def apply_start(
+    cfg: Config, run_dir: Path, env: D.DistEnv, parts: Parts, start: StartFile | None, resume: str | None
+) -> StartPoint:
+    """Load `start` into `parts` (model, optimizers, loader, RNG); the StartPoint says where the
+    loop begins. A file that does not fit the model raises CheckpointError."""
+    if start is None:
+        if resume == "latest":
+            msg = (
+                f"--resume latest: no checkpoint in {checkpoints_dir(run_dir)} (the run ended before its first); "
+                "starting from step 0 in place"
+            )
+            return StartPoint(resumed_from=RESTART_IN_PLACE, notes=(Note("warning", msg),))
+        return StartPoint()
+    src, ckpt = start.path, start.ckpt
+    if start.full:
+        S.check_model_fit(parts.model, ckpt["model"], src)
+        path_note = _check_block_path(cfg, ckpt.get("block_path"), src)
+        parts.model.load_state_dict(ckpt["model"])
+        parts.optim.load_state_dict(ckpt["optimizers"])
+        parts.loader.load_state_dict(ckpt["loader"])
+        step = int(ckpt["step"])
+        carry = _carry_from(env, ckpt["carry"])
+        S.restore_rank_rng(env, ckpt["rng"], int(cfg.train.seed), step)
+        shown = display(run_dir, src)
+        ranks = ckpt.get("world_size")
+        msg = f"resumed from {shown} at step {step}" + (
+            f" (written by {ranks} rank{'s' * (ranks != 1)})" if ranks else ""
+        )
+        notes = (*start.notes, *path_note, Note("info", msg))
+        return StartPoint(step=step, carry=carry, resumed_from=shown, notes=notes)
+    # Weights only: a reference checkpoint, or one of ours used as init_from.
+    weights = ckpt["model"] if S.is_full_checkpoint(ckpt) else ckpt
+    from hrm.model.reference import load_model_weights
+
+    try:
+        load_model_weights(parts.head, weights)
+    except Exception as e:
+        raise S.CheckpointError(f"checkpoint {src} does not fit the config: {e}") from e
+    msg = (
+        f"initialised weights from {src} (weights only): optimizer state, data order and "
+        "the ACT carry start fresh at step 0"
+    )
+    return StartPoint(notes=(*start.notes, Note("warning", msg)))
+
+
+def _check_block_path(cfg: Config, saved: str | None, src: Path) -> tuple[Note, ...]:
+    """Resuming on another block path (model.cpu_kernels, the machine) warns, or refuses under
+    train.strict_resume: the paths agree to float32 rounding, not bitwise."""
+    from hrm.model import cpu_path
+
+    now = cpu_path.selected()
+    why = cpu_path.resume_mismatch(saved, now) if now is not None else ""
+    if why and cfg.train.strict_resume:
+        raise S.CheckpointError(f"{src}: {why}; train.strict_resume=true refuses it (set model.cpu_kernels)")
+    return (Note("warning", f"resuming {src.name}: {why}"),) if why else ()
+
+
+def _carry_from(env: D.DistEnv, saved: dict[str, torch.Tensor]) -> Carry | None:
     if not saved:
         return None
     from hrm.model.hrm_act import carry_from_state_dict
 
-    return carry_from_state_dict(S.local_carry(s.env, saved, s.env.device))
-
-
-def _carry_sd(carry: Any) -> dict[str, torch.Tensor]:
-    if carry is None:
-        return {}
-    from hrm.model.hrm_act import carry_state_dict
-
-    return carry_state_dict(carry)
-
-
-def build_checkpoint(s: Any, step: int, carry: Any, metrics: dict[str, Any]) -> dict[str, Any] | None:
-    """Collective: every rank calls it; rank 0 gets the dict (CPU copies), the others None."""
-    carry_sd = S.global_carry(s.env, _carry_sd(carry))
-    rng = S.gather_rng(s.env)
-    if not s.env.is_main:
-        return None
-    return {
-        "format": S.CKPT_FORMAT,
-        "version": S.CKPT_VERSION,
-        "step": int(step),
-        "epoch": s.loader_epoch(),
-        # The writer copies every tensor to CPU before returning: training may go on at once.
-        "model": s.head.model.state_dict(),
-        "optimizers": s.optim.state_dict(),
-        "loader": s.loader.state_dict(),
-        "rng": rng,
-        "carry": carry_sd,
-        "config": s.cfg.to_dict(),
-        "metrics": _plain(metrics),
-        "world_size": s.env.world_size,
-        "block_path": _block_path(),
-    }
-
-
-def _block_path() -> str | None:
-    from hrm.model import cpu_path
-
-    chosen = cpu_path.selected()
-    return chosen.path if chosen is not None else None
-
-
-def _plain(obj: Any) -> Any:
-    # weights_only loading accepts only plain containers and numbers
-    if isinstance(obj, dict):
-        return {str(k): _plain(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_plain(v) for v in obj]
-    if isinstance(obj, (int, float, str, bool)) or obj is None:
-        return obj
-    return str(obj)
-
-
-def _writer(s: Any) -> Any:
-    if s.writer is None:
-        from hrm.train.checkpoint import CheckpointWriter
-
-        def failed(info: dict[str, Any]) -> None:
-            s.log_event("error", f"checkpoint at step {info['step']} not written: {info['error']}")
-
-        s.writer = CheckpointWriter(checkpoints_dir(s.run_dir), keep_last=int(s.cfg.train.keep_last), on_error=failed)
-    return s.writer
-
-
-def write_checkpoint(s: Any, step: int, carry: Any, metrics: dict[str, Any], wait: bool) -> str | None:
-    t0 = time.perf_counter()
-    ckpt = build_checkpoint(s, step, carry, metrics)
-    if ckpt is None:
-        if wait:  # rank 0 writes; the others wait for it at a named barrier, not in the next step's all-reduce
-            D.barrier_after_rank0(s.env, "checkpoint written")
-        return None
-    score = (metrics.get("eval") or {}).get("exact_accuracy")
-    path = checkpoint_path(s.run_dir, step)
-    stall = time.perf_counter() - t0
-
-    def done(info: dict[str, Any]) -> None:
-        rel = _display(s.run_dir, Path(info["path"]))
-        s.event("checkpoint", step, path=rel, size=info["size"], seconds=info["seconds"], stall_s=round(stall, 4))
-
-    _writer(s).save(ckpt, path, score=score, on_done=done)
-    if wait:
-        wait_writes(s)
-        D.barrier_after_rank0(s.env, "checkpoint written")
-    s.last_checkpoint = _display(s.run_dir, path)
-    return s.last_checkpoint
-
-
-def pending_writes(s: Any) -> bool:
-    return s.writer is not None and s.writer.pending()
-
-
-def wait_writes(s: Any) -> None:
-    if s.writer is not None:
-        s.writer.wait()
-
-
-def close_writer(s: Any) -> None:
-    s.writer.close()
-    s.writer = None
+    return carry_from_state_dict(S.local_carry(env, saved, env.device))

@@ -1,65 +1,88 @@
-"""A training session: the run directory's lifecycle around one trainer process.
+"""A training session: one trainer process's run, built in one place (`Session.open`) and torn down
+by `close` whatever happened.
 
-Rank 0 owns the run directory: trainer.pid (refusing a second live trainer), events.jsonl,
-control.sock, the system sampler and checkpoints. Other ranks hold the same model, optimizers,
-loader and carry, and take part in every collective. `Session.open` builds each component in its
-own function; `close` tears them down whatever happened."""
+Rank 0 owns the run directory (the lock, config.yaml, events.jsonl, state.json, control.sock, the
+system sampler, checkpoints: `RunRecord` and `RunCheckpoints`). Other ranks hold the same parts
+(`Parts`: model, optimizers, loader) and take part in every collective. The session holds the live
+step, so status and system events carry it whoever writes them."""
 
 from __future__ import annotations
 
 import logging
-import traceback
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from hrm.run.layout import COMMANDS as LAYOUT_COMMANDS
-from hrm.run.layout import QUERIES, checkpoints_dir, events_path
-from hrm.train import build as B
+from hrm.run.config import Config
+from hrm.run.layout import COMMANDS, QUERIES
 from hrm.train import distributed as D
 from hrm.train import resume as R
-from hrm.train.fit import check_memory
+from hrm.train.ckpt_io import RunCheckpoints
+from hrm.train.parts import Parts, build_parts
+from hrm.train.record import RunRecord
 from hrm.train.steering import Steering
+
+if TYPE_CHECKING:
+    from hrm.data.loader import TrainLoader
+    from hrm.data.prefetch import PrefetchLoader
+    from hrm.model.hrm_act import Carry
+    from hrm.model.losses import ACTLossHead
+    from hrm.optim.container import OptimizerSet
+    from hrm.run.control import ControlServer
+    from hrm.run.sysmon import SystemSampler
 
 log = logging.getLogger(__name__)
 
 
 class Session:
-    def __init__(self, cfg: Any, run_dir: Path, env: D.DistEnv) -> None:
+    def __init__(
+        self,
+        cfg: Config,
+        run_dir: Path,
+        env: D.DistEnv,
+        record: RunRecord,
+        parts: Parts,
+        start: R.StartPoint,
+        stop_at_step: int | None = None,
+    ) -> None:
         self.cfg, self.run_dir, self.env = cfg, Path(run_dir), env
-        self.events = None
-        self.server = None
-        self.sampler = None
-        self.writer = None
-        self.sinks: list[Any] = []
+        self.record, self.parts, self.start = record, parts, start
+        self.step = start.step  # the live step: the trainer advances it
+        self.carry: Carry | None = start.carry
+        self.stop_at_step = stop_at_step
+        self.ckpts = RunCheckpoints(cfg, self.run_dir, env, parts, record)
         self.steering = Steering(env.rank, device=env.device)
-        self.start_step = 0
-        self.carry: Any = None
-        self.stop_at_step: int | None = None
-        self.last_checkpoint: str | None = None
-        self.resumed_from: str | None = None
-        self.state = "starting"
-        self._pid_held = False
+        self.server: ControlServer | None = None
+        self.sampler: SystemSampler | None = None
 
     # --- building ----------------------------------------------------------------------------
     @classmethod
     def open(
-        cls, cfg: Any, run_dir: Path, env: D.DistEnv, resume: str | None = None, stop_at_step: int | None = None
+        cls, cfg: Config, run_dir: Path, env: D.DistEnv, resume: str | None = None, stop_at_step: int | None = None
     ) -> Session:
-        s = cls(cfg, run_dir, env)
-        s.stop_at_step = stop_at_step
+        """Claim the directory, verify the start point, build the parts and load the start into
+        them — all before the first write to the directory — then record the start."""
+        record = RunRecord(cfg, Path(run_dir), env.is_main)
+        D.watch_reports_to(env, lambda msg: record.status("failed", 0, msg, error=msg), lambda: 0)
         try:
-            s._open_run_dir()
-            D.watch_reports_to(env, lambda msg: s.status("failed", error=msg), s.current_step)
+            record.claim()
+            chosen = R.choose_start(cfg, Path(run_dir), resume)
+            parts = build_parts(
+                cfg, env, lambda state, reason=None, **f: record.status(state, 0, reason, **f), record.event
+            )
+            start = R.apply_start(cfg, Path(run_dir), env, parts, chosen, resume)
+            record.open(start.step, parts.total_steps)
+        except BaseException as e:
+            if record.opened:  # a start that failed after it began to write says so
+                msg = _describe(env, e)
+                record.status("failed", 0, msg, error=msg)
+            record.close()
+            raise
+        s = cls(cfg, Path(run_dir), env, record, parts, start, stop_at_step)
+        D.watch_reports_to(env, lambda msg: s.status("failed", msg, error=msg), s.current_step)
+        try:
             s.status("starting")
-            s.data = B.prepare_dataset(cfg, env, s.status, s.event)
-            s.total_steps = B.total_steps(cfg, s.data)
-            s.mcfg = B.model_config(cfg, s.data, env)
-            check_memory(cfg, s.mcfg, env.device, env.world_size)
-            s.head = B.build_head(cfg, s.data, env)
-            s.train_forward = B.train_forward(cfg, s.head)
-            s.optim = B.build_optimizers(cfg, s.head, s.total_steps, env)
-            s.loader = B.build_loader(cfg, s.data, env)
-            R.apply_start_point(s, resume)
+            for note in start.notes:
+                s.log_event(note.level, note.message)
             s._open_control()
             s._write_run_event()
             s._start_sampler()
@@ -69,63 +92,70 @@ class Session:
             raise
         return s
 
-    def _open_run_dir(self) -> None:
-        if not self.env.is_main:
-            return
-        from hrm.run.events import EventWriter
-        from hrm.run.lock import acquire
+    # Component views the trainer and the benches use.
+    @property
+    def head(self) -> ACTLossHead:
+        return self.parts.head
 
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        acquire(self.run_dir)
-        self._pid_held = True
-        checkpoints_dir(self.run_dir).mkdir(exist_ok=True)
-        self.events = EventWriter(events_path(self.run_dir))
-        if self.cfg.sinks.tensorboard or self.cfg.sinks.wandb:
-            from hrm.train.sinks import build_sinks
+    @property
+    def optim(self) -> OptimizerSet:
+        return self.parts.optim
 
-            self.sinks = [
-                build_sinks(self.cfg.sinks, self.run_dir, run_name=self.cfg.run.name, task=self.cfg.data.task)
-            ]
-        from hrm.progress import TrainProgress
+    @property
+    def loader(self) -> TrainLoader | PrefetchLoader:
+        return self.parts.loader
 
-        self.sinks.append(TrainProgress())  # progress lines on stderr (trainer.log when launched by the app)
+    @property
+    def total_steps(self) -> int:
+        return self.parts.total_steps
+
+    @property
+    def state(self) -> str:
+        return self.record.state
+
+    @property
+    def last_checkpoint(self) -> str | None:
+        return self.ckpts.last
 
     def _open_control(self) -> None:
         if self.env.is_main:
             from hrm.run.control import ControlServer
 
-            self.server = ControlServer(self.run_dir, commands=LAYOUT_COMMANDS + QUERIES)
+            self.server = ControlServer(self.run_dir, commands=COMMANDS + QUERIES)
             self.steering = Steering(0, self.server, status_fn=self._status_fields, device=self.env.device)
         self.steering.install_signals()
 
     def _status_fields(self) -> dict[str, Any]:
         return {
             "state": self.state,
-            "step": self.current_step(),
+            "live": True,
+            "step": self.step,
             "total_steps": self.total_steps,
             "checkpoint": self.last_checkpoint,
             "message": self.state,
         }
 
     def _write_run_event(self) -> None:
-        d = self.data
+        d = self.parts.data
         devices = (
             [str(self.env.device)]
             if not self.env.is_distributed
             else [f"rank{r}:{h}" for r, (h, _pid) in enumerate(self.env.peers)]
         )
+        from hrm.train.build import count_params
+
         self.event(
             "run",
-            self.start_step,
+            self.start.step,
             config=self.cfg.to_dict(),
             task=d.task,
             grid=d.grid,
             vocab_size=d.vocab_size,
-            num_params=B.count_params(self.head),
+            num_params=count_params(self.head),
             devices=devices,
             world_size=self.env.world_size,
             total_steps=self.total_steps,
-            resumed_from=self.resumed_from,
+            resumed_from=self.start.resumed_from,
             dataset={"path": str(d.root), "train_examples": d.train_examples, "test_examples": d.test_examples},
         )
 
@@ -140,101 +170,75 @@ class Session:
         from hrm.train.devices import sampler_options
 
         self.sampler = SystemSampler(
-            lambda fields: self.event("system", self.current_step(), **dict(fields)), **sampler_options(self.env)
+            lambda fields: self.event("system", self.step, **dict(fields)), **sampler_options(self.env)
         )
         self.sampler.start()
 
     def current_step(self) -> int:
-        return getattr(self, "_step_ref", lambda: self.start_step)()
+        return self.step
 
     # --- events --------------------------------------------------------------------------------
     def event(self, kind: str, step: int, **fields: Any) -> None:
-        if self.events is None:
-            return
-        ev = self.events.write(kind, step, **fields)
-        for sink in self.sinks:  # TensorBoard / W&B mirrors (rank 0 only)
-            sink.log_event(ev)
+        self.record.event(kind, step, **fields)
 
-    def status(self, state: str, **fields: Any) -> None:
-        self.state = state
-        self.event("status", self.current_step(), state=state, **fields)
+    def status(self, state: str, reason: str | None = None, **fields: Any) -> None:
+        self.record.status(state, self.step, reason, **fields)
 
     def log_event(self, level: str, message: str) -> None:
         getattr(log, level if level in ("info", "warning", "error") else "info")(message)
-        self.event("log", self.current_step(), level=level, message=message)
+        self.event("log", self.step, level=level, message=message)
 
     def events_tick(self) -> None:
-        if self.events is not None:
-            self.events.maybe_flush()
+        self.record.at_step(self.step)
 
     def loader_epoch(self) -> float:
-        return float(getattr(self.loader, "epoch", 0.0))
+        return self.parts.epoch()
 
     # --- checkpoints -----------------------------------------------------------------------------
-    def write_checkpoint(self, step: int, carry: Any, metrics: dict[str, Any], wait: bool) -> str | None:
+    def write_checkpoint(self, step: int, carry: Carry | None, metrics: dict[str, Any], wait: bool) -> str | None:
         """Collective: every rank gathers carry and RNG; rank 0 writes in the background."""
-        return R.write_checkpoint(self, step, carry, metrics, wait)
+        return self.ckpts.write(step, carry, metrics, wait)
 
     def wait_writes(self) -> None:
-        R.wait_writes(self)
+        self.ckpts.wait()
 
     # --- endings ----------------------------------------------------------------------------------
-    def finish(self, state: str, reason: str, step: int) -> None:
-        if R.pending_writes(self):
-            R.wait_writes(self)
-        fields = {"reason": reason} if state != "failed" else {"error": reason}
-        self.status(state, **fields)
+    def finish(self, state: str, reason: str) -> None:
+        self.ckpts.wait()
+        self.status(state, reason, **({"error": reason} if state == "failed" else {}))
 
     def fail(self, exc: BaseException) -> None:
-        """Record a failure as a `failed` status naming the cause (a dead rank when that is it)."""
-        if isinstance(exc, KeyboardInterrupt):
-            msg = "interrupted during start-up"
-        elif self.env.is_distributed:
-            msg = D.describe_failure(self.env, exc)
-        else:
-            msg = f"{type(exc).__name__}: {exc}"
-        log.error("run failed: %s\n%s", msg, "".join(traceback.format_exception(exc)))
-        if self.events is None and self.env.is_distributed and 0 in D.dead_ranks(self.env):
+        """Record a failure as a `failed` status naming the cause (a dead rank when that is it).
+        The traceback goes to trainer.log (and to stderr only with --debug)."""
+        msg = _describe(self.env, exc)
+        log.error("run failed: %s", msg, exc_info=exc)
+        if not self.env.is_main and self.env.is_distributed and 0 in D.dead_ranks(self.env):
             # rank 0 is gone: the lowest live rank on its host records why the run ended.
-            self._adopt_events()
-        try:
-            self.status("failed", error=msg)
-        except Exception as e:  # the events file itself may be the problem
-            log.error("could not write the failed status: %s", e)
-
-    def _adopt_events(self) -> None:
-        from hrm.run.events import EventWriter
-
-        live = [r for r in range(self.env.world_size) if r not in D.dead_ranks(self.env)]
-        if live and live[0] == self.env.rank and events_path(self.run_dir).is_file():
-            self.events = EventWriter(events_path(self.run_dir))
-        if self.cfg.sinks.tensorboard or self.cfg.sinks.wandb:
-            from hrm.train.sinks import build_sinks
-
-            self.sinks = [
-                build_sinks(self.cfg.sinks, self.run_dir, run_name=self.cfg.run.name, task=self.cfg.data.task)
-            ]
+            live = [r for r in range(self.env.world_size) if r not in D.dead_ranks(self.env)]
+            if live and live[0] == self.env.rank:
+                self.record.adopt()
+        self.status("failed", reason=msg, error=msg)
 
     def close(self) -> None:
         self.steering.restore_signals()
-        for name in ("sampler",):
-            obj = getattr(self, name)
-            if obj is not None:
-                try:
-                    obj.stop()
-                except Exception as e:
-                    log.warning("stopping %s: %s", name, e)
-        if self.writer is not None:
-            R.close_writer(self)
+        if self.sampler is not None:
+            try:
+                self.sampler.stop()
+            except Exception as e:
+                log.warning("stopping the system sampler: %s", e)
+        self.ckpts.close()
+        from hrm.data.prefetch import PrefetchLoader
+
+        if isinstance(self.parts.loader, PrefetchLoader):
+            self.parts.loader.close()  # its thread stops; nothing is left reading ahead
         if self.server is not None:
             self.server.close()
-        for sink in self.sinks:
-            sink.close()
-        if self.events is not None:
-            self.events.close()
-            self.events = None
-        if self._pid_held:
-            from hrm.run.lock import release
+        self.record.close()
 
-            release(self.run_dir)
-            self._pid_held = False
+
+def _describe(env: D.DistEnv, exc: BaseException) -> str:
+    if isinstance(exc, KeyboardInterrupt):
+        return "interrupted during start-up"
+    if env.is_distributed:
+        return D.describe_failure(env, exc)
+    return f"{type(exc).__name__}: {exc}"

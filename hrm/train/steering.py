@@ -62,6 +62,7 @@ class Steering:
         # that thread is inside `with self._lock` below; a plain Lock would deadlock the trainer.
         self._lock = threading.RLock()
         self._signal_stop = ""
+        self._own_stop = ""  # a stop the trainer asks of itself (rank 0: its events cannot be written)
         self._signal_checkpoint = False
         self._pending: list[tuple[str, Any]] = []
         self.paused = False
@@ -97,6 +98,11 @@ class Steering:
         with self._lock:
             self._signal_checkpoint = True
 
+    def request_stop(self, reason: str) -> None:
+        """Stop at the next step on every rank (folded into the flags like a signal)."""
+        with self._lock:
+            self._own_stop = self._own_stop or reason
+
     # --- control socket ------------------------------------------------------------------
     def _poll_socket(self) -> None:
         if self.server is None:
@@ -122,7 +128,7 @@ class Steering:
         self._poll_socket()
         v = torch.zeros(len(FLAGS), dtype=torch.float64, device=self.device)
         with self._lock:
-            if self._signal_stop:
+            if self._signal_stop or self._own_stop:
                 v[FLAGS.index("stop")] = 1
             if self._signal_checkpoint:
                 v[FLAGS.index("checkpoint")] = 1
@@ -147,8 +153,8 @@ class Steering:
             # A signal flag is consumed only by a decision that acts on it: one that arrived after
             # local_flags() (during the optimizer step, say) waits for the next step instead of being lost.
             if d.stop:
-                d.stop_reason = f"signal {self._signal_stop}" if self._signal_stop else "stop command"
-                self._signal_stop = ""
+                d.stop_reason = f"signal {self._signal_stop}" if self._signal_stop else self._own_stop or "stop command"
+                self._signal_stop = self._own_stop = ""
             if d.checkpoint:
                 self._signal_checkpoint = False
         d.requests, self._pending = self._pending, []

@@ -8,9 +8,11 @@ Components are built in `hrm.train.session` (run directory, events, control, sam
 from __future__ import annotations
 
 import logging
+import math
 import time
 from typing import Any
 
+from hrm.run.config import Config
 from hrm.train import distributed as D
 from hrm.train.evaluate import evaluate
 from hrm.train.health import Health
@@ -29,36 +31,47 @@ class Trainer:
     def __init__(self, session: Session) -> None:
         self.s = session
         self.env: D.DistEnv = session.env
-        self.cfg = session.cfg
-        self.step = session.start_step
+        self.cfg: Config = session.cfg
         self.carry = session.carry
         self.last_train: dict[str, Any] = {}
         self.last_eval: dict[str, Any] = {}
-        self.health = Health(self.cfg)
         self.stop_reason = ""
         self.final_state = "finished"
         self.params = [p for p in session.head.parameters() if p.requires_grad]
         self.trained = trained_tensors(session.head)
+        self.health = Health(self._param_norm_now())
         self.record = TrainRecord()  # the last step's train event, until its parameter norm arrives
         self.gb = int(self.cfg.train.global_batch_size)
         self._t_last = time.perf_counter()
-        self._ckpt_step = -1
         self._window: list[dict[str, Any]] = []
-        session._step_ref = lambda: self.step  # status/system events carry the live step
+
+    @property
+    def step(self) -> int:
+        """The live step is the session's (status and system events carry it)."""
+        return self.s.step
+
+    @step.setter
+    def step(self, value: int) -> None:
+        self.s.step = value
+
+    def _param_norm_now(self) -> float:
+        return math.sqrt(max(0.0, float(param_sq(self.trained))))
 
     # --- the loop ----------------------------------------------------------------------------
     def train(self) -> int:
         """Run until total steps, a stop, an early stop or a health stop. Returns the exit code."""
         s = self.s
         s.status("running")
-        interval_eval = int(getattr(self.cfg.train, "eval_interval", 0) or 0)
-        interval_ckpt = int(getattr(self.cfg.train, "checkpoint_interval", 0) or 0)
+        interval_eval = self.cfg.train.eval_interval or 0
+        interval_ckpt = self.cfg.train.checkpoint_interval or 0
         ckpt_after_eval = not interval_ckpt  # the config's rule: no interval = after every evaluation
         completed = False
         while not self.stop_reason:
             if self.step >= s.total_steps:
                 completed = True
                 break
+            if s.record.error:  # events.jsonl cannot be written (a full disk): stop, keep what is saved
+                s.steering.request_stop(s.record.error)
             d = self._train_one()
             if self.stop_reason:  # a health stop inside the step
                 break
@@ -78,11 +91,26 @@ class Trainer:
             self._early_stop()
         if completed or self.stop_reason.startswith("early stop"):
             self.run_eval()
-            self.save_checkpoint(wait=True)
+            self.save_checkpoint(wait=True, reason="final")
             self.stop_reason = self.stop_reason or f"completed {s.total_steps} steps"
         self.flush_train()
-        s.finish(self.final_state, self.stop_reason, self.step)
-        return 0 if self.final_state == "finished" else 1
+        state, reason = self._ending()
+        s.finish(state, reason)
+        return 0 if state in ("finished", "stopped") else 1
+
+    def _ending(self) -> tuple[str, str]:
+        """The final state: `finished`/`stopped` only with this step's checkpoint on disk."""
+        s = self.s
+        if self.final_state == "failed":
+            return "failed", self.stop_reason
+        if s.record.error:
+            return "failed", s.record.error
+        why = s.ckpts.failure(self.step)
+        if not why and s.ckpts.saved_step != self.step:
+            why = self.health.refusal() if not self.health.healthy else "it was never written"
+        if why:
+            return "failed", f"{self.stop_reason}, but the final checkpoint at step {self.step} was not saved: {why}"
+        return ("stopped" if self.stop_reason.startswith("stopped") else "finished"), self.stop_reason
 
     def _train_one(self) -> Decision:
         s, env = self.s, self.env
@@ -92,16 +120,22 @@ class Trainer:
         if self.carry is None:
             self.carry = s.head.initial_carry(batch)
         self.carry, tensors = forward_backward(
-            s.train_forward, self.carry, batch, self.gb, env, self.params, s.mcfg.halt_max_steps
+            s.parts.train_forward, self.carry, batch, self.gb, env, self.params, s.parts.mcfg.halt_max_steps
         )
+        held = self.record.fields is not None
         vec = pack(env, tensors, self.record.carried(env.device), s.steering.local_flags())
         res = unpack(D.all_reduce_sum(env, vec).cpu(), self.gb)  # the step's one host sync
         self._log_train(self.record.complete(res.prev_param_norm))  # the previous step's event
-        if res.nonfinite:
+        # The weights the previous update left (the same on every rank, so all decide alike).
+        wrecked = self.health.check_params(self.step - 1, res.prev_param_norm) if held else None
+        if res.nonfinite or wrecked:
             s.optim.zero_grad()
             self.step -= 1  # no optimizer step was taken
             d = s.steering.decide(res.flags)
-            self._on_nonfinite(res)
+            if wrecked:
+                self._unhealthy(f"{wrecked}; {self.health.keep(self.s.last_checkpoint)}")
+            else:
+                self._on_nonfinite(res)
             if s.steering.paused and not self.stop_reason:
                 self._act(d)  # answers this step's requests, then waits in the pause loop
                 return Decision()
@@ -132,7 +166,7 @@ class Trainer:
         if held is None:
             return
         step, fields = held
-        n = int(getattr(self.cfg.train, "log_interval", 1) or 1)
+        n = self.cfg.train.log_interval
         if n <= 1:
             self.s.event("train", step, **fields)
             return
@@ -164,10 +198,9 @@ class Trainer:
         extra: dict[str, dict[str, Any]] = {}
         if d.checkpoint:
             path = self.save_checkpoint(wait=True, reason="command")
+            why = self.health.refusal() if path is None else self.s.ckpts.failure(self.step)
             extra["checkpoint"] = (
-                {"path": path, "message": f"checkpoint written: {path}"}
-                if path
-                else {"ok": False, "error": self.health.refusal()}
+                {"path": path, "message": f"checkpoint written: {path}"} if not why else {"ok": False, "error": why}
             )
         if d.eval:
             ev = self.run_eval()
@@ -204,21 +237,23 @@ class Trainer:
 
     def _stop(self, reason: str) -> None:
         self.flush_train()
-        self.s.status("stopping", reason=reason)
+        self.s.status("stopping", reason)
         self.save_checkpoint(wait=True, reason="stop")
         self.stop_reason = f"stopped: {reason}"
 
     def _early_stop(self) -> None:
-        thr = getattr(self.cfg.train, "early_stop_exact_accuracy", None)
+        thr = self.cfg.train.early_stop_exact_accuracy
         acc = self.last_train.get("exact_accuracy")
         if thr is not None and acc is not None and acc >= thr and not self.stop_reason:
             self.s.log_event("info", f"early stop: train exact_accuracy {acc:.4f} >= {thr} at step {self.step}")
             self.stop_reason = f"early stop: train exact_accuracy {acc:.4f} >= {thr}"
 
     def _on_nonfinite(self, res: Any) -> None:
+        self._unhealthy(self.health.record(self.step + 1, res, self.s.last_checkpoint))
+
+    def _unhealthy(self, msg: str) -> None:
         """Log; then stop (no checkpoint: the last good one must survive) or pause."""
-        action = getattr(self.cfg.train, "on_nonfinite", "stop")
-        msg = self.health.record(self.step + 1, res, self.s.last_checkpoint)
+        action = self.cfg.train.on_nonfinite
         self.s.log_event("error", msg + f"; {'pausing' if action == 'pause' else 'stopping'}")
         if action == "pause":
             self.s.steering.paused = True
@@ -233,12 +268,12 @@ class Trainer:
         t = self.cfg.train
         ev = evaluate(
             self.s.head,
-            self.s.data.root,
+            self.s.parts.data.root,
             self.gb,
             self.env,
-            self.s.mcfg.halt_max_steps,
-            max_examples=getattr(t, "eval_max_examples", None),
-            split=getattr(t, "eval_split", "test"),
+            self.s.parts.mcfg.halt_max_steps,
+            max_examples=t.eval_max_examples,
+            split=t.eval_split,
         )
         self.last_eval = {k: v for k, v in ev.items() if k != "samples"}
         self.s.event("eval", self.step, **ev)
@@ -249,16 +284,21 @@ class Trainer:
         """Collective (carry and RNG are gathered). Returns the run-relative path (rank 0), or
         None when the model is unhealthy (the last good checkpoint must not be overwritten)."""
         self.flush_train()  # every step a checkpoint covers is logged before it
-        if self._ckpt_step == self.step:  # decided alike on every rank (the save is collective)
+        if self.s.ckpts.saved_step == self.step:  # decided alike on every rank (the save is collective)
             if wait:
                 self.s.wait_writes()
             return self.s.last_checkpoint  # this step is already saved
+        if self.health.healthy:
+            # The weights now (after the last update): flush_train has just read their norm.
+            norm = self.last_train.get("param_norm")
+            wrecked = self.health.check_params(self.step, norm if norm is not None else self._param_norm_now())
+            if wrecked:
+                self._unhealthy(f"{wrecked}; {self.health.keep(self.s.last_checkpoint)}")
         if not self.health.healthy:
             self.s.log_event("warning", f"checkpoint at step {self.step} skipped: {self.health.refusal()}")
             return None
         metrics = {"train": dict(self.last_train), "eval": dict(self.last_eval)}
         path = self.s.write_checkpoint(self.step, self.carry, metrics, wait=wait)
-        self._ckpt_step = self.step
         self._t_last = time.perf_counter()
         return path
 
