@@ -89,7 +89,7 @@ def step_overhead(preset: str, blocks: int, block_steps: int) -> None:
             # host sync, the train event.
             loss = torch.tensor(1.0, dtype=torch.float64)
             metrics = {k: torch.tensor(1.0) for k in METRIC_KEYS}
-            hms = s.mcfg.halt_max_steps
+            hms = s.parts.mcfg.halt_max_steps
             tensors = StepTensors(
                 loss, metrics, loss, torch.ones(2, dtype=torch.float64), torch.ones(hms if hms > 1 else 0)
             )

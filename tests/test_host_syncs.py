@@ -132,7 +132,7 @@ def test_a_train_step_on_the_gpu_paths_reads_the_device_once(tmp_path: Path, mon
     cfg = load_preset("tiny", ["train.total_steps=100", "train.eval_interval=100", "train.checkpoint_interval=100"])
     s = Session.open(cfg, tmp_path / "run", D.init_distributed("cpu"))
     try:
-        s.loader = PrefetchLoader(s.loader, pin=False)
+        s.parts.loader = PrefetchLoader(s.parts.loader, pin=False)
         t = Trainer(s)
         s.status("running")
         for _ in range(2):  # first-call paths; creates the optimizer state

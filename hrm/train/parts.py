@@ -21,7 +21,7 @@ if TYPE_CHECKING:
     from hrm.optim.container import OptimizerSet
 
 
-@dataclass(frozen=True)
+@dataclass
 class Parts:
     data: B.DataInfo
     total_steps: int
