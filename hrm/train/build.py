@@ -41,7 +41,7 @@ def prepare_dataset(
     cfg: Config,
     env: D.DistEnv,
     status: Callable[..., None] | None = None,
-    event: Callable[..., None] | None = None,
+    event: Callable[..., object] | None = None,
 ) -> DataInfo:
     """Rank 0 builds the dataset if needed (progress goes to trainer.log); the others wait for
     its path, then check it exists on their own host and build it there if it does not.
@@ -64,7 +64,7 @@ def prepare_dataset(
 
 @contextlib.contextmanager
 def _reporting_build(
-    recipe: dict[str, Any], status: Callable[..., None] | None, event: Callable[..., None] | None
+    recipe: dict[str, Any], status: Callable[..., None] | None, event: Callable[..., object] | None
 ) -> Iterator[None]:
     from hrm.progress import BuildProgress, listening
     from hrm.run.recipes import dataset_dir, is_built

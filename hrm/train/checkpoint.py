@@ -80,8 +80,8 @@ def to_cpu(obj: Any, reuse: Any = None) -> Any:
         prev = reuse if isinstance(reuse, dict) else {}
         return type(obj)((k, to_cpu(v, prev.get(k))) for k, v in obj.items())
     if isinstance(obj, (list, tuple)):
-        prev = reuse if isinstance(reuse, (list, tuple)) and len(reuse) == len(obj) else [None] * len(obj)
-        items = [to_cpu(v, r) for v, r in zip(obj, prev)]
+        olds = reuse if isinstance(reuse, (list, tuple)) and len(reuse) == len(obj) else [None] * len(obj)
+        items = [to_cpu(v, r) for v, r in zip(obj, olds)]
         return items if isinstance(obj, list) else tuple(items)
     if hasattr(obj, "copy") and type(obj).__module__ == "numpy":
         return obj.copy()
@@ -233,9 +233,10 @@ class CheckpointWriter:
                 raise
             return
         seconds = time.perf_counter() - start
-        info = {"path": str(final), "step": step, "size": final.stat().st_size, "seconds": seconds, "score": score}
+        size = final.stat().st_size
+        info = {"path": str(final), "step": step, "size": size, "seconds": seconds, "score": score}
         try:
-            self._record_and_prune(final, step, score, info["size"])
+            self._record_and_prune(final, step, score, size)
         except OSError as exc:  # the checkpoint itself is safe; a stale index is only cosmetic
             log.warning("checkpoint index/prune failed: %s", exc)
         if on_done is not None:

@@ -43,7 +43,7 @@ def build_parts(
     cfg: Config,
     env: D.DistEnv,
     status: Callable[..., None] | None = None,
-    event: Callable[..., None] | None = None,
+    event: Callable[..., object] | None = None,
 ) -> Parts:
     """Every component, in dependency order. The dataset is built into the cache on first use,
     reported through `status` ("building") and `event` (progress) on rank 0."""

@@ -12,6 +12,8 @@ import math
 import time
 from typing import Any
 
+import torch
+
 from hrm.run.config import Config
 from hrm.train import distributed as D
 from hrm.train.evaluate import evaluate
@@ -37,7 +39,7 @@ class Trainer:
         self.last_eval: dict[str, Any] = {}
         self.stop_reason = ""
         self.final_state = "finished"
-        self.params = [p for p in session.head.parameters() if p.requires_grad]
+        self.params: list[torch.Tensor] = [p for p in session.head.parameters() if p.requires_grad]
         self.trained = trained_tensors(session.head)
         self.health = Health(self._param_norm_now())
         self.record = TrainRecord()  # the last step's train event, until its parameter norm arrives
