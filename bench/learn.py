@@ -5,8 +5,9 @@ cells (recall) — and exact accuracy every few minutes, then the final table wi
 histogram (the segment at which the model's own Q head would halt, 1..halt_max_steps).
 
 Everything comes from the trainers' own events.jsonl: `changed_accuracy`, `exact_accuracy`, `act_steps_hist`
-of the `eval` events; a run's minutes are the time it spent in state `running` (its `status` events), so the
-dataset build and pauses do not count.
+of the `eval` events; a run's minutes are the time it spent in state `running` (its `status` events) less the
+time its evaluations took (their `seconds`), so the dataset build, pauses and evals do not count: a recursive
+model's eval runs every segment and costs more, which says nothing about how fast it learns.
 
     python bench/learn.py                                   # Sudoku and mazes, 3 presets each, side by side
     python bench/learn.py --tasks sudoku --minutes 10 --mode alternate --slice 1
@@ -15,7 +16,8 @@ dataset build and pauses do not count.
 
 --mode parallel (default) runs all presets at once, one thread each (on 2 cores, 3 runs share them: compare
 only runs made together). --mode alternate keeps one trainer stepping at a time and pauses the others
-(`pause`/`resume` commands), switching every --slice minutes of training: fair on a busy machine.
+(`pause`/`resume` commands), switching every --slice minutes of training, and starts each trainer only once
+the one before it is stepping or paused: fair on a busy machine, and never two trainers stepping at once.
 """
 
 from __future__ import annotations
@@ -44,6 +46,7 @@ PRESETS = {
 }
 TARGETS = {"sudoku": (0.95, 0.50), "maze": (0.90, 0.50)}
 METRIC = {"sudoku": "blanks", "maze": "path"}
+STEPPING = ("running", "paused")
 
 
 class Follower:
@@ -55,6 +58,7 @@ class Follower:
         self.one_pass: bool | None = None
         self.state = "starting"
         self.running_s = 0.0  # closed intervals in state running
+        self.eval_s = 0.0  # time spent evaluating (inside those intervals)
         self.since: float | None = None  # start of the open running interval
         self.last_t: float | None = None
         self.rows: list[dict[str, Any]] = []
@@ -65,7 +69,7 @@ class Follower:
         open_s = 0.0
         if self.since is not None:
             open_s = max(0.0, (now if now is not None else self.last_t or self.since) - self.since)
-        return (self.running_s + open_s) / 60
+        return max(0.0, self.running_s + open_s - self.eval_s) / 60
 
     def feed(self, events: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """Take new events; returns the eval rows they added."""
@@ -82,6 +86,7 @@ class Follower:
             elif kind == "status":
                 self._status(str(e.get("state")), self.last_t)
             elif kind == "eval":
+                self.eval_s += float(e.get("seconds") or 0.0)
                 row = {
                     "minutes": self.minutes(),
                     "step": e.get("step"),
@@ -184,23 +189,29 @@ def start(preset: str, overrides: list[str], root: Path, threads: int) -> tuple[
 
 
 def bench(args: argparse.Namespace, presets: list[str]) -> list[Follower]:
-    procs = [start(p, args.set, args.runs_root, args.threads) for p in presets]
+    pending = list(presets)
+    procs: list[tuple[subprocess.Popen[bytes], Follower]] = []
+    if args.mode == "parallel":
+        procs, pending = [start(p, args.set, args.runs_root, args.threads) for p in presets], []
     followers = [f for _, f in procs]
-    done: set[str] = set()  # presets told to finish (final eval + stop)
+    done: set[Path] = set()  # runs told to finish (final eval + stop)
     active = 0  # alternate mode: the one trainer allowed to step
     slice_end = args.slice
     next_print = time.monotonic() + args.every * 60
     try:
-        while any(p.poll() is None for p, _ in procs):
+        while pending or any(p.poll() is None for p, _ in procs):
             now = time.time()
+            if pending and all(_settled(p, f, i == active) for i, (p, f) in enumerate(procs)):
+                procs.append(start(pending.pop(0), args.set, args.runs_root, args.threads))
+                followers.append(procs[-1][1])
             for i, (p, f) in enumerate(procs):
                 f.poll()
-                if p.poll() is not None or f.preset in done:
+                if p.poll() is not None or f.run_dir in done:
                     continue
                 if args.mode == "alternate" and f.state == "running" and i != active:
                     _command(f, "pause")
                 if f.minutes(now) >= args.minutes:
-                    done.add(f.preset)
+                    done.add(f.run_dir)
                     _command(f, "eval")
                     _command(f, "stop")
             if args.mode == "alternate":
@@ -219,9 +230,14 @@ def bench(args: argparse.Namespace, presets: list[str]) -> list[Follower]:
     return followers
 
 
+def _settled(p: subprocess.Popen[bytes], f: Follower, active: bool) -> bool:
+    """Alternate mode: ended, paused, or the one run allowed to step (so the next one may start)."""
+    return p.poll() is not None or f.state == "paused" or (active and f.state in STEPPING)
+
+
 def _rotate(
     procs: list[tuple[subprocess.Popen[bytes], Follower]],
-    done: set[str],
+    done: set[Path],
     active: int,
     slice_end: float,
     n: float,
@@ -229,13 +245,14 @@ def _rotate(
 ) -> tuple[int, float]:
     """Alternate mode: after `n` training minutes of the active run (or when it is done), resume the next."""
     f = procs[active][1]
-    if f.preset not in done and procs[active][0].poll() is None and f.minutes(now) < slice_end:
+    if f.run_dir not in done and procs[active][0].poll() is None and f.minutes(now) < slice_end:
         return active, slice_end
-    left = [i for i, (p, g) in enumerate(procs) if g.preset not in done and p.poll() is None]
+    # only runs that can step now: one still starting would leave the machine idle until it is up
+    left = [i for i, (p, g) in enumerate(procs) if g.run_dir not in done and p.poll() is None and g.state in STEPPING]
     if not left:
         return active, slice_end
     nxt = min(left, key=lambda i: (procs[i][1].minutes(now), i))  # the one furthest behind
-    if nxt != active and f.preset not in done and procs[active][0].poll() is None:
+    if nxt != active and f.run_dir not in done and procs[active][0].poll() is None:
         _command(f, "pause")
     g = procs[nxt][1]
     if g.state == "paused":

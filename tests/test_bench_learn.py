@@ -37,7 +37,7 @@ THINK = {"H_cycles": 2, "L_cycles": 2, "halt_max_steps": 4}
 
 @pytest.fixture
 def runs(tmp_path: Path) -> tuple[Path, Path]:
-    # one-pass: building 100 s (not counted), running 100..220, eval at 160 (1.0 min) and at 220 (2.0 min)
+    # one-pass: building 100 s (not counted), running 100..220, eval at 160 (1.0 min) and one of 6 s at 220 (1.9 min)
     a = write_run(
         tmp_path / "a",
         "sudoku-cpu",
@@ -46,7 +46,7 @@ def runs(tmp_path: Path) -> tuple[Path, Path]:
             ev(0, "status", state="building"),
             ev(100, "status", state="running"),
             ev(160, "eval", step=50, changed_accuracy=0.5, exact_accuracy=0.01, act_steps_hist=[256]),
-            ev(220, "eval", step=100, changed_accuracy=0.8, exact_accuracy=0.04, act_steps_hist=[256]),
+            ev(220, "eval", step=100, changed_accuracy=0.8, exact_accuracy=0.04, act_steps_hist=[256], seconds=6.0),
             ev(221, "status", state="stopped"),
         ],
     )
@@ -68,7 +68,7 @@ def runs(tmp_path: Path) -> tuple[Path, Path]:
 
 def test_minutes_count_only_the_time_spent_running(runs: tuple[Path, Path]) -> None:
     a, b = learn.report(list(runs))
-    assert [r["minutes"] for r in a.rows] == [1.0, 2.0] and a.one_pass is True
+    assert [r["minutes"] for r in a.rows] == [1.0, 1.9] and a.one_pass is True  # less the 6 s eval
     assert [r["minutes"] for r in b.rows] == [2.0] and b.one_pass is False
     assert (a.preset, b.preset, a.task) == ("sudoku-cpu", "trm-sudoku-cpu", "sudoku")
     assert b.state == "stopped" and b.minutes() == pytest.approx(121 / 60)  # the stop came 1 s later
@@ -79,7 +79,7 @@ def test_table_and_summary_carry_the_last_eval_the_gain_and_the_histogram(runs, 
     out = capsys.readouterr().out
     line_a = next(x for x in out.splitlines() if x.startswith("sudoku-cpu "))
     line_b = next(x for x in out.splitlines() if x.startswith("trm-sudoku-cpu "))
-    assert line_a.split()[2:6] == ["2.0", "100", "80.0%", "4.0%"] and line_a.split()[6] == "-"
+    assert line_a.split()[2:6] == ["1.9", "100", "80.0%", "4.0%"] and line_a.split()[6] == "-"
     # exact 25 % against the one-pass run's 4 %: +21.0 points; mean segment (3 + 150 + 812) / 256 = 3.77
     assert line_b.split()[2:8] == ["2.0", "40", "90.0%", "25.0%", "+21.0", "3.77"]
     assert line_b.endswith("1:3 3:50 4:203")
