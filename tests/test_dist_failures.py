@@ -13,6 +13,7 @@ import os
 import re
 import signal
 import subprocess
+import time
 from pathlib import Path
 
 import psutil
@@ -64,23 +65,35 @@ def test_pick_device_cuda_without_gpu_names_the_fix(monkeypatch: pytest.MonkeyPa
 
 
 # --- the watch on its own -------------------------------------------------------------------------
-def test_watch_names_the_collective_and_the_rank_that_is_elsewhere() -> None:
+def test_watch_names_the_ranks_that_are_elsewhere_or_silent() -> None:
     store = torch.distributed.HashStore()
     reports: list[str] = []
-    w0 = CollectiveWatch(0, 3, timeout_s=10.0, store=store)
-    w1, w2 = CollectiveWatch(1, 3, 10.0, store=store), CollectiveWatch(2, 3, 10.0, store=store)
-    w0.report, w0.step = reports.append, lambda: 42
-    w1.step = w2.step = lambda: 42
-    w1.issued("gradient all-reduce")  # rank 1 is in the same collective, rank 2 is not in any
-    w1.check(), w2.check()
-    w0.issued("gradient all-reduce")
-    assert w0.check() is None and not reports  # far from the timeout: nothing to say yet
-    w0._pending[0] = ("gradient all-reduce", w0._pending[0][1] - (10.0 - report_margin(10.0)), 10.0, 42, None)
-    msg = w0.check()
-    assert msg is not None and reports == [msg] and w0.fired == msg
-    assert "rank 0 waited" in msg and "'gradient all-reduce' (step 42)" in msg
-    assert "rank 2 (not in a collective)" in msg and "rank 1 " not in msg
-    assert w0.check() is None and len(reports) == 1  # reported once
+    w = [CollectiveWatch(r, 4, timeout_s=10.0, store=store) for r in range(4)]
+    for x in w:
+        x.step = lambda: 42
+    w[0].report = reports.append
+    w[1].issued("gradient all-reduce")  # rank 1: in the same collective, running
+    w[3].issued("metrics all-reduce")  # rank 3: running, waiting elsewhere; rank 2: not in any, then silent
+    for x in w[1:]:
+        x.check()
+    w[0].issued("gradient all-reduce")
+    assert w[0].check() is None and not reports  # far from the timeout: nothing to say yet
+
+    def waited(seconds: float) -> None:  # as if rank 0 had waited this long (no sleeping in tests)
+        name, _since, limit, step, done = w[0]._pending[0]
+        w[0]._pending[0] = (name, time.monotonic() - seconds, limit, step, done)
+
+    waited(6.0)  # past half the timeout: rank 0 starts watching the others' heartbeats
+    assert w[0].check() is None and set(w[0]._seen) == {1, 2, 3}
+    w[0]._seen = {r: (v, t - 2.0) for r, (v, t) in w[0]._seen.items()}  # two seconds pass…
+    w[1].check(), w[3].check()  # …in which ranks 1 and 3 keep running and rank 2 does not
+    waited(10.0 - report_margin(10.0))
+    msg = w[0].check()
+    assert msg is not None and reports == [msg] and w[0].fired == msg
+    assert "rank 0 waited 9 s in collective 'gradient all-reduce' (step 42) of a 10 s timeout" in msg
+    assert "rank 2 (silent for 2 s; last: not in a collective)" in msg
+    assert "rank 3 (metrics all-reduce at step 42)" in msg and "rank 1 " not in msg
+    assert w[0].check() is None and len(reports) == 1  # reported once
 
 
 def test_watch_forgets_collectives_that_completed_on_the_device() -> None:
@@ -115,7 +128,7 @@ def _gather_rank(rank: int, world: int, port: int, out: mp.Queue) -> None:
 
 
 def test_checkpoint_carry_is_gathered_on_rank0_only() -> None:
-    ctx = mp.get_context("spawn")
+    ctx = mp.get_context("fork")  # no CUDA here; forking skips two imports of torch
     out = ctx.Queue()
     port = free_port()
     procs = [ctx.Process(target=_gather_rank, args=(r, 2, port, out)) for r in range(2)]
@@ -170,6 +183,7 @@ def test_a_hung_rank_fails_the_run_naming_the_collective_and_the_rank(tmp_path: 
         assert re.search(r"rank 0 waited \d+ s in collective '[^']+' \(step \d+\) of a 6 s timeout", err), err
         assert "not arrived: rank 1" in err, err
         assert "train.dist_timeout_s" in err
+        stopped.kill()  # torchrun would wait out its SIGTERM grace on a stopped process
         assert p.wait(60) != 0
     finally:
         kill_group(p)

@@ -81,6 +81,9 @@ class CollectiveWatch:
         # Set on CUDA: this rank's allocator numbers, published beside its wait for rank 0's sampler.
         self.info: Callable[[], str] | None = None
         self._published_info: str | None = None
+        self.poll = min(1.0, report_margin(self.timeout_s) / 4)
+        self._beat = 0  # bumped at every check: a rank whose value stops changing is not running
+        self._seen: dict[int, tuple[str, float]] = {}  # rank -> (its value, when first seen), while we wait
         self._lock = threading.Lock()
         # Collectives not yet known to have completed, oldest first: (name, since, limit, step, done probe).
         self._pending: list[tuple[str, float, float, int, Callable[[], bool] | None]] = []
@@ -131,8 +134,7 @@ class CollectiveWatch:
             self._thread = None
 
     def _run(self) -> None:
-        poll = min(1.0, report_margin(self.timeout_s) / 4)
-        while not self._stop.wait(poll):
+        while not self._stop.wait(self.poll):
             try:
                 self.check()
             except Exception:  # the watch must never take the trainer down
@@ -141,12 +143,17 @@ class CollectiveWatch:
     def check(self) -> str | None:
         """Publish this rank's wait; report it once when it is within the margin of its timeout."""
         cur = self.current()
-        self._published = self._publish("rank", "-" if cur is None else f"{cur[0]}|{cur[1]}", self._published)
+        self._beat += 1
+        wait = "-" if cur is None else f"{cur[0]}|{cur[1]}"
+        self._published = self._publish("rank", f"{wait}|{self._beat}", self._published)
         if self.info is not None:
             self._published_info = self._publish("info", self.info(), self._published_info)
         if cur is None or self.fired:
+            self._seen.clear()
             return None
         name, step, waited, limit = cur
+        if waited >= limit / 2:
+            self._observe()  # from half the timeout on: who is still running, and where
         if waited < limit - report_margin(limit):
             return None
         msg = (
@@ -168,31 +175,41 @@ class CollectiveWatch:
             log.debug("collective watch: store.set failed: %s", e)
             return last
 
-    def peer_info(self, rank: int) -> str | None:
-        """What rank `rank` last published as its `info` (None when nothing yet)."""
+    def _read(self, key: str) -> str | None:
         if self.store is None:
             return None
         try:
-            key = f"info{rank}"
             return self.store.get(key).decode() if self.store.check([key]) else None
         except Exception as e:
-            log.debug("collective watch: reading %s failed: %s", rank, e)
+            log.debug("collective watch: reading %s failed: %s", key, e)
             return None
 
+    def peer_info(self, rank: int) -> str | None:
+        """What rank `rank` last published as its `info` (None when nothing yet)."""
+        return self._read(f"info{rank}")
+
+    def _observe(self) -> None:
+        now = time.monotonic()
+        for r in range(self.world_size):
+            if r != self.rank:
+                value = self._read(f"rank{r}") or "?"
+                if self._seen.get(r, ("",))[0] != value:
+                    self._seen[r] = (value, now)
+
     def _late_ranks(self, name: str, step: int) -> str:
-        """': rank 1 has not arrived (it is idle after …)' from what the others published."""
+        """': not arrived: rank 1 (silent for 3 s, …)' from what the others published while we waited:
+        a rank whose value stopped changing is not running (stopped, stuck in native code, gone); one that
+        runs but waits elsewhere is named with where it waits."""
         if self.store is None:
             return ": another rank has not arrived"
-        late = []
-        for r in range(self.world_size):
-            if r == self.rank:
-                continue
-            try:
-                key = f"rank{r}"
-                theirs = self.store.get(key).decode() if self.store.check([key]) else "?"
-            except Exception:
-                theirs = "?"
-            if theirs != f"{name}|{step}":
-                where = "not in a collective" if theirs == "-" else "unknown" if theirs == "?" else theirs
-                late.append(f"rank {r} ({where.replace('|', ' at step ')})")
+        self._observe()
+        now, late = time.monotonic(), []
+        for r, (value, since) in sorted(self._seen.items()):
+            wait = value.rsplit("|", 1)[0]
+            where = {"-": "not in a collective", "?": "never published"}.get(wait, wait.replace("|", " at step "))
+            silent = now - since
+            if silent >= 3 * self.poll:
+                late.append(f"rank {r} (silent for {silent:.0f} s; last: {where})")
+            elif wait != f"{name}|{step}":
+                late.append(f"rank {r} ({where})")
         return f": not arrived: {', '.join(late)}" if late else ": every rank is in it (a stuck device or network)"
