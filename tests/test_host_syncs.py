@@ -162,5 +162,5 @@ def test_a_train_step_on_the_gpu_paths_reads_the_device_once(tmp_path: Path, mon
         assert len(copies) == 4 * HOST_SYNCS_PER_STEP and len(set(copies)) == 1  # the reduced vector, every step
         assert t.step == 6 and np.isfinite(t.last_train["loss"])
     finally:
-        s.loader.close()
         s.close()
+    assert s.loader._thread is None  # the session closed the prefetch thread
