@@ -220,6 +220,7 @@ def evaluate_checkpoint(
     return {
         "checkpoint": str(checkpoint),
         "kind": ckpt.kind,
+        "weights": "ema" if ckpt.raw.get("ema") else "model",
         "step": ckpt.step,
         "split": split,
         "data": str(data),

@@ -81,3 +81,32 @@ def test_trm_resumes_bitwise_and_hrm_eval_reads_its_checkpoint(tmp_path: Path, v
     assert out.returncode == 0, out.stderr
     result = json.loads(out.stdout[out.stdout.index("{") :])
     assert result["metrics"]["exact_accuracy"] == pytest.approx(ev["exact_accuracy"], abs=1e-9)
+
+
+def test_weight_ema_is_checkpointed_resumed_exactly_and_evaluated(tmp_path: Path) -> None:
+    """train.ema: the average is in every checkpoint, a resume continues it bitwise, and evaluation (the
+    trainer's eval events and hrm-eval on the checkpoint) runs on it, not on the raw weights."""
+    from hrm.eval import evaluate_checkpoint
+
+    args = [*TRM, *MLP_T, "train.ema=true", "train.ema_rate=0.5"]
+    straight, resumed = tmp_path / "straight", tmp_path / "resumed"
+    assert train_here(*args, "--run-dir", str(straight)) == 0
+    assert train_here(*args, "--run-dir", str(resumed), "--stop-at-step", "3") == 0
+    assert train_here("--run-dir", str(resumed), "--resume", "latest") == 0
+
+    ca = torch.load(latest_ckpt(straight), map_location="cpu", weights_only=True)
+    cb = torch.load(latest_ckpt(resumed), map_location="cpu", weights_only=True)
+    assert ca["ema"].keys() == cb["ema"].keys() and all(torch.equal(ca["ema"][k], cb["ema"][k]) for k in ca["ema"])
+    assert any(not torch.equal(ca["ema"][k], ca["model"][k]) for k in ca["ema"])
+    ev = effective(events(straight), "eval")[6]
+    assert ev["weights"] == "ema"
+    assert effective(events(resumed), "eval")[6]["lm_loss"] == ev["lm_loss"]
+
+    on_ema = evaluate_checkpoint(latest_ckpt(straight), device="cpu", max_examples=8)  # TINY evaluates 8
+    assert on_ema["weights"] == "ema"
+    assert on_ema["metrics"]["lm_loss"] == pytest.approx(ev["lm_loss"], rel=1e-9)
+    raw = dict(ca)
+    del raw["ema"]
+    torch.save(raw, tmp_path / "raw.pt")
+    on_raw = evaluate_checkpoint(tmp_path / "raw.pt", data=on_ema["data"], device="cpu", max_examples=8)
+    assert on_raw["weights"] == "model" and on_raw["metrics"]["lm_loss"] != pytest.approx(ev["lm_loss"], rel=1e-6)

@@ -216,7 +216,8 @@ def load_any_checkpoint(path: str | Path, config_path: str | Path | None = None)
         return LoadedCheckpoint(
             path=path,
             kind="hrm-tui",
-            state_dict=strip_prefixes(obj["model"]),
+            # A run with train.ema evaluates its moving average (as the trainer's eval events do).
+            state_dict={**strip_prefixes(obj["model"]), **strip_prefixes(obj.get("ema") or {})},
             model_fields=_our_model_fields(path, model),
             loss_type=model.get("loss_type", "stablemax_cross_entropy"),
             step=obj.get("step"),

@@ -76,6 +76,7 @@ class RunCheckpoints:
             "metrics": _plain(metrics),
             "world_size": self.env.world_size,
             "block_path": _block_path(),
+            **({"ema": p.ema.state_dict()} if p.ema is not None else {}),
         }
 
     def write(self, step: int, carry: Carry | None, metrics: dict[str, Any], wait: bool) -> str | None:

@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from hrm.model.config import HRMConfig
     from hrm.model.losses import ACTLossHead
     from hrm.optim.container import OptimizerSet
+    from hrm.train.ema import WeightEMA
 
 
 @dataclass
@@ -30,6 +31,7 @@ class Parts:
     train_forward: torch.nn.Module  # the head, or its torch.compile'd wrapper (same parameters)
     optim: OptimizerSet
     loader: TrainLoader | PrefetchLoader  # prefetching on CUDA
+    ema: WeightEMA | None = None  # train.ema: the moving average evaluation runs on
 
     @property
     def model(self) -> torch.nn.Module:
@@ -54,6 +56,11 @@ def build_parts(
     mcfg = B.model_config(cfg, data, env)
     check_memory(cfg, mcfg, env.device, env.world_size)  # refuses a batch that cannot fit, before allocating
     head = B.build_head(cfg, data, env)
+    ema = None
+    if cfg.train.ema:
+        from hrm.train.ema import WeightEMA
+
+        ema = WeightEMA(head.model, cfg.train.ema_rate)  # type: ignore[arg-type]
     return Parts(
         data=data,
         total_steps=total,
@@ -62,4 +69,5 @@ def build_parts(
         train_forward=B.train_forward(cfg, head),
         optim=B.build_optimizers(cfg, head, total, env),
         loader=B.build_loader(cfg, data, env),
+        ema=ema,
     )

@@ -116,6 +116,22 @@ def choose_start(cfg: Config, run_dir: Path, resume: str | None) -> StartFile | 
     return None
 
 
+def _load_ema(cfg: Config, parts: Parts, ckpt: dict[str, Any], src: Path) -> tuple[Note, ...]:
+    """The checkpoint's moving average, exactly; one that has none starts it from the loaded weights."""
+    if parts.ema is None:
+        return ()
+    if "ema" in ckpt:
+        try:
+            parts.ema.load_state_dict(ckpt["ema"])
+        except ValueError as e:
+            raise S.CheckpointError(f"checkpoint {src}: {e}") from None
+        return ()
+    from hrm.train.ema import WeightEMA
+
+    parts.ema = WeightEMA(parts.model, cfg.train.ema_rate)
+    return (Note("warning", f"checkpoint {src} has no weight EMA: it starts from the loaded weights"),)
+
+
 def apply_start(
     cfg: Config, run_dir: Path, env: D.DistEnv, parts: Parts, start: StartFile | None, resume: str | None
 ) -> StartPoint:
@@ -136,6 +152,7 @@ def apply_start(
         parts.model.load_state_dict(ckpt["model"])
         parts.optim.load_state_dict(ckpt["optimizers"])
         parts.loader.load_state_dict(ckpt["loader"])
+        ema_note = _load_ema(cfg, parts, ckpt, src)
         step = int(ckpt["step"])
         carry = _carry_from(env, ckpt["carry"])
         S.restore_rank_rng(env, ckpt["rng"], int(cfg.train.seed), step)
@@ -144,7 +161,7 @@ def apply_start(
         msg = f"resumed from {shown} at step {step}" + (
             f" (written by {ranks} rank{'s' * (ranks != 1)})" if ranks else ""
         )
-        notes = (*start.notes, *path_note, Note("info", msg))
+        notes = (*start.notes, *path_note, *ema_note, Note("info", msg))
         return StartPoint(step=step, carry=carry, resumed_from=shown, notes=notes)
     # Weights only: a reference checkpoint, or one of ours used as init_from.
     weights = ckpt["model"] if S.is_full_checkpoint(ckpt) else ckpt

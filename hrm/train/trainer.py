@@ -7,6 +7,7 @@ Components are built in `hrm.train.session` (run directory, events, control, sam
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import time
@@ -144,6 +145,8 @@ class Trainer:
             return d
         else:
             lr = s.optim.step(self.step)
+            if s.parts.ema is not None:
+                s.parts.ema.update(s.parts.model)
             self.health.ok()
             now = time.perf_counter()
             dt, self._t_last = now - self._t_last, now
@@ -268,15 +271,19 @@ class Trainer:
     def run_eval(self) -> dict[str, Any]:
         self.flush_train()
         t = self.cfg.train
-        ev = evaluate(
-            self.s.head,
-            self.s.parts.data.root,
-            self.gb,
-            self.env,
-            self.s.parts.mcfg.halt_max_steps,
-            max_examples=t.eval_max_examples,
-            split=t.eval_split,
-        )
+        ema = self.s.parts.ema
+        with ema.swapped_in(self.s.parts.model) if ema is not None else contextlib.nullcontext():
+            ev = evaluate(
+                self.s.head,
+                self.s.parts.data.root,
+                self.gb,
+                self.env,
+                self.s.parts.mcfg.halt_max_steps,
+                max_examples=t.eval_max_examples,
+                split=t.eval_split,
+            )
+        if ema is not None:
+            ev["weights"] = "ema"
         self.last_eval = {k: v for k, v in ev.items() if k != "samples"}
         self.s.event("eval", self.step, **ev)
         self._t_last = time.perf_counter()
