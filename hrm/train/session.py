@@ -221,9 +221,6 @@ class Session:
 
     def close(self) -> None:
         self.steering.restore_signals()
-        close_loader = getattr(getattr(self, "loader", None), "close", None)
-        if close_loader is not None:  # CUDA: the prefetch thread (hrm.data.prefetch)
-            close_loader()
         if self.sampler is not None:
             try:
                 self.sampler.stop()
