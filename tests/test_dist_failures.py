@@ -64,6 +64,16 @@ def test_pick_device_cuda_without_gpu_names_the_fix(monkeypatch: pytest.MonkeyPa
         D.pick_device("cuda", 0)
 
 
+def test_collective_timeout_from_config_env_or_default(monkeypatch: pytest.MonkeyPatch) -> None:
+    from hrm.run.config import load_preset
+
+    monkeypatch.delenv(D.TIMEOUT_ENV, raising=False)
+    assert D.collective_timeout(None) == D.DEFAULT_TIMEOUT_S == 600.0  # minutes: NCCL aborts when it runs out
+    assert D.collective_timeout(load_preset("tiny", ["train.dist_timeout_s=1800"]).train.dist_timeout_s) == 1800.0
+    monkeypatch.setenv(D.TIMEOUT_ENV, "30")  # the tests' short gloo runs
+    assert D.collective_timeout(1800.0) == 30.0
+
+
 # --- the watch on its own -------------------------------------------------------------------------
 def test_watch_names_the_ranks_that_are_elsewhere_or_silent() -> None:
     store = torch.distributed.HashStore()
