@@ -70,7 +70,7 @@ def describe(cfg: Config) -> dict[str, Any]:
         "vocab_size": vocab,
         "seq_len": seq_len,
         "num_params": n,
-        "model": f"h{cfg.model.hidden_size} · {size}",
+        "model": ("TRM " if cfg.model.arch == "trm" else "") + f"h{cfg.model.hidden_size} · {size}",
         "hidden_size": cfg.model.hidden_size,
         "layers": cfg.model.H_layers + cfg.model.L_layers,
         "device": cfg.train.device,
