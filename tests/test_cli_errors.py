@@ -37,12 +37,17 @@ def tool(name: str, *args: str) -> subprocess.CompletedProcess:
     )
 
 
+def snapshot(run_dir: Path) -> dict[Path, bytes]:
+    return {p: p.read_bytes() for p in sorted(run_dir.rglob("*")) if p.is_file()}
+
+
 class Files:
     """A finished run of our trainer and bad inputs made from it."""
 
     def __init__(self, root: Path) -> None:
         self.root = root
         self.run = root / "run"
+        self.before: dict[Path, dict[Path, bytes]] = {}
         proc = run(train_cmd(*TINY, "train.total_steps=2", "--run-dir", str(self.run)), timeout=600)
         assert proc.returncode == 0, proc.stderr[-3000:]
         self.ckpt = sorted((self.run / "checkpoints").glob("step-*.pt"))[-1]
@@ -80,9 +85,12 @@ class Files:
         for split in ("train", "test"):
             (self.garbage_csv / f"{split}.csv").write_bytes(b"\xff\xfe\x00\x01garbage,,\n\x00")
 
-    def run_copy(self) -> Path:
+    def run_copy(self, config: bytes | None = None) -> Path:
         dst = self.root / f"run-copy-{len(list(self.root.glob('run-copy-*')))}"
         shutil.copytree(self.run, dst)
+        if config is not None:
+            (dst / "config.yaml").write_bytes(config)
+        self.before[dst] = snapshot(dst)
         return dst
 
 
@@ -96,6 +104,11 @@ Case = tuple[str, Callable[[Files], list[str]], Callable[[Files], Path]]
 BAD_CKPTS = ("missing", "adir", "garbage", "truncated", "foreign")
 CASES: dict[str, Case] = {}
 for bad in BAD_CKPTS:
+    CASES[f"train-resume-{bad}"] = (
+        "hrm-train",
+        lambda f, b=bad: ["--run-dir", str(f.run_copy()), "--resume", str(getattr(f, b))],
+        lambda f, b=bad: getattr(f, b),
+    )
     CASES[f"eval-checkpoint-{bad}"] = (
         "hrm-eval",
         lambda f, b=bad: ["--checkpoint", str(getattr(f, b)), "--data", str(f.dataset)],
@@ -111,8 +124,19 @@ CASES.update(
     {
         "train-config-garbage": (
             "hrm-train",
-            lambda f: ["--run-dir", str(f.garbage_dataset / "train"), "--resume", "latest"],
-            lambda f: f.garbage_dataset / "train",
+            lambda f: ["--run-dir", str(f.run_copy(config=f.garbage.read_bytes())), "--resume", "latest"],
+            lambda f: Path("config.yaml"),
+        ),
+        "train-init-from-foreign": (
+            "hrm-train",
+            lambda f: [
+                *TINY,
+                "train.total_steps=2",
+                f"train.init_from={f.foreign}",
+                "--run-dir",
+                str(f.root / "r-init"),
+            ],
+            lambda f: f.foreign,
         ),
         "eval-data-missing": (
             "hrm-eval",
@@ -179,27 +203,34 @@ CASES.update(
 )
 
 
+Outcome = tuple[list[str], subprocess.CompletedProcess]
+
+
 @pytest.fixture(scope="module")
-def outcomes(files: Files) -> dict[str, subprocess.CompletedProcess]:
-    """Every case's process, three at a time: most of each is importing torch."""
+def outcomes(files: Files) -> dict[str, Outcome]:
+    """Every case's arguments and process, three at a time: most of each is importing torch."""
     argvs = {case: (name, args(files)) for case, (name, args, _) in CASES.items()}
     with ThreadPoolExecutor(max_workers=3) as pool:
-        running = {case: pool.submit(tool, name, *argv) for case, (name, argv) in argvs.items()}
-        return {case: job.result() for case, job in running.items()}
+        running = {case: (argv, pool.submit(tool, name, *argv)) for case, (name, argv) in argvs.items()}
+        return {case: (argv, job.result()) for case, (argv, job) in running.items()}
 
 
 @pytest.mark.parametrize("case", list(CASES))
-def test_bad_input_gets_one_or_two_lines_naming_the_file(
-    files: Files, outcomes: dict[str, subprocess.CompletedProcess], case: str
-) -> None:
+def test_bad_input_gets_one_or_two_lines_naming_the_file(files: Files, outcomes: dict[str, Outcome], case: str) -> None:
     _name, _args, named = CASES[case]
-    proc = outcomes[case]
+    argv, proc = outcomes[case]
     said = [line for line in proc.stderr.splitlines() if line.strip() and not _LOG_LINE.match(line)]
     assert proc.returncode in (1, 2), (proc.returncode, proc.stderr[-3000:])
     assert "Traceback" not in proc.stderr, proc.stderr[-3000:]
     assert 1 <= len(said) <= 2, said
     path = named(files)
     assert any(str(path) in line or path.name in line for line in said), (str(path), said)
+    if case.startswith("train-resume-"):  # a refused resume changes nothing in the run; its log only grows
+        run_dir = Path(argv[argv.index("--run-dir") + 1])
+        after, before = snapshot(run_dir), files.before[run_dir]
+        log = run_dir / "trainer.log"
+        assert after[log].startswith(before.pop(log)) and {p: after[p] for p in before} == before
+        assert set(after) == set(before) | {log}
 
 
 def test_debug_shows_the_traceback_and_the_same_message(tmp_path: Path) -> None:

@@ -18,7 +18,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from hrm.run.layout import CKPT_DIR, COMMANDS, CONFIG_FILE, EVENTS_FILE, QUERIES, run_id
+from hrm.run.layout import CKPT_DIR, COMMANDS, CONFIG_FILE, EVENTS_FILE, QUERIES, STATE_FILE, run_id
 from hrm.run.status import STATE_LABELS
 
 if TYPE_CHECKING:
@@ -193,6 +193,12 @@ def status_reply(run: Path, timeout: float) -> dict[str, Any]:
     from hrm.run.status import read_status
 
     st = read_status(run)
+    if st.source == "none" and not st.live:  # nothing recorded and nobody running: not a run directory
+        return {
+            "ok": False,
+            "cmd": "status",
+            "error": f"{run}: no run recorded here (no {STATE_FILE}, no status in {EVENTS_FILE}); give a run directory",
+        }
     out: dict[str, Any] = {"ok": True, "cmd": "status", **st.to_dict()}
     out["running_s"], out["paused_s"] = round(st.running_time(), 3), round(st.paused_time(), 3)
     if st.live:
