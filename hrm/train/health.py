@@ -7,7 +7,10 @@ known to go unstable late)."""
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from hrm.train.step import StepResult
 
 # Weights whose L2 norm grew past this multiple of the norm the session started with are wrecked:
 # weight decay keeps a healthy run within a few times its initial norm.
@@ -25,7 +28,7 @@ class Health:
     def keep(last_checkpoint: str | None) -> str:
         return f"last good checkpoint: {last_checkpoint}" if last_checkpoint else "no checkpoint written yet"
 
-    def record(self, step: int, res: Any, last_checkpoint: str | None) -> str:
+    def record(self, step: int, res: StepResult, last_checkpoint: str | None) -> str:
         """Note a non-finite step; returns the message for the log event."""
         self.healthy = False
         self.bad_steps += 1

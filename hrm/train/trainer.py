@@ -21,7 +21,7 @@ from hrm.train.evaluate import evaluate
 from hrm.train.health import Health
 from hrm.train.session import Session
 from hrm.train.steering import Decision
-from hrm.train.step import TrainRecord, forward_backward, pack, param_sq, trained_tensors, unpack
+from hrm.train.step import StepResult, TrainRecord, forward_backward, pack, param_sq, trained_tensors, unpack
 
 log = logging.getLogger(__name__)
 
@@ -253,7 +253,7 @@ class Trainer:
             self.s.log_event("info", f"early stop: train exact_accuracy {acc:.4f} >= {thr} at step {self.step}")
             self.stop_reason = f"early stop: train exact_accuracy {acc:.4f} >= {thr}"
 
-    def _on_nonfinite(self, res: Any) -> None:
+    def _on_nonfinite(self, res: StepResult) -> None:
         self._unhealthy(self.health.record(self.step + 1, res, self.s.last_checkpoint))
 
     def _unhealthy(self, msg: str) -> None:
