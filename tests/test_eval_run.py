@@ -5,6 +5,7 @@ in the eval event's samples are what the checkpointed model computes for that sa
 from __future__ import annotations
 
 import json
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -131,3 +132,46 @@ def _check_against_direct_runs(head: ACTLossHead, samples: list[dict], test: dic
                     want_halt = seg
         assert s["halt_segment"] == want_halt
         assert s["prediction"] == s["segments"][-1]["pred"]
+
+
+def _tree(d: Path) -> dict[str, bytes]:
+    """Every file of a run but the trainer's log (a refused start notes itself there, with its traceback)."""
+    from hrm.run.layout import LOG_FILE
+
+    return {str(p.relative_to(d)): p.read_bytes() for p in sorted(d.rglob("*")) if p.is_file() and p.name != LOG_FILE}
+
+
+def test_hrm_eval_refuses_a_trainer_checkpoint_with_one_flipped_byte(trained: Path, tmp_path: Path) -> None:
+    """torch.load never checks the zip CRCs: a flipped byte in a tensor loaded as wrong weights and
+    hrm-eval reported metrics of a model nobody trained (found by bench/faults.py)."""
+    data = bytearray((trained / "checkpoints" / "step-00000002.pt").read_bytes())
+    data[len(data) // 2] ^= 0x40
+    bad = tmp_path / "flipped.pt"
+    bad.write_bytes(bytes(data))
+    with zipfile.ZipFile(bad) as zf:
+        assert zf.testzip() is not None  # the byte is inside a tensor record, not the zip's padding
+    p = run([PY, "-m", "hrm.eval", "--checkpoint", str(bad), "--device", "cpu"])
+    lines = p.stderr.strip().splitlines()
+    assert p.returncode != 0 and "Traceback" not in p.stderr and p.stdout == "", (p.stdout, p.stderr)
+    assert len(lines) == 1 and str(bad) in lines[0] and "CRC" in lines[0], lines
+
+
+def test_resume_from_a_foreign_pickle_is_one_line_and_changes_nothing(trained: Path, tmp_path: Path) -> None:
+    """A plain pickle (not a zip) made torch.load print its pickle-protocol UserWarning on stderr, and the
+    refusal quoted torch's advice to load with weights_only=False (found by bench/faults.py)."""
+    import pickle
+    import shutil
+
+    d = tmp_path / "run"
+    shutil.copytree(trained, d)
+    foreign = tmp_path / "foreign.pt"
+    foreign.write_bytes(pickle.dumps({"weights": [1.0, 2.0], "epoch": 3}))
+    zipped = tmp_path / "objects.pt"
+    torch.save({"model": {"w": torch.ones(2)}, "when": np.float64(1.0)}, zipped)  # a zip with a non-tensor object
+    before = _tree(d)
+    for path in (foreign, zipped):
+        p = run([PY, "-m", "hrm.train", "--run-dir", str(d), "--resume", str(path)])
+        msg = [ln for ln in p.stderr.splitlines() if ln.startswith("hrm-train")]
+        assert p.returncode != 0 and "Traceback" not in p.stderr and "Warning" not in p.stderr, p.stderr
+        assert len(msg) == 1 and str(path) in msg[0] and "weights_only" not in msg[0], p.stderr
+        assert _tree(d) == before

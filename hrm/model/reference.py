@@ -97,6 +97,15 @@ def read_torch_file(path: str | Path) -> Any:
             f"checkpoint {path} is not a PyTorch checkpoint (no zip archive: truncated, or a different kind of file)"
         )
     try:
+        with zipfile.ZipFile(path) as zf:
+            bad = zf.testzip()  # torch.load never checks the CRCs: one flipped byte would load as wrong weights
+    except (zipfile.BadZipFile, OSError, EOFError) as exc:
+        raise CheckpointError(f"checkpoint {path} is corrupt ({exc}); use another checkpoint") from None
+    if bad is not None:
+        raise CheckpointError(
+            f"checkpoint {path} is corrupt (record {bad} fails its CRC check); use another checkpoint"
+        )
+    try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises RuntimeError/UnpicklingError/EOFError... for damaged archives
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__

@@ -12,6 +12,7 @@ import errno
 import json
 import logging
 import os
+import pickle
 import threading
 import time
 import zipfile
@@ -323,21 +324,27 @@ def load_checkpoint(path: str | os.PathLike[str], map_location: str | torch.devi
         raise CheckpointCorrupt(f"checkpoint {path} does not exist")
     if path.stat().st_size == 0:
         raise CheckpointCorrupt(f"checkpoint {path} is empty (the write never finished); use an earlier checkpoint")
-    if zipfile.is_zipfile(path):
-        try:
-            with zipfile.ZipFile(path) as zf:
-                bad = zf.testzip()  # reads every record and checks its CRC
-        except (zipfile.BadZipFile, OSError, EOFError) as exc:
-            raise CheckpointCorrupt(f"checkpoint {path} is corrupt ({exc}); use an earlier checkpoint") from None
-        if bad is not None:
-            raise CheckpointCorrupt(
-                f"checkpoint {path} is corrupt (record {bad} fails its CRC check); use an earlier checkpoint"
-            )
+    if not zipfile.is_zipfile(path):  # torch.load would try the legacy format, warning on stderr first
+        raise CheckpointCorrupt(
+            f"checkpoint {path} is truncated or not one of ours (no zip archive); use an earlier one"
+        )
+    try:
+        with zipfile.ZipFile(path) as zf:
+            bad = zf.testzip()  # reads every record and checks its CRC
+    except (zipfile.BadZipFile, OSError, EOFError) as exc:
+        raise CheckpointCorrupt(f"checkpoint {path} is corrupt ({exc}); use an earlier checkpoint") from None
+    if bad is not None:
+        raise CheckpointCorrupt(
+            f"checkpoint {path} is corrupt (record {bad} fails its CRC check); use an earlier checkpoint"
+        )
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError:
+        # torch's own text advises weights_only=False, which would run the file's code: never say that
+        msg = f"checkpoint {path} holds objects other than tensors: not one of ours; use one this trainer wrote"
+        raise CheckpointCorrupt(msg) from None
     except Exception as exc:
-        kind = "truncated or corrupt" if not zipfile.is_zipfile(path) else "not loadable safely"
         raise CheckpointCorrupt(
-            f"checkpoint {path} is {kind} ({type(exc).__name__}: "
+            f"checkpoint {path} is not loadable ({type(exc).__name__}: "
             f"{str(exc).splitlines()[0] if str(exc) else ''}); use an earlier checkpoint"
         ) from None
