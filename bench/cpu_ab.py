@@ -17,34 +17,28 @@ import argparse
 import os
 import statistics
 import time
+from pathlib import Path
 
 import torch
 
 from hrm.model import cpu_path
-from hrm.model.config import HRMConfig
-from hrm.model.hrm_act import HierarchicalReasoningModel_ACTV1
-from hrm.model.losses import ACTLossHead
 from hrm.optim.container import optimizer_set_from_config
 from hrm.run.config import load_preset, task_shape
+from hrm.train.build import DataInfo, build_head, model_config
 from hrm.train.distributed import DistEnv
 from hrm.train.host_alloc import keep_freed_memory
 from hrm.train.step import forward_backward
 
 
 def build_step(preset: str):
-    """The preset's training step on random data, and its model config."""
+    """The preset's training step on random data (the trainer's own model builder), and its model config."""
     cfg = load_preset(preset)
     _, vocab, seq_len = task_shape(cfg.data)
     batch = cfg.train.global_batch_size
-    mcfg = HRMConfig(
-        batch_size=batch,
-        seq_len=seq_len,
-        vocab_size=vocab,
-        num_puzzle_identifiers=1,
-        **{**cfg.model.hrm_fields(), "forward_dtype": "float32"},
-    )
-    torch.manual_seed(0)
-    head = ACTLossHead(HierarchicalReasoningModel_ACTV1(mcfg), loss_type=cfg.model.loss_type).train()
+    env = DistEnv()
+    info = DataInfo(Path("."), cfg.data.task, seq_len, vocab, 1, batch, 0, batch, 1.0)
+    mcfg = model_config(cfg, info, env)
+    head = build_head(cfg, info, env)
     optim = optimizer_set_from_config(head, cfg.optim, total_steps=cfg.train.total_steps or 10_000)
     params = [p for p in head.parameters() if p.requires_grad]
     g = torch.Generator().manual_seed(0)
@@ -53,7 +47,6 @@ def build_step(preset: str):
         labels=torch.randint(2, vocab, (batch, seq_len), generator=g, dtype=torch.int32),
         puzzle_identifiers=torch.zeros(batch, dtype=torch.int32),
     )
-    env = DistEnv()
     state = {"carry": head.initial_carry(data)}
 
     def step() -> None:
