@@ -222,7 +222,9 @@ def test_sudoku_from_real_csvs_round_trips(tmp_path):
 
 def test_interrupted_build_leaves_nothing_behind(tmp_path):
     import signal
-    import time
+    import threading
+
+    from test_train_helpers import wait_for
 
     out = tmp_path / "never"
     proc = subprocess.Popen(
@@ -231,10 +233,20 @@ def test_interrupted_build_leaves_nothing_behind(tmp_path):
         stderr=subprocess.PIPE,
         text=True,
     )
-    time.sleep(3)
-    proc.send_signal(signal.SIGINT)
-    _, err = proc.communicate(timeout=60)
-    assert proc.returncode == 130 and "interrupted; nothing was written" in err
+    err_lines: list[str] = []
+    reader = threading.Thread(target=lambda: err_lines.extend(iter(proc.stderr.readline, "")), daemon=True)
+    reader.start()
+    try:
+        # Interrupt once the build is under way: its first progress line (stderr is no terminal: plain
+        # lines, the first one at 0/1000) is printed after the Ctrl-C guard is installed.
+        wait_for(lambda: any("train mazes" in ln for ln in err_lines), 60, "the build's first progress line")
+        proc.send_signal(signal.SIGINT)
+        proc.wait(60)
+    finally:
+        proc.kill()
+    reader.join(30)
+    err = "".join(err_lines)
+    assert proc.returncode == 130 and "interrupted; nothing was written" in err, err
     assert list(tmp_path.iterdir()) == []
 
 

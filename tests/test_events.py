@@ -5,6 +5,8 @@ import math
 import time
 from pathlib import Path
 
+from test_train_helpers import wait_for
+
 from hrm.run.events import EventTailer, EventWriter, drop_superseded, read_events
 
 
@@ -38,9 +40,7 @@ def test_buffered_train_lines_appear_within_flush_interval(tmp_path: Path) -> No
     w = EventWriter(path, flush_s=0.1)
     w.write("train", 1, loss=1.0)
     w.write("train", 2, loss=0.9)  # the writer goes quiet (a long eval): the timer still flushes
-    deadline = time.monotonic() + 5
-    while len(read_events(path)) < 2 and time.monotonic() < deadline:
-        time.sleep(0.01)
+    wait_for(lambda: len(read_events(path)) >= 2, 30, "the timer's flush", interval=0.01)
     assert [e["step"] for e in read_events(path)] == [1, 2]
     w.close()
     w.close()  # idempotent

@@ -1,5 +1,6 @@
 """Helpers for the trainer tests: run `python -m hrm.train` (or torchrun) as real processes on the
-tiny preset and read what they wrote. No tests here."""
+tiny preset and read what they wrote; and the one way every test waits for a condition (`wait_for`,
+`wait_ui` for the app's pilot), never a fixed sleep. No tests here; no torch imported here."""
 
 from __future__ import annotations
 
@@ -89,12 +90,32 @@ def statuses(run_dir: Path) -> list[dict[str, Any]]:
 
 
 def wait_for(pred: Callable[[], Any], timeout: float = 60.0, what: str = "condition", interval: float = 0.05) -> Any:
+    """Poll `pred` until it is truthy and return its value. The timeout is generous on purpose: it costs
+    nothing when things work (the wait returns at once) and the shared machine can be very loaded."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         v = pred()
         if v:
             return v
-        time.sleep(interval)
+        time.sleep(interval)  # the poll interval, not a wait for something
+    v = pred()  # one last look: a loaded machine may have descheduled us past the deadline
+    if v:
+        return v
+    raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
+
+
+async def wait_ui(pilot: Any, cond: Callable[[], Any], timeout: float = 30.0, what: str = "condition") -> Any:
+    """`wait_for` for the app's pilot tests: the app's own event loop keeps running between polls (the
+    pilot's pause is the poll interval). 30 s: a screen change once took over 5 s at load average 15."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        v = cond()
+        if v:
+            return v
+        await pilot.pause(0.05)  # the poll interval, not a wait for something
+    v = cond()
+    if v:
+        return v
     raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
 
 

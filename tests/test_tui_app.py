@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 import pytest
+from test_train_helpers import wait_ui
 from test_tui_support import T0, FakeNvml, NoNvml, fixed_sampler, run_events, write_run
 
 from hrm_tui.app import HrmApp
@@ -27,14 +28,6 @@ def text(widget) -> str:
 
 def footer_actions(app: HrmApp) -> set[str]:
     return {ab.binding.action for ab in app.screen.active_bindings.values() if ab.binding.show}
-
-
-async def wait_for(pilot, cond, timeout: float = 5.0) -> None:
-    for _ in range(int(timeout / 0.05)):
-        if cond():
-            return
-        await pilot.pause(0.05)
-    assert cond()
 
 
 @pytest.fixture
@@ -66,7 +59,7 @@ def failed_run(tmp_path: Path) -> Path:
 async def test_startup_picks_picker_without_runs(tmp_path: Path) -> None:
     app = make_app(tmp_path / "runs")
     async with app.run_test(size=(120, 40)) as pilot:
-        await wait_for(pilot, lambda: isinstance(app.screen, PickerScreen) and app.screen.rows)
+        await wait_ui(pilot, lambda: isinstance(app.screen, PickerScreen) and app.screen.rows)
         names = [r["preset"] for r in app.screen.rows]
         assert {"tiny", "sudoku-cpu", "maze-cpu"} <= set(names)
         tiny = next(r for r in app.screen.rows if r["preset"] == "tiny")
@@ -82,12 +75,12 @@ async def test_startup_picks_picker_without_runs(tmp_path: Path) -> None:
 async def test_startup_opens_runs_list_and_attaches(failed_run: Path) -> None:
     app = make_app(failed_run.parent)
     async with app.run_test(size=(120, 40)) as pilot:
-        await wait_for(pilot, lambda: isinstance(app.screen, RunsScreen) and app.screen.infos)
+        await wait_ui(pilot, lambda: isinstance(app.screen, RunsScreen) and app.screen.infos)
         screen = app.screen
         assert screen.infos[0].name == "sudoku-failed" and screen.infos[0].status == "failed"
         assert "attach" in footer_actions(app) and "resume" not in footer_actions(app)  # no checkpoints
         await pilot.press("enter")
-        await wait_for(pilot, lambda: isinstance(app.screen, DashboardScreen) and app.screen.state.step == 400)
+        await wait_ui(pilot, lambda: isinstance(app.screen, DashboardScreen) and app.screen.state.step == 400)
         assert app.attached_run == failed_run
 
 
@@ -95,9 +88,9 @@ async def test_dashboard_rebuilds_everything_from_events(failed_run: Path) -> No
     app = make_app(failed_run.parent, attach=failed_run)
     async with app.run_test(size=(200, 60)) as pilot:
         dash = app.screen
-        await wait_for(pilot, lambda: dash.state is not None and dash.state.step == 400 and dash.status == "failed")
+        await wait_ui(pilot, lambda: dash.state is not None and dash.state.step == 400 and dash.status == "failed")
         # the next redraw tick (REDRAW_S = 0.5 s) paints it: wait for it rather than guess its phase
-        await wait_for(pilot, lambda: "step 400" in text(dash.query_one(RunHeader)))
+        await wait_ui(pilot, lambda: "step 400" in text(dash.query_one(RunHeader)))
         header = text(dash.query_one(RunHeader))
         assert "sudoku-failed" in header and "✗ failed" in header and "step 400/1,000" in header
         # running from the first train event (t0 + 0.5) to the failed status (t0 + 201): the run is over
@@ -124,7 +117,7 @@ async def test_window_and_sample_keys(failed_run: Path) -> None:
     app = make_app(failed_run.parent, attach=failed_run)
     async with app.run_test(size=(200, 60)) as pilot:
         dash = app.screen
-        await wait_for(pilot, lambda: dash.state is not None and dash.state.step == 400)
+        await wait_ui(pilot, lambda: dash.state is not None and dash.state.step == 400)
         await pilot.press("w")
         plot = dash.query_one("#loss", MetricPlot)
         assert "last 10m [w]" in text(plot)
@@ -141,7 +134,7 @@ async def test_window_cuts_old_points(tmp_path: Path) -> None:
     app = make_app(tmp_path, attach=run)
     async with app.run_test(size=(200, 60)) as pilot:
         dash = app.screen
-        await wait_for(pilot, lambda: dash.state is not None and dash.state.step == 400)
+        await wait_ui(pilot, lambda: dash.state is not None and dash.state.step == 400)
         await pilot.press("w")  # last 10 minutes = the last 60 steps
         assert text(dash.query_one("#loss", MetricPlot)).splitlines()[-1].strip().startswith("step 340 ")
 
@@ -149,9 +142,9 @@ async def test_window_cuts_old_points(tmp_path: Path) -> None:
 async def test_help_is_generated_from_bindings(failed_run: Path) -> None:
     app = make_app(failed_run.parent, attach=failed_run)
     async with app.run_test(size=(120, 40)) as pilot:
-        await wait_for(pilot, lambda: app.screen.state is not None and app.screen.state.step == 400)
+        await wait_ui(pilot, lambda: app.screen.state is not None and app.screen.state.step == 400)
         await pilot.press("question_mark")
-        await wait_for(pilot, lambda: isinstance(app.screen, HelpScreen))
+        await wait_ui(pilot, lambda: isinstance(app.screen, HelpScreen))
         rows = {desc: enabled for _, desc, enabled in app.screen.rows}
         for binding in DashboardScreen.BINDINGS + HrmApp.BINDINGS:
             if binding.action != "quit_detached":  # `q` is "Quit" here: the run is over
@@ -159,21 +152,21 @@ async def test_help_is_generated_from_bindings(failed_run: Path) -> None:
         assert rows["Quit"] is True and "Quit (the run continues)" not in rows
         assert rows["Pause"] is False and rows["Window"] is True  # a dead run cannot be paused
         await pilot.press("escape")
-        await wait_for(pilot, lambda: isinstance(app.screen, DashboardScreen))
+        await wait_ui(pilot, lambda: isinstance(app.screen, DashboardScreen))
 
 
 async def test_resize_switches_to_tabs_and_back(failed_run: Path) -> None:
     app = make_app(failed_run.parent, attach=failed_run)
     async with app.run_test(size=(200, 60)) as pilot:
         dash = app.screen
-        await wait_for(pilot, lambda: dash.state is not None and dash.state.step == 400)
+        await wait_ui(pilot, lambda: dash.state is not None and dash.state.step == 400)
         assert not dash.compact and not dash.query("#panel")
         await pilot.resize_terminal(80, 24)
-        await wait_for(pilot, lambda: dash.compact and bool(dash.query("#panel")))
-        await wait_for(pilot, lambda: "step 400/1,000" in text(dash.query_one(RunHeader)))  # rebuilt, not lost
+        await wait_ui(pilot, lambda: dash.compact and bool(dash.query("#panel")))
+        await wait_ui(pilot, lambda: "step 400/1,000" in text(dash.query_one(RunHeader)))  # rebuilt, not lost
         assert "mean steps" in text(dash.query_one(ActPanel))
         await pilot.resize_terminal(160, 50)
-        await wait_for(pilot, lambda: not dash.compact and bool(dash.query("#side")))
+        await wait_ui(pilot, lambda: not dash.compact and bool(dash.query("#side")))
 
 
 async def test_gpu_panel_app_sampling_no_nvml_and_na(tmp_path: Path) -> None:
@@ -182,17 +175,17 @@ async def test_gpu_panel_app_sampling_no_nvml_and_na(tmp_path: Path) -> None:
     async with app.run_test(size=(200, 60)) as pilot:
         dash = app.screen
         gpu = dash.query_one(GpuPanel)
-        await wait_for(pilot, lambda: "no GPU" in text(gpu))
+        await wait_ui(pilot, lambda: "no GPU" in text(gpu))
         assert "NVML not available" in text(gpu) and "host CPU" in text(gpu) and "this machine" in text(gpu)
     app = make_app(tmp_path, attach=run, sampler=fixed_sampler(FakeNvml(missing=("temp_c", "power_w"))))
     async with app.run_test(size=(200, 60)) as pilot:
         gpu = app.screen.query_one(GpuPanel)
-        await wait_for(pilot, lambda: "this machine" in text(gpu))
+        await wait_ui(pilot, lambda: "this machine" in text(gpu))
         assert "temp N/A" in text(gpu) and "power N/A / 700 W" in text(gpu) and "14.1 / 80.0 GiB" in text(gpu)
     app = make_app(tmp_path, attach=run, sampler=fixed_sampler(FakeNvml(gpus=2)))
     async with app.run_test(size=(200, 60)) as pilot:
         gpu = app.screen.query_one(GpuPanel)
-        await wait_for(pilot, lambda: "GPU 1" in text(gpu))  # one block per device
+        await wait_ui(pilot, lambda: "GPU 1" in text(gpu))  # one block per device
         assert "GPU 0 · NVIDIA H100" in text(gpu) and "15.0 / 80.0 GiB" in text(gpu) and "temp 72 °C" in text(gpu)
 
 
@@ -202,18 +195,18 @@ async def test_runs_screen_delete_with_confirm(tmp_path: Path) -> None:
     keep = write_run(root, "new", run_events(10, status="finished", t0=T0 + 100))
     app = make_app(root)
     async with app.run_test(size=(120, 40)) as pilot:
-        await wait_for(pilot, lambda: isinstance(app.screen, RunsScreen) and len(app.screen.infos) == 2)
+        await wait_ui(pilot, lambda: isinstance(app.screen, RunsScreen) and len(app.screen.infos) == 2)
         assert [i.name for i in app.screen.infos] == ["new", "old"]  # newest first
         await pilot.press("down", "d")
-        await wait_for(pilot, lambda: isinstance(app.screen, ConfirmScreen))
+        await wait_ui(pilot, lambda: isinstance(app.screen, ConfirmScreen))
         await pilot.press("n")  # declined: nothing happens
-        await wait_for(pilot, lambda: isinstance(app.screen, RunsScreen))
+        await wait_ui(pilot, lambda: isinstance(app.screen, RunsScreen))
         assert (root / "old").is_dir()
         await pilot.press("d")
-        await wait_for(pilot, lambda: isinstance(app.screen, ConfirmScreen))
+        await wait_ui(pilot, lambda: isinstance(app.screen, ConfirmScreen))
         await pilot.press("y")
-        await wait_for(pilot, lambda: not (root / "old").exists())
-        await wait_for(pilot, lambda: [i.name for i in app.screen.infos] == ["new"])
+        await wait_ui(pilot, lambda: not (root / "old").exists())
+        await wait_ui(pilot, lambda: [i.name for i in app.screen.infos] == ["new"])
         assert keep.is_dir()
 
 
@@ -236,7 +229,7 @@ async def test_runs_screen_lists_checkpoints(tmp_path: Path) -> None:
     )
     app = make_app(root)
     async with app.run_test(size=(120, 40)) as pilot:
-        await wait_for(pilot, lambda: isinstance(app.screen, RunsScreen) and app.screen.checkpoints)
+        await wait_ui(pilot, lambda: isinstance(app.screen, RunsScreen) and app.screen.checkpoints)
         screen = app.screen
         assert [c.step for c in screen.checkpoints] == [40, 20]
         from textual.widgets import DataTable
@@ -250,7 +243,7 @@ async def test_runs_screen_lists_checkpoints(tmp_path: Path) -> None:
 async def test_readonly_hides_every_control(failed_run: Path, tmp_path: Path) -> None:
     app = make_app(failed_run.parent, readonly=True)
     async with app.run_test(size=(120, 40)) as pilot:
-        await wait_for(pilot, lambda: isinstance(app.screen, RunsScreen) and app.screen.infos)
+        await wait_ui(pilot, lambda: isinstance(app.screen, RunsScreen) and app.screen.infos)
         assert footer_actions(app) == {"attach", "back", "help", "quit"}  # no resume, delete, new run
         await pilot.press("n")  # no preset picker in read-only mode
         assert isinstance(app.screen, RunsScreen)
@@ -259,13 +252,11 @@ async def test_readonly_hides_every_control(failed_run: Path, tmp_path: Path) ->
 async def test_picker_rejects_bad_override_with_one_clear_message(tmp_path: Path) -> None:
     app = make_app(tmp_path / "runs")
     async with app.run_test(size=(120, 40)) as pilot:
-        await wait_for(pilot, lambda: isinstance(app.screen, PickerScreen) and app.screen.rows)
+        await wait_ui(pilot, lambda: isinstance(app.screen, PickerScreen) and app.screen.rows)
         screen = app.screen
         screen.query_one("#extra").value = "train.lrr=1"
         await pilot.press("enter")
-        await pilot.pause(0.2)
-        notes = [n.message for n in app._notifications]
-        assert any("train.lrr" in m for m in notes), notes
+        await wait_ui(pilot, lambda: any("train.lrr" in n.message for n in app._notifications), what="the refusal")
         assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
 
 
@@ -279,32 +270,31 @@ async def test_user_presets_listed_and_a_broken_one_explained(tmp_path: Path, mo
     monkeypatch.setenv("HRM_TUI_PRESETS", str(mine))
     app = make_app(tmp_path / "runs")
     async with app.run_test(size=(120, 40)) as pilot:
-        await wait_for(pilot, lambda: isinstance(app.screen, PickerScreen) and app.screen.rows)
+        await wait_ui(pilot, lambda: isinstance(app.screen, PickerScreen) and app.screen.rows)
         rows = {r["preset"]: r for r in app.screen.rows}
         assert rows["my-maze"]["task_label"].startswith("Maze 9×9") and rows["my-maze"]["model"].startswith("h64")
         assert "global_batch_sise" in rows["broken"]["error"]
         app.screen.query_one("#presets").move_cursor(row=list(rows).index("broken"))
         await pilot.press("enter")  # launching a broken preset explains, starts nothing
-        await pilot.pause(0.2)
-        assert any("global_batch_sise" in n.message for n in app._notifications)
+        await wait_ui(pilot, lambda: any("global_batch_sise" in n.message for n in app._notifications))
         assert not (tmp_path / "runs").exists()
 
 
 async def test_new_run_back_and_quit_keys(failed_run: Path) -> None:
     app = make_app(failed_run.parent, attach=failed_run)
     async with app.run_test(size=(120, 40)) as pilot:
-        await wait_for(pilot, lambda: isinstance(app.screen, DashboardScreen) and app.screen.state.step == 400)
+        await wait_ui(pilot, lambda: isinstance(app.screen, DashboardScreen) and app.screen.state.step == 400)
         await pilot.press("n")
-        await wait_for(pilot, lambda: isinstance(app.screen, PickerScreen))
+        await wait_ui(pilot, lambda: isinstance(app.screen, PickerScreen))
         assert "switch_mode('picker')" not in footer_actions(app)  # already here
         await pilot.press("escape")
-        await wait_for(pilot, lambda: isinstance(app.screen, DashboardScreen))
+        await wait_ui(pilot, lambda: isinstance(app.screen, DashboardScreen))
         await pilot.press("r")
-        await wait_for(pilot, lambda: isinstance(app.screen, RunsScreen))
+        await wait_ui(pilot, lambda: isinstance(app.screen, RunsScreen))
         await pilot.press("escape")
-        await wait_for(pilot, lambda: isinstance(app.screen, DashboardScreen))
+        await wait_ui(pilot, lambda: isinstance(app.screen, DashboardScreen))
         await pilot.press("q")
-        await wait_for(pilot, lambda: not app.is_running)
+        await wait_ui(pilot, lambda: not app.is_running)
     assert app.return_code == 0
 
 
@@ -312,22 +302,25 @@ async def test_live_controls_offered_and_errors_shown(live_run: Path) -> None:
     app = make_app(live_run.parent, attach=live_run)
     async with app.run_test(size=(120, 40)) as pilot:
         dash = app.screen
-        await wait_for(pilot, lambda: dash.alive and dash.status == "running")
+        await wait_ui(pilot, lambda: dash.alive and dash.status == "running")
         assert {"pause", "checkpoint", "evaluate", "stop"} <= footer_actions(app)
         assert "resume" not in footer_actions(app)
         await pilot.press("p")  # nobody listens on control.sock: the error is shown, nothing breaks
-        await wait_for(pilot, lambda: any("no trainer is listening" in n.message for n in app._notifications))
-        await pilot.pause(0.6)
-        assert "[pause] pause failed" in "\n".join(strip.text for strip in dash.query_one(LogPanel).lines)
+        await wait_ui(pilot, lambda: any("no trainer is listening" in n.message for n in app._notifications))
+        log = dash.query_one(LogPanel)
+        await wait_ui(pilot, lambda: "[pause] pause failed" in "\n".join(strip.text for strip in log.lines))
 
 
 async def test_readonly_dashboard_of_a_live_run_has_no_controls(live_run: Path) -> None:
     app = make_app(live_run.parent, attach=live_run, readonly=True)
     async with app.run_test(size=(120, 40)) as pilot:
         dash = app.screen
-        await wait_for(pilot, lambda: dash.alive and dash.status == "running")
+        await wait_ui(pilot, lambda: dash.alive and dash.status == "running")
         # `q` says the run goes on: it is live
         assert footer_actions(app) == {"switch_mode('runs')", "help", "quit_detached"}
-        await pilot.press("s")  # not even the confirm dialog
-        await pilot.pause(0.2)
-        assert isinstance(app.screen, DashboardScreen)
+        # Not even the confirm dialog. Keys are handled in order: once `?` has opened the help, `s` has
+        # been handled too, so no dialog by then means none at all.
+        await pilot.press("s", "question_mark")
+        await wait_ui(pilot, lambda: any(isinstance(s, (HelpScreen, ConfirmScreen)) for s in app.screen_stack))
+        assert not any(isinstance(s, ConfirmScreen) for s in app.screen_stack)
+        assert isinstance(app.screen, HelpScreen)

@@ -10,10 +10,10 @@ import os
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 
 import pytest
+from test_train_helpers import wait_ui
 from test_tui_support import T0, FakeNvml, fixed_sampler, run_events, write_run
 
 from hrm.run import layout
@@ -41,15 +41,6 @@ def footer_actions(app: HrmApp) -> set[str]:
 
 def notes(app: HrmApp) -> list[str]:
     return [n.message for n in app._notifications]
-
-
-async def wait_for(pilot, cond, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if cond():
-            return
-        await pilot.pause(0.05)
-    assert cond()
 
 
 @pytest.fixture
@@ -108,7 +99,7 @@ async def test_runs_list_states_and_steps_as_recorded(tmp_path: Path, sleeper: s
     write_pidfile(building, pid=sleeper.pid)
     app = make_app(root)
     async with app.run_test(size=(120, 40)) as pilot:
-        await wait_for(pilot, lambda: isinstance(app.screen, RunsScreen) and len(app.screen.infos) == 7)
+        await wait_ui(pilot, lambda: isinstance(app.screen, RunsScreen) and len(app.screen.infos) == 7)
         rows = {i.name: (i.label, i.step, i.alive) for i in app.screen.infos}
         assert rows == {
             "paused": ("paused", 204, True),
@@ -128,7 +119,7 @@ async def test_runs_list_states_and_steps_as_recorded(tmp_path: Path, sleeper: s
         assert shown["building"][2] == "building data"
         failed = next(i for i, info in enumerate(app.screen.infos) if info.name == "failed")
         table.move_cursor(row=failed)  # the reason the trainer recorded, under the list
-        await wait_for(pilot, lambda: table.border_subtitle == "failed: CUDA out of memory")
+        await wait_ui(pilot, lambda: table.border_subtitle == "failed: CUDA out of memory")
 
 
 def abandoned_branch_run(root: Path) -> Path:
@@ -173,11 +164,11 @@ async def test_browser_checkpoints_of_a_resumed_run(tmp_path: Path) -> None:
     abandoned_branch_run(root)
     app = make_app(root)
     async with app.run_test(size=(120, 40)) as pilot:
-        await wait_for(pilot, lambda: isinstance(app.screen, RunsScreen) and app.screen.checkpoints)
+        await wait_ui(pilot, lambda: isinstance(app.screen, RunsScreen) and app.screen.checkpoints)
         from textual.widgets import DataTable
 
         pane = app.screen.query_one("#ckpts", DataTable)
-        await wait_for(pilot, lambda: pane.row_count == 4)
+        await wait_ui(pilot, lambda: pane.row_count == 4)
         marks = [(pane.get_row_at(i)[0], pane.get_row_at(i)[-1]) for i in range(4)]
         assert marks == [("126", "best"), ("86", ""), ("246", "abandoned branch"), ("166", "abandoned branch")]
         assert pane.cursor_row == 0  # the newest checkpoint of the live branch
@@ -197,11 +188,11 @@ async def test_checkpoint_pane_says_loading(tmp_path: Path, monkeypatch: pytest.
     monkeypatch.setattr("hrm_tui.screens.runs.browse", slow_browse)
     app = make_app(root)
     async with app.run_test(size=(120, 40)) as pilot:
-        await wait_for(pilot, lambda: isinstance(app.screen, RunsScreen) and app.screen.infos)
+        await wait_ui(pilot, lambda: isinstance(app.screen, RunsScreen) and app.screen.infos)
         pane = app.screen.query_one("#ckpts")
         assert pane.border_subtitle == "loading…"
         release.set()
-        await wait_for(pilot, lambda: pane.border_subtitle == "no checkpoints")
+        await wait_ui(pilot, lambda: pane.border_subtitle == "no checkpoints")
 
 
 async def test_keys_that_do_not_apply_say_why(tmp_path: Path, sleeper: subprocess.Popen) -> None:
@@ -212,19 +203,19 @@ async def test_keys_that_do_not_apply_say_why(tmp_path: Path, sleeper: subproces
     write_run(root, "no-ckpt", run_events(10, status="finished"))
     app = make_app(root)
     async with app.run_test(size=(120, 40)) as pilot:
-        await wait_for(pilot, lambda: isinstance(app.screen, RunsScreen) and app.screen.checkpoints)
+        await wait_ui(pilot, lambda: isinstance(app.screen, RunsScreen) and app.screen.checkpoints)
         assert app.screen.selected_run == live and app.screen.selected_alive
         assert not {"resume", "delete"} & footer_actions(app)  # not offered on a live run ...
         await pilot.press("R")  # ... and the key says why instead of nothing
-        await wait_for(pilot, lambda: any("live is running: stop it first" in m for m in notes(app)))
+        await wait_ui(pilot, lambda: any("live is running: stop it first" in m for m in notes(app)))
         await pilot.press("d")
-        await wait_for(pilot, lambda: any("then delete it" in m for m in notes(app)))
+        await wait_ui(pilot, lambda: any("then delete it" in m for m in notes(app)))
         assert live.is_dir() and not isinstance(app.screen, ConfirmScreen)
         await pilot.press("down")  # a finished run without checkpoints: delete yes, resume says why
-        await wait_for(pilot, lambda: app.screen.selected_run == root / "no-ckpt" and not app.screen.selected_alive)
-        await wait_for(pilot, lambda: "delete" in footer_actions(app) and "resume" not in footer_actions(app))
+        await wait_ui(pilot, lambda: app.screen.selected_run == root / "no-ckpt" and not app.screen.selected_alive)
+        await wait_ui(pilot, lambda: "delete" in footer_actions(app) and "resume" not in footer_actions(app))
         await pilot.press("R")
-        await wait_for(pilot, lambda: any("no-ckpt has no checkpoint to resume from" in m for m in notes(app)))
+        await wait_ui(pilot, lambda: any("no-ckpt has no checkpoint to resume from" in m for m in notes(app)))
 
 
 async def test_r_from_the_dashboard_selects_the_attached_run_and_delete_forgets_it(tmp_path: Path) -> None:
@@ -233,17 +224,17 @@ async def test_r_from_the_dashboard_selects_the_attached_run_and_delete_forgets_
     older = write_run(root, "older", run_events(10, status="finished", t0=T0))
     app = make_app(root, attach=older)
     async with app.run_test(size=(120, 40)) as pilot:
-        await wait_for(pilot, lambda: isinstance(app.screen, DashboardScreen) and app.screen.state.step == 10)
+        await wait_ui(pilot, lambda: isinstance(app.screen, DashboardScreen) and app.screen.state.step == 10)
         await pilot.press("r")
-        await wait_for(pilot, lambda: isinstance(app.screen, RunsScreen) and app.screen.infos)
-        await wait_for(pilot, lambda: app.screen.selected_run == older)  # not the first row
+        await wait_ui(pilot, lambda: isinstance(app.screen, RunsScreen) and app.screen.infos)
+        await wait_ui(pilot, lambda: app.screen.selected_run == older)  # not the first row
         assert [i.name for i in app.screen.infos] == ["newer", "older"]
         await pilot.press("d")
-        await wait_for(pilot, lambda: isinstance(app.screen, ConfirmScreen))
+        await wait_ui(pilot, lambda: isinstance(app.screen, ConfirmScreen))
         await pilot.press("y")
-        await wait_for(pilot, lambda: not older.exists() and app.attached_run is None)
+        await wait_ui(pilot, lambda: not older.exists() and app.attached_run is None)
         await pilot.press("escape")  # nothing attached any more: back goes to the picker
-        await wait_for(pilot, lambda: isinstance(app.screen, PickerScreen))
+        await wait_ui(pilot, lambda: isinstance(app.screen, PickerScreen))
 
 
 async def test_restart_reattaches_to_the_last_live_run(tmp_path: Path, sleeper: subprocess.Popen) -> None:
@@ -254,17 +245,17 @@ async def test_restart_reattaches_to_the_last_live_run(tmp_path: Path, sleeper: 
     write_run(root, "other", run_events(10, status="finished", t0=T0 + 100))
     app = make_app(root, attach=live, last_run_file=state)
     async with app.run_test(size=(120, 40)) as pilot:
-        await wait_for(pilot, lambda: isinstance(app.screen, DashboardScreen) and app.screen.alive)
+        await wait_ui(pilot, lambda: isinstance(app.screen, DashboardScreen) and app.screen.alive)
         await pilot.press("q")
     app = make_app(root, last_run_file=state)  # started again, no run named: back on the live run
     async with app.run_test(size=(120, 40)) as pilot:
-        await wait_for(pilot, lambda: isinstance(app.screen, DashboardScreen) and app.screen.state.step == 30)
+        await wait_ui(pilot, lambda: isinstance(app.screen, DashboardScreen) and app.screen.state.step == 30)
         assert app.attached_run == live.resolve()
     sleeper.kill()
     sleeper.wait()
     app = make_app(root, last_run_file=state)  # its trainer is gone: the runs list instead
     async with app.run_test(size=(120, 40)) as pilot:
-        await wait_for(pilot, lambda: isinstance(app.screen, RunsScreen) and app.screen.infos)
+        await wait_ui(pilot, lambda: isinstance(app.screen, RunsScreen) and app.screen.infos)
         assert app.attached_run is None
 
 

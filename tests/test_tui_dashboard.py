@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from test_train_helpers import wait_ui
 from test_tui_support import T0, FakeNvml, fixed_sampler, run_events, write_run
 
 from hrm_tui.alerts import AlertWatch, osc_notification
@@ -30,14 +31,6 @@ def make_app(root: Path, **kw) -> HrmApp:
 
 def text(widget) -> str:
     return widget.render().plain
-
-
-async def wait_for(pilot, cond, timeout: float = 10.0) -> None:
-    for _ in range(int(timeout / 0.05)):
-        if cond():
-            return
-        await pilot.pause(0.05)
-    assert cond()
 
 
 def last(events: list[dict], kind: str, n: int = 1) -> dict:
@@ -59,8 +52,8 @@ async def test_readout_values_are_the_last_events_values(tmp_path: Path) -> None
     app = make_app(tmp_path, attach=run)
     async with app.run_test(size=(200, 50)) as pilot:
         dash = app.screen
-        await wait_for(pilot, lambda: dash.state is not None and dash.state.step == 230 and dash.status == "finished")
-        await wait_for(pilot, lambda: readout(dash).get("step") == "230 / 1,000")
+        await wait_ui(pilot, lambda: dash.state is not None and dash.state.step == 230 and dash.status == "finished")
+        await wait_ui(pilot, lambda: readout(dash).get("step") == "230 / 1,000")
         r = readout(dash)
         tr, ev, prev, sysev = (
             last(events, "train"),
@@ -154,8 +147,8 @@ async def test_header_while_paused_and_alert_when_the_trainer_dies(tmp_path: Pat
     app = make_app(tmp_path, attach=run, clock=lambda: now)
     async with app.run_test(size=(200, 50)) as pilot:
         dash = app.screen
-        await wait_for(pilot, lambda: dash.alive and dash.status == "paused")
-        await wait_for(pilot, lambda: "step 110/1,000" in text(dash.query_one(RunHeader)))
+        await wait_ui(pilot, lambda: dash.alive and dash.status == "paused")
+        await wait_ui(pilot, lambda: "step 110/1,000" in text(dash.query_one(RunHeader)))
         header = text(dash.query_one(RunHeader))
         assert "● paused" in header and "— ex/s" in header  # no throughput while paused
         assert "ETA 7m25s" in header  # 890 steps × 0.5 s, not stretched by either pause
@@ -164,7 +157,7 @@ async def test_header_while_paused_and_alert_when_the_trainer_dies(tmp_path: Pat
         assert r["ex/s"] == "—"
         assert r["trainer CPU"] == f"{sysev['proc_cpu_percent']:.0f} %"  # the live trainer's own, from its event
         assert r["trainer RSS"] == f"{sysev['proc_rss'] / 1e9:.1f} GB"
-        await wait_for(pilot, lambda: dash.alerts is not None and dash.alerts.armed)
+        await wait_ui(pilot, lambda: dash.alerts is not None and dash.alerts.armed)
         bells: list[int] = []
         written: list[str] = []
         app.bell = lambda: bells.append(1)  # type: ignore[method-assign]
@@ -173,12 +166,12 @@ async def test_header_while_paused_and_alert_when_the_trainer_dies(tmp_path: Pat
         assert dash.desktop_alerts
         sleeper.kill()
         sleeper.wait()
-        await wait_for(pilot, lambda: dash.status == "died", timeout=10)
-        await wait_for(pilot, lambda: any("died" in n.title for n in app._notifications))
+        await wait_ui(pilot, lambda: dash.status == "died", timeout=10)
+        await wait_ui(pilot, lambda: any("died" in n.title for n in app._notifications))
         assert bells == [1]  # one alert, one bell
         osc = [w for w in written if w.startswith("\x1b]777;notify;paused died;")]
         assert len(osc) == 1 and "\x1b]9;paused died: " in osc[0]
-        await wait_for(pilot, lambda: "✗ died" in text(dash.query_one(RunHeader)))
+        await wait_ui(pilot, lambda: "✗ died" in text(dash.query_one(RunHeader)))
         header = text(dash.query_one(RunHeader))
         assert "ETA —" in header and "paused 7m59s" in header  # the dead run's time ends at its last event
 
@@ -216,7 +209,7 @@ async def test_act_off_and_nothing_before_the_run_event(tmp_path: Path) -> None:
     app = make_app(tmp_path, attach=off)
     async with app.run_test(size=(200, 50)) as pilot:
         act = app.screen.query_one(ActPanel)
-        await wait_for(pilot, lambda: text(act).startswith("ACT off"))
+        await wait_ui(pilot, lambda: text(act).startswith("ACT off"))
         assert "mean steps" not in text(act) and "q-halt" not in text(act)
     st = RunState()
     st.apply([json.loads(x) for x in before.joinpath("events.jsonl").read_text().splitlines()])
@@ -238,8 +231,8 @@ async def test_a_real_tiny_trainer_run_reads_back_into_the_readout(tmp_path: Pat
     app = make_app(run.parent, attach=run)
     async with app.run_test(size=(200, 50)) as pilot:
         dash = app.screen
-        await wait_for(pilot, lambda: dash.state is not None and dash.state.step == 12, timeout=20)
-        await wait_for(pilot, lambda: readout(dash).get("step") == "12 / 12", timeout=5)
+        await wait_ui(pilot, lambda: dash.state is not None and dash.state.step == 12, timeout=20)
+        await wait_ui(pilot, lambda: readout(dash).get("step") == "12 / 12", timeout=5)
         r, tr, ev = readout(dash), last(events, "train"), last(events, "eval")
         assert r["loss"] == f"{tr['loss']:.4f}" and r["lr"] == f"{tr['lr']:.2e}"
         assert r["exact"] == f"{tr['exact_accuracy'] * 100:.1f} %"
@@ -290,22 +283,22 @@ async def test_a_stopping_trainer_that_writes_its_end_is_not_starting(tmp_path: 
     app = make_app(tmp_path, attach=run)
     async with app.run_test(size=(200, 50)) as pilot:
         dash = app.screen
-        await wait_for(pilot, lambda: dash.alive and dash.status == "stopping")
-        await wait_for(pilot, lambda: dash.alerts is not None and dash.alerts.armed)
+        await wait_ui(pilot, lambda: dash.alive and dash.status == "stopping")
+        await wait_ui(pilot, lambda: dash.alerts is not None and dash.alerts.armed)
         end = {"v": 1, "t": T0 + 30, "kind": "status", "step": 50, "state": "stopped", "reason": "stop command"}
         (run / STATE_FILE).write_text(json.dumps({"state": "stopped", "step": 50, "pid": sleeper.pid, "t": T0 + 30}))
         with open(run / "events.jsonl", "a") as f:
             f.write(json.dumps(end) + "\n")
-        await wait_for(pilot, lambda: dash.status == "stopped")
-        await wait_for(pilot, lambda: any("stopped" in n.title for n in app._notifications))
+        await wait_ui(pilot, lambda: dash.status == "stopped")
+        await wait_ui(pilot, lambda: any("stopped" in n.title for n in app._notifications))
         assert [n.message for n in app._notifications if "stopped" in n.title] == ["the run is stopped (was stopping)"]
         seen = dash.liveness_checks
-        await wait_for(pilot, lambda: dash.liveness_checks >= seen + 2)  # the trainer is still exiting
+        await wait_ui(pilot, lambda: dash.liveness_checks >= seen + 2)  # the trainer is still exiting
         assert dash.status == "stopped" and dash.alive
         other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
         try:
             write_pidfile(run, pid=other.pid)  # a resumed trainer took the directory over
-            await wait_for(pilot, lambda: dash.status == "starting")
+            await wait_ui(pilot, lambda: dash.status == "starting")
         finally:
             other.kill()
             other.wait()
@@ -326,8 +319,8 @@ async def test_building_data_is_named_in_the_header(tmp_path: Path, sleeper) -> 
     app = make_app(tmp_path, attach=run)
     async with app.run_test(size=(80, 24)) as pilot:
         dash = app.screen
-        await wait_for(pilot, lambda: dash.alive and dash.status == "building")
-        await wait_for(pilot, lambda: "● building data" in text(dash.query_one(RunHeader)))
+        await wait_ui(pilot, lambda: dash.alive and dash.status == "building")
+        await wait_ui(pilot, lambda: "● building data" in text(dash.query_one(RunHeader)))
         header = text(dash.query_one(RunHeader))
         assert "ETA —" in header and "— ex/s" in header  # no step yet: nothing made up
         assert progress in [line.text for line in dash.state.log]

@@ -7,10 +7,17 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from test_tui_dashboard import make_app, text, wait_for
+from test_train_helpers import wait_ui
+from test_tui_dashboard import make_app, text
 from test_tui_support import maze_sample, run_events, write_run
 
 from hrm_tui.widgets import PuzzleView, RunHeader
+
+
+def laid_out(view: PuzzleView) -> bool:
+    """The layout has caught up with what the view shows: its height is its rendered line count (the
+    scroll box's max_scroll_y is only meaningful after that)."""
+    return view.size.height == len(text(view).splitlines()) > 0
 
 
 async def test_segment_stepper_walks_act_segments(tmp_path: Path) -> None:
@@ -19,10 +26,10 @@ async def test_segment_stepper_walks_act_segments(tmp_path: Path) -> None:
     async with app.run_test(size=(200, 50)) as pilot:
         dash = app.screen
         view = dash.query_one(PuzzleView)
-        await wait_for(pilot, lambda: "Eval sample 1/2" in text(view))
+        await wait_ui(pilot, lambda: "Eval sample 1/2" in text(view))
         assert "seg 1 2◆3 4 [ ] ◆ Q halts" in text(view) and "✗ 2 wrong of 27 blanks" in text(view)  # the last one
         await pilot.press("left_square_bracket")
-        await wait_for(pilot, lambda: view.segment == 2)
+        await wait_ui(pilot, lambda: view.segment == 2)
         shown = view.render()
         # Segment 3 filled 20 of the 27 blanks (2 of them wrong): 7 left blank + 2 wrong.
         assert "✗ 9 wrong of 27 blanks" in shown.plain
@@ -51,7 +58,7 @@ async def test_80x24_panel_keys_without_focus_and_arrows_change_sample(tmp_path:
     app = make_app(tmp_path, attach=run)
     async with app.run_test(size=(80, 24)) as pilot:
         dash = app.screen
-        await wait_for(pilot, lambda: dash.state is not None and dash.state.step == 100 and dash.compact)
+        await wait_ui(pilot, lambda: dash.state is not None and dash.state.step == 100 and dash.compact)
         switcher = dash.query_one("#panel", ContentSwitcher)
         for key, pid in (("2", "act-box"), ("3", "gpu-box"), ("4", "puzzle-box"), ("5", "log"), ("1", "readout-box")):
             await pilot.press(key)
@@ -61,11 +68,11 @@ async def test_80x24_panel_keys_without_focus_and_arrows_change_sample(tmp_path:
         await pilot.press("tab", "tab")  # whatever has focus now, ← / → still mean the sample
         view = dash.query_one(PuzzleView)
         await pilot.press("right")
-        await wait_for(pilot, lambda: "Eval sample 2/2" in text(view))
+        await wait_ui(pilot, lambda: "Eval sample 2/2" in text(view))
         await pilot.press("left")
-        await wait_for(pilot, lambda: "Eval sample 1/2" in text(view))
-        await pilot.pause(0.3)
+        await wait_ui(pilot, lambda: "Eval sample 1/2" in text(view))
         box = dash.query_one("#puzzle-box")
+        await wait_ui(pilot, lambda: laid_out(view), what="the layout to take the sample's lines")
         assert box.max_scroll_y == 0  # the whole Sudoku fits at 80×24: nothing cut off
         lines = view.render().plain.splitlines()
         grid = [ln for ln in lines if "│" in ln or "┼" in ln]
@@ -109,20 +116,20 @@ async def test_30x30_maze_readable_at_200x50_and_scrollable_at_80x24(tmp_path: P
     async with app.run_test(size=(200, 50)) as pilot:
         dash = app.screen
         view = dash.query_one(PuzzleView)
-        await wait_for(pilot, lambda: "✓ path found (27 cells)" in text(view))
-        await pilot.pause(0.3)
+        await wait_ui(pilot, lambda: "✓ path found (27 cells)" in text(view))
+        await wait_ui(pilot, lambda: laid_out(view), what="the layout to take the maze's lines")
         rows = [ln for ln in view.render().plain.splitlines() if ln.startswith("██")]
         assert len(rows) == 30 and {len(ln) for ln in rows} == {60}  # two columns a cell
         assert dash.query_one("#puzzle-box").max_scroll_y == 0  # all of it on screen
     app = make_app(tmp_path, attach=run)
     async with app.run_test(size=(80, 24)) as pilot:
         dash = app.screen
-        await wait_for(pilot, lambda: dash.state is not None and dash.state.step == 100)
+        await wait_ui(pilot, lambda: dash.state is not None and dash.state.step == 100)
         await pilot.press("4")
         box = dash.query_one("#puzzle-box")
-        await wait_for(pilot, lambda: box.max_scroll_y > 0)
+        await wait_ui(pilot, lambda: box.max_scroll_y > 0)
         await pilot.press("pagedown")
-        await wait_for(pilot, lambda: box.scroll_y > 0)
+        await wait_ui(pilot, lambda: box.scroll_y > 0)
 
 
 async def test_80x24_failed_run_shows_reason_and_the_whole_sudoku(tmp_path: Path) -> None:
@@ -130,11 +137,11 @@ async def test_80x24_failed_run_shows_reason_and_the_whole_sudoku(tmp_path: Path
     app = make_app(tmp_path, attach=run)
     async with app.run_test(size=(80, 24)) as pilot:
         dash = app.screen
-        await wait_for(pilot, lambda: dash.status == "failed" and bool(dash._log_tail))
+        await wait_ui(pilot, lambda: dash.status == "failed" and bool(dash._log_tail))
         await pilot.press("4")
         view = dash.query_one(PuzzleView)
-        await wait_for(pilot, lambda: "Eval sample 1/2" in text(view))
-        await pilot.pause(0.3)
+        await wait_ui(pilot, lambda: "Eval sample 1/2" in text(view))
+        await wait_ui(pilot, lambda: laid_out(view), what="the layout to take the sample's lines")
         death = dash.query_one("#death")
         assert "CUDA out of memory" in text(death) and "trainer.log: RuntimeError: boom" in text(death)
         assert dash.query_one("#puzzle-box").max_scroll_y == 0  # grid, segments and legend all on screen

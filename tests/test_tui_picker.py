@@ -4,10 +4,10 @@ a placeholder that validates, a step estimate that holds still on a busy machine
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import pytest
+from test_train_helpers import wait_ui
 from test_tui_support import T0, FakeNvml, NoNvml, fixed_sampler
 
 from hrm_tui import costs, runs
@@ -29,15 +29,6 @@ def notes(app: HrmApp) -> list[str]:
     return [n.message for n in app._notifications]
 
 
-async def wait_for(pilot, cond, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if cond():
-            return
-        await pilot.pause(0.05)
-    assert cond()
-
-
 async def test_picker_refuses_cuda_without_cuda_and_offers_cpu(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     launched: list[list[str]] = []
 
@@ -48,30 +39,29 @@ async def test_picker_refuses_cuda_without_cuda_and_offers_cpu(tmp_path: Path, m
     monkeypatch.setattr(runs, "launch", record_launch)
     app = make_app(tmp_path / "runs")
     async with app.run_test(size=(120, 40)) as pilot:
-        await wait_for(pilot, lambda: isinstance(app.screen, PickerScreen) and app.screen.rows)
+        await wait_ui(pilot, lambda: isinstance(app.screen, PickerScreen) and app.screen.rows)
         picker = app.screen
         row = next(i for i, r in enumerate(picker.rows) if r["preset"] == "sudoku-extreme-1k")
         picker.query_one("#presets").move_cursor(row=row)
-        await pilot.pause()
+        await wait_ui(pilot, lambda: NO_CUDA in picker.query_one("#preset-about").render().plain)
         assert picker.query_one("#presets").get_row_at(row)[3] == "cuda ✗"
-        assert NO_CUDA in picker.query_one("#preset-about").render().plain
         await pilot.press("enter")
-        await wait_for(pilot, lambda: any("trains on CUDA" in m for m in notes(app)))
+        await wait_ui(pilot, lambda: any("trains on CUDA" in m for m in notes(app)))
         refusal = next(m for m in notes(app) if "trains on CUDA" in m)
         assert NO_CUDA in refusal and "train.device=cpu" in refusal
         assert launched == [] and not (tmp_path / "runs").exists()
         assert picker.query_one("#extra").value == "train.device=cpu"  # the offer, in the field
         await pilot.press("enter")  # accepted: it launches, on the CPU
-        await wait_for(pilot, lambda: launched == [["train.device=cpu"]])
+        await wait_ui(pilot, lambda: launched == [["train.device=cpu"]])
         # A preset for 8 GPUs: on the CPU, one process (not 8 on these cores).
         picker.query_one("#extra").value = ""
         eight = next(i for i, r in enumerate(picker.rows) if r["preset"] == "maze-hard-1k")
         assert picker.rows[eight]["gpus"] == 8
         picker.query_one("#presets").move_cursor(row=eight)
         await pilot.press("enter")
-        await wait_for(pilot, lambda: picker.query_one("#extra").value == "train.device=cpu train.gpus=1")
+        await wait_ui(pilot, lambda: picker.query_one("#extra").value == "train.device=cpu train.gpus=1")
         await pilot.press("enter")
-        await wait_for(pilot, lambda: launched[-1] == ["train.device=cpu", "train.gpus=1"])
+        await wait_ui(pilot, lambda: launched[-1] == ["train.device=cpu", "train.gpus=1"])
 
 
 def test_overrides_placeholder_validates() -> None:
@@ -88,7 +78,7 @@ async def test_picker_data_column_refreshes_on_return(tmp_path: Path) -> None:
 
     app = make_app(tmp_path / "runs")
     async with app.run_test(size=(120, 40)) as pilot:
-        await wait_for(pilot, lambda: isinstance(app.screen, PickerScreen) and app.screen.rows)
+        await wait_ui(pilot, lambda: isinstance(app.screen, PickerScreen) and app.screen.rows)
         tiny = lambda: next(r for r in app.screen.rows if r["preset"] == "tiny")  # noqa: E731
         assert tiny()["built"] == "not built"
         built = dataset_dir(describe(load_preset("tiny"))["dataset"])  # what a finished build leaves
@@ -96,9 +86,9 @@ async def test_picker_data_column_refreshes_on_return(tmp_path: Path) -> None:
             (built / split).mkdir(parents=True)
             (built / split / "dataset.json").write_text("{}")
         await pilot.press("r")
-        await wait_for(pilot, lambda: isinstance(app.screen, RunsScreen))
+        await wait_ui(pilot, lambda: isinstance(app.screen, RunsScreen))
         await pilot.press("n")
-        await wait_for(pilot, lambda: isinstance(app.screen, PickerScreen) and tiny()["built"] == "built")
+        await wait_ui(pilot, lambda: isinstance(app.screen, PickerScreen) and tiny()["built"] == "built")
 
 
 def test_cuda_probe_without_torch(tmp_path: Path) -> None:
@@ -140,17 +130,17 @@ def test_cpu_step_estimate_is_stable() -> None:
 async def test_picker_fits_80_columns_and_shows_every_column_when_wide(tmp_path: Path) -> None:
     app = make_app(tmp_path / "runs")
     async with app.run_test(size=(80, 24)) as pilot:
-        await wait_for(pilot, lambda: isinstance(app.screen, PickerScreen) and app.screen.rows)
+        await wait_ui(pilot, lambda: isinstance(app.screen, PickerScreen) and app.screen.rows)
         from textual.widgets import DataTable
 
         table = app.screen.query_one("#presets", DataTable)
-        await wait_for(pilot, lambda: table.row_count == len(app.screen.rows))
+        await wait_ui(pilot, lambda: table.row_count == len(app.screen.rows))
         labels = [str(c.label) for c in table.columns.values()]
         assert labels == ["preset", "task", "device", "step est.", "data"]  # model, memory: under the table
-        await pilot.pause()
-        assert table.virtual_size.width <= table.scrollable_content_region.width  # nothing scrolled off
+        # nothing scrolled off, once the table is laid out
+        await wait_ui(pilot, lambda: 0 < table.virtual_size.width <= table.scrollable_content_region.width)
         about = app.screen.query_one("#preset-about").render().plain
         first = app.screen.rows[0]
         assert first["model"] in about and first["mem"] in about
         await pilot.resize_terminal(200, 50)
-        await wait_for(pilot, lambda: len(table.columns) == 7)
+        await wait_ui(pilot, lambda: len(table.columns) == 7)

@@ -8,10 +8,13 @@ import time
 from pathlib import Path
 
 import pytest
+from test_train_helpers import wait_ui
 from test_tui_support import T0, run_events, write_run
+from textual.widgets import ContentSwitcher, DataTable
 
 from hrm_tui.app import HrmApp
-from hrm_tui.screens import DashboardScreen, RunsScreen
+from hrm_tui.screens import DashboardScreen, HelpScreen, RunsScreen
+from hrm_tui.widgets import DeathNote, MetricPlot, PuzzleView, RunHeader
 
 SIZES = [(80, 24), (200, 60)]
 
@@ -38,17 +41,50 @@ def _app(root: Path, attach: str | None = None) -> HrmApp:
     return HrmApp(root, attach=root / attach if attach else None, sample_system=False, clock=lambda: T0 + 500)
 
 
+def _drawn(screen) -> bool:
+    """The dashboard shows everything its run's events say: loaded, the liveness check done (the status
+    depends on it), no redraw pending, and the header, plots, sample and death note drawn from it."""
+    s = screen.state
+    if s is None or not s.events_seen or not screen.liveness_checks or screen._pending or screen._plots_due:
+        return False
+    if screen.status == "failed" and not screen._log_tail:
+        return False
+    header = screen.query_one(RunHeader).render().plain
+    if f"step {s.step:,}" not in header or screen.status not in header:
+        return False
+    if any(plot._state is not s for plot in screen.query(MetricPlot)):
+        return False
+    if s.latest_eval.get("samples") and "Eval sample" not in screen.query_one(PuzzleView).render().plain:
+        return False
+    death = screen.query_one(DeathNote).render().plain
+    return screen.status != "failed" or screen._log_tail[-1].strip() in death
+
+
+def _listed(screen) -> bool:
+    """The runs screen shows every run and the selected run's checkpoints (listed in a worker)."""
+    table = screen.query_one("#runs", DataTable)
+    return bool(screen.infos) and table.row_count == len(screen.infos) and screen._ckpt_rows is not None
+
+
 async def _loaded(pilot) -> None:
-    app = pilot.app
-    for _ in range(200):
-        screen = app.screen
-        if isinstance(screen, DashboardScreen) and screen.state is not None and screen.state.events_seen:
-            if screen._log_tail or screen.status != "failed":
-                break
-        if isinstance(screen, RunsScreen) and screen.infos and screen.checkpoints is not None:
-            break
-        await pilot.pause(0.05)
-    await pilot.pause(0.5)  # one redraw tick after the last message
+    # snap_compare takes the screenshot after the app is idle; this waits until what it will paint is final.
+    await wait_ui(
+        pilot,
+        lambda: (
+            (isinstance(pilot.app.screen, DashboardScreen) and _drawn(pilot.app.screen))
+            or (isinstance(pilot.app.screen, RunsScreen) and _listed(pilot.app.screen))
+        ),
+        what="the screen to show its run(s)",
+    )
+
+
+async def _show_sample(pilot) -> None:
+    await _loaded(pilot)
+    screen = pilot.app.screen
+    if screen.compact:
+        await pilot.press("4")  # the sample panel, by its key
+        await wait_ui(pilot, lambda: screen.query_one("#panel", ContentSwitcher).current == "puzzle-box")
+        await wait_ui(pilot, lambda: _drawn(screen), what="the sample panel drawn")
 
 
 @pytest.mark.parametrize("size", SIZES, ids=lambda s: f"{s[0]}x{s[1]}")
@@ -58,13 +94,7 @@ def test_dashboard_failed_sudoku(snap_compare, runs_root: Path, size: tuple[int,
 
 @pytest.mark.parametrize("size", SIZES, ids=lambda s: f"{s[0]}x{s[1]}")
 def test_dashboard_finished_maze(snap_compare, runs_root: Path, size: tuple[int, int]) -> None:
-    async def show_sample(pilot) -> None:
-        await _loaded(pilot)
-        if pilot.app.screen.compact:
-            await pilot.press("4")  # the sample panel, by its key
-            await pilot.pause(0.3)
-
-    assert snap_compare(_app(runs_root, "maze-cpu-20251125-0700"), terminal_size=size, run_before=show_sample)
+    assert snap_compare(_app(runs_root, "maze-cpu-20251125-0700"), terminal_size=size, run_before=_show_sample)
 
 
 def test_runs_screen(snap_compare, runs_root: Path) -> None:
@@ -75,7 +105,7 @@ def test_help_screen(snap_compare, runs_root: Path) -> None:
     async def open_help(pilot) -> None:
         await _loaded(pilot)
         await pilot.press("question_mark")
-        await pilot.pause(0.3)
+        await wait_ui(pilot, lambda: isinstance(pilot.app.screen, HelpScreen) and pilot.app.screen.query("#help-table"))
 
     assert snap_compare(_app(runs_root, "sudoku-cpu-20251125-0800"), terminal_size=(80, 24), run_before=open_help)
 
@@ -84,11 +114,6 @@ def test_no_color_sudoku_sample(snap_compare, runs_root: Path, monkeypatch: pyte
     """NO_COLOR: greys only; wrong answers stay marked (bold, underlined), status keeps its word and glyph."""
     monkeypatch.setenv("NO_COLOR", "1")
 
-    async def show_sample(pilot) -> None:
-        await _loaded(pilot)
-        await pilot.press("4")
-        await pilot.pause(0.3)
-
     app = _app(runs_root, "sudoku-cpu-20251125-0800")
     assert app.no_color
-    assert snap_compare(app, terminal_size=(80, 24), run_before=show_sample)
+    assert snap_compare(app, terminal_size=(80, 24), run_before=_show_sample)
