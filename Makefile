@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 TORCH_CPU := torch==2.13.0
 
-.PHONY: setup test run bench gpu-check clean
+.PHONY: setup test test-fast lint run bench gpu-check clean
 
 setup: $(VENV)/.installed
 
@@ -22,8 +22,18 @@ $(VENV)/.installed: pyproject.toml
 	$(PIP) install -q -e '.[test]'
 	touch $@
 
-test: setup
+# Everything CI runs: the linters and type checker, then the whole suite.
+test: setup lint
 	$(PY) -m pytest -q
+
+# The inner loop (< 2 minutes on 2 cores): the suite without the tests marked slow.
+test-fast: setup
+	$(PY) -m pytest -q -m "not slow"
+
+lint: setup
+	$(VENV)/bin/ruff check hrm hrm_tui tests bench
+	$(VENV)/bin/ruff format --check hrm hrm_tui tests bench
+	$(VENV)/bin/mypy
 
 run: setup
 	$(VENV)/bin/hrm-tui

@@ -51,7 +51,7 @@ def use(mode: str) -> None:
     global _mode
     if mode not in MODES:
         raise ValueError(f"model.cpu_kernels must be one of {', '.join(MODES)}, got {mode!r}")
-    _mode = mode  # type: ignore[assignment]
+    _mode = mode
 
 
 def mode() -> Mode:

@@ -92,14 +92,14 @@ def _forward(x: torch.Tensor, weights: tuple[torch.Tensor, ...], tables, heads: 
 
 class _FusedBlock(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x, w_qkv, w_o, w_gu, w_down, tables, heads, eps):  # type: ignore[override]
+    def forward(ctx, x, w_qkv, w_o, w_gu, w_down, tables, heads, eps):
         out, saved = _forward(x, (w_qkv, w_o, w_gu, w_down), tables, heads, eps, keep=True)
         ctx.save_for_backward(*saved, w_qkv, w_o, w_gu, w_down)
         ctx.tables, ctx.heads, ctx.shape = tables, heads, x.shape
         return out
 
     @staticmethod
-    def backward(ctx, grad_out):  # type: ignore[override]
+    def backward(ctx, grad_out):
         from hrm.model import c_kernels
 
         x2, q, k, v, probs, att, h1, rstd1, gu, act, y, rstd2, w_qkv, w_o, w_gu, w_down = ctx.saved_tensors

@@ -147,8 +147,9 @@ class Steering:
     def decide(self, reduced: torch.Tensor) -> Decision:
         """Turn the SUM-reduced flags (identical on every rank) into a Decision; consumes the
         pending requests and signal flags that were folded into it."""
-        got = {name: bool(reduced[i].item() > 0) for i, name in enumerate(FLAGS)}
-        d = Decision(**got)
+        d = Decision()
+        for i, name in enumerate(FLAGS):  # one flag per command, in the one command list's order
+            setattr(d, name, bool(reduced[i].item() > 0))
         with self._lock:
             # A signal flag is consumed only by a decision that acts on it: one that arrived after
             # local_flags() (during the optimizer step, say) waits for the next step instead of being lost.
