@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from hrm.data.augment import (
     apply_transform,
@@ -47,6 +48,7 @@ def test_transform_follows_the_spec_draw_order():
         assert np.array_equal(digit_map, digits) and digit_map[0] == 0
 
 
+@pytest.mark.slow  # checks every augmented grid of many puzzles
 def test_augmentation_preserves_validity_and_uniqueness():
     puzzle, solution = _pair(1)
     group = augment(puzzle, solution, 8, np.random.default_rng(0))

@@ -8,10 +8,13 @@ import resource
 import threading
 from pathlib import Path
 
+import pytest
 from test_control import ABUSE, _exchange_or_closed, _idle_connections
 from test_train_helpers import TINY, kill_group, last_train_step, show, start, statuses, train_cmd, wait_for, wait_state
 
 from hrm.run.control import send_command
+
+pytestmark = pytest.mark.slow  # a real trainer under socket abuse
 
 LONG = [*TINY, "train.total_steps=100000", "train.eval_interval=100000", "train.checkpoint_interval=100000"]
 

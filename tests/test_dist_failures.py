@@ -137,6 +137,7 @@ def _gather_rank(rank: int, world: int, port: int, out: mp.Queue) -> None:
     torch.distributed.destroy_process_group()
 
 
+@pytest.mark.slow  # torchrun
 def test_checkpoint_carry_is_gathered_on_rank0_only() -> None:
     ctx = mp.get_context("fork")  # no CUDA here; forking skips two imports of torch
     out = ctx.Queue()
@@ -158,6 +159,7 @@ def test_checkpoint_carry_is_gathered_on_rank0_only() -> None:
 
 
 # --- real torchrun runs ---------------------------------------------------------------------------
+@pytest.mark.slow  # torchrun
 def test_slow_rank0_dataset_build_is_waited_for_at_a_named_barrier(tmp_path: Path) -> None:
     """The collective timeout (3 s) is shorter than rank 0's dataset build: rank 1 waits at the barrier
     'dataset built' (its log says how long), and the run finishes."""
@@ -175,6 +177,7 @@ def test_slow_rank0_dataset_build_is_waited_for_at_a_named_barrier(tmp_path: Pat
     assert statuses(d)[-1]["state"] == "finished"
 
 
+@pytest.mark.slow  # torchrun
 def test_a_hung_rank_fails_the_run_naming_the_collective_and_the_rank(tmp_path: Path) -> None:
     """SIGSTOP rank 1 mid-run: rank 0's watch writes `failed` before the 6 s timeout, naming where it
     waited and that rank 1 never arrived; the process then ends (gloo raises; NCCL would abort)."""

@@ -36,6 +36,8 @@ from test_train_helpers import (
     wait_state,
 )
 
+pytestmark = pytest.mark.slow  # torchrun: two rank processes per test
+
 STEPS = 20
 SAME = [
     *TINY,

@@ -18,6 +18,8 @@ from hrm.model.hrm_act import HierarchicalReasoningModel_ACTV1
 from hrm.model.losses import ACTLossHead
 from hrm.model.reference import load_any_checkpoint, load_model_weights
 
+pytestmark = pytest.mark.slow  # trains a tiny run, then hrm-eval processes on its checkpoints
+
 # Evaluate the whole test split (16 puzzles) in two batches of 8, at steps 2 and 4.
 RUN = [
     *TINY,

@@ -164,6 +164,7 @@ def test_the_kernels_run_on_torch_openmp_pool() -> None:
     assert len(mapped) == 1 and mapped[0].startswith(os.path.dirname(torch.__file__)), mapped
 
 
+@pytest.mark.slow  # a fresh Python process importing torch
 def test_a_process_that_does_not_use_the_c_path_loads_none_of_its_machinery() -> None:
     # CUDA, bf16 and model.cpu_kernels=off never import the kernel loader (subprocess, compiler, libgomp) nor numba
     out = _run_python(

@@ -17,6 +17,7 @@ from hrm.progress import TrainProgress, format_duration
 LINE = re.compile(r"hrm\.progress: step (\d+)/(\d+)  loss (\S+)  blanks (\S+)")
 
 
+@pytest.mark.slow  # a real trainer run
 def test_plain_lines_of_a_real_run_match_its_events(tmp_path: Path) -> None:
     import subprocess
 
@@ -61,6 +62,7 @@ def test_eta_counts_running_steps_only() -> None:
     assert format_duration(0.5 * 899) == "7:29"
 
 
+@pytest.mark.slow  # a trainer that builds its dataset
 def test_a_build_the_trainer_starts_is_reported(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     from hrm.train.cli import main
 

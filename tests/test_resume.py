@@ -23,6 +23,8 @@ from test_train_helpers import (
     wait_for,
 )
 
+pytestmark = pytest.mark.slow  # every test trains tiny runs (in this process or a killed child)
+
 TOTAL = 8
 ARGS = [*TINY, f"train.total_steps={TOTAL}", "train.eval_interval=4", "train.checkpoint_interval=2"]
 

@@ -9,6 +9,7 @@ import os
 import signal
 from pathlib import Path
 
+import pytest
 from test_train_helpers import (
     TINY,
     as_json,
@@ -23,6 +24,8 @@ from test_train_helpers import (
     wait_for,
     wait_state,
 )
+
+pytestmark = pytest.mark.slow  # real trainer processes paused, killed, stopped
 
 LONG = [*TINY, "train.total_steps=100000", "train.eval_interval=100000", "train.checkpoint_interval=100000"]
 

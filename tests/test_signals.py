@@ -6,9 +6,9 @@ from __future__ import annotations
 import json
 import os
 import signal
-import time
 from pathlib import Path
 
+import pytest
 from test_train_helpers import (
     TINY,
     effective,
@@ -33,6 +33,7 @@ def _ctl(run_dir: Path, cmd: str) -> dict:
     return send_command(run_dir, cmd, timeout=60)
 
 
+@pytest.mark.slow  # a real trainer, steered over its socket
 def test_commands_act_within_one_step(tmp_path: Path) -> None:
     d, log = tmp_path / "run", tmp_path / "log"
     p = start(train_cmd(*LONG, "--run-dir", str(d)), log)
@@ -44,8 +45,8 @@ def test_commands_act_within_one_step(tmp_path: Path) -> None:
         assert r["ok"], r
         n = r["step"]
         assert wait_state(d, "paused")["step"] == n
-        time.sleep(1.0)
-        assert last_train_step(d) == n, "a step ran after the pause"
+        # No fixed sleep to "give it time to step": every reply below comes from the trainer's pause loop,
+        # and its events are flushed before the checkpoint event, so a step taken while paused would show.
 
         # A second trainer on this live run directory is refused; the run is untouched.
         second = run(train_cmd("--run-dir", str(d), "--resume", "latest"), timeout=90)
@@ -63,6 +64,7 @@ def test_commands_act_within_one_step(tmp_path: Path) -> None:
 
         r = _ctl(d, "status")
         assert r["ok"] and r["state"] == "paused" and r["step"] == n, r
+        assert last_train_step(d) == n, "a step ran after the pause"
         bad = _ctl(d, "explode")
         assert not bad["ok"] and "unknown command" in bad["error"]
 
@@ -83,6 +85,7 @@ def test_commands_act_within_one_step(tmp_path: Path) -> None:
     assert not (d / "control.sock").exists() and not (d / "trainer.pid").exists()
 
 
+@pytest.mark.slow  # a real trainer, steered by signals
 def test_signals(tmp_path: Path) -> None:
     d, log = tmp_path / "run", tmp_path / "log"
     p = start(train_cmd(*LONG, "--run-dir", str(d)), log)
@@ -115,6 +118,7 @@ def test_signals(tmp_path: Path) -> None:
     assert last["state"] == "stopped" and "SIGINT" in last["reason"], last
 
 
+@pytest.mark.slow  # a tiny training run in this process
 def test_stale_pidfile_is_detected(tmp_path: Path) -> None:
     from hrm.run.lock import read_pidfile, trainer_alive
 
@@ -143,7 +147,8 @@ def test_a_signal_during_the_optimizer_step_is_kept_for_the_next_step() -> None:
         folded = steering.local_flags()  # nothing pending yet
         os.kill(os.getpid(), signal.SIGUSR1)  # arrives "during the optimizer step"
         os.kill(os.getpid(), signal.SIGTERM)
-        time.sleep(0.05)  # the handlers run in this thread
+        # Python runs the handlers in this thread, between bytecodes: wait until both have.
+        wait_for(lambda: steering._signal_checkpoint and steering._signal_stop, 30, "both signal handlers")
         d = steering.decide(folded)
         assert not d.checkpoint and not d.stop
         d = steering.decide(steering.local_flags())  # the next step acts on both
@@ -161,7 +166,7 @@ def test_a_signal_while_steering_holds_its_lock_does_not_deadlock() -> None:
     try:
         with steering._lock:  # the main thread inside local_flags/decide
             os.kill(os.getpid(), signal.SIGUSR1)
-            time.sleep(0.05)  # handler runs here, re-entering the lock
+            wait_for(lambda: steering._signal_checkpoint, 30, "the handler, re-entering the lock")
         assert steering.decide(steering.local_flags()).checkpoint
     finally:
         steering.restore_signals()

@@ -204,6 +204,7 @@ def read_wandb_records(path):
     return records
 
 
+@pytest.mark.slow  # imports wandb and runs its offline service
 def test_wandb_sink_offline_writes_the_values(tmp_path, monkeypatch):
     pytest.importorskip("wandb", reason="wandb not installed (pip install 'hrm-tui[wandb]')")
     for var in ("WANDB_DIR", "WANDB_CACHE_DIR", "WANDB_CONFIG_DIR", "WANDB_DATA_DIR", "WANDB_ARTIFACT_DIR"):

@@ -111,6 +111,7 @@ def test_generated_puzzles_unique_with_blank_control(level, blanks):
     assert nblank.min() >= lo and nblank.max() <= hi
 
 
+@pytest.mark.slow  # generates puzzles in worker processes
 def test_generation_is_seeded_and_worker_independent():
     a = generate(4, "easy", seed=11, workers=1)
     b = generate(4, "easy", seed=11, workers=2)

@@ -42,6 +42,7 @@ def _compiled():
     F.warm_up()
 
 
+@pytest.mark.slow  # thousands of real puzzles rated twice
 @pytest.mark.parametrize("rel,limit", COLLECTIONS)
 def test_fast_rating_equals_the_csv_rating_of_every_real_puzzle(shared_data, rel, limit):
     # The CSV rating column is the SOURCES.md guess count (test_sudoku checks the Python rater on it).
@@ -49,6 +50,7 @@ def test_fast_rating_equals_the_csv_rating_of_every_real_puzzle(shared_data, rel
         assert F.rate(_digits(r["question"])) == int(r["rating"]), (rel, r["source"])
 
 
+@pytest.mark.slow  # the Python rater on many puzzles
 def test_fast_rating_equals_python_rating_under_random_symmetries(shared_data):
     # Capped at 3000 guesses so the Python side stays quick; a capped count is min(true count, cap).
     rng = np.random.default_rng(0)
@@ -61,6 +63,7 @@ def test_fast_rating_equals_python_rating_under_random_symmetries(shared_data):
     assert checked == 25 * len(COLLECTIONS) - (25 - 12)  # hardest has 12 rows
 
 
+@pytest.mark.slow  # the Python rater on many puzzles
 def test_fast_rating_equals_python_rating_on_generated_puzzles():
     rng = random.Random(5)
     for _ in range(40):
@@ -104,6 +107,7 @@ def test_reduce_gives_a_minimal_puzzle_of_the_grid():
     assert sum(1 for v in puz if v) == 40 and S.solutions(puz, 2) == [grid]
 
 
+@pytest.mark.slow  # generates extreme puzzles in worker processes
 def test_extreme_generation_is_unique_seeded_and_worker_independent():
     a = generate(4, "extreme", seed=21, workers=1)
     b = generate(4, "extreme", seed=21, workers=2)

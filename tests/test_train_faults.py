@@ -27,6 +27,8 @@ from test_train_helpers import (
     wait_state,
 )
 
+pytestmark = pytest.mark.slow  # every test runs real trainer processes
+
 LONG = [*TINY, "train.total_steps=100000", "train.eval_interval=100000", "train.checkpoint_interval=100000"]
 SHORT = [*TINY, "train.total_steps=4", "train.eval_interval=2", "train.checkpoint_interval=2"]
 

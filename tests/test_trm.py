@@ -253,6 +253,7 @@ def test_a_checkpoint_in_the_official_layout_loads(tmp_path) -> None:
         assert torch.equal(loaded.state_dict()[k], v), k
 
 
+@pytest.mark.slow  # forward and backward of the paper-sized TRM
 @pytest.mark.parametrize("mlp_t", [False, True], ids=["attention", "mlp_t"])
 @pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
 def test_memory_closed_form_matches_trm_saved_tensors_and_peak(mlp_t: bool, dtype: str) -> None:
