@@ -5,12 +5,14 @@ through the run directory, exactly as in use."""
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import pytest
+from test_train_helpers import wait_ui
 from test_tui_support import FakeNvml, fixed_sampler
 
+from hrm.run.events import read_events
+from hrm.run.layout import EVENTS_FILE, checkpoint_name
 from hrm_tui import runs
 from hrm_tui.app import HrmApp
 from hrm_tui.screens import DashboardScreen, PickerScreen, RunsScreen
@@ -20,15 +22,6 @@ from hrm_tui.widgets import LogPanel
 pytestmark = pytest.mark.slow
 STARTUP_S = 180  # torch import + dataset build + first step, on a busy 2-core machine
 STEP_S = 60  # any one command: the trainer acts between steps
-
-
-async def wait_for(pilot, cond, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if cond():
-            return
-        await pilot.pause(0.1)
-    raise AssertionError(f"timed out after {timeout:.0f} s waiting for: {what}")
 
 
 def log_text(dash: DashboardScreen) -> str:
@@ -42,77 +35,80 @@ async def test_live_run_every_control_key(tmp_path: Path) -> None:
     try:
         async with app.run_test(size=(160, 48)) as pilot:
             # New run: pick `tiny`, long enough to outlive the test, launch with enter.
-            await wait_for(pilot, lambda: isinstance(app.screen, PickerScreen) and app.screen.rows, 30, "presets")
+            await wait_ui(pilot, lambda: isinstance(app.screen, PickerScreen) and app.screen.rows, 30, "presets")
             picker = app.screen
             row = next(i for i, r in enumerate(picker.rows) if r["preset"] == "tiny")
             picker.query_one("#presets").move_cursor(row=row)
             picker.query_one("#steps").value = "100000"
             picker.query_one("#run-name").value = "live"
             await pilot.press("enter")
-            await wait_for(pilot, lambda: isinstance(app.screen, DashboardScreen), 10, "dashboard")
+            await wait_ui(pilot, lambda: isinstance(app.screen, DashboardScreen), 30, "dashboard")
             dash = app.screen
             run_dir = root / "live"
             assert app.attached_run == run_dir and (run_dir / "trainer.log").exists()
-            await wait_for(pilot, lambda: dash.state.step >= 2 and dash.alive, STARTUP_S, "the step to advance")
+            await wait_ui(pilot, lambda: dash.state.step >= 2 and dash.alive, STARTUP_S, "the step to advance")
             assert dash.status == "running"
             assert {"pause", "checkpoint", "evaluate", "stop"} <= _footer(app)
 
             # p: pause — the step stops and the footer offers resume instead.
             await pilot.press("p")
-            await wait_for(pilot, lambda: dash.status == "paused", STEP_S, "paused")
+            await wait_ui(pilot, lambda: dash.status == "paused", STEP_S, "paused")
             paused_at = dash.state.step
-            await pilot.pause(3.0)
-            assert dash.state.step == paused_at
-            assert "resume" in _footer(app) and "pause" not in _footer(app)
+            await wait_ui(pilot, lambda: "resume" in _footer(app) and "pause" not in _footer(app), 30, "resume offered")
             assert "[pause]" in log_text(dash)  # the reply is shown
 
-            # c: checkpoint now (while paused) — a file appears.
+            # c: checkpoint now (while paused) — a file appears. Its reply comes from the trainer's pause
+            # loop after the file is written: proof that the paused trainer went round its loop, and no
+            # step ran meanwhile (no fixed sleep to "give it time to step").
             await pilot.press("c")
-            await wait_for(pilot, lambda: any((run_dir / "checkpoints").glob("step-*.pt")), STEP_S, "checkpoint file")
+            await wait_ui(pilot, lambda: "[checkpoint]" in log_text(dash), STEP_S, "the checkpoint reply")
+            assert (run_dir / "checkpoints" / checkpoint_name(paused_at)).is_file()
+            trained = [e["step"] for e in read_events(run_dir / EVENTS_FILE) if e["kind"] == "train"]
+            assert max(trained) == paused_at == dash.state.step, "a step ran while paused"
             await pilot.press("p")
-            await wait_for(pilot, lambda: dash.status == "running", STEP_S, "running again")
-            await wait_for(pilot, lambda: dash.state.step > paused_at, STEP_S, "the step to move again")
+            await wait_ui(pilot, lambda: dash.status == "running", STEP_S, "running again")
+            await wait_ui(pilot, lambda: dash.state.step > paused_at, STEP_S, "the step to move again")
 
             # e: evaluate now — an eval with samples arrives and the puzzle view draws one.
             await pilot.press("e")
-            await wait_for(pilot, lambda: bool(dash.state.latest_eval.get("samples")), STEP_S, "an eval")
-            await wait_for(
+            await wait_ui(pilot, lambda: bool(dash.state.latest_eval.get("samples")), STEP_S, "an eval")
+            await wait_ui(
                 pilot,
                 lambda: "Eval sample 1/" in dash.query_one("#puzzle").render().plain,
-                5,
+                30,
                 "the puzzle view to draw the sample",
             )
 
             # s: stop asks first; y confirms; the trainer checkpoints and exits.
             await pilot.press("s")
-            await wait_for(pilot, lambda: isinstance(app.screen, ConfirmScreen), 5, "the confirm dialog")
+            await wait_ui(pilot, lambda: isinstance(app.screen, ConfirmScreen), 30, "the confirm dialog")
             await pilot.press("y")
-            await wait_for(pilot, lambda: not runs.trainer_alive(run_dir), STEP_S, "the trainer to exit")
-            await wait_for(pilot, lambda: dash.status in ("finished", "stopped"), 10, "a final status")
+            await wait_ui(pilot, lambda: not runs.trainer_alive(run_dir), STEP_S, "the trainer to exit")
+            await wait_ui(pilot, lambda: dash.status in ("finished", "stopped"), 30, "a final status")
             stopped_at = dash.state.step
 
             # r, then R: resume from the newest checkpoint, in the same run directory.
             await pilot.press("r")
-            await wait_for(
+            await wait_ui(
                 pilot, lambda: isinstance(app.screen, RunsScreen) and app.screen.checkpoints, 10, "the checkpoints list"
             )
             assert "resume" in _footer(app)
             await pilot.press("R")
-            await wait_for(pilot, lambda: isinstance(app.screen, ConfirmScreen), 5, "the confirm dialog")
+            await wait_ui(pilot, lambda: isinstance(app.screen, ConfirmScreen), 30, "the confirm dialog")
             await pilot.press("y")
-            await wait_for(pilot, lambda: isinstance(app.screen, DashboardScreen), 10, "back on the dashboard")
-            await wait_for(
+            await wait_ui(pilot, lambda: isinstance(app.screen, DashboardScreen), 30, "back on the dashboard")
+            await wait_ui(
                 pilot, lambda: bool(dash.state.run.get("resumed_from")) and dash.alive, STARTUP_S, "the resumed trainer"
             )
             resumed_at = dash.state.run["step"]
             assert resumed_at <= stopped_at and str(resumed_at) in Path(dash.state.run["resumed_from"]).name
-            await wait_for(pilot, lambda: dash.state.step > resumed_at, STEP_S, "steps after the resume")
+            await wait_ui(pilot, lambda: dash.state.step > resumed_at, STEP_S, "steps after the resume")
             steps = list(dash.state.steps)
             assert steps == sorted(set(steps))  # superseded steps were dropped: one history, in order
             await pilot.press("s")
-            await wait_for(pilot, lambda: isinstance(app.screen, ConfirmScreen), 5, "the confirm dialog")
+            await wait_ui(pilot, lambda: isinstance(app.screen, ConfirmScreen), 30, "the confirm dialog")
             await pilot.press("y")
-            await wait_for(pilot, lambda: not runs.trainer_alive(run_dir), STEP_S, "the trainer to exit")
+            await wait_ui(pilot, lambda: not runs.trainer_alive(run_dir), STEP_S, "the trainer to exit")
     finally:
         if run_dir is not None and runs.trainer_alive(run_dir):  # never leave a trainer behind
             from hrm.run.control import send_command
@@ -126,7 +122,7 @@ async def test_live_two_process_run_from_the_picker(tmp_path: Path) -> None:
     root = tmp_path / "runs"
     app = HrmApp(root, sampler=fixed_sampler(FakeNvml()))
     async with app.run_test(size=(160, 48)) as pilot:
-        await wait_for(pilot, lambda: isinstance(app.screen, PickerScreen) and app.screen.rows, 30, "presets")
+        await wait_ui(pilot, lambda: isinstance(app.screen, PickerScreen) and app.screen.rows, 30, "presets")
         picker = app.screen
         picker.query_one("#presets").move_cursor(
             row=next(i for i, r in enumerate(picker.rows) if r["preset"] == "tiny")
@@ -136,9 +132,9 @@ async def test_live_two_process_run_from_the_picker(tmp_path: Path) -> None:
         picker.query_one("#gpus").value = "2"
         picker.query_one("#extra").value = "train.eval_interval=100"
         await pilot.press("enter")
-        await wait_for(pilot, lambda: isinstance(app.screen, DashboardScreen), 10, "dashboard")
+        await wait_ui(pilot, lambda: isinstance(app.screen, DashboardScreen), 30, "dashboard")
         dash = app.screen
-        await wait_for(pilot, lambda: dash.status == "finished", STARTUP_S, "the 2-process run to finish")
+        await wait_ui(pilot, lambda: dash.status == "finished", STARTUP_S, "the 2-process run to finish")
         assert dash.state.run["world_size"] == 2 and dash.state.step == 4
         assert "2 ranks" in dash.query_one("#header").render().plain
         assert "torch.distributed.run" in (root / "two" / "trainer.log").read_text().splitlines()[0]
