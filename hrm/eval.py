@@ -254,51 +254,36 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     from hrm.model.reference import CheckpointError
 
-    if args.segments is not None or args.trajectories is not None:
-        return _test_time(args)
+    common = dict(
+        split=args.split,
+        config=args.config,
+        batch_size=args.batch_size,
+        max_examples=args.max_examples,
+        device=args.device,
+        dtype=args.dtype,
+    )
     try:
-        result = evaluate_checkpoint(
-            args.checkpoint,
-            args.data,
-            split=args.split,
-            config=args.config,
-            batch_size=args.batch_size,
-            max_examples=args.max_examples,
-            device=args.device,
-            dtype=args.dtype,
-            save_outputs=args.save_outputs,
-        )
+        if args.segments is not None or args.trajectories is not None:
+            from hrm.ttc import PICKS, evaluate_test_time, format_table
+
+            result = evaluate_test_time(
+                args.checkpoint,
+                args.data,
+                segments=args.segments,
+                trajectories=args.trajectories or 1,
+                picks=PICKS if args.pick == "both" else (args.pick,),
+                augment=not args.no_augment,
+                seed=args.seed,
+                **common,
+            )
+            text = format_table(result)
+        else:
+            result = evaluate_checkpoint(args.checkpoint, args.data, save_outputs=args.save_outputs, **common)
+            text = _table(result)
     except (CheckpointError, ValueError, FileNotFoundError) as exc:
         print(f"hrm-eval: error: {exc}", file=sys.stderr)
         return 2
-    print(json.dumps(result) if args.json else _table(result))
-    return 0
-
-
-def _test_time(args: argparse.Namespace) -> int:
-    from hrm.model.reference import CheckpointError
-    from hrm.ttc import PICKS, evaluate_test_time, format_table
-
-    try:
-        result = evaluate_test_time(
-            args.checkpoint,
-            args.data,
-            segments=args.segments,
-            trajectories=args.trajectories or 1,
-            picks=PICKS if args.pick == "both" else (args.pick,),
-            augment=not args.no_augment,
-            seed=args.seed,
-            split=args.split,
-            config=args.config,
-            batch_size=args.batch_size,
-            max_examples=args.max_examples,
-            device=args.device,
-            dtype=args.dtype,
-        )
-    except (CheckpointError, ValueError, FileNotFoundError) as exc:
-        print(f"hrm-eval: error: {exc}", file=sys.stderr)
-        return 2
-    print(json.dumps(result) if args.json else format_table(result))
+    print(json.dumps(result) if args.json else text)
     return 0
 
 

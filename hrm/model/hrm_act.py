@@ -86,16 +86,12 @@ class HierarchicalReasoningModel_ACTV1_Inner(nn.Module):
             self.rotary_emb = RotaryEmbedding(
                 config.head_dim, config.total_seq_len, config.rope_theta, n_heads=2 * config.num_heads
             )  # q and k heads
-        else:
+        elif config.pos_encodings == "learned":
             self.embed_pos = CastedEmbedding(
                 config.total_seq_len, d, init_std=embed_init_std, cast_to=self.forward_dtype
             )
 
-        def blocks(n: int) -> list[Block]:
-            return [Block(d, config.num_heads, config.mlp_inner, config.rms_norm_eps) for _ in range(n)]
-
-        self.H_level = ReasoningModule(blocks(config.H_layers))
-        self.L_level = ReasoningModule(blocks(config.L_layers))
+        self._build_levels(config)
 
         # Fixed (never trained) initial states, σ = 1
         self.H_init = nn.Buffer(trunc_normal_(torch.empty(d, dtype=self.forward_dtype), std=1), persistent=True)
@@ -106,6 +102,16 @@ class HierarchicalReasoningModel_ACTV1_Inner(nn.Module):
         with torch.no_grad():
             self.q_head.weight.zero_()
             self.q_head.bias.fill_(-5)
+
+    def _build_levels(self, config: HRMConfig) -> None:
+        """The reasoning modules, H then L (their construction order is part of the RNG draw order)."""
+
+        def blocks(n: int) -> list[Block]:
+            d = config.hidden_size
+            return [Block(d, config.num_heads, config.mlp_inner, config.rms_norm_eps) for _ in range(n)]
+
+        self.H_level = ReasoningModule(blocks(config.H_layers))
+        self.L_level = ReasoningModule(blocks(config.L_layers))
 
     def _rope(self) -> tuple[torch.Tensor, torch.Tensor] | None:
         return self.rotary_emb() if self.config.pos_encodings == "rope" else None
@@ -167,12 +173,15 @@ class HierarchicalReasoningModel_ACTV1_Inner(nn.Module):
 
 
 class HierarchicalReasoningModel_ACTV1(nn.Module):
-    """ACT wrapper: keeps a carry of B puzzle slots across calls; halted slots take the next batch's row."""
+    """ACT wrapper: keeps a carry of B puzzle slots across calls; halted slots take the next batch's row.
+    TRM shares it with its own inner model and halting rule (`_halted`)."""
+
+    Inner: type[HierarchicalReasoningModel_ACTV1_Inner] = HierarchicalReasoningModel_ACTV1_Inner
 
     def __init__(self, config: HRMConfig) -> None:
         super().__init__()
         self.config = config
-        self.inner = HierarchicalReasoningModel_ACTV1_Inner(config)
+        self.inner = self.Inner(config)
 
     @property
     def puzzle_emb(self) -> CastedSparseEmbedding:
@@ -206,12 +215,13 @@ class HierarchicalReasoningModel_ACTV1(nn.Module):
             steps = steps + 1
             is_last = steps >= cfg.halt_max_steps
             halted = is_last
-            if self.training and cfg.halt_max_steps > 1:
-                halted = halted | (q_halt > q_continue)
+            if self.training and cfg.halt_max_steps > 1:  # evaluation always runs halt_max_steps segments
+                halted = halted | self._wants_halt(q_halt, q_continue)
                 # Exploration can only delay halting; both draws happen on every train call
                 explore = torch.rand_like(q_halt) < cfg.halt_exploration_prob
                 min_steps = explore * torch.randint_like(steps, low=2, high=cfg.halt_max_steps + 1)
                 halted = halted & (steps >= min_steps)
+            if self.training and cfg.halt_max_steps > 1 and self._learns_q_continue():
                 # Q target: one more segment from the new carry (no replay buffer, no target network)
                 _, _, (next_halt, next_continue) = self.inner(inner_carry, data, with_logits=False)
                 outputs["target_q_continue"] = torch.sigmoid(
@@ -219,3 +229,11 @@ class HierarchicalReasoningModel_ACTV1(nn.Module):
                 )
 
         return Carry(inner_carry, steps, halted, data), outputs
+
+    def _wants_halt(self, q_halt: torch.Tensor, q_continue: torch.Tensor) -> torch.Tensor:
+        """The Q-head's own halting decision (HRM: halting looks worth more than going on)."""
+        return q_halt > q_continue
+
+    def _learns_q_continue(self) -> bool:
+        """Does training bootstrap Q-continue from a second forward? (HRM: always, with ACT on.)"""
+        return True

@@ -13,7 +13,6 @@ checkpoints load here and the same seed draws the same weights. The names TRM sh
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -21,19 +20,18 @@ import torch
 from torch import nn
 
 from hrm.model.config import HRMConfig, round_up
-from hrm.model.hrm_act import Batch, Carry, InnerCarry
-from hrm.model.init import trunc_normal_
+from hrm.model.hrm_act import (
+    Batch,
+    HierarchicalReasoningModel_ACTV1,
+    HierarchicalReasoningModel_ACTV1_Inner,
+    InnerCarry,
+)
 from hrm.model.layers import (
     Block,
-    CastedEmbedding,
-    CastedLinear,
     ReasoningModule,
-    RotaryEmbedding,
     SwiGLU,
     add_norm,
-    resolve_forward_dtype,
 )
-from hrm.model.sparse_embedding import CastedSparseEmbedding
 
 
 @dataclass(kw_only=True)
@@ -86,80 +84,21 @@ class TRMBlock(nn.Module):
         return add_norm(h, self.mlp(h), self.norm_eps)
 
 
-class TinyRecursiveReasoningModel_ACTV1_Inner(nn.Module):
-    def __init__(self, config: TRMConfig) -> None:
-        super().__init__()
-        self.config = config
-        self.forward_dtype = resolve_forward_dtype(config.forward_dtype)
-        d = config.hidden_size
-        self.embed_scale = math.sqrt(d)
-        embed_init_std = 1.0 / self.embed_scale
+class TinyRecursiveReasoningModel_ACTV1_Inner(HierarchicalReasoningModel_ACTV1_Inner):
+    """HRM's inner model (embeddings, carry reset) with TRM's one network and its recursion."""
 
-        # Construction order = RNG draw order (embed, lm_head, q_head, [puzzle_emb: no draw], [pos], blocks)
-        self.embed_tokens = CastedEmbedding(config.vocab_size, d, init_std=embed_init_std, cast_to=self.forward_dtype)
-        self.lm_head = CastedLinear(d, config.vocab_size, bias=False)
-        self.q_head = CastedLinear(d, 2, bias=True)
+    config: TRMConfig
 
-        self.puzzle_emb_len = config.puzzle_emb_len
-        if config.puzzle_emb_ndim > 0:
-            self.puzzle_emb = CastedSparseEmbedding(
-                config.num_puzzle_identifiers,
-                config.puzzle_emb_ndim,
-                batch_size=config.batch_size,
-                init_std=0,
-                cast_to=self.forward_dtype,
-            )
-        if config.pos_encodings == "rope":
-            self.rotary_emb = RotaryEmbedding(
-                config.head_dim, config.total_seq_len, config.rope_theta, n_heads=2 * config.num_heads
-            )
-        elif config.pos_encodings == "learned":
-            self.embed_pos = CastedEmbedding(
-                config.total_seq_len, d, init_std=embed_init_std, cast_to=self.forward_dtype
-            )
+    def _build_levels(self, config: HRMConfig) -> None:
+        """One network (L_layers blocks) for both updates; no H module."""
+        assert isinstance(config, TRMConfig)
 
         def block() -> nn.Module:
             if config.mlp_t:
                 return TRMBlock(config)
-            return Block(d, config.num_heads, config.mlp_inner, config.rms_norm_eps)
+            return Block(config.hidden_size, config.num_heads, config.mlp_inner, config.rms_norm_eps)
 
         self.L_level = ReasoningModule([block() for _ in range(config.L_layers)])
-
-        self.H_init = nn.Buffer(trunc_normal_(torch.empty(d, dtype=self.forward_dtype), std=1), persistent=True)
-        self.L_init = nn.Buffer(trunc_normal_(torch.empty(d, dtype=self.forward_dtype), std=1), persistent=True)
-
-        assert self.q_head.bias is not None  # built with bias=True
-        with torch.no_grad():  # Q head starts at σ(−5): "almost never halt"
-            self.q_head.weight.zero_()
-            self.q_head.bias.fill_(-5)
-
-    def _rope(self) -> tuple[torch.Tensor, torch.Tensor] | None:
-        return self.rotary_emb() if self.config.pos_encodings == "rope" else None
-
-    def _input_embeddings(self, inputs: torch.Tensor, puzzle_identifiers: torch.Tensor) -> torch.Tensor:
-        emb = self.embed_tokens(inputs.to(torch.int32))  # [B, S, d]
-        if self.config.puzzle_emb_ndim > 0:
-            d = self.config.hidden_size
-            puzzle = self.puzzle_emb(puzzle_identifiers)  # [B, ndim]
-            pad = self.puzzle_emb_len * d - puzzle.shape[-1]
-            if pad > 0:
-                puzzle = nn.functional.pad(puzzle, (0, pad))
-            emb = torch.cat((puzzle.view(-1, self.puzzle_emb_len, d), emb), dim=-2)  # [B, P+S, d]
-        if self.config.pos_encodings == "learned":
-            emb = 0.707106781 * (emb + self.embed_pos.embedding_weight.to(self.forward_dtype))
-        return self.embed_scale * emb
-
-    def empty_carry(self, batch_size: int) -> InnerCarry:
-        shape = (batch_size, self.config.total_seq_len, self.config.hidden_size)
-        device = self.H_init.device
-        return InnerCarry(
-            torch.empty(shape, dtype=self.forward_dtype, device=device),
-            torch.empty(shape, dtype=self.forward_dtype, device=device),
-        )
-
-    def reset_carry(self, reset: torch.Tensor, carry: InnerCarry) -> InnerCarry:
-        flag = reset.view(-1, 1, 1)
-        return InnerCarry(torch.where(flag, self.H_init, carry.z_H), torch.where(flag, self.L_init, carry.z_L))
 
     def _cycle(self, z_H: torch.Tensor, z_L: torch.Tensor, x: torch.Tensor, rope: tuple | None) -> tuple:
         for _ in range(self.config.L_cycles):
@@ -184,55 +123,15 @@ class TinyRecursiveReasoningModel_ACTV1_Inner(nn.Module):
         return new_carry, logits, (q[..., 0], q[..., 1])
 
 
-class TinyRecursiveReasoningModel_ACTV1(nn.Module):
-    """ACT wrapper with HRM's carry and calling convention (so the loss head, trainer and eval take either)."""
+class TinyRecursiveReasoningModel_ACTV1(HierarchicalReasoningModel_ACTV1):
+    """HRM's ACT wrapper (carry, calling convention: the loss head, trainer and eval take either) around
+    the TRM inner model, halting on q_halt > 0 with no Q-continue target unless no_ACT_continue is off."""
 
-    def __init__(self, config: TRMConfig) -> None:
-        super().__init__()
-        self.config = config
-        self.inner = TinyRecursiveReasoningModel_ACTV1_Inner(config)
+    Inner = TinyRecursiveReasoningModel_ACTV1_Inner
+    config: TRMConfig
 
-    @property
-    def puzzle_emb(self) -> CastedSparseEmbedding:
-        return self.inner.puzzle_emb
+    def _wants_halt(self, q_halt: torch.Tensor, q_continue: torch.Tensor) -> torch.Tensor:
+        return (q_halt > 0) if self.config.no_ACT_continue else (q_halt > q_continue)
 
-    def initial_carry(self, batch: Batch) -> Carry:
-        """Every slot starts halted, so the first call loads the whole batch."""
-        b = batch["inputs"].shape[0]
-        device = batch["inputs"].device
-        return Carry(
-            self.inner.empty_carry(b),
-            torch.zeros(b, dtype=torch.int32, device=device),
-            torch.ones(b, dtype=torch.bool, device=device),
-            {k: torch.empty_like(v) for k, v in batch.items()},
-        )
-
-    def forward(self, carry: Carry, batch: Batch) -> tuple[Carry, dict[str, torch.Tensor]]:
-        cfg = self.config
-        halted = carry.halted
-        inner_carry = self.inner.reset_carry(halted, carry.inner_carry)
-        steps = torch.where(halted, 0, carry.steps)
-        data = {
-            k: torch.where(halted.view((-1,) + (1,) * (batch[k].ndim - 1)), batch[k], v)
-            for k, v in carry.current_data.items()
-        }
-
-        inner_carry, logits, (q_halt, q_continue) = self.inner(inner_carry, data)
-        outputs = {"logits": logits, "q_halt_logits": q_halt, "q_continue_logits": q_continue}
-
-        with torch.no_grad():
-            steps = steps + 1
-            is_last = steps >= cfg.halt_max_steps
-            halted = is_last
-            if self.training and cfg.halt_max_steps > 1:  # evaluation always runs halt_max_steps segments
-                halted = halted | ((q_halt > 0) if cfg.no_ACT_continue else (q_halt > q_continue))
-                explore = torch.rand_like(q_halt) < cfg.halt_exploration_prob  # both draws on every call
-                min_steps = explore * torch.randint_like(steps, low=2, high=cfg.halt_max_steps + 1)
-                halted = halted & (steps >= min_steps)
-                if not cfg.no_ACT_continue:  # the Q-continue target: one more segment from the new carry
-                    _, _, (next_halt, next_continue) = self.inner(inner_carry, data, with_logits=False)
-                    outputs["target_q_continue"] = torch.sigmoid(
-                        torch.where(is_last, next_halt, torch.maximum(next_halt, next_continue))
-                    )
-
-        return Carry(inner_carry, steps, halted, data), outputs
+    def _learns_q_continue(self) -> bool:
+        return not self.config.no_ACT_continue
