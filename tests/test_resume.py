@@ -90,7 +90,7 @@ def test_sigkill_right_after_checkpoint_then_resume(straight: Path, tmp_path: Pa
             "the first checkpoint",
         )
         os.kill(p.pid, signal.SIGKILL)
-        p.wait(10)
+        p.wait(30)
     finally:
         kill_group(p)
     if any(e["kind"] == "status" and e["state"] == "finished" for e in events(d)):

@@ -64,7 +64,7 @@ def test_status_of_a_running_paused_then_killed_run(tmp_path: Path) -> None:
         st = read_status(d)
         assert st.paused_s > 0.3 and st.running_time() >= running, st
         os.kill(p.pid, signal.SIGKILL)
-        p.wait(10)
+        p.wait(30)
     finally:
         kill_group(p)
     # The step it reached: the newest the trainer recorded anywhere (a step's train event waits for

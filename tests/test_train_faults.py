@@ -57,7 +57,7 @@ def _kill_after(d: Path, log: Path, cond, what: str, args: list[str] | None = No
     try:
         wait_for(cond, 120, what, interval=0.002)
         os.kill(p.pid, signal.SIGKILL)
-        p.wait(10)
+        p.wait(30)
     finally:
         kill_group(p)
 

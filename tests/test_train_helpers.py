@@ -173,7 +173,7 @@ def kill_group(p: subprocess.Popen) -> None:
             os.killpg(p.pid, signal.SIGKILL)
         except ProcessLookupError:
             pass
-        p.wait(10)
+        p.wait(30)
 
 
 def show(log: Path) -> str:

@@ -166,7 +166,7 @@ async def test_header_while_paused_and_alert_when_the_trainer_dies(tmp_path: Pat
         assert dash.desktop_alerts
         sleeper.kill()
         sleeper.wait()
-        await wait_ui(pilot, lambda: dash.status == "died", timeout=10)
+        await wait_ui(pilot, lambda: dash.status == "died")
         await wait_ui(pilot, lambda: any("died" in n.title for n in app._notifications))
         assert bells == [1]  # one alert, one bell
         osc = [w for w in written if w.startswith("\x1b]777;notify;paused died;")]
@@ -231,8 +231,8 @@ async def test_a_real_tiny_trainer_run_reads_back_into_the_readout(tmp_path: Pat
     app = make_app(run.parent, attach=run)
     async with app.run_test(size=(200, 50)) as pilot:
         dash = app.screen
-        await wait_ui(pilot, lambda: dash.state is not None and dash.state.step == 12, timeout=20)
-        await wait_ui(pilot, lambda: readout(dash).get("step") == "12 / 12", timeout=5)
+        await wait_ui(pilot, lambda: dash.state is not None and dash.state.step == 12)
+        await wait_ui(pilot, lambda: readout(dash).get("step") == "12 / 12")
         r, tr, ev = readout(dash), last(events, "train"), last(events, "eval")
         assert r["loss"] == f"{tr['loss']:.4f}" and r["lr"] == f"{tr['lr']:.2e}"
         assert r["exact"] == f"{tr['exact_accuracy'] * 100:.1f} %"

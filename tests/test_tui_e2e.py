@@ -83,9 +83,9 @@ def focused_field() -> int | None:
 
 def focus_then_type(key: str, field: int, text: str) -> None:
     keys(key)
-    wait_for(lambda: focused_field() == field, 10, f"field {field} to take the focus on {key}")
+    wait_for(lambda: focused_field() == field, 30, f"field {field} to take the focus on {key}")
     type_text(text)
-    wait_for(lambda: text in screen(), 10, f"{text!r} in its field")
+    wait_for(lambda: text in screen(), 30, f"{text!r} in its field")
 
 
 def side_panel() -> str:
@@ -129,7 +129,7 @@ def test_tmux_pause_stop_resume_kill_states_and_reattach(tmp_path: Path) -> None
         # Choose `tiny` (presets are listed by name), name the run, make it outlive the test.
         index = [p.stem for p in list_presets()].index("tiny")
         keys(*["Down"] * index)
-        wait_for(lambda: "tiny: " in screen(), 10, "tiny highlighted")
+        wait_for(lambda: "tiny: " in screen(), 30, "tiny highlighted")
         # Keys reach the widget focused when they arrive: move the focus, wait until the field shows
         # it (its border colour), then type.
         focus_then_type("o", 0, "e2e")  # o: edit overrides, from the run name
@@ -144,30 +144,30 @@ def test_tmux_pause_stop_resume_kill_states_and_reattach(tmp_path: Path) -> None
         keys("c")  # checkpoint while paused: the trainer acts, and still takes no step
         wait_for(lambda: any(layout.checkpoints_dir(run).glob("step-*.pt")), STEP_S, "a checkpoint file")
         assert last_train_step(run) == paused_at, "the trainer stepped while paused"
-        wait_for(lambda: header_step() == paused_at, 10, "the header at the paused step")
+        wait_for(lambda: header_step() == paused_at, 30, "the header at the paused step")
 
         # 80×24: one key per side panel, each showing its own content for this run.
         keys("1")
-        wait_for(lambda: re.search(rf"step +{paused_at:,} / 100,000", screen()), 10, "panel 1: the values")
+        wait_for(lambda: re.search(rf"step +{paused_at:,} / 100,000", screen()), 30, "panel 1: the values")
         keys("2")
-        wait_for(lambda: "mean steps" in screen() or "ACT off" in screen(), 10, "panel 2: ACT")
+        wait_for(lambda: "mean steps" in screen() or "ACT off" in screen(), 30, "panel 2: ACT")
         keys("3")
-        wait_for(lambda: "host CPU" in screen(), 10, "panel 3: the machine")
+        wait_for(lambda: "host CPU" in screen(), 30, "panel 3: the machine")
         keys("5")
-        wait_for(lambda: f"checkpoint step {paused_at}" in screen(), 10, "panel 5: the log of the checkpoint")
+        wait_for(lambda: f"checkpoint step {paused_at}" in screen(), 30, "panel 5: the log of the checkpoint")
         keys("e", "4")  # an eval while paused, then the sample panel: its segments step by key
         wait_for(lambda: f"· step {paused_at}" in screen() and "Eval sample 1/" in screen(), STEP_S, "the sample")
         last_segment = side_panel()
         keys("[")
-        wait_for(lambda: side_panel() != last_segment, 10, "the previous segment")
+        wait_for(lambda: side_panel() != last_segment, 30, "the previous segment")
         keys("]")
-        wait_for(lambda: side_panel() == last_segment, 10, "back to the last segment")
+        wait_for(lambda: side_panel() == last_segment, 30, "back to the last segment")
 
         keys("r")  # the runs list: the row says what the trainer did
-        wait_for(lambda: row("e2e") == ("paused", paused_at), 20, f"the row `paused {paused_at}`")
+        wait_for(lambda: row("e2e") == ("paused", paused_at), 30, f"the row `paused {paused_at}`")
 
         keys("q")  # quit: the app exits, the trainer lives on
-        wait_for(lambda: not session_alive(), 20, "the app to exit")
+        wait_for(lambda: not session_alive(), 30, "the app to exit")
         assert runs.trainer_alive(run)
 
         start_app(root, cache)  # no run named: it re-attaches to the live run it showed last
@@ -176,7 +176,7 @@ def test_tmux_pause_stop_resume_kill_states_and_reattach(tmp_path: Path) -> None
         full = re.compile(rf"step 1 +{paused_at:,}▲")  # the x axis: first step … the current one, marked
         wait_for(lambda: full.search(screen()) is not None, 60, "the full history")
         tmux("kill-session", "-t", SESSION)  # the terminal goes away under a live run
-        wait_for(lambda: not session_alive(), 20, "the terminal to close")
+        wait_for(lambda: not session_alive(), 30, "the terminal to close")
         assert runs.trainer_alive(run)
 
         start_app(root, cache, "attach", str(run))
@@ -185,34 +185,34 @@ def test_tmux_pause_stop_resume_kill_states_and_reattach(tmp_path: Path) -> None
         wait_for(lambda: "running" in header(), STEP_S, "running again")
         wait_for(lambda: last_train_step(run) > paused_at, STEP_S, "steps after the pause")
         keys("s")
-        wait_for(lambda: "Stop" in screen() and "(y)" in screen(), 20, "the confirm dialog")
+        wait_for(lambda: "Stop" in screen() and "(y)" in screen(), 30, "the confirm dialog")
         keys("y")
         wait_for(lambda: not runs.trainer_alive(run), STEP_S, "the trainer to stop")
         stopped_at = last_train_step(run)
-        wait_for(lambda: "stopped" in header(), 20, "`stopped` in the header")
+        wait_for(lambda: "stopped" in header(), 30, "`stopped` in the header")
         keys("r")
-        wait_for(lambda: row("e2e") == ("stopped", stopped_at), 20, f"the row `stopped {stopped_at}`")
+        wait_for(lambda: row("e2e") == ("stopped", stopped_at), 30, f"the row `stopped {stopped_at}`")
 
         keys("R")  # resume from the newest checkpoint of the live branch (the cursor starts there)
-        wait_for(lambda: "Resume e2e from" in screen(), 20, "the resume question")
+        wait_for(lambda: "Resume e2e from" in screen(), 30, "the resume question")
         keys("y")
         wait_for(lambda: runs.trainer_alive(run) and "running" in header(), START_S, "the resumed trainer")
         resumed = [e for e in read_events(layout.events_path(run)) if e.get("kind") == "run"][-1]
         wait_for(lambda: last_train_step(run) > resumed["step"], STEP_S, "steps after the resume")
         pid = read_pidfile(run).pid  # type: ignore[union-attr]
         os.kill(pid, signal.SIGKILL)  # no final status: only the reader can tell
-        wait_for(lambda: not runs.trainer_alive(run), 20, "the trainer to be gone")
+        wait_for(lambda: not runs.trainer_alive(run), 30, "the trainer to be gone")
         # The last step the trainer recorded before it was killed (its buffered train lines are lost
         # with it; a system event or state.json may already name a later step).
         died_at = max(e["step"] for e in read_events(layout.events_path(run)))
         if layout.state_path(run).exists():
             died_at = max(died_at, json.loads(layout.state_path(run).read_text())["step"])
         keys("r")
-        wait_for(lambda: row("e2e") == ("died", died_at), 20, f"the row `died {died_at}`")
+        wait_for(lambda: row("e2e") == ("died", died_at), 30, f"the row `died {died_at}`")
         keys("Enter")
-        wait_for(lambda: "died" in header(), 20, "`died` in the header")
+        wait_for(lambda: "died" in header(), 30, "`died` in the header")
         keys("q")
-        wait_for(lambda: not session_alive(), 20, "the app to exit")
+        wait_for(lambda: not session_alive(), 30, "the app to exit")
     finally:
         tmux("kill-server")
         if run.exists() and runs.trainer_alive(run):

@@ -202,9 +202,13 @@ def test_spawn_is_detached_with_output_in_trainer_log(tmp_path: Path) -> None:
     """The launched process has its own session (a closed terminal's SIGHUP never reaches it),
     no stdin, and writes to trainer.log."""
     code = "import os, sys; print('sid', os.getsid(0), 'stdin', sys.stdin.read() == ''); sys.stdout.flush()"
-    proc = runs._spawn([sys.executable, "-c", code + "; import time; time.sleep(1)"], tmp_path / "r")
+    # The child stays alive until the test has looked (a file it waits for, not a fixed sleep).
+    go = tmp_path / "go"
+    code += f"\nimport time\nend = time.monotonic() + 60\nwhile not os.path.exists({str(go)!r}) and time.monotonic() < end:\n"
+    proc = runs._spawn([sys.executable, "-c", code + "    time.sleep(0.02)"], tmp_path / "r")
     assert runs.trainer_alive(tmp_path / "r")  # ours and starting, before any pid file exists
-    assert proc.wait(20) == 0
+    go.touch()
+    assert proc.wait(60) == 0
     assert not runs.trainer_alive(tmp_path / "r")
     log = (tmp_path / "r" / "trainer.log").read_text()
     assert f"sid {proc.pid} stdin True" in log  # session leader: its sid is its own pid
