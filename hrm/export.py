@@ -17,7 +17,10 @@ from __future__ import annotations
 import argparse
 import contextlib
 import csv
+import errno
+import os
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -74,7 +77,9 @@ def write_csv(path: str | Path, columns: list[str], rows: list[dict[str, Any]]) 
     """Missing and null cells are empty; floats keep every digit (repr round-trips). Path "-": stdout."""
     with contextlib.ExitStack() as stack:
         f: TextIO = (
-            sys.stdout if str(path) == "-" else stack.enter_context(open(path, "w", newline="", encoding="utf-8"))
+            sys.stdout
+            if str(path) == "-"
+            else stack.enter_context(open(stack.enter_context(_replaced(path)), "w", newline="", encoding="utf-8"))
         )
         w = csv.DictWriter(f, fieldnames=columns, restval="", extrasaction="raise")
         w.writeheader()
@@ -110,7 +115,26 @@ def write_parquet(path: str | Path, columns: list[str], rows: list[dict[str, Any
         elif kind == "string":
             values = [None if v is None else str(v) for v in values]
         arrays[col] = pa.array(values, type=getattr(pa, kind)())
-    pq.write_table(pa.table(arrays), str(path))
+    with _replaced(path) as tmp:
+        pq.write_table(pa.table(arrays), str(tmp))
+
+
+@contextlib.contextmanager
+def _replaced(path: str | Path) -> Iterator[Path]:
+    """A temp file beside `path` that replaces it once the block succeeds: a failed write (a full
+    disk) leaves no partial table and whatever `path` held before. Not for devices and pipes."""
+    path = Path(path)
+    if path.is_dir():
+        raise IsADirectoryError(errno.EISDIR, "is a directory", str(path))
+    if path.exists() and not path.is_file():  # a device or a pipe (/dev/stdout): write to it, never replace it
+        yield path
+        return
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def _events_file(run: str) -> Path:

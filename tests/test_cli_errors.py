@@ -250,3 +250,44 @@ def test_a_refused_export_leaves_an_existing_output_alone(files: Files) -> None:
     out.write_text("precious\n")
     proc = tool("hrm-export", str(files.garbage_run), "--csv", str(out))
     assert proc.returncode == 2 and out.read_text() == "precious\n"
+
+
+@pytest.fixture
+def full_disk(tmp_path: Path):
+    """A 256 KiB filesystem (tmpfs; needs root with mount rights, else skipped) for a full disk."""
+    mnt = tmp_path / "small"
+    mnt.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(mnt)], capture_output=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs here: {mounted.stderr.decode().strip()}")
+    try:
+        yield mnt
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], check=False)
+
+
+def test_a_full_disk_is_named_and_the_earlier_output_kept(files: Files, full_disk: Path) -> None:
+    out = full_disk / "metrics.csv"
+    out.write_text("yesterday's table\n")
+    with open(full_disk / "filler", "wb", buffering=0) as filler, pytest.raises(OSError, match="No space left"):
+        while True:
+            filler.write(b"\0" * 4096)
+    proc = tool("hrm-export", str(files.run), "--csv", str(out))
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    assert proc.stderr.strip() == (
+        f"hrm-export: {out}: no space left on device; free space there (or choose another location) and run again"
+    )
+    assert out.read_text() == "yesterday's table\n" and sorted(p.name for p in full_disk.iterdir()) == [
+        "filler",
+        "metrics.csv",
+    ]
+
+
+def test_a_dataset_build_on_a_full_disk_names_it_and_leaves_nothing(full_disk: Path) -> None:
+    out = full_disk / "maze"
+    proc = tool(
+        "hrm-data", "maze", "--out", str(out), "--level", "easy", "--train", "2000", "--test", "2000", "--quiet"
+    )
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    assert f"{out}: no space left on device" in proc.stderr and "nothing was written" in proc.stderr
+    assert list(full_disk.iterdir()) == []

@@ -158,9 +158,7 @@ def main(argv: list[str] | None = None) -> int:
         err.print(f"hrm-data: error: {e}", markup=False, highlight=False, soft_wrap=True)
         return 2
     except OSError as e:  # out of disk space and the like: atomic_output_dir has removed the partial build
-        if e.filename is None:
-            e.filename = str(args.dir if args.command == "show" else args.out)
-        code, text = describe(e)
+        code, text = describe(e, args.dir if args.command == "show" else args.out)
         written = "" if args.command == "show" else "; nothing was written"
         err.print(f"hrm-data: error: {text}{written}", markup=False, highlight=False, soft_wrap=True)
         return code

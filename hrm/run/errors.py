@@ -47,17 +47,23 @@ def _first_line(exc: BaseException) -> str:
     return line if len(line) <= 300 else line[:297] + "..."
 
 
-def describe(exc: BaseException) -> tuple[int, str]:
-    """(exit status, one-line message) for an exception that reached the top of a tool."""
+def describe(exc: BaseException, path: str | os.PathLike[str] | None = None) -> tuple[int, str]:
+    """(exit status, one-line message) for an exception that reached the top of a tool; `path` names
+    the file when the exception does not."""
     if isinstance(exc, ToolError):
         return exc.code, str(exc)
-    if isinstance(exc, OSError) and exc.errno in _OS_PROBLEMS:
-        problem, fix, code = _OS_PROBLEMS[exc.errno]
-        where = f"{exc.filename}: " if exc.filename is not None else ""
-        return code, f"{where}{problem}; {fix}"
     if isinstance(exc, OSError):
-        where = f"{exc.filename}: " if exc.filename is not None else ""
-        return EXIT_MACHINE, f"{where}{exc.strerror or _first_line(exc)}"
+        filename = exc.filename if exc.filename is not None else path
+        where = f"{os.fspath(filename)}: " if filename is not None else ""
+        if exc.errno in _OS_PROBLEMS:
+            problem, fix, code = _OS_PROBLEMS[exc.errno]
+            return code, f"{where}{problem}; {fix}"
+        # OSError("text") has no errno: its text is the message (str() would add "[Errno None]")
+        text = exc.strerror or (str(exc.args[0]) if exc.errno is None and exc.args else _first_line(exc))
+        if exc.errno is None and "requested and" in text and "written" in text:  # numpy's short write
+            problem, fix, code = _OS_PROBLEMS[errno.ENOSPC]
+            return code, f"{where}{problem} ({text}); {fix}"
+        return EXIT_MACHINE, f"{where}{text}"
     if isinstance(exc, MemoryError):
         return EXIT_MACHINE, "out of memory; try a smaller batch or model, or close other programs"
     if isinstance(exc, (ValueError, LookupError, TypeError)):
@@ -77,7 +83,7 @@ def reading(path: str | os.PathLike[str], what: str = "file", fix: str = "") -> 
     except ToolError:
         raise
     except OSError as exc:
-        if exc.filename is None:
+        if exc.filename is None and exc.errno is not None:
             exc.filename = os.fspath(path)
         raise
     except (ValueError, LookupError, TypeError, AttributeError, EOFError, RuntimeError) as exc:
@@ -91,7 +97,7 @@ def writing(path: str | os.PathLike[str]) -> Iterator[None]:
     try:
         yield
     except OSError as exc:
-        if exc.filename is None:
+        if exc.filename is None and exc.errno is not None:
             exc.filename = os.fspath(path)
         raise
 
