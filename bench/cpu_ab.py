@@ -40,14 +40,14 @@ def build_step(preset: str):
     mcfg = model_config(cfg, info, env)
     head = build_head(cfg, info, env)
     optim = optimizer_set_from_config(head, cfg.optim, total_steps=cfg.train.total_steps or 10_000)
-    params = [p for p in head.parameters() if p.requires_grad]
+    params: list[torch.Tensor] = [p for p in head.parameters() if p.requires_grad]
     g = torch.Generator().manual_seed(0)
     data = dict(
         inputs=torch.randint(1, vocab, (batch, seq_len), generator=g, dtype=torch.int32),
         labels=torch.randint(2, vocab, (batch, seq_len), generator=g, dtype=torch.int32),
         puzzle_identifiers=torch.zeros(batch, dtype=torch.int32),
     )
-    state = {"carry": head.initial_carry(data)}
+    state = {"carry": head.initial_carry(data)}  # type: ignore[operator]  # ACTLossHead's method, seen as nn.Module
 
     def step() -> None:
         state["carry"] = forward_backward(head, state["carry"], data, batch, env, params, mcfg.halt_max_steps)[0]
