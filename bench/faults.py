@@ -76,7 +76,7 @@ def _temps(d: Path) -> set[str]:
 
 
 def kill_soak(root: Path, kills: int, rng: random.Random) -> Result:
-    total = 12 if kills <= 4 else 24
+    total = 12 if kills <= 4 else 40
     args = [*TINY, f"train.total_steps={total}", "train.eval_interval=4", "train.checkpoint_interval=2"]
     straight = _straight(root, args, "soak-straight")
     d, log = root / "soak", root / "soak.log"
@@ -142,9 +142,32 @@ def kill_early(root: Path) -> Result:
     return Result("kill-early", diff is None, diff or f"started over in place, said: {said[0].strip()[-100:]}")
 
 
+def kill_build(root: Path, rng: random.Random) -> Result:
+    """A SIGKILL while the trainer builds a dataset nobody built yet, then --resume latest: the half-built
+    dataset must not be taken for a whole one, and the run must complete."""
+    seed = rng.randrange(10**6, 10**7)  # a recipe never built before: this run builds it
+    args = [*TINY, "train.total_steps=4", f"data.seed={seed}", "data.train=2000"]
+    d, log = root / "build", root / "build.log"
+    p = start(train_cmd(*args, "--run-dir", str(d)), log)
+    try:
+        building = lambda: any(e["kind"] == "status" and e["state"] == "building" for e in events(d))  # noqa: E731
+        wait_for(lambda: building() or p.poll() is not None, 300, "status building", 0.01)
+        if p.poll() is not None:
+            return Result("kill-build", False, f"the trainer ended (exit {p.returncode}) before the kill")
+        p.send_signal(signal.SIGKILL)
+        p.wait(30)
+    finally:
+        kill_group(p)
+    r = run(train_cmd("--run-dir", str(d), "--resume", "latest"), timeout=900)
+    tr = effective(events(d))
+    ok = r.returncode == 0 and sorted(tr) == [1, 2, 3, 4] and "Traceback" not in r.stderr
+    return Result("kill-build", ok, f"killed while building; --resume latest exit {r.returncode}, steps {sorted(tr)}")
+
+
 SCENARIOS: dict[str, Callable[[Path, argparse.Namespace, random.Random], list[Result] | Result]] = {
     "kill-soak": lambda root, a, rng: kill_soak(root, 3 if a.quick else 10, rng),
     "kill-early": lambda root, a, rng: kill_early(root),
+    "kill-build": lambda root, a, rng: kill_build(root, rng),
     "full-disk": lambda root, a, rng: full_disk(root),
     "socket": lambda root, a, rng: socket_abuse(root, rng),
     "files": lambda root, a, rng: corrupt_files(root, a.quick),

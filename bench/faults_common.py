@@ -84,7 +84,7 @@ def message_lines(t: Tool) -> list[str]:
     return [ln for ln in t.err.splitlines() if ln.strip() and not log_line.match(ln)]
 
 
-def refusal_problem(t: Tool, names: str | Path) -> str | None:
+def refusal_problem(t: Tool, names: str | Path | tuple[str, ...]) -> str | None:
     """Why this refusal breaks the rules, or None: non-zero exit, no traceback, one or two lines, the
     file named (by its name: a message may shorten the directory)."""
     if "Traceback" in t.text:
@@ -96,9 +96,9 @@ def refusal_problem(t: Tool, names: str | Path) -> str | None:
     lines = message_lines(t)
     if not 1 <= len(lines) <= 2:
         return f"{len(lines)} message lines: " + " | ".join(lines)[:160]
-    name = Path(names).name
-    if name not in "\n".join(lines):
-        return f"message does not name {name}: " + " | ".join(lines)[:160]
+    wanted = [Path(n).name for n in (names if isinstance(names, tuple) else (names,))]
+    if not any(n in "\n".join(lines) for n in wanted):
+        return f"message does not name {' or '.join(wanted)}: " + " | ".join(lines)[:160]
     return None
 
 

@@ -146,8 +146,8 @@ def corrupt_files(root: Path, quick: bool) -> list[Result]:
     r = run(train_cmd(*TINY, "train.total_steps=4", "train.checkpoint_interval=2", "--run-dir", str(base)), 900)
     if r.returncode != 0:
         return [Result("files", False, f"base run failed: {r.stderr.strip()[-200:]}")]
-    dataset = next(e for e in map(json.loads, (base / "events.jsonl").read_text().splitlines()) if e["kind"] == "run")
-    dataset = str(dataset.get("data_path", ""))
+    run_event = next(e for e in map(json.loads, (base / "events.jsonl").read_text().splitlines()) if e["kind"] == "run")
+    dataset = str(run_event["dataset"]["path"])
     out: list[Result] = []
     for harm, fn in _harms().items():
         fails: list[str] = []
@@ -160,6 +160,34 @@ def corrupt_files(root: Path, quick: bool) -> list[Result]:
                 fails.append(f"{' '.join(argv[:2])} {argv[-1]}: {why}".replace(str(d), "RUN"))
         n = len(cases)
         out.append(Result(f"files-{harm}", not fails, "; ".join(fails) or f"{n} tools: clean answers, nothing changed"))
+    return out + _dataset_files(root, Path(dataset), base / CK2)
+
+
+DATA_HARMS: dict[str, tuple[str, Callable[[Path], None]]] = {  # done to both splits (show reads train)
+    "inputs-half": ("all__inputs.npy", _half),
+    "meta-garbage": ("dataset.json", lambda p: p.write_bytes(b"\x00{garbage")),
+    "labels-foreign": ("all__labels.npy", lambda p: __import__("numpy").save(p, __import__("numpy").ones(3))),
+}
+
+
+def _dataset_files(root: Path, dataset: Path, ckpt: Path) -> list[Result]:
+    """A copy of the run's dataset with one file harmed: `hrm-data show` and `hrm-eval --data` refuse it."""
+    out = []
+    for harm, (rel, fn) in DATA_HARMS.items():
+        d = root / f"data-{harm}"
+        shutil.copytree(dataset, d)
+        for split in ("train", "test"):
+            fn(d / split / rel)
+        fails = []
+        for argv in (["hrm-data", "show", str(d)], ["hrm-eval", "--checkpoint", str(ckpt), "--data", str(d)]):
+            before = tree_hash(d)
+            t = tool(argv[0], *argv[1:])
+            why = refusal_problem(t, (rel, d.name))
+            if why or tree_hash(d) != before:
+                fails.append(f"{argv[0]}: {why or 'changed the dataset'}".replace(str(d), "DATA"))
+        out.append(
+            Result(f"data-{harm}", not fails, "; ".join(fails) or "hrm-data show, hrm-eval --data: clean refusals")
+        )
     return out
 
 

@@ -28,6 +28,7 @@ from pathlib import Path
 
 import psutil
 
+from hrm.run.errors import writing
 from hrm.run.layout import PID_FILE as PIDFILE_NAME
 
 log = logging.getLogger(__name__)
@@ -256,9 +257,10 @@ def acquire(run_dir: str | os.PathLike[str], take_over: bool = False) -> PidInfo
                 raise _refusal(run_dir, previous, path, held=False)
             log.info("replacing the record of %s (%s)", _who(previous), "taken over" if foreign else "not running")
         info = _process_info(os.getpid())
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, _encode(info), 0)
-        os.fsync(fd)
+        with writing(path):  # a full disk fails here first: the message names the file
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, _encode(info), 0)
+            os.fsync(fd)
     except BaseException:
         os.close(fd)
         raise

@@ -13,6 +13,7 @@ import yaml
 
 from hrm.run._config_errors import ConfigError
 from hrm.run._config_yaml import load_yaml, parse_overrides
+from hrm.run.errors import writing
 
 if TYPE_CHECKING:
     from hrm.run.config import Config
@@ -93,7 +94,12 @@ def save_config(cfg: Config, path: str | os.PathLike[str]) -> None:
     """Write the fully resolved config as YAML (temp file + rename: never half written)."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False), encoding="utf-8")
+    try:
+        with writing(path):  # a full disk names config.yaml, not the temp file
+            tmp.write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False), encoding="utf-8")
+    except OSError:
+        tmp.unlink(missing_ok=True)
+        raise
     os.replace(tmp, path)
 
 

@@ -6,10 +6,12 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import traceback
 from pathlib import Path
 from typing import Any
 
 from hrm.run.config import Config
+from hrm.run.errors import describe
 from hrm.run.layout import log_path
 
 log = logging.getLogger("hrm.train")
@@ -42,13 +44,41 @@ def setup_logging(run_dir: Path | None, rank: int, debug: bool = False) -> None:
     err.setFormatter(full if debug or stderr_is_log else short)
     handlers: list[logging.Handler] = [err]
     if rank == 0 and run_dir is not None and not stderr_is_log:
-        fh = logging.FileHandler(log_path(run_dir), encoding="utf-8")
+        fh = _LogFile(log_path(run_dir), encoding="utf-8")
         fh.setFormatter(full)
         handlers.append(fh)
     for h in handlers:
         h._hrm = True  # type: ignore[attr-defined]
         root.addHandler(h)
     root.setLevel(logging.INFO)
+
+
+class _LogFile(logging.FileHandler):
+    """trainer.log. On a full disk logging's default prints a traceback on stderr for every line (and the
+    final flush fails the exit): here one line says so, and stderr keeps the log."""
+
+    _failed = False
+
+    def handleError(self, record: logging.LogRecord | None) -> None:
+        if not self._failed:
+            self._failed = True
+            why = sys.exc_info()[1]
+            why = getattr(why, "strerror", None) or why
+            sys.stderr.write(
+                f"hrm-train: {self.baseFilename}: cannot write ({why}); free space there to keep the log\n"
+            )
+
+    def flush(self) -> None:
+        try:
+            super().flush()
+        except OSError:
+            self.handleError(None)
+
+    def close(self) -> None:
+        try:
+            super().close()
+        except OSError:
+            self.handleError(None)
 
 
 def _same_file(stream: Any, path: Path) -> bool:
@@ -110,8 +140,10 @@ def launch(
             print(f"hrm-train: {e}", file=sys.stderr)
             return 2
         except Exception as e:
-            log.error("start-up failed: %s", e, exc_info=e)
-            return 1
+            code, msg = describe(e)  # one line naming the file, the problem and the fix
+            _to_log_only("start-up failed:\n" + "".join(traceback.format_exception(e)) + f"hrm-train: {msg}")
+            print(f"hrm-train: {msg}", file=sys.stderr)
+            return code
         try:
             return run_training(session)
         finally:
@@ -127,8 +159,11 @@ def _to_log_only(line: str) -> None:
     """A refusal printed on stderr is also kept in trainer.log (when that is another file)."""
     for h in logging.getLogger().handlers:
         if getattr(h, "_hrm", False) and isinstance(h, logging.FileHandler) and h.stream is not None:
-            h.stream.write(line + "\n")
-            h.flush()
+            try:
+                h.stream.write(line + "\n")
+                h.flush()
+            except OSError:  # a full disk: stderr has the line
+                pass
 
 
 def _remove_handlers() -> None:
