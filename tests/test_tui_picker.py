@@ -72,10 +72,13 @@ def test_overrides_placeholder_validates() -> None:
     assert cfg.optim.lr == 3e-4 and cfg.train.eval_interval == 500
 
 
-async def test_picker_data_column_refreshes_on_return(tmp_path: Path) -> None:
+async def test_picker_data_column_refreshes_on_return(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from hrm.run.config import describe, load_preset
     from hrm.run.recipes import dataset_dir
 
+    # A cache of its own: the session's may hold a real tiny build (any earlier training test), and the
+    # fake build below must never be found by a later test.
+    monkeypatch.setenv("HRM_DATA_CACHE", str(tmp_path / "cache"))
     app = make_app(tmp_path / "runs")
     async with app.run_test(size=(120, 40)) as pilot:
         await wait_ui(pilot, lambda: isinstance(app.screen, PickerScreen) and app.screen.rows)
