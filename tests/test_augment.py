@@ -116,6 +116,7 @@ def _decode(code: int) -> tuple[np.ndarray, bool, np.ndarray, np.ndarray]:
     return np.array(digits), transpose, np.array(perms[0]), np.array(perms[1])
 
 
+@pytest.mark.slow  # numba compiles the transform (~17 s under load)
 def test_numbered_transform_is_the_augmentation_family():
     puzzle, solution = _pair(6)
     rng = random.Random(0)

@@ -235,6 +235,7 @@ def _compiler_wrapper(path: Path, log: Path) -> Path:
     return path
 
 
+@pytest.mark.slow  # compiles the C kernels
 @needs_kernel
 def test_the_kernel_is_built_once_and_then_loaded_from_the_cache(
     fresh_kernel_state: Path, monkeypatch: pytest.MonkeyPatch
@@ -250,6 +251,7 @@ def test_the_kernel_is_built_once_and_then_loaded_from_the_cache(
     assert log.read_text().count("built") == 1
 
 
+@pytest.mark.slow  # compiles the C kernels
 @needs_kernel
 def test_a_corrupt_cached_library_is_built_again(fresh_kernel_state: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     # (a file never loaded by this process: writing over a loaded library would crash it)
@@ -299,6 +301,7 @@ def test_without_a_working_compiler_blocks_fall_back_to_the_plain_ops(
     assert torch.equal(fallback, plain)  # the very op sequence of the plain path
 
 
+@pytest.mark.slow  # a fresh Python process importing torch
 @pytest.mark.skipif(sys.platform != "linux", reason="ATEN_CPU_CAPABILITY is read by torch on x86 Linux")
 def test_a_cpu_torch_rates_below_avx2_takes_the_plain_ops(tmp_path: Path) -> None:
     # torch's own CPU capability decides (ATEN_CPU_CAPABILITY=default makes torch treat this CPU as pre-AVX2)

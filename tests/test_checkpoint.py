@@ -167,6 +167,7 @@ def test_torch_zip_writer_error_on_a_full_disk_is_called_no_space(tmp_path: Path
     assert why.startswith("no space left on device writing ") and "12.0 KiB free" in why and "enforce" not in why
 
 
+@pytest.mark.slow  # a torch process killed mid-write
 def test_killed_writer_leaves_only_complete_checkpoints(tmp_path: Path) -> None:
     """SIGKILL during a write: whatever is on disk under a step name loads."""
     code = (

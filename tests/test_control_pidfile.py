@@ -206,6 +206,7 @@ def test_dataset_build_lock_is_the_same_flock(tmp_path: Path) -> None:
     assert subprocess.run([sys.executable, "-c", code, str(lock)]).returncode == 0
 
 
+@pytest.mark.slow  # three real trainer processes
 def test_hrm_train_refuses_a_foreign_lock_untouched_then_takes_it_over(tmp_path: Path) -> None:
     """A real trainer on a run dir whose lock names another host (a restarted container): refused with
     host, pid and age and nothing in the run dir changed; --take-over continues the run."""

@@ -150,6 +150,7 @@ def _run_python(code: str) -> str:
     return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
 
 
+@pytest.mark.slow  # a fresh Python process importing torch
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/self/maps")
 def test_the_kernels_run_on_torch_openmp_pool() -> None:
     # one OpenMP runtime in the process after C blocks ran on 2 threads: torch's own (two pools spin

@@ -76,6 +76,7 @@ def test_run_writes_the_documented_events(tmp_path: Path) -> None:
     assert said[saved["block_path"]] in (d / "trainer.log").read_text()  # which block path ran, as recorded
 
 
+@pytest.mark.slow  # a real trainer process
 def test_nonfinite_loss_stops_and_keeps_last_good_checkpoint(tmp_path: Path) -> None:
     d = tmp_path / "run"
     r = run(nan_loss_cmd(NAN_FROM, *TINY, *CKPT_EVERY_STEP, "train.total_steps=6", "--run-dir", str(d)))
@@ -88,6 +89,7 @@ def test_nonfinite_loss_stops_and_keeps_last_good_checkpoint(tmp_path: Path) -> 
     assert all(torch.isfinite(v).all() for v in model_of(latest_ckpt(d)).values() if v.is_floating_point())
 
 
+@pytest.mark.slow  # a real trainer process, paused then stopped
 def test_nonfinite_loss_pauses_when_asked(tmp_path: Path) -> None:
     from hrm.run.control import send_command
 
@@ -207,6 +209,7 @@ def test_loader_walks_eval_interval_epochs_per_iterator_start(tmp_path: Path) ->
     assert loader.batches_per_iter == 5  # 40 groups → 5 full batches; one epoch alone would give 2
 
 
+@pytest.mark.slow  # imports Dynamo
 def test_train_compile_wraps_the_same_module_and_is_off_by_default() -> None:
     """train.compile hands the step a torch.compile wrapper of the very head whose parameters the
     optimizers and checkpoints hold (compiling itself is lazy and is not run here: ~1 min on CPU)."""

@@ -96,6 +96,7 @@ def test_trained_segments_and_identical_trajectories_equal_the_plain_evaluation(
     assert max(longer) == n + 2 and longer[n + 2]["seconds"] > longer[n]["seconds"]
 
 
+@pytest.mark.slow  # the CLI in a fresh process importing torch
 def test_the_cli_prints_one_table(checkpoint: Path) -> None:
     out = subprocess.run(
         [
