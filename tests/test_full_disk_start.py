@@ -42,6 +42,7 @@ def test_a_start_on_a_full_filesystem_names_the_file_and_the_fix(small_fs: Path,
     assert len(msg) == 1 and str(d / names) in msg[0], p.stderr
     assert "no space left on device" in msg[0] and "free space" in msg[0], msg
     assert not [f for f in d.iterdir() if f.name.startswith(".")]  # no temp file left behind
+    assert not (d / PID_FILE).exists()  # nor an empty lock record (it was left at 0 bytes)
 
 
 def test_a_trainer_log_that_cannot_be_written_costs_one_line(tmp_path: Path) -> None:

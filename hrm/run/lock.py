@@ -262,6 +262,9 @@ def acquire(run_dir: str | os.PathLike[str], take_over: bool = False) -> PidInfo
             os.pwrite(fd, _encode(info), 0)
             os.fsync(fd)
     except BaseException:
+        with contextlib.suppress(OSError):
+            if os.fstat(fd).st_size == 0:  # ours, never written (a full disk): leave the directory as it was
+                path.unlink()
         os.close(fd)
         raise
     _held[key] = (fd, info)
