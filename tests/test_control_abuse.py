@@ -194,6 +194,7 @@ def _limit_files() -> None:
     resource.setrlimit(resource.RLIMIT_NOFILE, (1024, 1024))
 
 
+@pytest.mark.slow  # a real trainer under socket abuse
 def test_the_trainer_keeps_stepping_under_socket_abuse(tmp_path: Path) -> None:
     d, log = tmp_path / "run", tmp_path / "log"
     p = start(train_cmd(*LONG, "--run-dir", str(d)), log, preexec_fn=_limit_files)

@@ -14,6 +14,8 @@ from test_train_helpers import TINY, run, statuses, train_cmd
 
 from hrm.run.layout import CONFIG_FILE, LOG_FILE, PID_FILE
 
+pytestmark = pytest.mark.slow  # every test runs hrm-train processes
+
 
 @pytest.fixture
 def small_fs(tmp_path: Path) -> Iterator[Path]:
