@@ -142,10 +142,10 @@ def kill_early(root: Path) -> Result:
     return Result("kill-early", diff is None, diff or f"started over in place, said: {said[0].strip()[-100:]}")
 
 
-def kill_build(root: Path, rng: random.Random) -> Result:
+def kill_build(root: Path) -> Result:
     """A SIGKILL while the trainer builds a dataset nobody built yet, then --resume latest: the half-built
     dataset must not be taken for a whole one, and the run must complete."""
-    seed = rng.randrange(10**6, 10**7)  # a recipe never built before: this run builds it
+    seed = 10**7 + time.time_ns() // 1000 % 10**7  # a recipe never built before (the cache keeps every one)
     args = [*TINY, "train.total_steps=4", f"data.seed={seed}", "data.train=2000"]
     d, log = root / "build", root / "build.log"
     p = start(train_cmd(*args, "--run-dir", str(d)), log)
@@ -167,7 +167,7 @@ def kill_build(root: Path, rng: random.Random) -> Result:
 SCENARIOS: dict[str, Callable[[Path, argparse.Namespace, random.Random], list[Result] | Result]] = {
     "kill-soak": lambda root, a, rng: kill_soak(root, 3 if a.quick else 10, rng),
     "kill-early": lambda root, a, rng: kill_early(root),
-    "kill-build": lambda root, a, rng: kill_build(root, rng),
+    "kill-build": lambda root, a, rng: kill_build(root),
     "full-disk": lambda root, a, rng: full_disk(root),
     "socket": lambda root, a, rng: socket_abuse(root, rng),
     "files": lambda root, a, rng: corrupt_files(root, a.quick),
