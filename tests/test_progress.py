@@ -72,8 +72,11 @@ def test_a_build_the_trainer_starts_is_reported(tmp_path: Path, caplog: pytest.L
     assert main([*TINY, "data.seed=4242", "train.total_steps=1", "--run-dir", str(d)]) == 0
     evs = events(d)
     states = [(e["state"], i) for i, e in enumerate(evs) if e["kind"] == "status"]
-    assert [s for s, _ in states][:4] == ["starting", "building", "starting", "running"]
-    first, last = states[1][1], states[2][1]
+    # Nothing is written to the run directory before the start is validated, and the dataset build is
+    # part of that start: a fresh run's first state is `building`, then `starting`, then `running`.
+    names = [s for s, _ in states]
+    assert names[:2] == ["building", "starting"] and names[-2:] == ["running", "finished"], names
+    first, last = states[0][1], states[1][1]
     builds = [e["build"] for e in evs[first:last] if e["kind"] == "log" and "build" in e]
     by_what: dict[str, list[tuple[int, int]]] = {}
     for b in builds:
