@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -39,18 +40,34 @@ def test_states_tuple_and_live_set() -> None:
     assert S.LIVE_STATES.isdisjoint(S.ENDED_STATES) and S.LIVE_STATES | S.ENDED_STATES == set(S.STATES)
 
 
-def test_state_file_round_trip_with_a_live_trainer(tmp_path: Path) -> None:
+class _Clock:
+    """status.py's view of `time`: wall time as it is, a monotonic clock the test moves."""
+
+    def __init__(self) -> None:
+        self.mono = 1000.0
+
+    def monotonic(self) -> float:
+        return self.mono
+
+    def time(self) -> float:
+        return time.time()
+
+
+def test_state_file_round_trip_with_a_live_trainer(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    clock = _Clock()
+    monkeypatch.setattr(S, "time", clock)
     acquire(tmp_path)  # this process holds the run, as a trainer does
     try:
         f = S.StateFile(tmp_path, total_steps=100)
         f.set("running", step=0)
+        clock.mono += 2.5  # 2.5 s of training
         f.at_step(7, force=True)
         st = S.read_status(tmp_path)
         assert (st.state, st.step, st.total_steps, st.live, st.source) == ("running", 7, 100, True, "state")
         f.set("paused", reason="pause command")
         st = S.read_status(tmp_path)
         assert st.state == "paused" and st.reason == "pause command" and st.live
-        assert st.running_s > 0 and st.paused_time() >= st.paused_s
+        assert st.running_s == pytest.approx(2.5) and st.paused_time() >= st.paused_s
         f.set("stopped", step=9, reason="stop command", checkpoint="checkpoints/step-00000009.pt")
     finally:
         release(tmp_path)
