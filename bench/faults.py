@@ -34,7 +34,7 @@ from pathlib import Path
 from faults_common import Result, nice_env
 from faults_files import corrupt_files, socket_abuse
 from faults_runs import exit_codes_and_locks, full_disk
-from test_train_helpers import TINY, effective, events, kill_group, model_of, run, start, train_cmd, wait_for
+from support.train import TINY, effective, events, kill_group, model_of, run, start, train_cmd, wait_for
 
 
 def _straight(root: Path, args: list[str], name: str) -> Path:

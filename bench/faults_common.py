@@ -13,7 +13,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO), str(REPO / "tests")]  # the trainer tests' helpers: proc_env, train_cmd, events, ...
 
-from test_train_helpers import proc_env  # noqa: E402
+from support.train import proc_env  # noqa: E402
 
 _ENTRY = {
     "hrm-train": "from hrm.cli import train_main as m",

@@ -16,8 +16,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 from faults_common import Result, changed, refusal_problem, tool, tree_hash
+from support.train import TINY, kill_group, last_train_step, run, show, start, statuses, train_cmd, wait_for
 from test_control_abuse import ABUSE, _exchange_or_closed, _idle_connections
-from test_train_helpers import TINY, kill_group, last_train_step, run, show, start, statuses, train_cmd, wait_for
 
 from hrm.run.control_client import send_command
 

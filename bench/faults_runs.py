@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 
 from faults_common import Result, changed, tree_hash
-from test_train_helpers import TINY, kill_group, last_train_step, run, start, statuses, train_cmd, wait_for
+from support.train import TINY, kill_group, last_train_step, run, start, statuses, train_cmd, wait_for
 
 from hrm.run.control_client import send_command
 

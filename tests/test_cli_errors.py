@@ -14,7 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
-from test_train_helpers import TINY, proc_env, run, train_cmd
+from support.train import TINY, proc_env, run, train_cmd
 
 pytestmark = pytest.mark.slow  # ~35 tool processes, each importing torch
 

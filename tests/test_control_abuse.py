@@ -17,8 +17,8 @@ import time
 from pathlib import Path
 
 import pytest
+from support.train import TINY, kill_group, last_train_step, show, start, statuses, train_cmd, wait_for, wait_state
 from test_control import _Trainer
-from test_train_helpers import TINY, kill_group, last_train_step, show, start, statuses, train_cmd, wait_for, wait_state
 
 from hrm.run.control import ControlServer, send_command
 

@@ -210,7 +210,7 @@ def test_dataset_build_lock_is_the_same_flock(tmp_path: Path) -> None:
 def test_hrm_train_refuses_a_foreign_lock_untouched_then_takes_it_over(tmp_path: Path) -> None:
     """A real trainer on a run dir whose lock names another host (a restarted container): refused with
     host, pid and age and nothing in the run dir changed; --take-over continues the run."""
-    from test_train_helpers import TINY, run, statuses, train_cmd
+    from support.train import TINY, run, statuses, train_cmd
 
     d = tmp_path / "run"
     assert run(train_cmd(*TINY, "train.total_steps=1", "--run-dir", str(d)), timeout=600).returncode == 0

@@ -224,7 +224,7 @@ def test_interrupted_build_leaves_nothing_behind(tmp_path):
     import signal
     import threading
 
-    from test_train_helpers import wait_for
+    from support.train import wait_for
 
     out = tmp_path / "never"
     proc = subprocess.Popen(

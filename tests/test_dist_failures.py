@@ -20,8 +20,7 @@ import psutil
 import pytest
 import torch
 import torch.multiprocessing as mp
-from test_distributed import LONG, torchrun
-from test_train_helpers import (
+from support.train import (
     REPO,
     TINY,
     events,
@@ -34,6 +33,7 @@ from test_train_helpers import (
     wait_for,
     wait_state,
 )
+from test_distributed import LONG, torchrun
 
 from hrm.train import distributed as D
 from hrm.train.dist_watch import CollectiveWatch, report_margin

@@ -17,7 +17,7 @@ from pathlib import Path
 import psutil
 import pytest
 import torch
-from test_train_helpers import (
+from support.train import (
     REPO,
     TINY,
     TORCHRUN,

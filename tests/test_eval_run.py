@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from test_train_helpers import PY, TINY, events, run
+from support.train import PY, TINY, events, run
 
 from hrm.data.format import load_split
 from hrm.model.hrm_act import HierarchicalReasoningModel_ACTV1

@@ -5,7 +5,7 @@ import math
 import time
 from pathlib import Path
 
-from test_train_helpers import wait_for
+from support.train import wait_for
 
 from hrm.run.events import EventTailer, EventWriter, drop_superseded, read_events
 

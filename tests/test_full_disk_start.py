@@ -10,7 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from test_train_helpers import TINY, run, statuses, train_cmd
+from support.train import TINY, run, statuses, train_cmd
 
 from hrm.run.layout import CONFIG_FILE, LOG_FILE, PID_FILE
 

@@ -15,7 +15,7 @@ import sys
 import textwrap
 from pathlib import Path
 
-from tests.test_tui_support import run_events, write_run
+from support.tui import run_events, write_run
 
 REPO = Path(__file__).resolve().parents[1]
 

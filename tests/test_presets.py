@@ -3,7 +3,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from test_train_helpers import events, latest_ckpt
+from support.train import events, latest_ckpt
 
 from hrm.run.config import describe, list_presets, load_preset, presets_dir, resolve_total_steps
 from hrm.run.presets import FIRST_PRESETS

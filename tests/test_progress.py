@@ -10,7 +10,7 @@ import re
 from pathlib import Path
 
 import pytest
-from test_train_helpers import PY, REPO, TINY, effective, events, proc_env
+from support.train import PY, REPO, TINY, effective, events, proc_env
 
 from hrm.progress import TrainProgress, format_duration
 

@@ -7,7 +7,7 @@ import io
 
 from rich.console import Console
 from rich.text import Text
-from test_tui_support import SUDOKU_SOLUTION, maze_sample, sudoku_sample
+from support.tui import SUDOKU_SOLUTION, maze_sample, sudoku_sample
 
 from hrm.run.render import EXTRA_GLYPH, MISSED_GLYPH, PATH_GLYPH, draw, legend, maze_grid, sudoku_grid, verdict
 

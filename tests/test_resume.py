@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from test_train_helpers import (
+from support.train import (
     TINY,
     effective,
     events,
@@ -20,6 +20,7 @@ from test_train_helpers import (
     show,
     start,
     train_cmd,
+    train_here,
     wait_for,
 )
 
@@ -37,12 +38,6 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
-
-
-def train_here(*args: str) -> int:
-    from hrm.train.cli import main
-
-    return main(list(args))
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,7 @@ import signal
 from pathlib import Path
 
 import pytest
-from test_train_helpers import (
+from support.train import (
     TINY,
     as_json,
     events,

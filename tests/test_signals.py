@@ -9,7 +9,7 @@ import signal
 from pathlib import Path
 
 import pytest
-from test_train_helpers import (
+from support.train import (
     TINY,
     effective,
     events,

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from test_train_helpers import (
+from support.train import (
     TINY,
     effective,
     events,

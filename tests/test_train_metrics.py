@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from test_train_helpers import TINY, effective, events
+from support.train import TINY, effective, events
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from hrm.model.config import HRMConfig

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from test_train_helpers import TINY, effective, events, latest_ckpt, model_of
+from support.train import TINY, effective, events, latest_ckpt, model_of, train_here
 
 TRM = [
     *TINY,
@@ -31,12 +31,6 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
-
-
-def train_here(*args: str) -> int:
-    from hrm.train.cli import main
-
-    return main(list(args))
 
 
 @pytest.mark.parametrize("variant", [[], MLP_T], ids=["attention", "mlp_t"])

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from test_train_helpers import TINY, latest_ckpt
+from support.train import TINY, latest_ckpt
 
 from hrm.ttc import Variant, pick, variants
 

@@ -7,8 +7,8 @@ import json
 from pathlib import Path
 
 import pytest
-from test_train_helpers import wait_ui
-from test_tui_support import T0, FakeNvml, NoNvml, fixed_sampler, run_events, write_run
+from support.train import wait_ui
+from support.tui import T0, FakeNvml, NoNvml, fixed_sampler, run_events, write_run
 
 from hrm_tui.app import HrmApp
 from hrm_tui.screens import DashboardScreen, HelpScreen, PickerScreen, RunsScreen

@@ -13,8 +13,8 @@ import threading
 from pathlib import Path
 
 import pytest
-from test_train_helpers import wait_ui
-from test_tui_support import T0, FakeNvml, fixed_sampler, run_events, write_run
+from support.train import wait_ui
+from support.tui import T0, FakeNvml, fixed_sampler, run_events, write_run
 
 from hrm.run import layout
 from hrm.run.events import EventWriter

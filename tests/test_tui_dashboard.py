@@ -1,7 +1,7 @@
 """The dashboard tells the truth (issue 14): the readout's numbers are the last events' numbers, the
 ETA ignores pauses, ACT is honest, the segment stepper walks a sample's ACT segments, the 80×24
 panel keys work without focus, and alerts fire on what happens while watching. Events are written
-as real events.jsonl files (test_tui_support); one test reads a real tiny trainer's run."""
+as real events.jsonl files (tests/support/tui.py); one test reads a real tiny trainer's run."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from test_train_helpers import wait_ui
-from test_tui_support import T0, FakeNvml, fixed_sampler, run_events, write_run
+from support.train import wait_ui
+from support.tui import T0, FakeNvml, fixed_sampler, run_events, write_run
 
 from hrm_tui.alerts import AlertWatch, osc_notification
 from hrm_tui.app import HrmApp

@@ -1,15 +1,15 @@
 """The dashboard's views (issue 14): the segment stepper walks a sample's ACT segments, the 80×24
 layout's panel keys work without focus and fit the puzzle, a 30×30 maze is readable at 200×50 and
-scrolls at 80×24. Events are written as real events.jsonl files (test_tui_support)."""
+scrolls at 80×24. Events are written as real events.jsonl files (tests/support/tui.py)."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
-from test_train_helpers import wait_ui
+from support.train import wait_ui
+from support.tui import maze_sample, run_events, write_run
 from test_tui_dashboard import make_app, text
-from test_tui_support import maze_sample, run_events, write_run
 
 from hrm_tui.widgets import PuzzleView, RunHeader
 

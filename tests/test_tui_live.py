@@ -8,8 +8,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from test_train_helpers import wait_ui
-from test_tui_support import FakeNvml, fixed_sampler
+from support.train import wait_ui
+from support.tui import FakeNvml, fixed_sampler
 
 from hrm.run.events import read_events
 from hrm.run.layout import EVENTS_FILE, checkpoint_name

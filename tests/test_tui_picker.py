@@ -7,8 +7,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from test_train_helpers import wait_ui
-from test_tui_support import T0, FakeNvml, NoNvml, fixed_sampler
+from support.train import wait_ui
+from support.tui import T0, FakeNvml, NoNvml, fixed_sampler
 
 from hrm_tui import costs, runs
 from hrm_tui.app import HrmApp

@@ -8,8 +8,8 @@ import time
 from pathlib import Path
 
 import pytest
-from test_train_helpers import wait_ui
-from test_tui_support import T0, run_events, write_run
+from support.train import wait_ui
+from support.tui import T0, run_events, write_run
 from textual.widgets import ContentSwitcher, DataTable
 
 from hrm_tui.app import HrmApp

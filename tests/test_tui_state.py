@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
-from test_tui_support import T0, run_events, write_run
+from support.tui import T0, run_events, write_run
 
 from hrm.run.events import EventTailer, EventWriter
 from hrm.run.lock import write_pidfile
