@@ -141,7 +141,11 @@ async def test_80x24_failed_run_shows_reason_and_the_whole_sudoku(tmp_path: Path
         await pilot.press("4")
         view = dash.query_one(PuzzleView)
         await wait_ui(pilot, lambda: "Eval sample 1/2" in text(view))
-        await wait_ui(pilot, lambda: laid_out(view), what="the layout to take the sample's lines")
         death = dash.query_one("#death")
-        assert "CUDA out of memory" in text(death) and "trainer.log: RuntimeError: boom" in text(death)
+        await wait_ui(
+            pilot,
+            lambda: "CUDA out of memory" in text(death) and "trainer.log: RuntimeError: boom" in text(death),
+            what="the failure's reason and the log's tail",
+        )
+        await wait_ui(pilot, lambda: laid_out(view), what="the layout to take the sample's lines")
         assert dash.query_one("#puzzle-box").max_scroll_y == 0  # grid, segments and legend all on screen
