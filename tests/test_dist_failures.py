@@ -164,7 +164,8 @@ def test_slow_rank0_dataset_build_is_waited_for_at_a_named_barrier(tmp_path: Pat
     """The collective timeout (3 s) is shorter than rank 0's dataset build: rank 1 waits at the barrier
     'dataset built' (its log says how long), and the run finishes."""
     d, log = tmp_path / "run", tmp_path / "log"
-    args = [*TINY, "data.train=12000", "train.total_steps=6", "train.eval_interval=6", "train.checkpoint_interval=6"]
+    # 40,000 easy puzzles: ~8 s to build on a quiet 2-core machine, well past the 3 s timeout
+    args = [*TINY, "data.train=40000", "train.total_steps=6", "train.eval_interval=6", "train.checkpoint_interval=6"]
     p = _start(torchrun(*args, "--run-dir", str(d)), log, HRM_DIST_TIMEOUT="3", HRM_DATA_CACHE=str(tmp_path / "c"))
     try:
         assert p.wait(300) == 0, show(log)
