@@ -14,11 +14,8 @@ FLOP count (model FLOPs from the shapes, `hrm.model.config.flops_per_example`):
   * backward ≈ 2× the forward of the 8 gradient-carrying blocks and the heads (dX and dW matmuls).
   Element-wise work (norms, RoPE, softmax, SiLU) and the optimizers count zero FLOPs: they are overhead.
 
-Modes: `eager` is what the trainer runs by default (model.cpu_kernels=auto) — on CPU float32 the fused
-block of hrm/model/fused_block.py (the C kernels of hrm/model/cpu_block.c where they build, else the
-plain ops; one autograd node per block); `plain` (--plain) the same step through the plain torch ops
-(model.cpu_kernels=off, and what CUDA and bf16 run); `compile` (--compile) the plain ops torch.compile'd.
-bench/cpu_ab.py alternates the two CPU paths on a preset's training step.
+Modes: `eager` is what the trainer runs (the plain torch ops, on CPU and CUDA alike); `compile` (--compile)
+the same step torch.compile'd. (The fused C block is gone: on a quiet machine it was only 1.07–1.09× faster.)
 
 Peak on CPU: torch.mm of 2048×2048 float32 matrices repeated for a few seconds, measured in the same
 process, before every timed run; MFU = achieved FLOP/s / the best peak of the run, and 'paired' / the
@@ -29,7 +26,6 @@ overstate MFU ~2×), and MFU(sheet) against the datasheet's dense bf16 figure wh
 no CPU-time columns (a GPU step's CPU time says nothing about the GPU).
 
     python bench/step.py                          # eager, CPU, the table of the issue
-    python bench/step.py --plain                  # also the plain torch ops, same run
     python bench/step.py --compile                # also torch.compile'd (opt-in)
     python bench/step.py --cuda                   # bf16 on the GPU at the paper config, batch 768
 """
@@ -42,7 +38,6 @@ import time
 import torch
 from gpu_peak import cuda_matmul_peak, datasheet_tflops
 
-from hrm.model import cpu_path
 from hrm.model.config import HRMConfig, flops_per_example
 from hrm.model.hrm_act import HierarchicalReasoningModel_ACTV1
 from hrm.model.losses import ACTLossHead
@@ -185,11 +180,6 @@ def main() -> None:
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--peak-seconds", type=float, default=1.0, help="matmul peak measured before every timed run")
     p.add_argument("--threads", type=int, help="torch.set_num_threads (default: torch's choice)")
-    p.add_argument(
-        "--plain",
-        action="store_true",
-        help="also time the plain torch ops (model.cpu_kernels=off) beside the fused CPU block",
-    )
     p.add_argument("--compile", action="store_true", help="also time torch.compile'd steps (opt-in)")
     p.add_argument("--cuda", action="store_true", help="GPU, bf16, paper config: hidden 512, batch 768")
     p.add_argument("--cuda-batch", type=int, nargs="+", default=[768], help="batch sizes timed with --cuda")
@@ -212,10 +202,7 @@ def main() -> None:
         f"device: {name}; torch {torch.__version__}; compute {dtype}; best of {args.repeats}+ runs of {args.steps} steps "
         f"(more while a configuration has been timed under {args.min_seconds:g} s)"
     )
-    if device.type == "cpu":
-        print(f"eager CPU float32 blocks: {cpu_path.select('auto', 64, 512, 2048, device, torch.float32).describe()}")
-
-    modes = ["eager"] + (["plain"] if args.plain else []) + (["compile"] if args.compile else [])
+    modes = ["eager"] + (["compile"] if args.compile else [])
     cuda = device.type == "cuda"
     sheet_tflops = datasheet_tflops(name) if cuda else None
     sheet = sheet_tflops * 1e12 if sheet_tflops else None
@@ -235,8 +222,7 @@ def main() -> None:
                 cfg, head, opts, data = build(hidden, batch, device, dtype)
                 step = make_step(head, opts, data, batch, compiled=mode == "compile")
                 warmup = args.warmup + (2 if mode == "compile" else 0)
-                with cpu_path.forced("auto" if mode == "eager" else "off"):
-                    r = time_steps(step, device, args.steps, args.repeats, warmup, peak, args.min_seconds)
+                r = time_steps(step, device, args.steps, args.repeats, warmup, peak, args.min_seconds)
                 peak_wall, peak_cpu = max(peak_wall, r["peak_wall"]), max(peak_cpu, r["peak_cpu"])
                 flop = flops_per_example(cfg, train=True) * batch
                 fw, fpw = flop / r["wall"], flop / r["paired_wall"]

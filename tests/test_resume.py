@@ -127,31 +127,3 @@ def test_truncated_checkpoint_is_reported_not_loaded(
     assert rc == 2
     assert str(bad) in err and ("truncated" in err or "corrupt" in err), err
     assert not any(e["kind"] == "train" for e in events(tmp_path / "r"))
-
-
-def test_resume_on_another_block_path_warns_and_strict_resume_refuses(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], one_thread: None
-) -> None:
-    """The checkpoint records the path its blocks ran (C kernels or plain ops: equal to float32 rounding,
-    not bitwise); resuming on the other one says so, and train.strict_resume=true refuses."""
-    from hrm.model import c_kernels, cpu_path
-
-    if not c_kernels.available():
-        pytest.skip(f"C kernels unavailable: {c_kernels.reason()}")
-    monkeypatch.setattr(cpu_path, "_mode", cpu_path.mode())  # the in-process trainer sets the process's choice
-    monkeypatch.setattr(cpu_path, "_selected", None)
-    d = tmp_path / "run"
-    assert train_here(*ARGS, "--run-dir", str(d), "--stop-at-step", "2") == 0
-    assert torch.load(latest_ckpt(d), weights_only=True)["block_path"] == "c"  # tiny: head 16, hidden 32, SwiGLU 256
-    rc = train_here("--run-dir", str(d), "--resume", "latest", "model.cpu_kernels=off", "train.strict_resume=true")
-    err = capsys.readouterr().err
-    assert rc == 2 and "the C kernels" in err and "plain torch ops" in err and "train.strict_resume" in err, err
-    assert sorted(effective(events(d))) == [1, 2]  # nothing trained
-    # (strict_resume=false said again: the refused start already wrote its overrides into config.yaml)
-    assert (
-        train_here("--run-dir", str(d), "--resume", "latest", "model.cpu_kernels=off", "train.strict_resume=false") == 0
-    )
-    warned = [e for e in events(d) if e["kind"] == "log" and e["level"] == "warning" and "not bitwise" in e["message"]]
-    assert len(warned) == 1 and "model.cpu_kernels=off" in warned[0]["message"], [e for e in events(d)]
-    assert torch.load(latest_ckpt(d), weights_only=True)["block_path"] == "plain"
-    assert sorted(effective(events(d))) == list(range(1, TOTAL + 1))

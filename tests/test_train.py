@@ -72,8 +72,6 @@ def test_run_writes_the_documented_events(tmp_path: Path) -> None:
     assert saved["format"] == "hrm-tui-checkpoint" and saved["version"] == 1 and saved["step"] == 4
     assert set(saved) >= {"model", "optimizers", "loader", "rng", "carry", "config", "metrics", "epoch"}
     assert all(k.startswith("inner.") for k in saved["model"])  # the unwrapped model's own keys
-    said = {"c": "transformer blocks: fused, C kernels", "plain": "transformer blocks: plain torch ops ("}
-    assert said[saved["block_path"]] in (d / "trainer.log").read_text()  # which block path ran, as recorded
 
 
 @pytest.mark.slow  # a real trainer process

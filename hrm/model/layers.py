@@ -14,7 +14,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from hrm.model import fused_block
 from hrm.model.init import lecun_normal_, trunc_normal_
 from hrm.run.memory import FLOAT16_REFUSED
 
@@ -197,14 +196,6 @@ class Block(nn.Module):
         self.norm_eps = eps
 
     def forward(self, h: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor] | None) -> torch.Tensor:
-        if fused_block.applies(h, self.self_attn.head_dim, self.mlp.down_proj.weight.shape[1]):
-            weights = (
-                self.self_attn.qkv_proj.weight,
-                self.self_attn.o_proj.weight,
-                self.mlp.gate_up_proj.weight,
-                self.mlp.down_proj.weight,
-            )
-            return fused_block.block(h, weights, rope, self.self_attn.num_heads, self.norm_eps)
         h = add_norm(h, self.self_attn(h, rope), self.norm_eps)
         return add_norm(h, self.mlp(h), self.norm_eps)
 

@@ -96,12 +96,6 @@ class ModelConfig(_Section):
     loss_type: Literal["stablemax_cross_entropy", "softmax_cross_entropy"] = Field(
         "stablemax_cross_entropy", description="Token loss of the ACT loss head."
     )
-    cpu_kernels: Literal["auto", "c", "off"] = Field(
-        "auto",
-        description="CPU float32 blocks: c = the fused C kernels (refuse to start where they cannot run), "
-        "off = the plain torch ops, auto = C where possible (the log says why not). Not bitwise equal.",
-    )
-
     mlp_t: bool = Field(
         False, description="TRM: mix positions with a SwiGLU across them instead of attention (fixed-size grids)."
     )
@@ -111,11 +105,6 @@ class ModelConfig(_Section):
     no_ACT_continue: bool = Field(
         True, description="TRM: halt on q_halt > 0 alone, no Q-continue target (no second forward)."
     )
-
-    @field_validator("cpu_kernels", mode="before")
-    @classmethod
-    def _yaml_off(cls, v: object) -> object:
-        return "off" if v is False else v  # YAML reads a bare `off` as false
 
     @field_validator("forward_dtype", mode="before")
     @classmethod
@@ -143,7 +132,7 @@ class ModelConfig(_Section):
     def hrm_fields(self) -> dict[str, Any]:
         """The HRMConfig keyword arguments this section sets (puzzle_emb_ndim resolved)."""
         trm_only = {"mlp_t", "puzzle_emb_len", "no_ACT_continue"} if self.arch == "hrm" else set()
-        out = self.model_dump(exclude={"loss_type", "puzzle_emb_ndim", "cpu_kernels"} | trm_only)
+        out = self.model_dump(exclude={"loss_type", "puzzle_emb_ndim"} | trm_only)
         out["puzzle_emb_ndim"] = self.hidden_size if self.puzzle_emb_ndim is None else self.puzzle_emb_ndim
         if self.arch == "trm" and self.puzzle_emb_len is None:
             out["puzzle_emb_len"] = 16
@@ -247,11 +236,6 @@ class TrainConfig(_Section):
     ema: bool = Field(False, description="Keep an exponential moving average of the weights and evaluate it (TRM).")
     ema_rate: float = Field(0.999, gt=0, lt=1, description="EMA decay per optimizer step.")
     init_from: str | None = Field(None, description="Weights-only checkpoint (ours or the reference's) to start from.")
-    strict_resume: bool = Field(
-        False,
-        description="Refuse to resume where the result would not be bitwise the uninterrupted run's "
-        "(blocks on another path than the checkpoint's, see model.cpu_kernels); false = warn and go on.",
-    )
 
     @model_validator(mode="after")
     def _length_given(self) -> TrainConfig:

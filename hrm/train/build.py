@@ -146,25 +146,12 @@ def build_head(cfg: Config, data: DataInfo, env: D.DistEnv) -> torch.nn.Module:
     from hrm.model.losses import ACTLossHead
 
     mcfg = model_config(cfg, data, env)
-    log_block_path(cfg, mcfg, env)
     torch.manual_seed(int(cfg.train.seed) + env.rank)
     model = build_model(mcfg)
     head = ACTLossHead(model, loss_type=cfg.model.loss_type).to(env.device)
     D.broadcast_module(env, head)
     head.train()
     return head
-
-
-def log_block_path(cfg: Config, mcfg: Any, env: D.DistEnv) -> None:
-    """Resolve model.cpu_kernels for this model and device (the choice checkpoints record) and log it;
-    raises CpuKernelsUnavailable for model.cpu_kernels=c where the C kernels cannot run."""
-    from hrm.model import cpu_path
-    from hrm.model.layers import resolve_forward_dtype
-
-    dtype = resolve_forward_dtype(mcfg.forward_dtype, env.device)
-    sizes = (mcfg.head_dim, mcfg.hidden_size, mcfg.mlp_inner)
-    blocks = cpu_path.select(cfg.model.cpu_kernels, *sizes, env.device, dtype, compiled=cfg.train.compile)
-    log.info("transformer blocks: %s", blocks.describe())
 
 
 def train_forward(cfg: Config, head: torch.nn.Module) -> torch.nn.Module:

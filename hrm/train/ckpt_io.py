@@ -75,7 +75,6 @@ class RunCheckpoints:
             "config": self.cfg.to_dict(),
             "metrics": _plain(metrics),
             "world_size": self.env.world_size,
-            "block_path": _block_path(),
             **({"ema": p.ema.state_dict()} if p.ema is not None else {}),
         }
 
@@ -122,13 +121,6 @@ class RunCheckpoints:
         if self._writer is not None:
             self._writer.close()
             self._writer = None
-
-
-def _block_path() -> str | None:
-    from hrm.model import cpu_path
-
-    chosen = cpu_path.selected()
-    return chosen.path if chosen is not None else None
 
 
 def _carry_sd(carry: Carry | None) -> dict[str, torch.Tensor]:

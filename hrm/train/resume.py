@@ -148,7 +148,6 @@ def apply_start(
     src, ckpt = start.path, start.ckpt
     if start.full:
         S.check_model_fit(parts.model, ckpt["model"], src)
-        path_note = _check_block_path(cfg, ckpt.get("block_path"), src)
         parts.model.load_state_dict(ckpt["model"])
         parts.optim.load_state_dict(ckpt["optimizers"])
         parts.loader.load_state_dict(ckpt["loader"])
@@ -161,7 +160,7 @@ def apply_start(
         msg = f"resumed from {shown} at step {step}" + (
             f" (written by {ranks} rank{'s' * (ranks != 1)})" if ranks else ""
         )
-        notes = (*start.notes, *path_note, *ema_note, Note("info", msg))
+        notes = (*start.notes, *ema_note, Note("info", msg))
         return StartPoint(step=step, carry=carry, resumed_from=shown, notes=notes)
     # Weights only: a reference checkpoint, or one of ours used as init_from.
     weights = ckpt["model"] if S.is_full_checkpoint(ckpt) else ckpt
@@ -176,18 +175,6 @@ def apply_start(
         "the ACT carry start fresh at step 0"
     )
     return StartPoint(notes=(*start.notes, Note("warning", msg)))
-
-
-def _check_block_path(cfg: Config, saved: str | None, src: Path) -> tuple[Note, ...]:
-    """Resuming on another block path (model.cpu_kernels, the machine) warns, or refuses under
-    train.strict_resume: the paths agree to float32 rounding, not bitwise."""
-    from hrm.model import cpu_path
-
-    now = cpu_path.selected()
-    why = cpu_path.resume_mismatch(saved, now) if now is not None else ""
-    if why and cfg.train.strict_resume:
-        raise S.CheckpointError(f"{src}: {why}; train.strict_resume=true refuses it (set model.cpu_kernels)")
-    return (Note("warning", f"resuming {src.name}: {why}"),) if why else ()
 
 
 def _carry_from(env: D.DistEnv, saved: dict[str, torch.Tensor]) -> Carry | None:
