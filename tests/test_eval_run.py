@@ -146,10 +146,11 @@ def _tree(d: Path) -> dict[str, bytes]:
 def test_hrm_eval_refuses_a_trainer_checkpoint_with_one_flipped_byte(trained: Path, tmp_path: Path) -> None:
     """torch.load never checks the zip CRCs: a flipped byte in a tensor loaded as wrong weights and
     hrm-eval reported metrics of a model nobody trained (found by bench/faults.py)."""
-    data = bytearray((trained / "checkpoints" / "step-00000002.pt").read_bytes())
-    data[len(data) // 2] ^= 0x40
+    from support.train import flip_a_data_byte
+
     bad = tmp_path / "flipped.pt"
-    bad.write_bytes(bytes(data))
+    bad.write_bytes((trained / "checkpoints" / "step-00000002.pt").read_bytes())
+    flip_a_data_byte(bad)  # inside the largest tensor's bytes (the middle of the file may be zip padding)
     with zipfile.ZipFile(bad) as zf:
         assert zf.testzip() is not None  # the byte is inside a tensor record, not the zip's padding
     p = run([PY, "-m", "hrm.eval", "--checkpoint", str(bad), "--device", "cpu"])
