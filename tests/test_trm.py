@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from hrm.model.config import HRMConfig
 from hrm.model.trm import TinyRecursiveReasoningModel_ACTV1, TRMConfig
 
 
@@ -143,6 +144,34 @@ def test_training_halts_on_q_halt_above_zero_without_a_second_forward() -> None:
     carry, out = model(model.initial_carry(batch), batch)
     assert carry.halted.all()  # HRM's rule (q_halt > q_continue) would keep going
     assert len(calls) == 1 and "target_q_continue" not in out
+
+
+@pytest.mark.parametrize("arch", ["trm", "hrm"])
+def test_the_eval_halting_histogram_uses_the_rule_training_halts_by(arch: str) -> None:
+    """q_halt = 3 > 0 but < q_continue = 10: TRM (q_halt > 0) halts at segment 1, HRM (q_halt > q_continue)
+    never does; the eval histogram and every sample's halt_segment say the same, and TRM samples carry no
+    q_continue (its continue output is never trained)."""
+    from hrm.model.hrm_act import HierarchicalReasoningModel_ACTV1
+    from hrm.model.losses import ACTLossHead
+    from hrm.train.evaluate import eval_batches
+
+    model, batch = _tiny()
+    if arch == "hrm":
+        torch.manual_seed(0)
+        fields = {
+            k: v for k, v in vars(model.config).items() if k not in ("mlp_t", "puzzle_emb_len", "no_ACT_continue")
+        }
+        model = HierarchicalReasoningModel_ACTV1(HRMConfig(**{**fields, "H_layers": 1}))  # type: ignore[arg-type]
+    with torch.no_grad():
+        model.inner.q_head.bias.copy_(torch.tensor([3.0, 10.0]))
+        model.inner.q_head.weight.zero_()
+    head = ACTLossHead(model)
+    tot = eval_batches(head, [("all", batch, 4)], torch.device("cpu"), 4, n_samples=2)
+    want_segment = 1 if arch == "trm" else 4
+    assert tot.hist is not None and tot.hist.tolist() == [4.0 * (s == want_segment) for s in (1, 2, 3, 4)]
+    assert [s["halt_segment"] for s in tot.samples] == [want_segment] * 2
+    q_continue = {seg["q_continue"] for s in tot.samples for seg in s["segments"]}
+    assert q_continue == ({None} if arch == "trm" else {10.0})
 
 
 def test_evaluation_runs_every_segment() -> None:

@@ -51,6 +51,25 @@ async def test_segment_stepper_walks_act_segments(tmp_path: Path) -> None:
         assert "Eval sample 2/2" in text(view) and "seg " not in text(view)
 
 
+async def test_a_trm_sample_shows_its_own_halting_rule(tmp_path: Path) -> None:
+    """TRM samples carry q_continue null (never trained): the strip shows q_halt against 0, its rule."""
+    lines = []
+    for line in run_events(100, status="finished"):
+        e = json.loads(line)
+        for sample in e.get("samples") or []:
+            for seg in sample.get("segments") or []:
+                seg["q_continue"] = None
+        lines.append(json.dumps(e))
+    app = make_app(tmp_path, attach=write_run(tmp_path, "r", lines))
+    async with app.run_test(size=(200, 50)) as pilot:
+        view = app.screen.query_one(PuzzleView)
+        await wait_ui(pilot, lambda: "Eval sample 1/2" in text(view))
+        assert "q halt +2.00 (halts > 0) → halt" in text(view) and "go on +" not in text(view)  # the last segment
+        await pilot.press("left_square_bracket", "left_square_bracket", "left_square_bracket")
+        await wait_ui(pilot, lambda: view.segment == 0)
+        assert "q halt -1.00 (halts > 0) → go on" in text(view)
+
+
 async def test_80x24_panel_keys_without_focus_and_arrows_change_sample(tmp_path: Path) -> None:
     from textual.widgets import ContentSwitcher
 

@@ -216,12 +216,12 @@ class HierarchicalReasoningModel_ACTV1(nn.Module):
             is_last = steps >= cfg.halt_max_steps
             halted = is_last
             if self.training and cfg.halt_max_steps > 1:  # evaluation always runs halt_max_steps segments
-                halted = halted | self._wants_halt(q_halt, q_continue)
+                halted = halted | self.wants_halt(q_halt, q_continue)
                 # Exploration can only delay halting; both draws happen on every train call
                 explore = torch.rand_like(q_halt) < cfg.halt_exploration_prob
                 min_steps = explore * torch.randint_like(steps, low=2, high=cfg.halt_max_steps + 1)
                 halted = halted & (steps >= min_steps)
-            if self.training and cfg.halt_max_steps > 1 and self._learns_q_continue():
+            if self.training and cfg.halt_max_steps > 1 and self.learns_q_continue():
                 # Q target: one more segment from the new carry (no replay buffer, no target network)
                 _, _, (next_halt, next_continue) = self.inner(inner_carry, data, with_logits=False)
                 outputs["target_q_continue"] = torch.sigmoid(
@@ -230,10 +230,11 @@ class HierarchicalReasoningModel_ACTV1(nn.Module):
 
         return Carry(inner_carry, steps, halted, data), outputs
 
-    def _wants_halt(self, q_halt: torch.Tensor, q_continue: torch.Tensor) -> torch.Tensor:
-        """The Q-head's own halting decision (HRM: halting looks worth more than going on)."""
+    def wants_halt(self, q_halt: torch.Tensor, q_continue: torch.Tensor) -> torch.Tensor:
+        """The Q-head's own halting decision (HRM: halting looks worth more than going on); evaluation's
+        halting histogram uses the same rule."""
         return q_halt > q_continue
 
-    def _learns_q_continue(self) -> bool:
+    def learns_q_continue(self) -> bool:
         """Does training bootstrap Q-continue from a second forward? (HRM: always, with ACT on.)"""
         return True

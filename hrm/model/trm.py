@@ -130,8 +130,8 @@ class TinyRecursiveReasoningModel_ACTV1(HierarchicalReasoningModel_ACTV1):
     Inner = TinyRecursiveReasoningModel_ACTV1_Inner
     config: TRMConfig
 
-    def _wants_halt(self, q_halt: torch.Tensor, q_continue: torch.Tensor) -> torch.Tensor:
+    def wants_halt(self, q_halt: torch.Tensor, q_continue: torch.Tensor) -> torch.Tensor:
         return (q_halt > 0) if self.config.no_ACT_continue else (q_halt > q_continue)
 
-    def _learns_q_continue(self) -> bool:
+    def learns_q_continue(self) -> bool:
         return not self.config.no_ACT_continue

@@ -3,8 +3,9 @@ model called until every row halted (in eval mode: exactly halt_max_steps calls)
 final call added up and divided by the count. The one loop behind the trainer's `eval` events and `hrm-eval`.
 
 Added for viewers: accuracy on the changed cells, the halting histogram (the first segment where the model's
-own Q-head would halt, q_halt > q_continue, else halt_max_steps) and a few samples, each with the prediction
-and the Q logits after every segment ("watch it think")."""
+own Q-head would halt by the rule training halts by — HRM q_halt > q_continue, TRM q_halt > 0 — else
+halt_max_steps) and a few samples, each with the prediction and the Q logits after every segment ("watch it
+think"; q_continue is null where the model does not learn it)."""
 
 from __future__ import annotations
 
@@ -109,8 +110,10 @@ def _run_batch(head: ACTLossHead, batch: Batch, halt_max_steps: int, rows: torch
         trace.segments += 1
         seg = trace.segments
         carry, _loss, metrics, outputs, all_halted = head(carry=carry, batch=batch, return_keys=keys)
-        q_halt, q_cont = outputs["q_halt_logits"], outputs.get("q_continue_logits")
-        wants = q_halt > q_cont if q_cont is not None else q_halt > 0
+        q_halt, q_cont = outputs["q_halt_logits"], outputs["q_continue_logits"]
+        wants = head.model.wants_halt(q_halt, q_cont)  # the rule training halts by (TRM: q_halt > 0 alone)
+        if not head.model.learns_q_continue():
+            q_cont = None  # an untrained output: neither a halting input nor shown beside q_halt
         first_halt = torch.where(wants & (first_halt == halt_max_steps) & (seg < halt_max_steps), seg, first_halt)
         if len(rows):
             trace.preds.append(outputs["logits"][rows].argmax(dim=-1))

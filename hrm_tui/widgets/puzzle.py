@@ -80,6 +80,8 @@ class PuzzleView(Widget):
         q_halt, q_cont = segs[k].get("q_halt"), segs[k].get("q_continue")
         if isinstance(q_halt, (int, float)) and isinstance(q_cont, (int, float)):
             t.append(f"\nq halt {q_halt:+.2f} / go on {q_cont:+.2f} → {'halt' if q_halt > q_cont else 'go on'}")
+        elif isinstance(q_halt, (int, float)):  # TRM: no continue head, halts on q_halt > 0
+            t.append(f"\nq halt {q_halt:+.2f} (halts > 0) → {'halt' if q_halt > 0 else 'go on'}")
         return t
 
     def render(self) -> Text:
