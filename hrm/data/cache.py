@@ -57,7 +57,9 @@ def _build(recipe: dict[str, Any], out: Path, progress: bool) -> dict:
         )
     from hrm.data import maze
 
-    return maze.build_dataset(out, size=recipe.get("size"), aug=bool(recipe.get("aug")), **common)
+    return maze.build_dataset(
+        out, size=recipe.get("size"), aug=bool(recipe.get("aug")), unique_path=bool(recipe.get("unique_path")), **common
+    )
 
 
 def ensure_dataset(recipe: dict[str, Any], cache_root: Path | str | None = None, progress: bool = True) -> Path:

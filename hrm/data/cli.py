@@ -58,6 +58,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--size", type=int, metavar="S", help="side of the square maze (default: 9 easy, 15 medium, 30 hard)"
     )
     m.add_argument("--aug", action="store_true", help="add the 8 dihedral transforms of each training maze")
+    m.add_argument(
+        "--unique-path", action="store_true", help="wall off the tied shortest paths: the label is the only one"
+    )
     m.add_argument("--num-aug", type=int, help=argparse.SUPPRESS)  # accepted for symmetry; mazes use --aug
     show = sub.add_parser("show", help="draw a puzzle of a built dataset and its solution")
     show.add_argument("dir", type=Path)
@@ -86,7 +89,7 @@ def _build(args: argparse.Namespace) -> dict:
 
     if args.num_aug:
         raise ValueError("mazes take --aug (the 8 dihedral transforms), not --num-aug")
-    return maze.build_dataset(args.out, size=args.size, aug=args.aug, **common)
+    return maze.build_dataset(args.out, size=args.size, aug=args.aug, unique_path=args.unique_path, **common)
 
 
 def _cell(v: Any) -> str:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections import deque
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -34,6 +33,7 @@ from hrm.data.maze_gen import (  # re-exported: the public maze API lives here
     min_path_moves,
     shortest_path_moves,
 )
+from hrm.data.maze_label import bfs_label, only_shortest_path  # re-exported
 
 __all__ = [
     "CHARSET",
@@ -45,6 +45,7 @@ __all__ = [
     "VOCAB_SIZE",
     "LEVELS",
     "bfs_label",
+    "only_shortest_path",
     "encode",
     "decode",
     "min_path_moves",
@@ -56,49 +57,6 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
-
-
-# --- the reference labeller ------------------------------------------------------------------------------
-
-
-def bfs_label(grid: np.ndarray) -> np.ndarray:
-    """The label of a maze token grid: BFS from S trying down, left, right, up; parent at first discovery;
-    the path traced back from G drawn as PATH on the open cells between S and G."""
-    grid = np.asarray(grid)
-    if grid.ndim != 2 or grid.shape[0] != grid.shape[1]:
-        raise ValueError(f"a maze must be a square grid, got shape {grid.shape}")
-    side = grid.shape[0]
-    W = side + 2
-    if (grid == START).sum() != 1 or (grid == GOAL).sum() != 1:
-        raise ValueError("a maze needs exactly one S and one G")
-    padded = np.zeros((W, W), dtype=bool)
-    padded[1:-1, 1:-1] = grid != WALL
-    passable = padded.ravel().tolist()
-    sr, sc = np.argwhere(grid == START)[0]
-    gr, gc = np.argwhere(grid == GOAL)[0]
-    s, g = int((sr + 1) * W + sc + 1), int((gr + 1) * W + gc + 1)
-    parent = [-1] * (W * W)
-    parent[s] = s
-    queue = deque([s])
-    steps = (W, -1, 1, -W)  # down, left, right, up
-    while queue:
-        x = queue.popleft()
-        if x == g:
-            break
-        for d in steps:
-            y = x + d
-            if passable[y] and parent[y] < 0:
-                parent[y] = x
-                queue.append(y)
-    if parent[g] < 0:
-        raise ValueError("G is not reachable from S")
-    label = grid.copy()
-    flat = label.reshape(-1)
-    x = parent[g]
-    while x != s:
-        flat[(x // W - 1) * side + (x % W - 1)] = PATH
-        x = parent[x]
-    return label
 
 
 # --- text form -------------------------------------------------------------------------------------------
@@ -131,9 +89,11 @@ def generate(
     stream: int = 0,
     exclude: set[bytes] | None = None,
     on_maze=None,
+    unique_path: bool = False,
 ) -> list[tuple[np.ndarray, np.ndarray]]:
     """n distinct (input, label) token grids, none of whose input bytes are in `exclude` (e.g. the train
-    split, for the test split); `on_maze()` is called after each one (progress).
+    split, for the test split); `on_maze()` is called after each one (progress). `unique_path`: each maze
+    gets walls on the tied shortest paths (`only_shortest_path`), so its label is the only shortest path.
     (seed, stream) select an independent random stream (the builder uses stream 0 for train, 1 for test)."""
     size = size or LEVELS[level][0]
     rng = np.random.Generator(np.random.Philox(np.random.SeedSequence([seed, stream])))
@@ -143,11 +103,15 @@ def generate(
     while len(out) < n:
         before = len(out)
         for grid in iter_mazes(n - len(out), size, min_path_moves(level, size), rng):
+            label = bfs_label(grid)
+            if unique_path:  # the same path; the label copies the new walls
+                grid = only_shortest_path(grid, label)
+                label = bfs_label(grid)
             key = grid.tobytes()
             if key in seen:  # duplicates are vanishingly rare at real sizes, common at tiny ones
                 continue
             seen.add(key)
-            out.append((grid, bfs_label(grid)))
+            out.append((grid, label))
             if on_maze:
                 on_maze()
         stale = stale + 1 if len(out) == before else 0
@@ -279,6 +243,7 @@ def build_dataset(
     level: str = "hard",
     size: int | None = None,
     aug: bool = False,
+    unique_path: bool = False,
     seed: int = 0,
     from_csv: Path | str | None = None,
     subsample_size: int | None = None,
@@ -317,6 +282,7 @@ def build_dataset(
                     stream=i,
                     exclude=train_keys,
                     on_maze=lambda task=task: bar.advance(task),
+                    unique_path=unique_path,
                 )
         source = "generated"
     side = splits["train"][0][0].shape[0]
@@ -331,6 +297,7 @@ def build_dataset(
         size=side,
         level=None if from_csv else level,
         aug=aug,
+        unique_path=unique_path,
         seed=seed,
         seconds=round(time.monotonic() - t0, 2),
         train=dict(

@@ -157,6 +157,10 @@ class DataConfig(_Section):
     blanks: tuple[int, int] | None = Field(None, description="Sudoku: [min, max] blank cells per generated puzzle.")
     min_rating: int | None = Field(None, ge=0, description="Sudoku: keep only puzzles rated at least this.")
     aug: bool = Field(False, description="Maze: add the 8 dihedral transforms of each training maze.")
+    unique_path: bool = Field(
+        False,
+        description="Maze (generated): wall off the other shortest paths, so exact means 'found the shortest path'.",
+    )
     seed: int = Field(0, ge=0, description="Seed of the dataset build.")
 
     @model_validator(mode="after")

@@ -52,6 +52,8 @@ def _normalised(recipe: dict[str, Any]) -> dict[str, Any]:
     d = {k: recipe.get(k) for k in _KEYS[task]}
     if task == "maze" and not d.get("size"):
         d["size"] = MAZE_LEVEL_SIZES.get(d.get("level") or "easy", 9)
+    if task == "maze" and recipe.get("unique_path"):  # only when on: the keys of existing caches stay valid
+        d["unique_path"] = True
     blanks = d.get("blanks")
     if isinstance(blanks, (list, tuple)):
         d["blanks"] = list(blanks)
