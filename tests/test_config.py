@@ -214,3 +214,20 @@ def test_maze_levels_and_default_sizes() -> None:
         assert describe(cfg)["grid"] == [side, side]
     with pytest.raises(ConfigError, match="does not exist for mazes"):
         apply_overrides(Config(), ["data.task=maze", "data.level=extreme"])
+
+
+def test_keys_of_earlier_versions_are_dropped_with_a_warning(caplog: pytest.LogCaptureFixture) -> None:
+    """A run directory or checkpoint written before model.cpu_kernels / train.strict_resume were removed
+    still loads (hrm-eval validates the model section alone, the trainer the whole config)."""
+    from hrm.run.config import ModelConfig, config_from_dict
+
+    old = Config().to_dict()
+    old["model"]["cpu_kernels"] = "auto"
+    old["train"]["strict_resume"] = True
+    with caplog.at_level("WARNING"):
+        cfg = config_from_dict(old)
+        alone = ModelConfig.model_validate({**Config().to_dict()["model"], "cpu_kernels": "c"})
+    assert cfg.to_dict() == Config().to_dict() and alone == Config().model
+    assert "model.cpu_kernels is no longer used" in caplog.text and "train.strict_resume" in caplog.text
+    with pytest.raises(ConfigError, match="cpu_kernel"):  # a misspelling is still an unknown key
+        config_from_dict({"model": {"cpu_kernel": "c"}})

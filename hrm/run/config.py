@@ -7,11 +7,12 @@ with messages that name the key to change. Torch-free: the app reads presets thr
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from hrm.run._config_errors import ConfigError, translate_validation_error
+from hrm.run._config_retired import drop_retired
 from hrm.run._config_yaml import parse_overrides
 from hrm.run.memory import FLOAT16_REFUSED
 from hrm.run.tasks import MAZE_LEVEL_SIZES
@@ -52,6 +53,12 @@ _I64_MAX = 2**63 - 1
 
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
+    section: ClassVar[str] = ""  # its key in the config file (the retired keys are looked up by it)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _retired_keys(cls, data: Any) -> Any:
+        return drop_retired(cls.section, data)  # configs and checkpoints of earlier versions still load
 
     @field_validator("*", mode="after")
     @classmethod
@@ -65,6 +72,8 @@ class _Section(BaseModel):
 
 class ModelConfig(_Section):
     """HRM-ACT-v1 or TRM architecture (HRM-SPEC §1.1). Sizes the dataset fixes (vocab, seq_len, ids) are injected."""
+
+    section: ClassVar[str] = "model"
 
     arch: Literal["hrm", "trm"] = Field(
         "hrm",
@@ -196,6 +205,8 @@ class OptimConfig(_Section):
 
 class TrainConfig(_Section):
     """Length, evaluation, checkpoints, device and stopping rules."""
+
+    section: ClassVar[str] = "train"
 
     global_batch_size: int = Field(768, gt=0, description="Examples per optimizer step over all ranks.")
     total_steps: int | None = Field(None, gt=0, description="Optimizer steps to run; overrides epochs when set.")
