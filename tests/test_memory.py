@@ -24,7 +24,7 @@ def _hrm(preset: str, dtype: str, overrides: list[str] | None = None) -> tuple[H
     return HRMConfig.from_dict(fields, batch_size=batch, seq_len=shape.seq_len, vocab_size=shape.vocab_size), batch
 
 
-@pytest.mark.parametrize("preset", ["tiny", "sudoku-cpu", "maze-cpu"])
+@pytest.mark.parametrize("preset", ["tiny", "sudoku-cpu", "maze-cpu", "sudoku-think-cpu"])
 @pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
 def test_closed_form_matches_measured_saved_tensors_and_peak(preset: str, dtype: str) -> None:
     from hrm.model.memory import measure_step

@@ -36,6 +36,8 @@ def test_paper_parameter_counts(fields: dict, expected: int) -> None:
         dict(hidden_size=128, num_heads=2, expansion=4.0),
         dict(hidden_size=96, num_heads=3, expansion=2.5, H_layers=1, L_layers=3, pos_encodings="learned"),
         dict(hidden_size=64, num_heads=1, puzzle_emb_ndim=0),
+        dict(hidden_size=64, num_heads=2, H_layers=1, L_layers=2, mlp_t=True, pos_encodings="none"),
+        dict(hidden_size=64, num_heads=2, mlp_t=True),  # rope computed, unused by the sequence MLP
     ],
 )
 def test_closed_form_matches_real_small_models(extra: dict) -> None:

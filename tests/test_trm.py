@@ -235,11 +235,40 @@ def test_the_schema_keeps_trm_fields_to_trm() -> None:
     assert (fields["arch"], fields["puzzle_emb_len"], fields["no_ACT_continue"]) == ("trm", 16, True)
     for bad, word in (
         (["model.H_layers=0"], "H_layers"),
-        (["model.mlp_t=true"], "arch=trm"),
-        (["model.pos_encodings=none"], "arch trm"),
+        (["model.puzzle_emb_len=4"], "arch=trm"),
+        (["model.pos_encodings=none"], "needs model.mlp_t"),
     ):
         with pytest.raises(ConfigError, match=word):
             load_preset("tiny", bad)
+    # the sequence MLP is offered to HRM too (its H and L modules both use it)
+    hrm = load_preset("tiny", ["model.mlp_t=true", "model.pos_encodings=none"]).model.hrm_fields()
+    assert hrm["arch"] == "hrm" and hrm["mlp_t"] is True and "puzzle_emb_len" not in hrm
+
+
+def test_hrm_with_the_sequence_mlp_uses_it_in_both_modules_and_keeps_hrm_gradients() -> None:
+    """HRM + mlp_t: every block of H and L is the sequence MLP (no attention weights); HRM's recursion is
+    unchanged: only the last L and the H update build graph (its 1-step gradient), and training needs the
+    Q-continue target's second forward."""
+    from hrm.model.hrm_act import HierarchicalReasoningModel_ACTV1
+    from hrm.model.layers import SequenceMLPBlock
+
+    torch.manual_seed(0)
+    cfg = HRMConfig(batch_size=4, seq_len=16, vocab_size=6, puzzle_emb_ndim=32, hidden_size=32, num_heads=2,
+                    H_cycles=2, L_cycles=2, H_layers=1, L_layers=1, halt_max_steps=3, mlp_t=True,
+                    pos_encodings="none")  # fmt: skip
+    model = HierarchicalReasoningModel_ACTV1(cfg)
+    blocks = [*model.inner.H_level.layers, *model.inner.L_level.layers]
+    assert blocks and all(isinstance(b, SequenceMLPBlock) for b in blocks)
+    assert not any("attn" in n for n in model.state_dict())
+    _, batch = _tiny()
+    counted: list[str] = []
+    model.inner.H_level.layers[0].register_forward_hook(lambda m, i, o: counted.append(f"H{int(o.requires_grad)}"))
+    model.inner.L_level.layers[0].register_forward_hook(lambda m, i, o: counted.append(f"L{int(o.requires_grad)}"))
+    model.train()
+    _, out = model(model.initial_carry(batch), batch)
+    # 2 H cycles × (2 L + 1 H), graph only on the last L and H; then the no-grad Q-target forward (6 more)
+    assert counted[:6] == ["L0", "L0", "H0", "L0", "L1", "H1"] and counted[6:] == ["L0", "L0", "H0"] * 2
+    assert "target_q_continue" in out
 
 
 def test_a_checkpoint_in_the_official_layout_loads(tmp_path) -> None:

@@ -55,6 +55,9 @@ class HRMConfig:
     halt_exploration_prob: float = 0.1
 
     forward_dtype: str = "float32"
+    # Not the reference's: TRM's sequence MLP (a SwiGLU across positions instead of attention), offered to
+    # HRM too; False is the reference architecture.
+    mlp_t: bool = False
 
     # Not fields: what __post_init__ checks (TRM relaxes both)
     _POSITIVE: ClassVar[tuple[str, ...]] = (
@@ -70,7 +73,7 @@ class HRMConfig:
         "L_layers",
         "halt_max_steps",
     )
-    _POS_ENCODINGS: ClassVar[tuple[str, ...]] = ("rope", "learned")
+    _POS_ENCODINGS: ClassVar[tuple[str, ...]] = ("rope", "learned")  # and "none" with mlp_t
     arch: ClassVar[str] = "hrm"
 
     def __post_init__(self) -> None:
@@ -84,8 +87,9 @@ class HRMConfig:
             raise ValueError(
                 f"model.hidden_size ({self.hidden_size}) must be divisible by model.num_heads ({self.num_heads})"
             )
-        if self.pos_encodings not in self._POS_ENCODINGS:
-            raise ValueError(f"model.pos_encodings must be one of {self._POS_ENCODINGS}, got {self.pos_encodings!r}")
+        allowed = self._POS_ENCODINGS + (("none",) if self.mlp_t and "none" not in self._POS_ENCODINGS else ())
+        if self.pos_encodings not in allowed:
+            raise ValueError(f"model.pos_encodings must be one of {allowed}, got {self.pos_encodings!r}")
         if self.forward_dtype == "float16":
             raise ValueError(f"model.forward_dtype: {FLOAT16_REFUSED}")
         if self.forward_dtype not in _DTYPES:
@@ -106,6 +110,11 @@ class HRMConfig:
     @property
     def total_seq_len(self) -> int:
         return self.seq_len + self.puzzle_emb_len
+
+    @property
+    def mlp_t_inner(self) -> int:
+        """Inner width of the SwiGLU across positions: the same rule as mlp_inner, over total_seq_len."""
+        return sizes.mlp_inner(self.total_seq_len, self.expansion)
 
     @property
     def mlp_inner(self) -> int:

@@ -20,6 +20,7 @@ from hrm.model.layers import (
     CastedLinear,
     ReasoningModule,
     RotaryEmbedding,
+    SequenceMLPBlock,
     resolve_forward_dtype,
 )
 from hrm.model.sparse_embedding import CastedSparseEmbedding
@@ -105,13 +106,18 @@ class HierarchicalReasoningModel_ACTV1_Inner(nn.Module):
 
     def _build_levels(self, config: HRMConfig) -> None:
         """The reasoning modules, H then L (their construction order is part of the RNG draw order)."""
+        self.H_level = ReasoningModule(self._blocks(config, config.H_layers))
+        self.L_level = ReasoningModule(self._blocks(config, config.L_layers))
 
-        def blocks(n: int) -> list[Block]:
-            d = config.hidden_size
-            return [Block(d, config.num_heads, config.mlp_inner, config.rms_norm_eps) for _ in range(n)]
-
-        self.H_level = ReasoningModule(blocks(config.H_layers))
-        self.L_level = ReasoningModule(blocks(config.L_layers))
+    @staticmethod
+    def _blocks(config: HRMConfig, n: int) -> list[nn.Module]:
+        """n attention blocks, or with mlp_t n sequence-MLP blocks (positions mixed by a SwiGLU)."""
+        if config.mlp_t:
+            seq, d = config.total_seq_len, config.hidden_size
+            return [
+                SequenceMLPBlock(seq, config.mlp_t_inner, d, config.mlp_inner, config.rms_norm_eps) for _ in range(n)
+            ]
+        return [Block(config.hidden_size, config.num_heads, config.mlp_inner, config.rms_norm_eps) for _ in range(n)]
 
     def _rope(self) -> tuple[torch.Tensor, torch.Tensor] | None:
         return self.rotary_emb() if self.config.pos_encodings == "rope" else None

@@ -200,6 +200,23 @@ class Block(nn.Module):
         return add_norm(h, self.mlp(h), self.norm_eps)
 
 
+class SequenceMLPBlock(nn.Module):
+    """TRM's `mlp_t` block (post-norm): a SwiGLU across the positions instead of attention, its residual
+    norm taken across the positions (the transposed layout), then the hidden SwiGLU. For fixed-size grids;
+    it takes the rope argument of Block's interface and ignores it (no position encoding needed)."""
+
+    def __init__(self, seq_len: int, seq_inner: int, hidden_size: int, inner: int, eps: float) -> None:
+        super().__init__()
+        self.mlp_t = SwiGLU(seq_len, seq_inner)
+        self.mlp = SwiGLU(hidden_size, inner)
+        self.norm_eps = eps
+
+    def forward(self, h: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor] | None) -> torch.Tensor:
+        t = h.transpose(1, 2)  # [B, d, S]
+        h = add_norm(t, self.mlp_t(t), self.norm_eps).transpose(1, 2)  # [B, S, d]
+        return add_norm(h, self.mlp(h), self.norm_eps)
+
+
 class ReasoningModule(nn.Module):
     """One level (H or L): z ← z + injection, then its blocks in sequence."""
 

@@ -17,21 +17,15 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 import torch
-from torch import nn
 
-from hrm.model.config import HRMConfig, round_up
+from hrm.model.config import HRMConfig
 from hrm.model.hrm_act import (
     Batch,
     HierarchicalReasoningModel_ACTV1,
     HierarchicalReasoningModel_ACTV1_Inner,
     InnerCarry,
 )
-from hrm.model.layers import (
-    Block,
-    ReasoningModule,
-    SwiGLU,
-    add_norm,
-)
+from hrm.model.layers import ReasoningModule
 
 
 @dataclass(kw_only=True)
@@ -42,7 +36,6 @@ class TRMConfig(HRMConfig):
     L_cycles: int = 6
     H_layers: int = 0
     L_layers: int = 2
-    mlp_t: bool = False
     puzzle_emb_len: int = 16  # a field here; HRM derives it from puzzle_emb_ndim
     no_ACT_continue: bool = True
 
@@ -62,27 +55,6 @@ class TRMConfig(HRMConfig):
                 f"({self.puzzle_emb_len}) positions of hidden_size {self.hidden_size}"
             )
 
-    @property
-    def mlp_t_inner(self) -> int:
-        """Inner width of the SwiGLU across positions: the same rule as mlp_inner, over total_seq_len."""
-        return round_up(round(self.expansion * self.total_seq_len * 2 / 3), 256)
-
-
-class TRMBlock(nn.Module):
-    """Post-norm block whose token mixer is attention (= HRM's Block) or, with mlp_t, a SwiGLU over
-    positions whose residual norm is taken across the positions (the transposed layout)."""
-
-    def __init__(self, cfg: TRMConfig) -> None:
-        super().__init__()
-        self.mlp_t = SwiGLU(cfg.total_seq_len, cfg.mlp_t_inner)
-        self.mlp = SwiGLU(cfg.hidden_size, cfg.mlp_inner)
-        self.norm_eps = cfg.rms_norm_eps
-
-    def forward(self, h: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor] | None) -> torch.Tensor:
-        t = h.transpose(1, 2)  # [B, d, S]
-        h = add_norm(t, self.mlp_t(t), self.norm_eps).transpose(1, 2)  # [B, S, d]
-        return add_norm(h, self.mlp(h), self.norm_eps)
-
 
 class TinyRecursiveReasoningModel_ACTV1_Inner(HierarchicalReasoningModel_ACTV1_Inner):
     """HRM's inner model (embeddings, carry reset) with TRM's one network and its recursion."""
@@ -93,12 +65,7 @@ class TinyRecursiveReasoningModel_ACTV1_Inner(HierarchicalReasoningModel_ACTV1_I
         """One network (L_layers blocks) for both updates; no H module."""
         assert isinstance(config, TRMConfig)
 
-        def block() -> nn.Module:
-            if config.mlp_t:
-                return TRMBlock(config)
-            return Block(config.hidden_size, config.num_heads, config.mlp_inner, config.rms_norm_eps)
-
-        self.L_level = ReasoningModule([block() for _ in range(config.L_layers)])
+        self.L_level = ReasoningModule(self._blocks(config, config.L_layers))
 
     def _cycle(self, z_H: torch.Tensor, z_L: torch.Tensor, x: torch.Tensor, rope: tuple | None) -> tuple:
         for _ in range(self.config.L_cycles):

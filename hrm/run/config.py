@@ -90,7 +90,7 @@ class ModelConfig(_Section):
     halt_max_steps: int = Field(16, gt=0, description="Maximum ACT segments per puzzle (M_max).")
     halt_exploration_prob: float = Field(0.1, ge=0, le=1, description="Chance a row draws a minimum halting step.")
     pos_encodings: Literal["rope", "learned", "none"] = Field(
-        "rope", description="Position encoding: rope or learned (TRM also none, for mlp_t)."
+        "rope", description="Position encoding: rope or learned; none with mlp_t (or TRM attention)."
     )
     puzzle_emb_ndim: int | None = Field(
         None, ge=0, description="Puzzle-embedding width; null = hidden_size (the reference), 0 disables it."
@@ -106,7 +106,9 @@ class ModelConfig(_Section):
         "stablemax_cross_entropy", description="Token loss of the ACT loss head."
     )
     mlp_t: bool = Field(
-        False, description="TRM: mix positions with a SwiGLU across them instead of attention (fixed-size grids)."
+        False,
+        description="Mix positions with a SwiGLU across them instead of attention (TRM's sequence MLP; HRM may "
+        "use it too; fixed-size grids).",
     )
     puzzle_emb_len: int | None = Field(
         None, ge=0, description="TRM: positions the puzzle embedding fills; null = 16 (TRM), 0 = as many as it needs."
@@ -132,15 +134,15 @@ class ModelConfig(_Section):
         if self.arch == "hrm":
             if self.H_layers < 1:
                 raise ValueError("model.H_layers must be at least 1 for arch hrm (only TRM has no H module)")
-            if self.pos_encodings == "none":
-                raise ValueError("model.pos_encodings=none is for arch trm (with mlp_t); HRM needs rope or learned")
-            if self.mlp_t or self.puzzle_emb_len is not None:
-                raise ValueError("model.mlp_t and model.puzzle_emb_len are TRM fields: set model.arch=trm")
+            if self.pos_encodings == "none" and not self.mlp_t:
+                raise ValueError("model.pos_encodings=none needs model.mlp_t (attention needs rope or learned)")
+            if self.puzzle_emb_len is not None:
+                raise ValueError("model.puzzle_emb_len is a TRM field: set model.arch=trm")
         return self
 
     def hrm_fields(self) -> dict[str, Any]:
         """The HRMConfig keyword arguments this section sets (puzzle_emb_ndim resolved)."""
-        trm_only = {"mlp_t", "puzzle_emb_len", "no_ACT_continue"} if self.arch == "hrm" else set()
+        trm_only = {"puzzle_emb_len", "no_ACT_continue"} if self.arch == "hrm" else set()
         out = self.model_dump(exclude={"loss_type", "puzzle_emb_ndim"} | trm_only)
         out["puzzle_emb_ndim"] = self.hidden_size if self.puzzle_emb_ndim is None else self.puzzle_emb_ndim
         if self.arch == "trm" and self.puzzle_emb_len is None:

@@ -31,7 +31,6 @@ from hrm.run.sizes import (
     count_parameters,
     grad_applications,
     head_dim,
-    is_trm,
     mlp_inner,
     q_target_forward,
     total_seq_len,
@@ -79,7 +78,7 @@ def saved_per_token(m: ModelShape, dtype: str) -> float:
     """Bytes autograd keeps for the backward, per sequence position."""
     b = DTYPE_BYTES[dtype]
     d, i, h = m.hidden_size, mlp_inner(m.hidden_size, m.expansion), m.num_heads
-    if is_trm(m) and getattr(m, "mlp_t", False):
+    if getattr(m, "mlp_t", False):
         # mlp_t over the transposed [d, S] layout: its gate|up, silu and down input (4·i_t·d·b per
         # example), the float32 norm input and its rsqrt per hidden row; then the hidden MLP as below
         s = total_seq_len(m)

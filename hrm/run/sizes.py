@@ -33,7 +33,7 @@ def is_trm(m: ModelShape) -> bool:
 
 
 def _mlp_t(m: ModelShape) -> bool:
-    return is_trm(m) and bool(getattr(m, "mlp_t", False))
+    return bool(getattr(m, "mlp_t", False))
 
 
 def q_target_forward(m: ModelShape) -> bool:
@@ -113,7 +113,7 @@ def block_parameters(m: ModelShape) -> int:
 
 
 def mixer_parameters(m: ModelShape) -> int:
-    """The token mixer of a block: attention (qkv, o), or TRM's mlp_t, a SwiGLU across the S positions."""
+    """The token mixer of a block: attention (qkv, o), or mlp_t, a SwiGLU across the S positions."""
     if _mlp_t(m):
         s = total_seq_len(m)
         inner_t = mlp_inner(s, m.expansion)
