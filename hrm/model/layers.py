@@ -212,8 +212,13 @@ class SequenceMLPBlock(nn.Module):
         self.norm_eps = eps
 
     def forward(self, h: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor] | None) -> torch.Tensor:
-        t = h.transpose(1, 2)  # [B, d, S]
-        h = add_norm(t, self.mlp_t(t), self.norm_eps).transpose(1, 2)  # [B, S, d]
+        t = h.transpose(1, 2)  # [B, d, S], a view
+        # Not add_norm's in-place form, with or without grad: the official TRM's `t + mlp_t(t)` takes t's
+        # memory layout ([B, S, d]), so the norm reduces over a strided dim and the result transposes back to
+        # a contiguous [B, S, d]. Summing into the MLP's contiguous output rounds the norm differently and
+        # feeds the next matmul a strided input (5e-8 relative after one step, chaotic after ten;
+        # bench/trm_reference.py).
+        h = rms_norm(t + self.mlp_t(t), self.norm_eps).transpose(1, 2)  # [B, S, d]
         return add_norm(h, self.mlp(h), self.norm_eps)
 
 
