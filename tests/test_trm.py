@@ -146,32 +146,51 @@ def test_training_halts_on_q_halt_above_zero_without_a_second_forward() -> None:
     assert len(calls) == 1 and "target_q_continue" not in out
 
 
-@pytest.mark.parametrize("arch", ["trm", "hrm"])
+@pytest.mark.parametrize("arch", ["trm", "hrm", "hrm-no-continue"])
 def test_the_eval_halting_histogram_uses_the_rule_training_halts_by(arch: str) -> None:
-    """q_halt = 3 > 0 but < q_continue = 10: TRM (q_halt > 0) halts at segment 1, HRM (q_halt > q_continue)
-    never does; the eval histogram and every sample's halt_segment say the same, and TRM samples carry no
-    q_continue (its continue output is never trained)."""
+    """q_halt = 3 > 0 but < q_continue = 10: TRM (q_halt > 0) halts at segment 1, the reference HRM
+    (q_halt > q_continue) never does, HRM given TRM's rule (no_ACT_continue) halts at 1; the eval histogram
+    and every sample's halt_segment say the same, and samples of a model that does not train its continue
+    output carry no q_continue."""
     from hrm.model.hrm_act import HierarchicalReasoningModel_ACTV1
     from hrm.model.losses import ACTLossHead
     from hrm.train.evaluate import eval_batches
 
     model, batch = _tiny()
-    if arch == "hrm":
+    if arch.startswith("hrm"):
         torch.manual_seed(0)
         fields = {
             k: v for k, v in vars(model.config).items() if k not in ("mlp_t", "puzzle_emb_len", "no_ACT_continue")
         }
-        model = HierarchicalReasoningModel_ACTV1(HRMConfig(**{**fields, "H_layers": 1}))  # type: ignore[arg-type]
+        no_continue = arch == "hrm-no-continue"
+        model = HierarchicalReasoningModel_ACTV1(HRMConfig(**{**fields, "H_layers": 1, "no_ACT_continue": no_continue}))  # type: ignore[arg-type]
     with torch.no_grad():
         model.inner.q_head.bias.copy_(torch.tensor([3.0, 10.0]))
         model.inner.q_head.weight.zero_()
     head = ACTLossHead(model)
     tot = eval_batches(head, [("all", batch, 4)], torch.device("cpu"), 4, n_samples=2)
-    want_segment = 1 if arch == "trm" else 4
+    want_segment = 4 if arch == "hrm" else 1
     assert tot.hist is not None and tot.hist.tolist() == [4.0 * (s == want_segment) for s in (1, 2, 3, 4)]
     assert [s["halt_segment"] for s in tot.samples] == [want_segment] * 2
     q_continue = {seg["q_continue"] for s in tot.samples for seg in s["segments"]}
-    assert q_continue == ({None} if arch == "trm" else {10.0})
+    assert q_continue == ({10.0} if arch == "hrm" else {None})
+
+
+def test_hrm_given_trms_halting_rule_halts_on_q_halt_above_zero_without_a_second_forward() -> None:
+    from hrm.model.hrm_act import HierarchicalReasoningModel_ACTV1
+
+    _, batch = _tiny()
+    torch.manual_seed(0)
+    cfg = HRMConfig(batch_size=4, seq_len=16, vocab_size=6, puzzle_emb_ndim=32, hidden_size=32, num_heads=2,
+                    H_layers=1, L_layers=1, halt_max_steps=4, halt_exploration_prob=0.0, no_ACT_continue=True)  # fmt: skip
+    model = HierarchicalReasoningModel_ACTV1(cfg)
+    model.train()
+    with torch.no_grad():
+        model.inner.q_head.bias.copy_(torch.tensor([3.0, 10.0]))  # q_halt > 0 but < q_continue
+    calls: list[int] = []
+    model.inner.register_forward_hook(lambda m, i, o: calls.append(1))
+    carry, out = model(model.initial_carry(batch), batch)
+    assert carry.halted.all() and len(calls) == 1 and "target_q_continue" not in out
 
 
 def test_evaluation_runs_every_segment() -> None:

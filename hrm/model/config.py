@@ -58,6 +58,9 @@ class HRMConfig:
     # Not the reference's: TRM's sequence MLP (a SwiGLU across positions instead of attention), offered to
     # HRM too; False is the reference architecture.
     mlp_t: bool = False
+    # Not the reference's either: TRM's halting (q_halt > 0, no Q-continue target and so no second forward),
+    # offered to HRM; False is the reference's Q-learning (halt when q_halt > q_continue).
+    no_ACT_continue: bool = False
 
     # Not fields: what __post_init__ checks (TRM relaxes both)
     _POSITIVE: ClassVar[tuple[str, ...]] = (

@@ -237,10 +237,11 @@ class HierarchicalReasoningModel_ACTV1(nn.Module):
         return Carry(inner_carry, steps, halted, data), outputs
 
     def wants_halt(self, q_halt: torch.Tensor, q_continue: torch.Tensor) -> torch.Tensor:
-        """The Q-head's own halting decision (HRM: halting looks worth more than going on); evaluation's
-        halting histogram uses the same rule."""
-        return q_halt > q_continue
+        """The Q-head's own halting decision, which evaluation's halting histogram uses too: the reference
+        HRM halts when halting looks worth more than going on; with no_ACT_continue (TRM's rule, TRM's
+        default) when q_halt > 0, the continue output untrained."""
+        return (q_halt > 0) if self.config.no_ACT_continue else (q_halt > q_continue)
 
     def learns_q_continue(self) -> bool:
-        """Does training bootstrap Q-continue from a second forward? (HRM: always, with ACT on.)"""
-        return True
+        """Does training bootstrap Q-continue from a second forward? (The reference HRM: always, with ACT.)"""
+        return not self.config.no_ACT_continue

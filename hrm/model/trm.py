@@ -92,13 +92,8 @@ class TinyRecursiveReasoningModel_ACTV1_Inner(HierarchicalReasoningModel_ACTV1_I
 
 class TinyRecursiveReasoningModel_ACTV1(HierarchicalReasoningModel_ACTV1):
     """HRM's ACT wrapper (carry, calling convention: the loss head, trainer and eval take either) around
-    the TRM inner model, halting on q_halt > 0 with no Q-continue target unless no_ACT_continue is off."""
+    the TRM inner model; its halting rule is HRM's wrapper's with no_ACT_continue on by default (q_halt > 0,
+    no Q-continue target)."""
 
     Inner = TinyRecursiveReasoningModel_ACTV1_Inner
     config: TRMConfig
-
-    def wants_halt(self, q_halt: torch.Tensor, q_continue: torch.Tensor) -> torch.Tensor:
-        return (q_halt > 0) if self.config.no_ACT_continue else (q_halt > q_continue)
-
-    def learns_q_continue(self) -> bool:
-        return not self.config.no_ACT_continue

@@ -113,8 +113,10 @@ class ModelConfig(_Section):
     puzzle_emb_len: int | None = Field(
         None, ge=0, description="TRM: positions the puzzle embedding fills; null = 16 (TRM), 0 = as many as it needs."
     )
-    no_ACT_continue: bool = Field(
-        True, description="TRM: halt on q_halt > 0 alone, no Q-continue target (no second forward)."
+    no_ACT_continue: bool | None = Field(
+        None,
+        description="Halt on q_halt > 0 alone, no Q-continue target (no second forward); null = the arch's own: "
+        "TRM true, HRM false (the reference's Q-learning).",
     )
 
     @field_validator("forward_dtype", mode="before")
@@ -142,9 +144,10 @@ class ModelConfig(_Section):
 
     def hrm_fields(self) -> dict[str, Any]:
         """The HRMConfig keyword arguments this section sets (puzzle_emb_ndim resolved)."""
-        trm_only = {"puzzle_emb_len", "no_ACT_continue"} if self.arch == "hrm" else set()
+        trm_only = {"puzzle_emb_len"} if self.arch == "hrm" else set()
         out = self.model_dump(exclude={"loss_type", "puzzle_emb_ndim"} | trm_only)
         out["puzzle_emb_ndim"] = self.hidden_size if self.puzzle_emb_ndim is None else self.puzzle_emb_ndim
+        out["no_ACT_continue"] = self.arch == "trm" if self.no_ACT_continue is None else self.no_ACT_continue
         if self.arch == "trm" and self.puzzle_emb_len is None:
             out["puzzle_emb_len"] = 16
         return out

@@ -38,7 +38,8 @@ def _mlp_t(m: ModelShape) -> bool:
 
 def q_target_forward(m: ModelShape) -> bool:
     """Does a training step run the second, no-grad forward for the Q-continue target?"""
-    return m.halt_max_steps > 1 and not (is_trm(m) and getattr(m, "no_ACT_continue", True))
+    no_continue = getattr(m, "no_ACT_continue", None)
+    return m.halt_max_steps > 1 and not (is_trm(m) if no_continue is None else no_continue)
 
 
 def layer_modules(m: ModelShape) -> int:
@@ -78,7 +79,7 @@ class Shape:
     arch: str = "hrm"
     mlp_t: bool = False
     puzzle_emb_len: int | None = None  # TRM: the prefix length it was given
-    no_ACT_continue: bool = True
+    no_ACT_continue: bool | None = None  # None: the arch's own (TRM true, HRM false)
 
 
 def round_up(x: int, multiple: int) -> int:
