@@ -138,3 +138,19 @@ def test_prune_keeps_the_last_written_and_the_best(tmp_path: Path) -> None:
         "step-00000300.pt",
     ]
     assert latest_checkpoint(tmp_path).name == "step-00000150.pt"
+
+
+def test_a_branch_point_makes_the_resumed_checkpoint_latest_until_the_new_branch_writes(tmp_path: Path) -> None:
+    ckpts = _write(tmp_path, [1000, 2000, 3000], keep_last=3)
+    ckpt_mod.mark_branch_point(ckpts, "step-00002000.pt")  # resumed from 2000; nothing written since
+    assert latest_checkpoint(tmp_path).name == "step-00002000.pt"
+    assert [c.step for c in live_branch(tmp_path)] == [1000, 2000]
+    assert [e["step"] for e in _index(ckpts)["checkpoints"]] == [1000, 3000, 2000]  # the write order moved
+    writer = CheckpointWriter(tmp_path, keep_last=3)
+    writer.save({"step": 2500, "w": torch.zeros(1)})
+    writer.wait()
+    # keep_last keeps the three latest writes (the abandoned 3000 among them, still on disk to go back to)
+    assert [c.step for c in list_checkpoints(tmp_path)] == [2000, 2500, 3000]
+    assert [c.step for c in live_branch(tmp_path)] == [2000, 2500]
+    ckpt_mod.mark_branch_point(ckpts, "step-00002500.pt")  # already the newest write: nothing changes
+    assert [e["step"] for e in _index(ckpts)["checkpoints"]] == [3000, 2000, 2500]

@@ -5,24 +5,29 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import signal
 from pathlib import Path
 
 import pytest
 import torch
 from support.train import (
+    PY,
     TINY,
     effective,
     events,
     kill_group,
     latest_ckpt,
     model_of,
+    run,
     show,
     start,
     train_cmd,
     train_here,
     wait_for,
 )
+
+from hrm.run.ckpt_index import latest_checkpoint
 
 pytestmark = pytest.mark.slow  # every test trains tiny runs (in this process or a killed child)
 
@@ -94,6 +99,25 @@ def test_sigkill_right_after_checkpoint_then_resume(straight: Path, tmp_path: Pa
     assert train_here("--run-dir", str(d), "--resume", "latest") == 0
     resumed = [e for e in events(d) if e["kind"] == "run"][-1]
     assert resumed["step"] >= ck["step"]
+    _same_run(straight, d)
+
+
+def test_resume_latest_after_a_resume_from_an_older_checkpoint_goes_on_from_it(straight: Path, tmp_path: Path) -> None:
+    """Resumed from step 4 of a run that reached 8, the trainer dies before its first checkpoint: the next
+    `--resume latest` goes on from step 4 (the branch the user chose), not from step 8 (the abandoned one)."""
+    d = tmp_path / "run"
+    shutil.copytree(straight, d)
+    older = d / "checkpoints" / "step-00000004.pt"
+    assert latest_checkpoint(d).name == "step-00000008.pt"
+    dies = (  # the trainer, killed (no clean-up) once its start is recorded, before any step
+        "import os, sys\nimport hrm.train.trainer as T\nT.run_training = lambda session: os._exit(9)\n"
+        "from hrm.train.cli import main\nsys.exit(main(sys.argv[1:]))\n"
+    )
+    r = run([PY, "-c", dies, "--run-dir", str(d), "--resume", str(older)])
+    assert r.returncode == 9, r.stderr[-2000:]
+    assert latest_checkpoint(d) == older
+    assert train_here("--run-dir", str(d), "--resume", "latest") == 0
+    assert [e for e in events(d) if e["kind"] == "run"][-1]["step"] == 4
     _same_run(straight, d)
 
 

@@ -8,7 +8,6 @@ it, renames it to `step-N.pt`, fsyncs the directory, updates index.json and prun
 
 from __future__ import annotations
 
-import errno
 import json
 import logging
 import os
@@ -34,6 +33,7 @@ from hrm.run.ckpt_index import (
 )
 from hrm.run.layout import CKPT_DIR, checkpoint_name
 from hrm.run.layout import CKPT_INDEX_FILE as INDEX_NAME
+from hrm.train.write_errors import describe_write_error
 
 __all__ = [
     "CheckpointWriter",
@@ -46,6 +46,8 @@ __all__ = [
     "best_checkpoint",
     "checkpoint_name",
     "checkpoints_dir",
+    "describe_write_error",
+    "mark_branch_point",
 ]
 
 log = logging.getLogger(__name__)
@@ -282,38 +284,20 @@ class CheckpointWriter:
         self.wait()
 
 
-def describe_write_error(exc: BaseException, path: Path) -> str:
-    """One line for a failed write: a full filesystem is named as such with the way out (torch's
-    zip writer reports ENOSPC as "[enforce fail at inline_container.cc] unexpected pos ...")."""
-    try:
-        st = os.statvfs(path.parent)
-        free = st.f_bavail * st.f_frsize
-    except OSError:
-        free = None
-    nospace = (isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT)) or (
-        free is not None and free < _NEARLY_FULL_BYTES
-    )
-    if nospace:
-        return (
-            f"no space left on device writing {path} ({_human(free)} free on that filesystem); "
-            "free some space there (or lower train.keep_last), then continue with --resume latest"
-        )
-    text = str(exc).splitlines()[0] if str(exc) else ""
-    return f"{type(exc).__name__}: {text} (writing {path})"
-
-
-# Below this much free space a failed write is put down to a full disk whatever the library said.
-_NEARLY_FULL_BYTES = 1 << 20
-
-
-def _human(n: int | None) -> str:
-    if n is None:
-        return "unknown space"
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if n < 1024 or unit == "GiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024  # type: ignore[assignment]
-    return f"{n} B"
+def mark_branch_point(ckpt_dir: Path, name: str) -> None:
+    """Record that training goes on from checkpoint `name` (a resume): it moves to the end of the write
+    order, so the live branch (`live_branch`, what `--resume latest` and the app use) runs through it even
+    before the new branch writes its first checkpoint, and higher steps written earlier count as abandoned."""
+    index = read_index(ckpt_dir)
+    entries = [e for e in index["checkpoints"] if isinstance(e, dict) and isinstance(e.get("file"), str)]
+    if not (ckpt_dir / name).is_file() or (entries and entries[-1]["file"] == name) or being_deleted(index):
+        return  # nothing to move (an interrupted prune is finished by the next writer first)
+    known = {e["file"]: e for e in entries}
+    order = [known.get(c.path.name) or {"file": c.path.name, "step": c.step, "score": None, "size": c.size}
+             for c in checkpoints_in_write_order(ckpt_dir)]  # fmt: skip
+    moved = [e for e in order if e["file"] == name]
+    rest = [e for e in order if e["file"] != name]
+    _write_json_atomic(ckpt_dir / INDEX_NAME, {"checkpoints": rest + moved, "best": index.get("best")})
 
 
 def load_checkpoint(path: str | os.PathLike[str], map_location: str | torch.device = "cpu") -> Any:

@@ -12,10 +12,12 @@ import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from hrm.run.ckpt_index import checkpoints_dir
 from hrm.run.config import Config
 from hrm.run.layout import COMMANDS, QUERIES
 from hrm.train import distributed as D
 from hrm.train import resume as R
+from hrm.train.checkpoint import mark_branch_point
 from hrm.train.ckpt_io import RunCheckpoints
 from hrm.train.parts import Parts, build_parts
 from hrm.train.record import RunRecord
@@ -71,6 +73,9 @@ class Session:
             )
             start = R.apply_start(cfg, Path(run_dir), env, parts, chosen, resume)
             record.open(start.step, parts.total_steps)
+            own = checkpoints_dir(run_dir)
+            if env.is_main and chosen is not None and chosen.full and chosen.path.parent.resolve() == own.resolve():
+                mark_branch_point(own, chosen.path.name)  # `--resume latest` goes on from here from now on
         except BaseException as e:
             if record.opened:  # a start that failed after it began to write says so
                 msg = _describe(env, e)
