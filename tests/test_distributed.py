@@ -53,15 +53,22 @@ def torchrun(*args: str, nproc: int = 2) -> list[str]:
     return [TORCHRUN, "--standalone", f"--nproc_per_node={nproc}", "-m", "hrm.train", *args]
 
 
-@pytest.fixture(scope="module")
-def one_and_two(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+# TRM (sequence MLP, weight EMA) through the same torchrun path as HRM.
+TRM = ["model.arch=trm", "model.puzzle_emb_len=2", "model.mlp_t=true", "model.pos_encodings=none", "train.ema=true"]
+
+
+@pytest.fixture(scope="module", params=[[], TRM], ids=["hrm", "trm"])
+def one_and_two(
+    tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
+) -> tuple[Path, Path, list[str]]:
     from hrm.train.cli import main
 
     base = tmp_path_factory.mktemp("dist")
     one, two = base / "one", base / "two"
+    same = [*SAME, *request.param]
     # Both at once: the 1-rank run in this process while torchrun starts its two.
     p2 = subprocess.Popen(
-        torchrun(*SAME, "--run-dir", str(two)),
+        torchrun(*same, "--run-dir", str(two)),
         cwd=REPO,
         env=proc_env(),
         stdout=subprocess.PIPE,
@@ -70,12 +77,12 @@ def one_and_two(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
         start_new_session=True,
     )
     try:
-        assert main([*SAME, "--run-dir", str(one)]) == 0
+        assert main([*same, "--run-dir", str(one)]) == 0
         out2, _ = p2.communicate(timeout=180)
     finally:
         kill_group(p2)
     assert p2.returncode == 0, out2[-3000:]
-    return one, two
+    return one, two, same
 
 
 def _close(a: Path, b: Path, steps: range) -> None:
@@ -93,8 +100,8 @@ def _close(a: Path, b: Path, steps: range) -> None:
         torch.testing.assert_close(ma[k], mb[k], rtol=1e-4, atol=1e-6, msg=f"weights differ in {k}")
 
 
-def test_two_ranks_equal_one_rank(one_and_two: tuple[Path, Path]) -> None:
-    one, two = one_and_two
+def test_two_ranks_equal_one_rank(one_and_two: tuple[Path, Path, list[str]]) -> None:
+    one, two, _ = one_and_two
     run2 = next(e for e in events(two) if e["kind"] == "run")
     assert run2["world_size"] == 2 and len(run2["devices"]) == 2
     _close(one, two, range(1, STEPS + 1))
@@ -103,18 +110,25 @@ def test_two_ranks_equal_one_rank(one_and_two: tuple[Path, Path]) -> None:
     gb = run2["config"]["train"]["global_batch_size"]
     assert ck["world_size"] == 2 and len(ck["rng"]) == 2
     assert all(v.shape[0] == gb for v in ck["carry"].values())
+    if "ema" in ck:  # TRM's weight EMA: the same average on both ranks as on one
+        ema1 = torch.load(latest_ckpt(one), map_location="cpu", weights_only=True)["ema"]
+        torch.testing.assert_close(ck["ema"], ema1, rtol=1e-4, atol=1e-6)
 
 
-def test_two_rank_checkpoint_resumes_on_one_rank(one_and_two: tuple[Path, Path], tmp_path: Path) -> None:
-    _one, two = one_and_two
+def test_two_rank_checkpoint_resumes_on_one_rank(one_and_two: tuple[Path, Path, list[str]], tmp_path: Path) -> None:
+    _one, two, same = one_and_two
     d = tmp_path / "run"
     mid = two / "checkpoints" / "step-00000010.pt"
     assert torch.load(mid, map_location="cpu", weights_only=True)["world_size"] == 2
     from hrm.train.cli import main
 
-    assert main([*SAME, "--run-dir", str(d), "--resume", str(mid)]) == 0
+    assert main([*same, "--run-dir", str(d), "--resume", str(mid)]) == 0
     resumed = next(e for e in events(d) if e["kind"] == "run")
     assert resumed["step"] == 10 and resumed["world_size"] == 1
+    assert (
+        resumed["config"]["model"]["arch"]
+        == next(e for e in events(two) if e["kind"] == "run")["config"]["model"]["arch"]
+    )
     _close(two, d, range(11, STEPS + 1))
 
 
