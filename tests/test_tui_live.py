@@ -55,7 +55,8 @@ async def test_live_run_every_control_key(tmp_path: Path) -> None:
             await wait_ui(pilot, lambda: dash.status == "paused", STEP_S, "paused")
             paused_at = dash.state.step
             await wait_ui(pilot, lambda: "resume" in _footer(app) and "pause" not in _footer(app), 30, "resume offered")
-            assert "[pause]" in log_text(dash)  # the reply is shown
+            # the reply is shown (it comes back on the command's worker, independently of the status event)
+            await wait_ui(pilot, lambda: "[pause]" in log_text(dash), 30, "the pause reply")
 
             # c: checkpoint now (while paused) — a file appears. Its reply comes from the trainer's pause
             # loop after the file is written: proof that the paused trainer went round its loop, and no
