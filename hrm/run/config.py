@@ -9,10 +9,10 @@ from __future__ import annotations
 
 from typing import Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from hrm.run._config_errors import ConfigError, translate_validation_error
-from hrm.run._config_retired import drop_retired
+from hrm.run._config_section import _Section
 from hrm.run._config_yaml import parse_overrides
 from hrm.run.memory import FLOAT16_REFUSED
 from hrm.run.tasks import MAZE_LEVEL_SIZES
@@ -44,30 +44,6 @@ __all__ = [
 
 # Maze side when data.size is null, per level (as hrm.run.recipes / hrm.data.maze_gen define it).
 MAZE_DEFAULT_SIZE = MAZE_LEVEL_SIZES
-
-
-# Every number ends up in a float32 tensor or an int64 one: beyond these it overflows far from the config.
-_F32_MAX = 3.4028234663852886e38
-_I64_MAX = 2**63 - 1
-
-
-class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
-    section: ClassVar[str] = ""  # its key in the config file (the retired keys are looked up by it)
-
-    @model_validator(mode="before")
-    @classmethod
-    def _retired_keys(cls, data: Any) -> Any:
-        return drop_retired(cls.section, data)  # configs and checkpoints of earlier versions still load
-
-    @field_validator("*", mode="after")
-    @classmethod
-    def _representable(cls, v: Any) -> Any:
-        if isinstance(v, float) and abs(v) > _F32_MAX:
-            raise ValueError(f"{v:g} is too large: a float32 holds at most {_F32_MAX:.3g}")
-        if isinstance(v, int) and not isinstance(v, bool) and abs(v) > _I64_MAX:
-            raise ValueError(f"{v} is too large: at most {_I64_MAX} (int64)")
-        return v
 
 
 class ModelConfig(_Section):
