@@ -17,13 +17,20 @@ import time
 from pathlib import Path
 
 import pytest
-from support.train import TINY, kill_group, last_train_step, show, start, statuses, train_cmd, wait_for, wait_state
+from support.train import (
+    LONG,
+    kill_group,
+    last_train_step,
+    show,
+    start,
+    statuses,
+    train_cmd,
+    wait_for,
+    wait_state,
+)
 from test_control import _Trainer
 
 from hrm.run.control import ControlServer, send_command
-
-LONG = [*TINY, "train.total_steps=100000", "train.eval_interval=100000", "train.checkpoint_interval=100000"]
-
 
 # --- abuse: nothing a client sends or does may stop the trainer ----------------------------------
 
@@ -130,7 +137,7 @@ while not done.is_set():
     for req in server.poll():
         req.reply({"step": 1})
         answered += 1
-    time.sleep(0.002)
+    time.sleep(0.002)  # the fake server's poll interval, not a wait for something
 server.close()
 print("answered", answered, flush=True)
 """

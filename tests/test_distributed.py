@@ -18,6 +18,7 @@ import psutil
 import pytest
 import torch
 from support.train import (
+    LONG,
     REPO,
     TINY,
     TORCHRUN,
@@ -46,7 +47,6 @@ SAME = [
     "train.eval_interval=10",
     "train.checkpoint_interval=10",
 ]
-LONG = [*TINY, "train.total_steps=100000", "train.eval_interval=100000", "train.checkpoint_interval=100000"]
 
 
 def torchrun(*args: str, nproc: int = 2) -> list[str]:

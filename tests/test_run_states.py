@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 from support.train import (
+    LONG,
     TINY,
     as_json,
     events,
@@ -26,8 +27,6 @@ from support.train import (
 )
 
 pytestmark = pytest.mark.slow  # real trainer processes paused, killed, stopped
-
-LONG = [*TINY, "train.total_steps=100000", "train.eval_interval=100000", "train.checkpoint_interval=100000"]
 
 
 def _ctl_status(d: Path) -> dict:

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 from support.train import (
+    LONG,
     TINY,
     effective,
     events,
@@ -23,8 +24,6 @@ from support.train import (
     wait_for,
     wait_state,
 )
-
-LONG = [*TINY, "train.total_steps=100000", "train.eval_interval=100000", "train.checkpoint_interval=100000"]
 
 
 def _ctl(run_dir: Path, cmd: str) -> dict:

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 from support.train import (
+    LONG,
     TINY,
     effective,
     events,
@@ -29,7 +30,6 @@ from support.train import (
 
 pytestmark = pytest.mark.slow  # every test runs real trainer processes
 
-LONG = [*TINY, "train.total_steps=100000", "train.eval_interval=100000", "train.checkpoint_interval=100000"]
 SHORT = [*TINY, "train.total_steps=4", "train.eval_interval=2", "train.checkpoint_interval=2"]
 
 

@@ -21,6 +21,8 @@ TORCHRUN = str(Path(sys.executable).with_name("torchrun"))
 # Short, deterministic runs: one thread per process (bitwise-repeatable on CPU, and kind to the
 # shared 2-core machine), 8 examples per step.
 TINY = ["tiny", "train.eval_max_examples=8", "train.keep_last=5"]
+# A tiny run that outlives any test (no eval or checkpoint of its own): for runs a test pauses, kills or stops.
+LONG = [*TINY, "train.total_steps=100000", "train.eval_interval=100000", "train.checkpoint_interval=100000"]
 
 
 def proc_env(**extra: str) -> dict[str, str]:
