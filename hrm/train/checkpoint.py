@@ -247,16 +247,9 @@ class CheckpointWriter:
 
     def _record_and_prune(self, final: Path, step: int, score: float | None, size: int) -> None:
         index = read_index(self.dir)
-        recorded = {
-            e["file"]: e for e in index["checkpoints"] if isinstance(e, dict) and isinstance(e.get("file"), str)
-        }
         # Write order comes from the index (files it never saw, from a crash between rename and index
         # update, join by step before this one); file times play no part.
-        entries = [
-            recorded.get(c.path.name) or {"file": c.path.name, "step": c.step, "score": None, "size": c.size}
-            for c in checkpoints_in_write_order(self.dir)
-            if c.path.name != final.name
-        ]
+        entries = [e for e in _entries_in_write_order(self.dir, index) if e["file"] != final.name]
         entries.append({"file": final.name, "step": step, "score": score, "size": size, "time": time.time()})
         scored = [e for e in entries if isinstance(e.get("score"), (int, float))]
         best = max(scored, key=lambda e: (e["score"], e["step"]))["file"] if scored else None
@@ -284,17 +277,24 @@ class CheckpointWriter:
         self.wait()
 
 
+def _entries_in_write_order(ckpt_dir: Path, index: dict[str, Any]) -> list[dict[str, Any]]:
+    """index.json entries of the complete checkpoints on disk, in write order; a file the index never saw
+    gets a fresh entry."""
+    recorded = {e["file"]: e for e in index["checkpoints"] if isinstance(e, dict) and isinstance(e.get("file"), str)}
+    return [
+        recorded.get(c.path.name) or {"file": c.path.name, "step": c.step, "score": None, "size": c.size}
+        for c in checkpoints_in_write_order(ckpt_dir)
+    ]
+
+
 def mark_branch_point(ckpt_dir: Path, name: str) -> None:
     """Record that training goes on from checkpoint `name` (a resume): it moves to the end of the write
     order, so the live branch (`live_branch`, what `--resume latest` and the app use) runs through it even
     before the new branch writes its first checkpoint, and higher steps written earlier count as abandoned."""
     index = read_index(ckpt_dir)
-    entries = [e for e in index["checkpoints"] if isinstance(e, dict) and isinstance(e.get("file"), str)]
-    if not (ckpt_dir / name).is_file() or (entries and entries[-1]["file"] == name) or being_deleted(index):
+    order = _entries_in_write_order(ckpt_dir, index)
+    if not (ckpt_dir / name).is_file() or (order and order[-1]["file"] == name) or being_deleted(index):
         return  # nothing to move (an interrupted prune is finished by the next writer first)
-    known = {e["file"]: e for e in entries}
-    order = [known.get(c.path.name) or {"file": c.path.name, "step": c.step, "score": None, "size": c.size}
-             for c in checkpoints_in_write_order(ckpt_dir)]  # fmt: skip
     moved = [e for e in order if e["file"] == name]
     rest = [e for e in order if e["file"] != name]
     _write_json_atomic(ckpt_dir / INDEX_NAME, {"checkpoints": rest + moved, "best": index.get("best")})
