@@ -69,6 +69,18 @@ def _bits(x: int) -> np.ndarray:
     return np.flatnonzero(np.unpackbits(raw, bitorder="little"))
 
 
+def distances_from(open_cells: np.ndarray, cell: tuple[int, int]) -> np.ndarray:
+    """Moves from `cell` to every cell over open cells ([side, side] int64; -1 where unreachable), from the
+    bit-parallel BFS levels."""
+    side = open_cells.shape[0]
+    W = side + 2
+    dist = np.full((W * W,), -1, dtype=np.int64)
+    start = (int(cell[0]) + 1) * W + int(cell[1]) + 1  # a Python int: bit shifts past 64 bits
+    for k, level in enumerate(_levels(_open_mask(open_cells), start, W)):
+        dist[_bits(level)] = k
+    return dist.reshape(W, W)[1:-1, 1:-1]
+
+
 def _lowest_bit(x: int) -> int:
     return (x & -x).bit_length() - 1
 

@@ -6,7 +6,7 @@ from collections import deque
 
 import numpy as np
 
-from hrm.data.maze_gen import GOAL, OPEN, PATH, START, WALL
+from hrm.data.maze_gen import GOAL, OPEN, PATH, START, WALL, distances_from
 
 # --- the reference labeller ------------------------------------------------------------------------------
 
@@ -51,21 +51,6 @@ def bfs_label(grid: np.ndarray) -> np.ndarray:
     return label
 
 
-def _distances(passable: np.ndarray, src: tuple[int, int]) -> np.ndarray:
-    """BFS distance of every cell from src over passable cells (-1: unreachable)."""
-    side = passable.shape[0]
-    dist = np.full(passable.shape, -1, dtype=np.int64)
-    dist[src] = 0
-    queue = deque([src])
-    while queue:
-        r, c = queue.popleft()
-        for nr, nc in ((r + 1, c), (r, c - 1), (r, c + 1), (r - 1, c)):
-            if 0 <= nr < side and 0 <= nc < side and passable[nr, nc] and dist[nr, nc] < 0:
-                dist[nr, nc] = dist[r, c] + 1
-                queue.append((nr, nc))
-    return dist
-
-
 def only_shortest_path(grid: np.ndarray, label: np.ndarray) -> np.ndarray:
     """The maze with a wall on every cell that lies on some shortest S→G path but not on the label's:
     the label's path becomes the only shortest one (its length is unchanged), so an exact answer means
@@ -75,7 +60,7 @@ def only_shortest_path(grid: np.ndarray, label: np.ndarray) -> np.ndarray:
     passable = grid != WALL
     s = tuple(np.argwhere(grid == START)[0])
     g = tuple(np.argwhere(grid == GOAL)[0])
-    from_s, to_g = _distances(passable, s), _distances(passable, g)
+    from_s, to_g = distances_from(passable, s), distances_from(passable, g)
     on_some = (from_s >= 0) & (to_g >= 0) & (from_s + to_g == from_s[g])
     out = grid.copy()
     out[on_some & (np.asarray(label) != PATH) & (grid == OPEN)] = WALL
