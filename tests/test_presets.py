@@ -88,7 +88,8 @@ def test_thinking_presets_recurse_and_halt_on_a_cpu(name: str) -> None:
         assert cfg.train.ema and m.no_ACT_continue  # the paper's EMA and halting
     else:
         assert m.arch == "hrm"
-        assert m.L_cycles >= 2  # recursion inside each segment: the L module runs repeatedly before the H update
+        # recursion inside each segment: the L module runs H_cycles × L_cycles times, all but the last without grad
+        assert m.H_cycles * m.L_cycles >= 2
     if cfg.data.task == "sudoku":  # the fixed 9×9 grid: the sequence MLP, as TRM's Sudoku recipe
         assert m.mlp_t and m.pos_encodings == "none"
     base = load_preset(THINKING[name])
