@@ -47,7 +47,15 @@ def _parser() -> argparse.ArgumentParser:
     )
     ttc.add_argument("--pick", choices=("qhalt", "vote", "both"), default="both", help="how K answers become one")
     ttc.add_argument("--no-augment", action="store_true", help="K identical trajectories (a check: equals K = 1)")
-    ttc.add_argument("--seed", type=int, default=0, help="seed of the Sudoku variants")
+    ttc.add_argument(
+        "--noise",
+        type=float,
+        default=0.0,
+        metavar="S",
+        help="trajectories 2..K: the puzzle itself with seeded Gaussian noise (S × the state's RMS) on the latent "
+        "state before each segment after the first, instead of augmentations (0: off)",
+    )
+    ttc.add_argument("--seed", type=int, default=0, help="seed of the Sudoku variants and of the noise")
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     p.add_argument(
         "--dtype",
@@ -273,6 +281,7 @@ def main(argv: list[str] | None = None) -> int:
                 trajectories=args.trajectories or 1,
                 picks=PICKS if args.pick == "both" else (args.pick,),
                 augment=not args.no_augment,
+                noise=args.noise,
                 seed=args.seed,
                 **common,
             )

@@ -8,6 +8,11 @@ and several trajectories per puzzle with a pick.
   and its prediction mapped back. The answer is the prediction of the trajectory whose Q-head is surest it
   is done (highest q_halt logit at that segment), or the most frequent prediction (ties: highest q_halt).
   Variant 0 is always the puzzle itself, so K = 1 is the plain evaluation.
+- noise (instead of augmentations): trajectories 2..K run the puzzle itself, with seeded Gaussian noise of
+  `noise` × the state's per-position RMS added to the latent state (z_H and z_L) before every segment after
+  the first: the same model, perturbed in its thoughts rather than its input. A model trained without
+  augmentation (the maze CPU presets) sees only in-distribution inputs this way. Trajectory 0 is never
+  perturbed, so K = 1 and noise 0 are the plain evaluation.
 
 Every setting (segments n, first k trajectories, pick) is scored from one run of K trajectories × N
 segments; its `seconds` is the measured model time of exactly the segments that setting needs.
@@ -16,13 +21,14 @@ segments; its `seconds` is the measured model time of exactly the segments that 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
 
 from hrm.data.augment import random_transform
 from hrm.data.format import dihedral_transform
+from hrm.model.hrm_act import Carry, InnerCarry
 from hrm.model.losses import IGNORE_LABEL_ID, ACTLossHead, ACTModel
 
 PICKS = ("qhalt", "vote")
@@ -83,11 +89,36 @@ class Trajectories:
     seconds: np.ndarray
 
 
+def perturbed(carry: Carry, scale: float, gen: torch.Generator) -> Carry:
+    """The carry with seeded Gaussian noise, `scale` × each position's RMS, added to z_H and z_L."""
+
+    def noisy(z: torch.Tensor) -> torch.Tensor:
+        eps = torch.randn(z.shape, generator=gen, dtype=torch.float32).to(z.device)
+        rms = z.float().pow(2).mean(dim=-1, keepdim=True).sqrt()
+        return (z.float() + scale * rms * eps).to(z.dtype)
+
+    inner = carry.inner_carry
+    return replace(carry, inner_carry=InnerCarry(noisy(inner.z_H), noisy(inner.z_L)))
+
+
+def noise_generators(seed: int, trajectories: int) -> list[torch.Generator]:
+    """One generator per trajectory, each seeded from (seed, k): a run with the same seed draws the same noise."""
+    return [torch.Generator().manual_seed(seed * 1_000_003 + k) for k in range(trajectories)]
+
+
 @torch.inference_mode()
 def run_trajectories(
-    head: ACTLossHead | ACTModel, batch: dict[str, torch.Tensor], vs: list[Variant], segments: int
+    head: ACTLossHead | ACTModel,
+    batch: dict[str, torch.Tensor],
+    vs: list[Variant],
+    segments: int,
+    noise: float = 0.0,
+    gens: list[torch.Generator] | None = None,
 ) -> Trajectories:
+    """`noise` > 0: trajectory k ≥ 1 perturbs its latent state before each segment after the first, drawing
+    from gens[k] (one seeded generator per trajectory, kept across batches so a run is reproducible)."""
     model: ACTModel = head.model if isinstance(head, ACTLossHead) else head
+    gens = gens if gens is not None else noise_generators(0, len(vs))
     cfg = model.config
     saved_limit = cfg.halt_max_steps
     cfg.halt_max_steps = segments  # eval mode halts only at the limit: run exactly `segments`
@@ -99,6 +130,8 @@ def run_trajectories(
             p, q = [], []
             for s in range(segments):
                 t0 = time.perf_counter()
+                if noise > 0 and v_i > 0 and s > 0:
+                    carry = perturbed(carry, noise, gens[v_i])
                 carry, out = model(carry, vb)
                 y = out["logits"].argmax(dim=-1)
                 if y.is_cuda:
@@ -163,6 +196,7 @@ def evaluate_test_time(
     trajectories: int = 1,
     picks: tuple[str, ...] = PICKS,
     augment: bool = True,
+    noise: float = 0.0,
     seed: int = 0,
     split: str = "test",
     config: str | None = None,
@@ -181,15 +215,18 @@ def evaluate_test_time(
     n_seg = segments or cfg.halt_max_steps
     if n_seg < 1 or trajectories < 1:
         raise ValueError("--segments and --trajectories must be at least 1")
+    if noise < 0:
+        raise ValueError(f"--noise must be 0 (off) or positive, got {noise}")
     task = "sudoku" if cfg.seq_len == 81 and cfg.vocab_size == 11 else "maze"
-    vs = variants(task, trajectories, cfg.seq_len, cfg.vocab_size, seed=seed, augment=augment)
+    vs = variants(task, trajectories, cfg.seq_len, cfg.vocab_size, seed=seed, augment=augment and noise == 0)
+    gens = noise_generators(seed, trajectories)
     rows = settings(n_seg, trajectories, picks)
     sums = {r: torch.zeros(4, dtype=torch.float64) for r in rows}
     secs = dict.fromkeys(rows, 0.0)
     t0 = time.perf_counter()
     for _set, batch, _effective in checked_batches(loaded, split, max_examples):
         batch = {k: v.to(loaded.device) for k, v in batch.items()}
-        tr = run_trajectories(loaded.head, batch, vs, n_seg)
+        tr = run_trajectories(loaded.head, batch, vs, n_seg, noise=noise, gens=gens)
         for r, (s, sec) in tally(tr, batch["inputs"], batch["labels"], rows).items():
             sums[r] += s
             secs[r] += sec
@@ -212,7 +249,8 @@ def evaluate_test_time(
         data=str(loaded.data),
         task=task,
         trained_segments=cfg.halt_max_steps,
-        augment=augment,
+        augment=augment and noise == 0,
+        noise=noise,
         settings=table,
         seconds=round(time.perf_counter() - t0, 3),
     )
@@ -222,7 +260,9 @@ def format_table(result: dict) -> str:
     label = "blanks" if result["task"] == "sudoku" else "path"
     lines = [
         f"checkpoint {result['checkpoint']} · data {result['data']} · trained with "
-        f"{result['trained_segments']} segments · {result['seconds']:.1f} s",
+        f"{result['trained_segments']} segments · "
+        + (f"noise {result['noise']:g} on the latent state · " if result.get("noise") else "")
+        + f"{result['seconds']:.1f} s",
         f"  {'segments':>8} {'traj.':>5} {'pick':>5} {'exact':>8} {label:>8} {'model s':>8}",
     ]
     for r in result["settings"]:

@@ -127,3 +127,52 @@ def test_the_cli_prints_one_table(checkpoint: Path) -> None:
         timeout=300,
     )
     assert table.returncode == 0 and "blanks" in table.stdout and "qhalt" in table.stdout, table.stdout + table.stderr
+
+
+def test_perturbed_adds_noise_scaled_to_the_state_rms() -> None:
+    from hrm.model.hrm_act import Carry, InnerCarry
+    from hrm.ttc import noise_generators, perturbed
+
+    z = torch.full((2, 50, 64), 2.0)  # RMS 2 at every position
+    carry = Carry(InnerCarry(z.clone(), -z.clone()), torch.zeros(2), torch.zeros(2, dtype=torch.bool), {})
+    out = perturbed(carry, 0.1, noise_generators(0, 1)[0])
+    d_H, d_L = out.inner_carry.z_H - z, out.inner_carry.z_L + z
+    assert d_H.std().item() == pytest.approx(0.2, rel=0.05) and d_L.std().item() == pytest.approx(0.2, rel=0.05)
+    assert not torch.equal(d_H, d_L)  # z_H and z_L draw their own noise
+    assert torch.equal(carry.inner_carry.z_H, z)  # the carry given is not changed in place
+
+
+def test_noise_on_the_latent_state_is_seeded_and_spares_the_first_segment_and_trajectory(checkpoint: Path) -> None:
+    from hrm.eval import checked_batches, load_for_eval
+    from hrm.ttc import identity_variant, noise_generators, run_trajectories
+
+    loaded = load_for_eval(str(checkpoint), None, split="test", device="cpu")
+    _set, batch, _n = next(iter(checked_batches(loaded, "test", 8)))
+    vs = [identity_variant(loaded.cfg.seq_len, loaded.cfg.vocab_size)] * 3
+
+    def run(noise: float, seed: int = 0):
+        return run_trajectories(loaded.head, batch, vs, 3, noise=noise, gens=noise_generators(seed, 3))
+
+    quiet, a, b, other = run(0.0), run(0.5), run(0.5), run(0.5, seed=1)
+    for k in (1, 2):  # no noise: every trajectory is the plain one
+        assert torch.equal(quiet.q_halt[k], quiet.q_halt[0]) and torch.equal(quiet.preds[k], quiet.preds[0])
+    assert torch.equal(a.q_halt, b.q_halt) and torch.equal(a.preds, b.preds)  # the seed decides the noise
+    assert not torch.equal(a.q_halt[1:, 1:], other.q_halt[1:, 1:])
+    assert torch.equal(a.q_halt[0], quiet.q_halt[0])  # trajectory 0 is the puzzle itself, unperturbed
+    assert torch.equal(a.q_halt[:, 0], quiet.q_halt[:, 0])  # segment 1 starts from the model's own init
+    for k in (1, 2):  # then each perturbed trajectory thinks differently, with its own noise
+        assert not torch.equal(a.q_halt[k, 1:], quiet.q_halt[0, 1:])
+    assert not torch.equal(a.q_halt[1, 1:], a.q_halt[2, 1:])
+
+
+def test_noise_keeps_the_plain_row_and_refuses_a_negative_scale(checkpoint: Path) -> None:
+    from hrm.eval import evaluate_checkpoint, main
+    from hrm.ttc import evaluate_test_time
+
+    plain = evaluate_checkpoint(checkpoint, device="cpu")["metrics"]
+    noisy = evaluate_test_time(str(checkpoint), trajectories=3, noise=0.3, device="cpu")
+    assert noisy["noise"] == 0.3 and noisy["augment"] is False
+    row = next(r for r in noisy["settings"] if (r["segments"], r["trajectories"]) == (noisy["trained_segments"], 1))
+    assert row["exact_accuracy"] == pytest.approx(plain["exact_accuracy"], abs=1e-12)
+    assert row["changed_accuracy"] == pytest.approx(plain["changed_accuracy"], abs=1e-12)
+    assert main(["--checkpoint", str(checkpoint), "--trajectories", "2", "--noise", "-1", "--device", "cpu"]) == 2
