@@ -31,7 +31,7 @@ class _Trainer(threading.Thread):
             for req in self.server.poll():
                 self.seen.append(req.cmd)
                 req.reply({"step": self.step, "message": f"did {req.cmd}", **req.args})
-            time.sleep(0.002)  # the fake trainer's step time, not a wait for something
+            self.stop_event.wait(0.002)  # the fake trainer's step time; returns at once when stopped
 
 
 @pytest.fixture()
